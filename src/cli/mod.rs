@@ -1,0 +1,73 @@
+//! The command line (clap): `serve`, `check`, `load`.
+
+mod check;
+mod load;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "wasmta",
+    version,
+    about = "A mail transfer agent with Lua and WebAssembly policy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the MTA.
+    Serve {
+        /// Policy file (Lua).
+        #[arg(long, default_value = "policy/init.lua")]
+        policy: PathBuf,
+        /// Spool directory used when the policy defines none.
+        #[arg(long, default_value = "data/spool")]
+        spool_dir: PathBuf,
+    },
+    /// Load and validate a policy without binding any port.
+    Check {
+        /// Policy file (Lua).
+        #[arg(long, default_value = "policy/init.lua")]
+        policy: PathBuf,
+    },
+    /// Generate SMTP load and report throughput and latency.
+    Load(load::LoadArgs),
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Entry point.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve { policy, spool_dir } => rt.block_on(serve::run(policy, spool_dir)),
+        Command::Check { policy } => rt.block_on(check::run(policy)),
+        Command::Load(args) => rt.block_on(load::run(args)),
+    }
+}

@@ -1,0 +1,123 @@
+//! `wasmta serve`: load the policy, open the spool and logs, enumerate spooled messages,
+//! bind the listeners, print `initialization complete`, and run until SIGTERM/SIGINT.
+
+use crate::http::HttpListener;
+use crate::logs::Logs;
+use crate::policy::lua::LuaEngine;
+use crate::policy::{Engine, Policy};
+use crate::queue::{InsertReason, QueueManager};
+use crate::smtp::server::{EsmtpListener, ServerContext};
+use crate::spool::Spool;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+fn node_id(spool_dir: &Path) -> String {
+    let path = spool_dir.join("nodeid");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        return id.trim().to_string();
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let _ = std::fs::write(&path, &id);
+    id
+}
+
+/// Runs the server.
+pub async fn run(policy_path: PathBuf, spool_dir: PathBuf) -> ExitCode {
+    match start(policy_path, spool_dir).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(policy_path: PathBuf, spool_dir: PathBuf) -> Result<(), String> {
+    let loaded = LuaEngine::load(&policy_path).await?;
+    for p in &loaded.problems {
+        tracing::warn!("{p}");
+    }
+    let init = loaded.init;
+    let engine = Arc::new(loaded.engine);
+    let parallelism = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    engine.prewarm(parallelism).await?;
+    let policy = Policy::new(vec![engine.clone() as Arc<dyn Engine>])?;
+
+    let (spool, startup) = Spool::open(&init.spools, &spool_dir).map_err(|e| e.to_string())?;
+    let logs = Logs::start(&init.logs, node_id(spool.path()))
+        .map_err(|e| format!("starting logs: {e}"))?;
+    let queues = Arc::new(QueueManager::new());
+    let enumerated = startup.messages.len();
+    for message in startup.messages {
+        policy
+            .spool_message_enumerated(&message)
+            .await
+            .map_err(|e| format!("spool_message_enumerated failed for {}: {e}", message.id()))?;
+        queues.insert(&message, InsertReason::Enumerated);
+    }
+    tracing::info!(
+        "spool: {enumerated} message(s) enumerated, {} record(s) quarantined",
+        startup.quarantined
+    );
+    spool.start();
+
+    let ctx = Arc::new(ServerContext {
+        policy,
+        spool: spool.clone(),
+        logs: logs.clone(),
+        queues,
+    });
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut sessions = Vec::new();
+    for config in init.listeners {
+        let listener = EsmtpListener::bind(config).await?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!("esmtp listener on {addr}");
+        sessions.push(tokio::spawn(
+            listener.serve(ctx.clone(), shutdown_rx.clone()),
+        ));
+    }
+    let mut http_tasks = Vec::new();
+    for config in init.http_listeners {
+        let listener = HttpListener::bind(config).await?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!("http listener on {addr}");
+        http_tasks.push(tokio::spawn(
+            listener.serve(spool.clone(), shutdown_rx.clone()),
+        ));
+    }
+    if sessions.is_empty() {
+        tracing::warn!("the policy started no esmtp listener");
+    }
+    tracing::info!("initialization complete");
+
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    let _ = shutdown_tx.send(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for task in sessions {
+        if let Ok(active) = task.await {
+            while active.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    for t in http_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
+    let logs_done = tokio::task::spawn_blocking(move || logs.close());
+    let _ = tokio::time::timeout(Duration::from_secs(5), logs_done).await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}

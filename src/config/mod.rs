@@ -1,0 +1,50 @@
+//! Configuration objects and their parsing, shared by every engine: units, CIDR sets,
+//! listener, spool, log and HTTP options, listener domains, and what `init` collects.
+
+pub mod cidr;
+pub mod listener;
+pub mod storage;
+pub mod units;
+
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Decodes a JSON value into a typed config struct; the error names the path of the
+/// offending key (`trace_headers.header_name: invalid type ...`).
+pub fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })
+}
+
+/// Everything the `init` event configured.
+#[derive(Debug, Clone)]
+pub struct InitConfig {
+    /// ESMTP listeners.
+    pub listeners: Vec<listener::EsmtpListenerConfig>,
+    /// Spools (`data`, `meta`).
+    pub spools: Vec<storage::SpoolConfig>,
+    /// Local log configuration.
+    pub logs: Vec<storage::LocalLogsConfig>,
+    /// HTTP listeners.
+    pub http_listeners: Vec<storage::HttpListenerConfig>,
+    /// Wall-clock budget of one policy call.
+    pub event_timeout: Duration,
+}
+
+impl Default for InitConfig {
+    fn default() -> Self {
+        InitConfig {
+            listeners: vec![],
+            spools: vec![],
+            logs: vec![],
+            http_listeners: vec![],
+            event_timeout: Duration::from_secs(10),
+        }
+    }
+}

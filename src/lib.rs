@@ -1,0 +1,12 @@
+//! wasmta: a mail transfer agent with KumoMTA-compatible Lua policy and WebAssembly
+//! component policy. See `docs/design.md` for the plan of the rooms below.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod logs;
+pub mod message;
+pub mod policy;
+pub mod queue;
+pub mod smtp;
+pub mod spool;

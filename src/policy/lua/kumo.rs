@@ -1,0 +1,466 @@
+//! The `kumo` global: registration (`kumo.on`), refusals (`kumo.reject`,
+//! `kumo.disconnect`), the `init`-time configuration calls, data helpers, and every other
+//! name of KumoMTA's API, accepted with a one-line warning where wasmta has no
+//! implementation yet (never an unexplained load failure).
+
+use super::convert::{from_lua, to_lua};
+use super::userdata::ConfigObject;
+use super::{Host, Phase, caller_site, phase};
+use crate::config::{self, listener::EsmtpListenerConfig, storage};
+use crate::policy::events::{Multiplicity, multiplicity_of};
+use crate::policy::{DisconnectMode, Rejection};
+use mlua::{Function, Lua, Table, Value as LuaValue, Variadic};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// `kumo.*` names accepted with a warning because wasmta does not implement them yet.
+const UNIMPLEMENTED: &[&str] = &[
+    "configure_accounting_db_path",
+    "configure_bounce_classifier",
+    "configure_redis_throttles",
+    "suspend_delivery_when_spool_unhealthy",
+    "configure_log_hook",
+    "configure_log_disposition_hook",
+    "make_throttle",
+    "make_message",
+    "inject_message",
+    "apply_supplemental_trace_header",
+    "generate_rfc3464_message",
+    "invoke_get_queue_config",
+    "invoke_get_egress_path_config",
+    "invoke_get_egress_source",
+    "invoke_get_egress_pool",
+    "compute_queue_config_constraints",
+    "compute_egress_path_config_constraints",
+    "format_queue_config_toml",
+    "format_egress_path_config_toml",
+    "format_egress_path_config_constraints",
+    "spawn_task",
+    "bump_config_epoch",
+    "set_config_monitor_globs",
+    "eval_config_monitor_globs",
+    "set_smtpsrv_threads",
+    "set_httpinject_threads",
+    "set_httpinject_recipient_rate_limit",
+    "set_qmaint_threads",
+    "set_ready_qmaint_threads",
+    "set_readyq_threads",
+    "set_spoolin_threads",
+    "set_logging_threads",
+    "set_lruttl_cache_capacity",
+    "set_memory_hard_limit",
+    "set_memory_soft_limit",
+    "set_memory_low_thresh",
+    "get_memory_hard_limit",
+    "get_memory_soft_limit",
+    "get_memory_low_thresh",
+    "set_diagnostic_log_filter",
+    "glob",
+    "uncached_glob",
+    "read_dir",
+    "validation_failed",
+];
+
+/// Sub-modules and their functions, accepted with a warning for now.
+const UNIMPLEMENTED_MODULES: &[(&str, &[&str])] = &[
+    (
+        "dkim",
+        &["rsa_sha256_signer", "ed25519_signer", "set_signing_threads"],
+    ),
+    (
+        "dns",
+        &[
+            "lookup_mx",
+            "lookup_addr",
+            "lookup_txt",
+            "lookup_ptr",
+            "ptr_host",
+            "rbl_lookup",
+            "reverse_ip",
+            "configure_resolver",
+            "configure_unbound_resolver",
+            "define_resolver",
+            "load_resolv_conf",
+            "set_mta_sts_enabled",
+            "set_mx_concurrency_limit",
+            "set_mx_negative_cache_ttl",
+            "set_mx_timeout",
+        ],
+    ),
+    ("shaping", &["load"]),
+    ("http", &["build_client", "build_url", "connect_websocket"]),
+    ("secrets", &["load"]),
+    ("api", &[]),
+];
+
+/// Config constructors not yet validated by wasmta: they return their table as an object.
+const PASS_THROUGH_CONSTRUCTORS: &[&str] = &[
+    "make_queue_config",
+    "make_egress_path",
+    "make_egress_source",
+    "make_egress_pool",
+];
+
+/// Installs the `kumo` global into a context.
+pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
+    let kumo = lua.create_table()?;
+    kumo.set("on", lua.create_function(on)?)?;
+    kumo.set(
+        "reject",
+        lua.create_function(|_, (code, text): (u16, String)| -> mlua::Result<()> {
+            let r =
+                Rejection::new(code, &text, DisconnectMode::If421).map_err(mlua::Error::runtime)?;
+            Err(mlua::Error::external(r))
+        })?,
+    )?;
+    kumo.set(
+        "disconnect",
+        lua.create_function(|_, (code, text, mode): (u16, String, Option<String>)| -> mlua::Result<()> {
+            let mode = match mode.as_deref() {
+                None => DisconnectMode::ForceDisconnect,
+                Some(m) => DisconnectMode::parse(m).ok_or_else(|| {
+                    mlua::Error::runtime(format!("kumo.disconnect: unknown mode {m:?} (ForceDisconnect, FollowWith421, If421)"))
+                })?,
+            };
+            let r = Rejection::new(code, &text, mode).map_err(mlua::Error::runtime)?;
+            Err(mlua::Error::external(r))
+        })?,
+    )?;
+
+    install_init_calls(lua, &kumo, host)?;
+    install_constructors(lua, &kumo)?;
+    install_helpers(lua, &kumo, host)?;
+    install_stubs(lua, &kumo, host)?;
+    lua.globals().set("kumo", kumo)?;
+    Ok(())
+}
+
+/// `kumo.on(name, fn)`.
+fn on(lua: &Lua, (name, func): (String, Function)) -> mlua::Result<()> {
+    if phase(lua) != Phase::Load {
+        return Err(mlua::Error::runtime(format!(
+            "kumo.on('{name}') may only be called while the policy is being loaded, not from inside an event handler"
+        )));
+    }
+    let site = caller_site(lua);
+    let handlers: Table = lua.named_registry_value(super::HANDLERS_KEY)?;
+    let sites: Table = lua.named_registry_value(super::SITES_KEY)?;
+    let list: Table = match handlers.get::<Option<Table>>(name.as_str())? {
+        Some(list) => {
+            if multiplicity_of(&name) == Multiplicity::Single {
+                let first: String = sites.get(name.as_str())?;
+                return Err(mlua::Error::runtime(format!(
+                    "{site}: {name} event already has a handler defined at {first}"
+                )));
+            }
+            list
+        }
+        None => {
+            let list = lua.create_table()?;
+            handlers.set(name.as_str(), &list)?;
+            sites.set(name.as_str(), site)?;
+            list
+        }
+    };
+    list.raw_push(func)?;
+    Ok(())
+}
+
+/// Wraps an `init`-only configuration call: checks the phase, converts the option table
+/// and reports errors as `file:line: kumo.name: key: problem`.
+fn init_call(
+    lua: &Lua,
+    host: &Arc<Host>,
+    name: &'static str,
+    apply: impl Fn(&Host, Value) -> Result<(), String> + Send + Sync + 'static,
+) -> mlua::Result<Function> {
+    let host = host.clone();
+    lua.create_function(move |lua, arg: LuaValue| {
+        let site = caller_site(lua);
+        if phase(lua) != Phase::Init {
+            return Err(mlua::Error::runtime(format!(
+                "{site}: kumo.{name} may only be called from the init event"
+            )));
+        }
+        let value = from_lua(lua, arg)?;
+        apply(&host, value).map_err(|e| mlua::Error::runtime(format!("{site}: kumo.{name}: {e}")))
+    })
+}
+
+fn object(value: Value) -> Result<serde_json::Map<String, Value>, String> {
+    match value {
+        Value::Object(m) => Ok(m),
+        Value::Null => Ok(Default::default()),
+        other => Err(format!("expected a table of options, got {other}")),
+    }
+}
+
+fn install_init_calls(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()> {
+    kumo.set(
+        "start_esmtp_listener",
+        init_call(lua, host, "start_esmtp_listener", |host, v| {
+            let listener = EsmtpListenerConfig::from_table(object(v)?)?;
+            host.init.lock().listeners.push(listener);
+            Ok(())
+        })?,
+    )?;
+    kumo.set(
+        "define_spool",
+        init_call(lua, host, "define_spool", |host, v| {
+            let spool: storage::SpoolConfig = config::decode(v)?;
+            host.init.lock().spools.push(spool);
+            Ok(())
+        })?,
+    )?;
+    kumo.set(
+        "configure_local_logs",
+        init_call(lua, host, "configure_local_logs", |host, v| {
+            let logs: storage::LocalLogsConfig = config::decode(v)?;
+            if let Some(ev) = &logs.filter_event {
+                host.custom_events.lock().insert(ev.clone());
+            }
+            host.init.lock().logs.push(logs);
+            Ok(())
+        })?,
+    )?;
+    kumo.set(
+        "start_http_listener",
+        init_call(lua, host, "start_http_listener", |host, v| {
+            let http: storage::HttpListenerConfig = config::decode(v)?;
+            crate::config::cidr::CidrSet::parse(&http.trusted_hosts)
+                .map_err(|e| format!("trusted_hosts: {e}"))?;
+            host.init.lock().http_listeners.push(http);
+            Ok(())
+        })?,
+    )?;
+    kumo.set(
+        "set_policy_timeout",
+        init_call(lua, host, "set_policy_timeout", |host, v| {
+            let d = match v {
+                Value::String(s) => config::units::parse_duration(&s)?,
+                Value::Number(n) => std::time::Duration::from_secs_f64(n.as_f64().unwrap_or(0.0)),
+                other => return Err(format!("expected a duration, got {other}")),
+            };
+            host.init.lock().event_timeout = d;
+            Ok(())
+        })?,
+    )?;
+    Ok(())
+}
+
+fn install_constructors(lua: &Lua, kumo: &Table) -> mlua::Result<()> {
+    kumo.set(
+        "make_listener_domain",
+        lua.create_function(|lua, arg: LuaValue| {
+            let value = from_lua(lua, arg)?;
+            config::decode::<storage::ListenerDomain>(value.clone()).map_err(|e| {
+                mlua::Error::runtime(format!(
+                    "{}: kumo.make_listener_domain: {e}",
+                    caller_site(lua)
+                ))
+            })?;
+            Ok(ConfigObject {
+                kind: "ListenerDomain",
+                value,
+            })
+        })?,
+    )?;
+    for name in PASS_THROUGH_CONSTRUCTORS {
+        kumo.set(
+            *name,
+            lua.create_function(move |lua, arg: LuaValue| {
+                let value = from_lua(lua, arg)?;
+                object(value.clone())
+                    .map_err(|e| mlua::Error::runtime(format!("kumo.{name}: {e}")))?;
+                Ok(ConfigObject { kind: name, value })
+            })?,
+        )?;
+    }
+    Ok(())
+}
+
+fn log_line(lua: &Lua, args: Variadic<LuaValue>) -> mlua::Result<String> {
+    let mut parts = Vec::with_capacity(args.len());
+    for v in args.iter() {
+        parts.push(match v {
+            LuaValue::String(s) => s.to_string_lossy(),
+            other => lua
+                .globals()
+                .get::<Function>("tostring")?
+                .call::<String>(other.clone())?,
+        });
+    }
+    Ok(parts.join(" "))
+}
+
+fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()> {
+    kumo.set(
+        "log_debug",
+        lua.create_function(|lua, a: Variadic<LuaValue>| {
+            Ok(tracing::debug!(target: "lua", "{}", log_line(lua, a)?))
+        })?,
+    )?;
+    kumo.set(
+        "log_info",
+        lua.create_function(|lua, a: Variadic<LuaValue>| {
+            Ok(tracing::info!(target: "lua", "{}", log_line(lua, a)?))
+        })?,
+    )?;
+    kumo.set(
+        "log_warn",
+        lua.create_function(|lua, a: Variadic<LuaValue>| {
+            Ok(tracing::warn!(target: "lua", "{}", log_line(lua, a)?))
+        })?,
+    )?;
+    kumo.set(
+        "log_error",
+        lua.create_function(|lua, a: Variadic<LuaValue>| {
+            Ok(tracing::error!(target: "lua", "{}", log_line(lua, a)?))
+        })?,
+    )?;
+    kumo.set(
+        "available_parallelism",
+        lua.create_function(|_, ()| {
+            Ok(std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1))
+        })?,
+    )?;
+    kumo.set(
+        "version",
+        lua.create_function(|_, ()| Ok(format!("wasmta {}", env!("CARGO_PKG_VERSION"))))?,
+    )?;
+    kumo.set(
+        "sleep",
+        lua.create_async_function(|_, secs: f64| async move {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(secs.max(0.0))).await;
+            Ok(())
+        })?,
+    )?;
+    // memoize: returns the function itself; results are not cached yet, which keeps the
+    // semantics (every call computes) at the cost of speed.
+    kumo.set(
+        "memoize",
+        lua.create_function(|_, (f, _opts): (Function, LuaValue)| Ok(f))?,
+    )?;
+
+    let json_err = |e: serde_json::Error| mlua::Error::runtime(format!("json: {e}"));
+    kumo.set(
+        "json_parse",
+        lua.create_function(move |lua, text: String| {
+            to_lua(
+                lua,
+                &serde_json::from_str::<Value>(&text).map_err(json_err)?,
+            )
+        })?,
+    )?;
+    kumo.set(
+        "json_load",
+        lua.create_function(move |lua, path: String| {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
+            to_lua(
+                lua,
+                &serde_json::from_str::<Value>(&text)
+                    .map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?,
+            )
+        })?,
+    )?;
+    kumo.set(
+        "json_encode",
+        lua.create_function(move |lua, v: LuaValue| {
+            serde_json::to_string(&from_lua(lua, v)?).map_err(json_err)
+        })?,
+    )?;
+    kumo.set(
+        "json_encode_pretty",
+        lua.create_function(move |lua, v: LuaValue| {
+            serde_json::to_string_pretty(&from_lua(lua, v)?).map_err(json_err)
+        })?,
+    )?;
+    kumo.set(
+        "toml_parse",
+        lua.create_function(|lua, text: String| {
+            let v: Value =
+                toml::from_str(&text).map_err(|e| mlua::Error::runtime(format!("toml: {e}")))?;
+            to_lua(lua, &v)
+        })?,
+    )?;
+    kumo.set(
+        "toml_load",
+        lua.create_function(|lua, path: String| {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
+            let v: Value =
+                toml::from_str(&text).map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
+            to_lua(lua, &v)
+        })?,
+    )?;
+    kumo.set(
+        "toml_encode",
+        lua.create_function(|lua, v: LuaValue| {
+            toml::to_string(&from_lua(lua, v)?)
+                .map_err(|e| mlua::Error::runtime(format!("toml: {e}")))
+        })?,
+    )?;
+    kumo.set(
+        "toml_encode_pretty",
+        lua.create_function(|lua, v: LuaValue| {
+            toml::to_string_pretty(&from_lua(lua, v)?)
+                .map_err(|e| mlua::Error::runtime(format!("toml: {e}")))
+        })?,
+    )?;
+
+    let pool = host.clone();
+    kumo.set(
+        "set_max_lua_context_use_count",
+        lua.create_function(move |_, n: u32| {
+            pool.limits.lock().max_uses = n.max(1);
+            Ok(())
+        })?,
+    )?;
+    let pool = host.clone();
+    kumo.set(
+        "set_max_lua_context_age",
+        lua.create_function(move |_, secs: f64| {
+            pool.limits.lock().max_age = std::time::Duration::from_secs_f64(secs.max(0.0));
+            Ok(())
+        })?,
+    )?;
+    let pool = host.clone();
+    kumo.set(
+        "set_max_spare_lua_contexts",
+        lua.create_function(move |_, n: usize| {
+            pool.limits.lock().max_spare = n;
+            Ok(())
+        })?,
+    )?;
+    Ok(())
+}
+
+fn stub(lua: &Lua, host: &Arc<Host>, qualified: String) -> mlua::Result<Function> {
+    let host = host.clone();
+    lua.create_function(move |lua, _: mlua::MultiValue| {
+        if host.warned.lock().insert(qualified.clone()) {
+            tracing::warn!(
+                "{}: {qualified} is accepted but has no effect in wasmta yet",
+                caller_site(lua)
+            );
+        }
+        Ok(LuaValue::Nil)
+    })
+}
+
+fn install_stubs(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()> {
+    for name in UNIMPLEMENTED {
+        kumo.set(*name, stub(lua, host, format!("kumo.{name}"))?)?;
+    }
+    for (module, names) in UNIMPLEMENTED_MODULES {
+        let t = lua.create_table()?;
+        for name in *names {
+            t.set(*name, stub(lua, host, format!("kumo.{module}.{name}"))?)?;
+        }
+        kumo.set(*module, t)?;
+    }
+    Ok(())
+}

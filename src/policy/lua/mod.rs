@@ -1,0 +1,447 @@
+//! The Lua engine: runs an unmodified KumoMTA policy. The policy file is executed afresh
+//! in every pooled context (as KumoMTA does), `init` runs once, handlers are called with
+//! a wall-clock deadline enforced by an instruction hook, and a context that failed is
+//! discarded, never reused.
+
+mod convert;
+mod extras;
+mod kumo;
+mod userdata;
+
+use crate::config::InitConfig;
+use crate::policy::events::{Event, is_user_defined_name};
+use crate::policy::{Args, Engine, PolicyError, Rejection};
+use convert::from_lua;
+use mlua::{Function, HookTriggers, Lua, MultiValue, Table, Value as LuaValue, VmState};
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use userdata::{LuaAddress, LuaConnMeta, LuaMessage};
+
+const HANDLERS_KEY: &str = "wasmta.handlers";
+const SITES_KEY: &str = "wasmta.handler_sites";
+/// Memory cap of one Lua context.
+const MEMORY_LIMIT: usize = 256 * 1024 * 1024;
+
+/// What a context is doing; some `kumo` calls are only allowed in one phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Executing the policy file's top level (`kumo.on` allowed).
+    Load = 0,
+    /// Running `init` (listeners, spools, logs).
+    Init = 1,
+    /// Running event handlers.
+    Runtime = 2,
+}
+
+struct ContextData {
+    phase: AtomicU8,
+}
+
+fn phase(lua: &Lua) -> Phase {
+    match lua
+        .app_data_ref::<ContextData>()
+        .map(|d| d.phase.load(Ordering::Relaxed))
+    {
+        Some(0) => Phase::Load,
+        Some(1) => Phase::Init,
+        _ => Phase::Runtime,
+    }
+}
+
+fn set_phase(lua: &Lua, p: Phase) {
+    if let Some(d) = lua.app_data_ref::<ContextData>() {
+        d.phase.store(p as u8, Ordering::Relaxed);
+    }
+}
+
+/// `file:line` of the innermost Lua frame that called into Rust.
+fn caller_site(lua: &Lua) -> String {
+    for level in 0..8 {
+        let site = lua.inspect_stack(level, |d| {
+            let src = d.source();
+            let file = src.short_src.map(|s| s.to_string()).unwrap_or_default();
+            (file, d.current_line())
+        });
+        match site {
+            Some((file, Some(line))) if file != "[C]" => return format!("{file}:{line}"),
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    "<policy>".into()
+}
+
+/// Pool limits (KumoMTA's `set_max_lua_context_*`).
+struct PoolLimits {
+    max_uses: u32,
+    max_age: Duration,
+    max_spare: usize,
+}
+
+/// State shared by every context of one engine.
+pub struct Host {
+    policy_path: PathBuf,
+    init: Mutex<InitConfig>,
+    warned: Mutex<HashSet<String>>,
+    custom_events: Mutex<HashSet<String>>,
+    limits: Mutex<PoolLimits>,
+}
+
+struct Context {
+    lua: Lua,
+    deadline: Arc<AtomicU64>,
+    created: Instant,
+    uses: u32,
+}
+
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// The innermost message of a Lua error, without tracebacks.
+pub fn error_text(err: &mlua::Error) -> String {
+    match err {
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            error_text(cause)
+        }
+        mlua::Error::BadArgument { cause, to, pos, .. } => {
+            format!(
+                "bad argument #{pos} to {}: {}",
+                to.as_deref().unwrap_or("?"),
+                error_text(cause)
+            )
+        }
+        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::MemoryError(m) => format!("memory limit exceeded: {m}"),
+        other => other.to_string(),
+    }
+}
+
+impl Context {
+    async fn new(host: &Arc<Host>, timeout: Duration) -> Result<Context, String> {
+        let lua = Lua::new();
+        lua.set_memory_limit(MEMORY_LIMIT)
+            .map_err(|e| e.to_string())?;
+        let deadline = Arc::new(AtomicU64::new(0));
+        let d = deadline.clone();
+        let hook = Arc::new(move |_: &Lua, _: &mlua::debug::Debug| {
+            let limit = d.load(Ordering::Relaxed);
+            if limit != 0 && clock_ms() > limit {
+                return Err(mlua::Error::runtime("policy call exceeded its deadline"));
+            }
+            Ok(VmState::Continue)
+        });
+        let triggers = HookTriggers::new().every_nth_instruction(1000);
+        let h = hook.clone();
+        lua.set_global_hook(triggers, move |l, dbg| h(l, dbg))
+            .map_err(|e| e.to_string())?;
+        lua.set_hook(triggers, move |l, dbg| hook(l, dbg))
+            .map_err(|e| e.to_string())?;
+        lua.set_app_data(ContextData {
+            phase: AtomicU8::new(Phase::Load as u8),
+        });
+        let setup = || -> mlua::Result<()> {
+            lua.set_named_registry_value(HANDLERS_KEY, lua.create_table()?)?;
+            lua.set_named_registry_value(SITES_KEY, lua.create_table()?)?;
+            kumo::install(&lua, host)?;
+            extras::install(&lua, &host.policy_path)?;
+            Ok(())
+        };
+        setup().map_err(|e| error_text(&e))?;
+        let ctx = Context {
+            lua,
+            deadline,
+            created: Instant::now(),
+            uses: 0,
+        };
+        ctx.arm(timeout);
+        let chunk = ctx.lua.load(host.policy_path.as_path());
+        let loaded = tokio::time::timeout(timeout, chunk.exec_async()).await;
+        ctx.disarm();
+        match loaded {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(error_text(&e)),
+            Err(_) => {
+                return Err(format!(
+                    "{}: loading the policy exceeded {timeout:?}",
+                    host.policy_path.display()
+                ));
+            }
+        }
+        set_phase(&ctx.lua, Phase::Runtime);
+        Ok(ctx)
+    }
+
+    fn arm(&self, timeout: Duration) {
+        self.deadline
+            .store(clock_ms() + timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn disarm(&self) {
+        self.deadline.store(0, Ordering::Relaxed);
+    }
+
+    /// Names with at least one handler.
+    fn registered(&self) -> mlua::Result<Vec<(String, String)>> {
+        let handlers: Table = self.lua.named_registry_value(HANDLERS_KEY)?;
+        let sites: Table = self.lua.named_registry_value(SITES_KEY)?;
+        let mut out = vec![];
+        for pair in handlers.pairs::<String, Table>() {
+            let (name, _) = pair?;
+            let site: String = sites.get(name.as_str())?;
+            out.push((name, site));
+        }
+        Ok(out)
+    }
+
+    fn handlers(&self, name: &str) -> mlua::Result<Vec<Function>> {
+        let handlers: Table = self.lua.named_registry_value(HANDLERS_KEY)?;
+        match handlers.get::<Option<Table>>(name)? {
+            Some(list) => list.sequence_values::<Function>().collect(),
+            None => Ok(vec![]),
+        }
+    }
+
+    fn args(&self, args: Args<'_>) -> mlua::Result<MultiValue> {
+        let lua = &self.lua;
+        let conn = |c: &crate::policy::ConnMeta| {
+            lua.create_userdata(LuaConnMeta(c.clone()))
+                .map(LuaValue::UserData)
+        };
+        let text = |s: &str| lua.create_string(s).map(LuaValue::String);
+        let values = match args {
+            Args::None => vec![],
+            Args::DynamicParameters { listener, conn: c } => vec![text(listener)?, conn(c)?],
+            Args::Conn(c) => vec![conn(c)?],
+            Args::Ehlo {
+                domain,
+                conn: c,
+                extensions,
+            } => {
+                vec![
+                    text(domain)?,
+                    conn(c)?,
+                    LuaValue::Table(lua.create_sequence_from(extensions.iter().cloned())?),
+                ]
+            }
+            Args::Address { address, conn: c } => {
+                vec![
+                    LuaValue::UserData(lua.create_userdata(LuaAddress(address.clone()))?),
+                    conn(c)?,
+                ]
+            }
+            Args::ListenerDomain {
+                domain,
+                listener,
+                conn: c,
+            } => vec![text(domain)?, text(listener)?, conn(c)?],
+            Args::MessageConn { message, conn: c } => {
+                vec![
+                    LuaValue::UserData(lua.create_userdata(LuaMessage(message.clone()))?),
+                    conn(c)?,
+                ]
+            }
+            Args::Message(message) => vec![LuaValue::UserData(
+                lua.create_userdata(LuaMessage(message.clone()))?,
+            )],
+        };
+        Ok(MultiValue::from_iter(values))
+    }
+
+    /// Runs the handlers of `name`: the first that returns a value ends the chain (for a
+    /// Single event there is only one).
+    async fn call(&self, name: &str, args: Args<'_>) -> mlua::Result<Option<Value>> {
+        let handlers = self.handlers(name)?;
+        if handlers.is_empty() {
+            return Ok(None);
+        }
+        let args = self.args(args)?;
+        for f in handlers {
+            let ret: MultiValue = f.call_async(args.clone()).await?;
+            if let Some(first) = ret.into_iter().next() {
+                return Ok(Some(from_lua(&self.lua, first)?));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A loaded Lua policy.
+pub struct LuaEngine {
+    name: String,
+    host: Arc<Host>,
+    pool: Mutex<Vec<Context>>,
+    handled: HashSet<Event>,
+    timeout: Duration,
+}
+
+/// The result of loading a policy: the engine, what `init` configured, and notes about
+/// the policy (unknown event names) for `wasmta check`.
+pub struct Loaded {
+    /// The engine.
+    pub engine: LuaEngine,
+    /// What `init` configured.
+    pub init: InitConfig,
+    /// Problems that `serve` logs and `check` reports as errors.
+    pub problems: Vec<String>,
+}
+
+impl LuaEngine {
+    /// Loads `path`, runs `init`, and returns the engine with its configuration.
+    pub async fn load(path: &Path) -> Result<Loaded, String> {
+        if !path.exists() {
+            return Err(format!("{}: policy file not found", path.display()));
+        }
+        let host = Arc::new(Host {
+            policy_path: path.to_path_buf(),
+            init: Mutex::new(InitConfig::default()),
+            warned: Mutex::new(HashSet::new()),
+            custom_events: Mutex::new(HashSet::new()),
+            limits: Mutex::new(PoolLimits {
+                max_uses: 1024,
+                max_age: Duration::from_secs(300),
+                max_spare: 8192,
+            }),
+        });
+        let load_timeout = Duration::from_secs(30);
+        let ctx = Context::new(&host, load_timeout).await?;
+
+        // init runs once, in its own context
+        set_phase(&ctx.lua, Phase::Init);
+        ctx.arm(load_timeout);
+        let init =
+            tokio::time::timeout(load_timeout, ctx.call(Event::Init.name(), Args::None)).await;
+        ctx.disarm();
+        match init {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("init event failed: {}", error_text(&e))),
+            Err(_) => return Err("init event exceeded 30s".into()),
+        }
+        set_phase(&ctx.lua, Phase::Runtime);
+
+        let registered = ctx.registered().map_err(|e| error_text(&e))?;
+        let custom = host.custom_events.lock().clone();
+        let mut problems = vec![];
+        let mut handled = HashSet::new();
+        for (name, site) in &registered {
+            match Event::from_name(name) {
+                Some(e) => {
+                    handled.insert(e);
+                }
+                None if is_user_defined_name(name) || custom.contains(name) => {}
+                None => problems.push(format!(
+                    "{site}: unknown event '{name}' (not a wasmta/KumoMTA event)"
+                )),
+            }
+        }
+        let init = host.init.lock().clone();
+        let timeout = init.event_timeout;
+        let engine = LuaEngine {
+            name: format!("lua:{}", path.display()),
+            host,
+            pool: Mutex::new(Vec::new()),
+            handled,
+            timeout,
+        };
+        Ok(Loaded {
+            engine,
+            init,
+            problems,
+        })
+    }
+
+    /// Creates `n` contexts ahead of traffic.
+    pub async fn prewarm(&self, n: usize) -> Result<(), String> {
+        for _ in 0..n {
+            let ctx = Context::new(&self.host, self.timeout.max(Duration::from_secs(5))).await?;
+            self.pool.lock().push(ctx);
+        }
+        Ok(())
+    }
+
+    async fn checkout(&self) -> Result<Context, String> {
+        if let Some(ctx) = self.pool.lock().pop() {
+            return Ok(ctx);
+        }
+        Context::new(&self.host, self.timeout.max(Duration::from_secs(5))).await
+    }
+
+    fn checkin(&self, mut ctx: Context) {
+        ctx.uses += 1;
+        let limits = self.host.limits.lock();
+        if ctx.uses >= limits.max_uses || ctx.created.elapsed() >= limits.max_age {
+            return;
+        }
+        let mut pool = self.pool.lock();
+        if pool.len() < limits.max_spare {
+            pool.push(ctx);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for LuaEngine {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn handles(&self, event: Event) -> bool {
+        self.handled.contains(&event)
+    }
+
+    async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
+        let failed = |message: String| PolicyError::Failed {
+            event: event.name(),
+            message,
+        };
+        let ctx = self
+            .checkout()
+            .await
+            .map_err(|e| failed(format!("{}: cannot create a Lua context: {e}", self.name)))?;
+        ctx.arm(self.timeout);
+        // the hook stops CPU-bound handlers; the timer stops handlers parked in an await
+        let outcome = tokio::time::timeout(
+            self.timeout + Duration::from_millis(50),
+            ctx.call(event.name(), args),
+        )
+        .await;
+        ctx.disarm();
+        match outcome {
+            Ok(Ok(v)) => {
+                self.checkin(ctx);
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                if let Some(r) = e.downcast_ref::<Rejection>() {
+                    // a refusal is an answer, not a fault: the context stays healthy
+                    let r = r.clone();
+                    self.checkin(ctx);
+                    return Err(PolicyError::Rejected(r));
+                }
+                let text = error_text(&e);
+                tracing::error!("{}: {} handler failed: {text}", self.name, event.name());
+                Err(failed(format!("{}: {text}", self.name)))
+            }
+            Err(_) => {
+                tracing::error!(
+                    "{}: {} handler exceeded {:?}",
+                    self.name,
+                    event.name(),
+                    self.timeout
+                );
+                Err(failed(format!(
+                    "{}: deadline of {:?} exceeded",
+                    self.name, self.timeout
+                )))
+            }
+        }
+    }
+}

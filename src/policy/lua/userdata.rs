@@ -1,0 +1,242 @@
+//! Lua views of wasmta objects: the message, connection metadata, envelope addresses and
+//! the config objects returned by `kumo.make_*`.
+
+use super::convert::{from_lua, to_lua};
+use crate::message::{EnvelopeAddress, Message, headers};
+use crate::policy::ConnMeta;
+use mlua::{Lua, MetaMethod, UserData, UserDataFields, UserDataMethods, Value as LuaValue};
+use serde_json::Value;
+
+/// `message` in handlers.
+pub struct LuaMessage(pub Message);
+
+/// `conn_meta` in handlers.
+pub struct LuaConnMeta(pub ConnMeta);
+
+/// An envelope address (`sender`, `recipient`).
+pub struct LuaAddress(pub EnvelopeAddress);
+
+/// An object made by `kumo.make_*`: a validated option table.
+pub struct ConfigObject {
+    /// Which constructor made it.
+    pub kind: &'static str,
+    /// Its options.
+    pub value: Value,
+}
+
+/// Reads an address argument: a string or an address object.
+pub fn address_arg(v: &LuaValue) -> mlua::Result<EnvelopeAddress> {
+    match v {
+        LuaValue::String(s) => {
+            let s = s.to_str()?;
+            let text = s.trim();
+            let parsed = if text.starts_with('<') {
+                EnvelopeAddress::parse_path(text)
+            } else {
+                EnvelopeAddress::parse(text)
+            };
+            parsed.map_err(|e| mlua::Error::runtime(format!("invalid address {text:?}: {}", e.0)))
+        }
+        LuaValue::UserData(ud) => Ok(ud.borrow::<LuaAddress>()?.0.clone()),
+        other => Err(mlua::Error::runtime(format!(
+            "expected an address, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+fn address_list(v: &LuaValue) -> mlua::Result<Vec<EnvelopeAddress>> {
+    match v {
+        LuaValue::Table(t) => t
+            .sequence_values::<LuaValue>()
+            .map(|a| address_arg(&a?))
+            .collect(),
+        other => Ok(vec![address_arg(other)?]),
+    }
+}
+
+fn header_names(v: Option<mlua::Table>) -> mlua::Result<Vec<String>> {
+    match v {
+        None => Ok(vec![]),
+        Some(t) => t
+            .sequence_values::<String>()
+            .map(|s| s.map(|s| s.to_ascii_lowercase()))
+            .collect(),
+    }
+}
+
+impl UserData for LuaMessage {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_method("id", |_, this, ()| Ok(this.0.id().to_string()));
+        m.add_method("sender", |_, this, ()| Ok(LuaAddress(this.0.sender())));
+        m.add_method("set_sender", |_, this, v: LuaValue| {
+            this.0.set_sender(address_arg(&v)?);
+            Ok(())
+        });
+        m.add_method("recipient", |_, this, ()| {
+            Ok(this.0.recipient().map(LuaAddress))
+        });
+        m.add_method("recipient_list", |_, this, ()| {
+            Ok(this
+                .0
+                .recipients()
+                .into_iter()
+                .map(LuaAddress)
+                .collect::<Vec<_>>())
+        });
+        m.add_method("set_recipient", |_, this, v: LuaValue| {
+            this.0.set_recipients(address_list(&v)?);
+            Ok(())
+        });
+        m.add_method("get_meta", |lua, this, key: String| {
+            match this.0.get_meta(&key) {
+                Some(v) => to_lua(lua, &v),
+                None => Ok(LuaValue::Nil),
+            }
+        });
+        m.add_method("set_meta", |lua, this, (key, value): (String, LuaValue)| {
+            this.0.set_meta(&key, from_lua(lua, value)?);
+            Ok(())
+        });
+        m.add_method("get_data", |lua, this, ()| {
+            lua.create_string(this.0.data().as_slice())
+        });
+        m.add_method("set_data", |_, this, data: mlua::LuaString| {
+            this.0.set_data(data.as_bytes().to_vec());
+            Ok(())
+        });
+        m.add_method(
+            "prepend_header",
+            |_, this, (name, value): (String, String)| {
+                this.0.edit_data(|d| headers::prepend(d, &name, &value));
+                Ok(())
+            },
+        );
+        m.add_method(
+            "append_header",
+            |_, this, (name, value): (String, String)| {
+                this.0.edit_data(|d| headers::append(d, &name, &value));
+                Ok(())
+            },
+        );
+        m.add_method("get_first_named_header_value", |_, this, name: String| {
+            Ok(this.0.first_header(&name))
+        });
+        m.add_method("get_all_named_header_values", |_, this, name: String| {
+            Ok(this.0.all_headers_named(&name))
+        });
+        m.add_method("get_all_headers", |lua, this, ()| {
+            let out = lua.create_table()?;
+            for (name, value) in this.0.all_headers() {
+                out.raw_push(lua.create_sequence_from([name, value])?)?;
+            }
+            Ok(out)
+        });
+        m.add_method("remove_all_named_headers", |_, this, name: String| {
+            this.0
+                .edit_data(|d| headers::remove_where(d, |n| n.eq_ignore_ascii_case(&name)));
+            Ok(())
+        });
+        m.add_method("remove_x_headers", |_, this, keep: Option<mlua::Table>| {
+            let keep = header_names(keep)?;
+            this.0.edit_data(|d| {
+                headers::remove_where(d, |n| {
+                    let lower = n.to_ascii_lowercase();
+                    lower.starts_with("x-") && !keep.contains(&lower)
+                })
+            });
+            Ok(())
+        });
+        m.add_method("import_x_headers", |_, this, only: Option<mlua::Table>| {
+            let only = header_names(only)?;
+            for (name, value) in this.0.all_headers() {
+                let lower = name.to_ascii_lowercase();
+                if lower.starts_with("x-") && (only.is_empty() || only.contains(&lower)) {
+                    this.0.set_meta(&lower, Value::String(value));
+                }
+            }
+            Ok(())
+        });
+        m.add_method("from_header", |lua, this, ()| {
+            header_address(lua, this.0.first_header("From"))
+        });
+        m.add_method("to_header", |lua, this, ()| {
+            header_address(lua, this.0.first_header("To"))
+        });
+        m.add_method("num_attempts", |_, this, ()| Ok(this.0.num_attempts()));
+        m.add_method("queue_name", |_, this, ()| Ok(this.0.queue_name()));
+        m.add_meta_method(MetaMethod::ToString, |_, this, ()| {
+            Ok(format!("Message({})", this.0.id()))
+        });
+    }
+}
+
+/// `{name=..., email=..., user=..., domain=...}` for the first mailbox of a header value.
+fn header_address(lua: &Lua, value: Option<String>) -> mlua::Result<LuaValue> {
+    let Some(value) = value else {
+        return Ok(LuaValue::Nil);
+    };
+    let (name, email) = match (value.rfind('<'), value.rfind('>')) {
+        (Some(l), Some(r)) if l < r => (
+            value[..l].trim().trim_matches('"').to_string(),
+            value[l + 1..r].trim().to_string(),
+        ),
+        _ => (String::new(), value.trim().to_string()),
+    };
+    let t = lua.create_table()?;
+    if !name.is_empty() {
+        t.set("name", name)?;
+    }
+    if let Some((user, domain)) = email.rsplit_once('@') {
+        t.set("user", user)?;
+        t.set("domain", domain)?;
+    }
+    t.set("email", email)?;
+    Ok(LuaValue::Table(t))
+}
+
+impl UserData for LuaConnMeta {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_method("get_meta", |lua, this, key: String| {
+            match this.0.get(&key) {
+                Some(v) => to_lua(lua, &v),
+                None => Ok(LuaValue::Nil),
+            }
+        });
+        m.add_method("set_meta", |lua, this, (key, value): (String, LuaValue)| {
+            this.0.set(&key, from_lua(lua, value)?);
+            Ok(())
+        });
+    }
+}
+
+impl UserData for LuaAddress {
+    fn add_fields<F: UserDataFields<Self>>(f: &mut F) {
+        f.add_field_method_get("user", |_, this| Ok(this.0.user().to_string()));
+        f.add_field_method_get("domain", |_, this| Ok(this.0.domain().to_string()));
+        f.add_field_method_get("email", |_, this| Ok(this.0.email()));
+    }
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(this.0.email()));
+        m.add_meta_method(MetaMethod::Eq, |_, this, other: mlua::AnyUserData| {
+            Ok(other
+                .borrow::<LuaAddress>()
+                .map(|o| o.0 == this.0)
+                .unwrap_or(false))
+        });
+    }
+}
+
+impl UserData for ConfigObject {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_meta_method(MetaMethod::Index, |lua, this, key: String| {
+            match this.value.get(&key) {
+                Some(v) => to_lua(lua, v),
+                None => Ok(LuaValue::Nil),
+            }
+        });
+        m.add_meta_method(MetaMethod::ToString, |_, this, ()| {
+            Ok(format!("{}({})", this.kind, this.value))
+        });
+    }
+}

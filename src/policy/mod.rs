@@ -1,0 +1,297 @@
+//! Policy: the event catalogue, the typed `Rejection`, and the dispatcher that applies
+//! KumoMTA's Single/Multiple rules across engines. `policy::lua` is one engine; the Wasm
+//! engine is another binding of the same catalogue.
+
+pub mod conn_meta;
+pub mod events;
+pub mod lua;
+pub mod rejection;
+
+pub use conn_meta::ConnMeta;
+pub use events::{Args, Event, Multiplicity};
+pub use rejection::{DisconnectMode, PolicyError, Rejection};
+
+use crate::config::storage::ListenerDomain;
+use crate::message::{EnvelopeAddress, Message};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// A policy engine bound to the catalogue.
+#[async_trait::async_trait]
+pub trait Engine: Send + Sync {
+    /// Engine name for errors and logs (`lua:policy/init.lua`).
+    fn name(&self) -> &str;
+    /// True when a handler for `event` is registered.
+    fn handles(&self, event: Event) -> bool;
+    /// Calls the handlers of `event` (Multiple: in order until one returns a value).
+    /// `Ok(None)`: no handler returned a value.
+    async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError>;
+}
+
+/// The loaded policy: the engines, in order.
+#[derive(Clone)]
+pub struct Policy {
+    engines: Arc<Vec<Arc<dyn Engine>>>,
+}
+
+impl Policy {
+    /// Combines engines; fails when two engines claim the same Single event.
+    pub fn new(engines: Vec<Arc<dyn Engine>>) -> Result<Self, String> {
+        for event in Event::ALL {
+            if event.multiplicity() != Multiplicity::Single {
+                continue;
+            }
+            let claimed: Vec<&str> = engines
+                .iter()
+                .filter(|e| e.handles(*event))
+                .map(|e| e.name())
+                .collect();
+            if claimed.len() > 1 {
+                return Err(format!(
+                    "{} event is handled by more than one engine: {}",
+                    event.name(),
+                    claimed.join(", ")
+                ));
+            }
+        }
+        Ok(Policy {
+            engines: Arc::new(engines),
+        })
+    }
+
+    /// A policy with no handlers (every event takes its default).
+    pub fn empty() -> Self {
+        Policy {
+            engines: Arc::new(vec![]),
+        }
+    }
+
+    /// True when some engine handles `event`.
+    pub fn handles(&self, event: Event) -> bool {
+        self.engines.iter().any(|e| e.handles(event))
+    }
+
+    /// Dispatches one event by the catalogue's rules.
+    pub async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
+        let mut handlers = self.engines.iter().filter(|e| e.handles(event));
+        match event.multiplicity() {
+            Multiplicity::Single => match handlers.next() {
+                Some(engine) => engine.call(event, args).await,
+                None => Ok(None),
+            },
+            Multiplicity::Multiple => {
+                let engines: Vec<_> = handlers.collect();
+                let mut args = Some(args);
+                for (i, engine) in engines.iter().enumerate() {
+                    // Args borrow; rebuild a shallow copy for each engine in the chain.
+                    let a = if i + 1 == engines.len() {
+                        args.take().expect("args")
+                    } else {
+                        args.as_ref().expect("args").shallow()
+                    };
+                    if let Some(v) = engine.call(event, a).await? {
+                        return Ok(Some(v));
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// `smtp_server_get_dynamic_parameters`: listener overrides for this connection.
+    pub async fn dynamic_parameters(
+        &self,
+        listener: &str,
+        conn: &ConnMeta,
+    ) -> Result<Option<Map<String, Value>>, PolicyError> {
+        let event = Event::SmtpServerGetDynamicParameters;
+        match self
+            .call(event, Args::DynamicParameters { listener, conn })
+            .await?
+        {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m)),
+            Some(other) => Err(bad_result(event, "a table of listener parameters", &other)),
+        }
+    }
+
+    /// `smtp_server_connection_accepted`.
+    pub async fn connection_accepted(&self, conn: &ConnMeta) -> Result<(), PolicyError> {
+        self.call(Event::SmtpServerConnectionAccepted, Args::Conn(conn))
+            .await
+            .map(drop)
+    }
+
+    /// `smtp_server_ehlo`: an optional replacement extension list.
+    pub async fn ehlo(
+        &self,
+        domain: &str,
+        conn: &ConnMeta,
+        extensions: &[String],
+    ) -> Result<Option<Vec<String>>, PolicyError> {
+        let event = Event::SmtpServerEhlo;
+        match self
+            .call(
+                event,
+                Args::Ehlo {
+                    domain,
+                    conn,
+                    extensions,
+                },
+            )
+            .await?
+        {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match crate::config::decode::<Vec<String>>(v.clone()) {
+                Ok(list) => Ok(Some(list)),
+                Err(_) if v.as_object().is_some_and(|m| m.is_empty()) => Ok(Some(vec![])),
+                Err(_) => Err(bad_result(event, "a list of extension strings", &v)),
+            },
+        }
+    }
+
+    /// `smtp_server_mail_from`.
+    pub async fn mail_from(
+        &self,
+        address: &EnvelopeAddress,
+        conn: &ConnMeta,
+    ) -> Result<(), PolicyError> {
+        self.call(Event::SmtpServerMailFrom, Args::Address { address, conn })
+            .await
+            .map(drop)
+    }
+
+    /// `smtp_server_rcpt_to`.
+    pub async fn rcpt_to(
+        &self,
+        address: &EnvelopeAddress,
+        conn: &ConnMeta,
+    ) -> Result<(), PolicyError> {
+        self.call(Event::SmtpServerRcptTo, Args::Address { address, conn })
+            .await
+            .map(drop)
+    }
+
+    /// `get_listener_domain`.
+    pub async fn listener_domain(
+        &self,
+        domain: &str,
+        listener: &str,
+        conn: &ConnMeta,
+    ) -> Result<Option<ListenerDomain>, PolicyError> {
+        let event = Event::GetListenerDomain;
+        match self
+            .call(
+                event,
+                Args::ListenerDomain {
+                    domain,
+                    listener,
+                    conn,
+                },
+            )
+            .await?
+        {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => {
+                crate::config::decode(v.clone())
+                    .map(Some)
+                    .map_err(|e| PolicyError::Failed {
+                        event: event.name(),
+                        message: format!("invalid listener domain: {e}"),
+                    })
+            }
+        }
+    }
+
+    /// `smtp_server_data`.
+    pub async fn smtp_server_data(
+        &self,
+        message: &Message,
+        conn: &ConnMeta,
+    ) -> Result<(), PolicyError> {
+        self.call(Event::SmtpServerData, Args::MessageConn { message, conn })
+            .await
+            .map(drop)
+    }
+
+    /// `smtp_server_split_transaction`: batches of recipients, or `None` for the
+    /// listener's `batch_handling`.
+    pub async fn split_transaction(
+        &self,
+        message: &Message,
+        conn: &ConnMeta,
+    ) -> Result<Option<Vec<Vec<EnvelopeAddress>>>, PolicyError> {
+        let event = Event::SmtpServerSplitTransaction;
+        match self
+            .call(event, Args::MessageConn { message, conn })
+            .await?
+        {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => crate::config::decode::<Vec<Vec<EnvelopeAddress>>>(v.clone())
+                .map(Some)
+                .map_err(|_| bad_result(event, "an array of arrays of recipients", &v)),
+        }
+    }
+
+    /// `smtp_server_message_received`.
+    pub async fn message_received(
+        &self,
+        message: &Message,
+        conn: &ConnMeta,
+    ) -> Result<(), PolicyError> {
+        self.call(
+            Event::SmtpServerMessageReceived,
+            Args::MessageConn { message, conn },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `spool_message_enumerated`.
+    pub async fn spool_message_enumerated(&self, message: &Message) -> Result<(), PolicyError> {
+        self.call(Event::SpoolMessageEnumerated, Args::Message(message))
+            .await
+            .map(drop)
+    }
+}
+
+impl Args<'_> {
+    /// A copy sharing the same referents.
+    fn shallow(&self) -> Self {
+        match self {
+            Args::None => Args::None,
+            Args::DynamicParameters { listener, conn } => {
+                Args::DynamicParameters { listener, conn }
+            }
+            Args::Conn(c) => Args::Conn(c),
+            Args::Ehlo {
+                domain,
+                conn,
+                extensions,
+            } => Args::Ehlo {
+                domain,
+                conn,
+                extensions,
+            },
+            Args::Address { address, conn } => Args::Address { address, conn },
+            Args::ListenerDomain {
+                domain,
+                listener,
+                conn,
+            } => Args::ListenerDomain {
+                domain,
+                listener,
+                conn,
+            },
+            Args::MessageConn { message, conn } => Args::MessageConn { message, conn },
+            Args::Message(m) => Args::Message(m),
+        }
+    }
+}
+
+fn bad_result(event: Event, wanted: &str, got: &Value) -> PolicyError {
+    PolicyError::Failed {
+        event: event.name(),
+        message: format!("handler returned {got}, expected {wanted}"),
+    }
+}

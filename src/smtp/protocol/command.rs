@@ -1,0 +1,218 @@
+//! SMTP command parsing (RFC 5321 §4.1): one line in, one typed command or a reply-ready
+//! error out. Rejects invalid UTF-8 and NULs before looking at the verb.
+
+use super::reply::Reply;
+use crate::message::EnvelopeAddress;
+
+/// An ESMTP parameter (`SIZE=1000`, `BODY=8BITMIME`, `SMTPUTF8`).
+pub type Param = (String, Option<String>);
+
+/// A parsed command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `EHLO domain`
+    Ehlo(String),
+    /// `HELO domain`
+    Helo(String),
+    /// `MAIL FROM:<path> params`
+    MailFrom(EnvelopeAddress, Vec<Param>),
+    /// `RCPT TO:<path> params`
+    RcptTo(EnvelopeAddress, Vec<Param>),
+    /// `DATA`
+    Data,
+    /// `RSET`
+    Rset,
+    /// `NOOP [text]`
+    Noop,
+    /// `QUIT`
+    Quit,
+    /// `VRFY text`
+    Vrfy,
+    /// `HELP [topic]`
+    Help,
+    /// `STARTTLS`
+    StartTls,
+    /// `AUTH ...` (not offered yet)
+    Auth,
+}
+
+/// Parses one command line (without its line ending).
+pub fn parse(line: &[u8]) -> Result<Command, Reply> {
+    if line.contains(&0) {
+        return Err(Reply::new(
+            501,
+            "5.5.2",
+            "NUL characters are not allowed in commands",
+        ));
+    }
+    let line = std::str::from_utf8(line)
+        .map_err(|_| Reply::new(501, "5.5.2", "command is not valid UTF-8"))?;
+    let (verb, rest) = match line.find(' ') {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, ""),
+    };
+    let verb = verb.to_ascii_uppercase();
+    let no_args = |cmd: Command| {
+        if rest.trim().is_empty() {
+            Ok(cmd)
+        } else {
+            Err(Reply::new(
+                501,
+                "5.5.4",
+                format!("{verb} takes no arguments"),
+            ))
+        }
+    };
+    match verb.as_str() {
+        "EHLO" | "HELO" => {
+            let domain = rest.trim();
+            if domain.is_empty()
+                || domain.contains(char::is_whitespace)
+                || domain.chars().any(char::is_control)
+            {
+                return Err(Reply::new(
+                    501,
+                    "5.5.4",
+                    format!("{verb} requires a domain or address literal"),
+                ));
+            }
+            Ok(if verb == "EHLO" {
+                Command::Ehlo(domain.to_string())
+            } else {
+                Command::Helo(domain.to_string())
+            })
+        }
+        "MAIL" => {
+            let (addr, params) = parse_path_arg(rest, "FROM:")?;
+            Ok(Command::MailFrom(addr, params))
+        }
+        "RCPT" => {
+            let (addr, params) = parse_path_arg(rest, "TO:")?;
+            if addr.is_null() {
+                return Err(Reply::new(501, "5.1.3", "null recipient is not allowed"));
+            }
+            Ok(Command::RcptTo(addr, params))
+        }
+        "DATA" => no_args(Command::Data),
+        "RSET" => no_args(Command::Rset),
+        "QUIT" => no_args(Command::Quit),
+        "STARTTLS" => no_args(Command::StartTls),
+        "NOOP" => Ok(Command::Noop),
+        "VRFY" => Ok(Command::Vrfy),
+        "HELP" => Ok(Command::Help),
+        "AUTH" => Ok(Command::Auth),
+        "" => Err(Reply::new(500, "5.5.2", "empty command")),
+        _ => Err(Reply::new(500, "5.5.1", "command unrecognized")),
+    }
+}
+
+fn parse_path_arg(rest: &str, keyword: &str) -> Result<(EnvelopeAddress, Vec<Param>), Reply> {
+    let syntax = || Reply::new(501, "5.5.4", format!("syntax: {keyword}<address>"));
+    if rest.len() < keyword.len() || !rest[..keyword.len()].eq_ignore_ascii_case(keyword) {
+        return Err(syntax());
+    }
+    let after = rest[keyword.len()..].trim_start();
+    if !after.starts_with('<') {
+        return Err(syntax());
+    }
+    let close = find_path_end(after).ok_or_else(syntax)?;
+    let path = &after[..=close];
+    let addr = EnvelopeAddress::parse_path(path)
+        .map_err(|e| Reply::new(501, "5.1.3", format!("invalid address: {}", e.0)))?;
+    let mut params = Vec::new();
+    for p in after[close + 1..].split_whitespace() {
+        match p.split_once('=') {
+            Some((k, v)) => params.push((k.to_ascii_uppercase(), Some(v.to_string()))),
+            None => params.push((p.to_ascii_uppercase(), None)),
+        }
+    }
+    Ok((addr, params))
+}
+
+/// The index of the `>` closing a path, honouring quoted local parts.
+fn find_path_end(s: &str) -> Option<usize> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '>' if !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> EnvelopeAddress {
+        EnvelopeAddress::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parses_commands() {
+        let cases: Vec<(&[u8], Command)> = vec![
+            (
+                b"EHLO client.example",
+                Command::Ehlo("client.example".into()),
+            ),
+            (b"helo [127.0.0.1]", Command::Helo("[127.0.0.1]".into())),
+            (
+                b"MAIL FROM:<a@b.example>",
+                Command::MailFrom(addr("a@b.example"), vec![]),
+            ),
+            (
+                b"mail from: <> SIZE=100 BODY=8BITMIME",
+                Command::MailFrom(
+                    EnvelopeAddress::null(),
+                    vec![
+                        ("SIZE".into(), Some("100".into())),
+                        ("BODY".into(), Some("8BITMIME".into())),
+                    ],
+                ),
+            ),
+            (
+                b"RCPT TO:<\"x>y\"@c.example> NOTIFY=NEVER",
+                Command::RcptTo(
+                    addr("\"x>y\"@c.example"),
+                    vec![("NOTIFY".into(), Some("NEVER".into()))],
+                ),
+            ),
+            (b"DATA", Command::Data),
+            (b"NOOP anything", Command::Noop),
+            (b"QUIT", Command::Quit),
+            (b"STARTTLS", Command::StartTls),
+        ];
+        for (line, want) in cases {
+            assert_eq!(
+                parse(line).unwrap(),
+                want,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn errors_carry_codes() {
+        let code = |l: &[u8]| {
+            let r = parse(l).unwrap_err();
+            (
+                r.code,
+                r.enhanced.map(|e| e.to_string()).unwrap_or_default(),
+            )
+        };
+        assert_eq!(code(b"\x80\x81"), (501, "5.5.2".into()));
+        assert_eq!(code(b"MAIL FROM:<a\0b@c>"), (501, "5.5.2".into()));
+        assert_eq!(code(b"BOGUS"), (500, "5.5.1".into()));
+        assert_eq!(code(b"MAIL FROM:a@b"), (501, "5.5.4".into()));
+        assert_eq!(code(b"RCPT TO:<>"), (501, "5.1.3".into()));
+        assert_eq!(code(b"RCPT TO:<a@b@c>"), (501, "5.1.3".into()));
+        assert_eq!(code(b"DATA now"), (501, "5.5.4".into()));
+        assert_eq!(code(b"EHLO"), (501, "5.5.4".into()));
+    }
+}

@@ -1,0 +1,201 @@
+//! The ESMTP server: binds each configured listener, enforces `max_connections`, builds
+//! per-connection settings (`via`, `peer`, `smtp_server_get_dynamic_parameters`), runs
+//! `smtp_server_connection_accepted`, then hands the stream to a [`session::Session`].
+
+mod reception;
+mod session;
+pub mod tls;
+
+pub use reception::DEFERRED_QUEUE;
+
+use crate::config::listener::EsmtpListenerConfig;
+use crate::logs::Logs;
+use crate::policy::{ConnMeta, Policy};
+use crate::queue::QueueManager;
+use crate::smtp::protocol::Reply;
+use crate::spool::Spool;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+/// What every session shares.
+pub struct ServerContext {
+    /// The loaded policy.
+    pub policy: Policy,
+    /// The spool.
+    pub spool: Spool,
+    /// Log writers.
+    pub logs: Logs,
+    /// Scheduled queues.
+    pub queues: Arc<QueueManager>,
+}
+
+/// A bound listener, ready to serve.
+pub struct EsmtpListener {
+    socket: TcpListener,
+    config: Arc<EsmtpListenerConfig>,
+    tls: Option<TlsAcceptor>,
+    active: Arc<AtomicUsize>,
+}
+
+impl EsmtpListener {
+    /// Binds the listener's address and prepares its TLS acceptor.
+    pub async fn bind(config: EsmtpListenerConfig) -> Result<Self, String> {
+        let socket = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| format!("binding {}: {e}", config.listen))?;
+        let tls = match tls::acceptor(&config.settings) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::error!("listener {}: STARTTLS disabled: {e}", config.listen);
+                None
+            }
+        };
+        Ok(EsmtpListener {
+            socket,
+            config: Arc::new(config),
+            tls,
+            active: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Accepts connections until `shutdown` flips; returns how many sessions are open.
+    pub async fn serve(
+        self,
+        ctx: Arc<ServerContext>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Arc<AtomicUsize> {
+        loop {
+            let accepted = tokio::select! {
+                a = self.socket.accept() => a,
+                _ = shutdown.changed() => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept on {}: {e}", self.config.listen);
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let guard = ActiveGuard::new(&self.active);
+            if guard.1 > self.config.max_connections {
+                let reply = Reply::new(
+                    421,
+                    "4.3.2",
+                    format!(
+                        "{} too many concurrent sessions. Try later",
+                        self.config.settings.hostname
+                    ),
+                );
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    refuse(stream, reply).await;
+                });
+                continue;
+            }
+            let (config, ctx, tls, shutdown) = (
+                self.config.clone(),
+                ctx.clone(),
+                self.tls.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                let _guard = guard;
+                handle_connection(stream, peer, config, ctx, tls, shutdown).await;
+            });
+        }
+        self.active
+    }
+}
+
+/// Counts a session while it lives.
+struct ActiveGuard(Arc<AtomicUsize>, usize);
+
+impl ActiveGuard {
+    fn new(active: &Arc<AtomicUsize>) -> Self {
+        let now = active.fetch_add(1, Ordering::AcqRel) + 1;
+        ActiveGuard(active.clone(), now)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn refuse(mut stream: TcpStream, reply: Reply) {
+    let mut out = Vec::new();
+    reply.write_to(&mut out);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn handle_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: Arc<EsmtpListenerConfig>,
+    ctx: Arc<ServerContext>,
+    tls: Option<TlsAcceptor>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let mut settings = config.settings_for(local.ip(), peer.ip());
+    let listener = local.to_string();
+    let mut meta = serde_json::Map::new();
+    meta.insert("received_from".into(), Value::String(peer.to_string()));
+    meta.insert("received_via".into(), Value::String(listener.clone()));
+    meta.insert("reception_protocol".into(), Value::String("ESMTP".into()));
+    let conn = ConnMeta::new(meta);
+    match ctx.policy.dynamic_parameters(&listener, &conn).await {
+        Ok(Some(overrides)) => match settings.merged(&overrides) {
+            Ok(s) => settings = s,
+            Err(e) => {
+                tracing::error!(
+                    "smtp_server_get_dynamic_parameters returned invalid parameters: {e}"
+                );
+                return refuse(
+                    stream,
+                    Reply::new(
+                        421,
+                        "4.3.0",
+                        format!("{} temporary configuration error", settings.hostname),
+                    ),
+                )
+                .await;
+            }
+        },
+        Ok(None) => {}
+        Err(e) => return refuse(stream, e.reply()).await,
+    }
+    conn.set("hostname", Value::String(settings.hostname.clone()));
+    for (k, v) in &settings.meta {
+        conn.set(k, v.clone());
+    }
+    if let Err(e) = ctx.policy.connection_accepted(&conn).await {
+        return refuse(stream, e.reply()).await;
+    }
+    let banner = Reply::plain(220, format!("{} {}", settings.hostname, settings.banner));
+    let tls = if settings.tls_certificate.is_some() && config.settings.tls_certificate.is_none() {
+        tls::acceptor(&settings).ok()
+    } else {
+        tls
+    };
+    let session = session::Session::new(ctx, listener, settings, conn, peer, tls, shutdown);
+    session.run(stream, banner).await;
+}

@@ -1,0 +1,219 @@
+//! After DATA: build the message, run `smtp_server_data`, split the transaction, add
+//! trace headers, run `smtp_server_message_received` (or route to the deferred queue),
+//! make every resulting message durable, log Reception, queue it — and only then 250.
+//! All within `data_processing_timeout`; any failure answers for the whole transaction.
+
+use super::session::Session;
+use crate::config::listener::BatchHandling;
+use crate::logs::{LogRecord, RecordType, Response};
+use crate::message::{EnvelopeAddress, Message, headers};
+use crate::policy::PolicyError;
+use crate::queue::{InsertReason, NULL_QUEUE};
+use crate::smtp::protocol::Reply;
+use base64::Engine as _;
+use serde_json::Value;
+use std::time::Instant;
+
+/// The queue a `deferred_queue` listener sends every message to.
+pub const DEFERRED_QUEUE: &str = "deferred_smtp_inject.kumomta.internal";
+
+/// Processes a received message and returns the reply for the DATA command.
+pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
+    let Some(tx) = session.tx.take() else {
+        return Reply::new(503, "5.5.1", "no transaction");
+    };
+    let started = Instant::now();
+    let budget = session.settings.data_processing_timeout;
+    let mut meta = session.conn.snapshot();
+    meta.entry("reception_protocol")
+        .or_insert_with(|| "ESMTP".into());
+    let message = Message::new(tx.sender, tx.recipients, meta, body);
+
+    let messages = match tokio::time::timeout(budget, run_policy(session, &message)).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => return e.reply(),
+        Err(_) => return Reply::new(451, "4.4.5", "data_processing_timeout exceeded (rx)"),
+    };
+
+    let to_spool: Vec<&Message> = messages
+        .iter()
+        .filter(|m| m.queue_name() != NULL_QUEUE)
+        .collect();
+    let remaining = budget.saturating_sub(started.elapsed());
+    let spool = session.ctx.spool.clone();
+    let stores = futures::future::join_all(to_spool.iter().map(|m| spool.store(m)));
+    match tokio::time::timeout(remaining, stores).await {
+        Ok(results) => {
+            if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+                tracing::error!("spool write failed: {e}");
+                unwind(&session.ctx.spool, &to_spool, &results).await;
+                return Reply::new(
+                    451,
+                    "4.3.0",
+                    "temporary failure storing the message (spool)",
+                );
+            }
+        }
+        Err(_) => {
+            // the writes may still land: remove them once they do, so the client's retry
+            // does not make a duplicate
+            let spool = session.ctx.spool.clone();
+            let ids: Vec<_> = to_spool.iter().map(|m| m.id()).collect();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                for id in ids {
+                    let _ = spool.remove(id).await;
+                }
+            });
+            return Reply::new(451, "4.4.5", "data_processing_timeout exceeded (spool)");
+        }
+    }
+
+    let mut ids = Vec::with_capacity(messages.len());
+    for m in &messages {
+        let reply = Reply::new(250, "2.0.0", "OK");
+        let mut record = LogRecord::for_message(
+            RecordType::Reception,
+            m,
+            Response::from_reply(&reply, Some("DATA".into())),
+        );
+        record.peer_address = Some(session.peer_address());
+        record.session_id = Some(session.session_id.clone());
+        record.tls_cipher = session.conn.get_str("tls_cipher");
+        record.tls_protocol_version = session.conn.get_str("tls_protocol_version");
+        session.ctx.logs.log(record, Some(m));
+        if m.queue_name() != NULL_QUEUE {
+            session.ctx.queues.insert(m, InsertReason::Received);
+        }
+        ids.push(m.id().to_string());
+    }
+    session.message_accepted();
+    Reply::new(250, "2.0.0", format!("OK ids={}", ids.join(",")))
+}
+
+async fn unwind(
+    spool: &crate::spool::Spool,
+    stored: &[&Message],
+    results: &[Result<(), crate::spool::SpoolError>],
+) {
+    for (m, r) in stored.iter().zip(results) {
+        if r.is_ok() {
+            let _ = spool.remove(m.id()).await;
+        }
+    }
+}
+
+/// The policy stages: `smtp_server_data`, splitting, trace headers, message_received.
+async fn run_policy(session: &Session, message: &Message) -> Result<Vec<Message>, PolicyError> {
+    let policy = &session.ctx.policy;
+    policy.smtp_server_data(message, &session.conn).await?;
+    let batches = match policy.split_transaction(message, &session.conn).await? {
+        Some(b) => b.into_iter().filter(|b| !b.is_empty()).collect(),
+        None => default_batches(message.recipients(), session.settings.batch_handling),
+    };
+    let whole = batches.len() == 1 && batches[0] == message.recipients();
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let m = if whole {
+            message.clone()
+        } else {
+            message.split_for(batch)
+        };
+        if session.settings.trace_headers.received_header {
+            let value = received_header(session, &m);
+            m.edit_data(|d| headers::prepend(d, "Received", &value));
+        }
+        if session.settings.deferred_queue {
+            m.set_meta("queue", DEFERRED_QUEUE.into());
+        } else {
+            policy.message_received(&m, &session.conn).await?;
+        }
+        if session.settings.trace_headers.supplemental_header {
+            let value = supplemental_header(session, &m);
+            let name = session.settings.trace_headers.header_name.clone();
+            m.edit_data(|d| headers::prepend(d, &name, &value));
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+fn default_batches(
+    recipients: Vec<EnvelopeAddress>,
+    handling: BatchHandling,
+) -> Vec<Vec<EnvelopeAddress>> {
+    match handling {
+        BatchHandling::BifurcateAlways => recipients.into_iter().map(|r| vec![r]).collect(),
+        BatchHandling::BatchByDomain => {
+            let mut groups: Vec<(String, Vec<EnvelopeAddress>)> = Vec::new();
+            for r in recipients {
+                let d = r.domain().to_ascii_lowercase();
+                match groups.iter_mut().find(|(k, _)| *k == d) {
+                    Some((_, g)) => g.push(r),
+                    None => groups.push((d, vec![r])),
+                }
+            }
+            groups.into_iter().map(|(_, g)| g).collect()
+        }
+    }
+}
+
+fn received_header(session: &Session, m: &Message) -> String {
+    let ehlo = session.ehlo.clone().unwrap_or_else(|| "unknown".into());
+    let with = if session.tls_active {
+        "ESMTPS"
+    } else {
+        "ESMTP"
+    };
+    let rcpt = m
+        .recipient()
+        .map(|r| format!("\r\n\tfor <{r}>"))
+        .unwrap_or_default();
+    format!(
+        "from {ehlo} ({ip})\r\n\tby {host} (wasmta {ver}) with {with} id {id}{rcpt};\r\n\t{date}",
+        ip = session.peer.ip(),
+        host = session.settings.hostname,
+        ver = env!("CARGO_PKG_VERSION"),
+        id = m.id(),
+        date = chrono::Utc::now().to_rfc2822(),
+    )
+}
+
+fn supplemental_header(session: &Session, m: &Message) -> String {
+    let mut obj = serde_json::Map::new();
+    obj.insert("_@_".into(), Value::String("\\_/".into()));
+    let rcpt = m.recipients();
+    obj.insert(
+        "recipient".into(),
+        match rcpt.as_slice() {
+            [one] => Value::String(one.email()),
+            many => Value::Array(many.iter().map(|r| Value::String(r.email())).collect()),
+        },
+    );
+    for name in &session.settings.trace_headers.include_meta_names {
+        if let Some(v) = m.get_meta(name) {
+            obj.insert(name.clone(), v);
+        }
+    }
+    base64::engine::general_purpose::STANDARD.encode(Value::Object(obj).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_by_rule() {
+        let r: Vec<EnvelopeAddress> = ["a@x.example", "b@y.example", "c@X.example"]
+            .iter()
+            .map(|s| EnvelopeAddress::parse(s).unwrap())
+            .collect();
+        assert_eq!(
+            default_batches(r.clone(), BatchHandling::BifurcateAlways).len(),
+            3
+        );
+        let by_domain = default_batches(r, BatchHandling::BatchByDomain);
+        assert_eq!(by_domain.len(), 2);
+        assert_eq!(by_domain[0].len(), 2);
+    }
+}

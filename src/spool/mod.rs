@@ -1,0 +1,177 @@
+//! Durable storage of messages. The `SpoolBackend` trait is the boundary; the embedded
+//! journal (`journal`) is the default backend and serves both `LocalDisk` and `RocksDB`
+//! spool definitions. A message is acknowledged only after its record is synced.
+
+pub mod journal;
+pub mod record;
+pub mod space;
+
+use crate::config::storage::{MinFree, SpoolConfig, SpoolKind};
+use crate::message::{Envelope, Message, SpoolId};
+use space::DiskMonitor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why the spool could not take or drop a message.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SpoolError {
+    /// A read, write or sync failed.
+    #[error("spool I/O error: {0}")]
+    Io(String),
+    /// An earlier failure latched the spool unhealthy.
+    #[error("spool is unhealthy after an earlier I/O error")]
+    Unhealthy,
+    /// Free space is below the configured minimum.
+    #[error("spool is low on free space")]
+    LowSpace,
+}
+
+/// What a backend found when it opened.
+#[derive(Default)]
+pub struct Recovered {
+    /// Live messages: id, envelope JSON, data.
+    pub messages: Vec<(SpoolId, Vec<u8>, Vec<u8>)>,
+    /// Records moved to quarantine.
+    pub quarantined: usize,
+}
+
+/// A storage engine for messages.
+#[async_trait::async_trait]
+pub trait SpoolBackend: Send + Sync {
+    /// Stores a message durably; returns only once it would survive a crash.
+    async fn put(&self, id: SpoolId, meta: &[u8], data: &[u8]) -> Result<(), SpoolError>;
+    /// Removes a message.
+    async fn remove(&self, id: SpoolId) -> Result<(), SpoolError>;
+    /// False once the backend has latched an error.
+    fn healthy(&self) -> bool;
+}
+
+#[async_trait::async_trait]
+impl SpoolBackend for journal::Journal {
+    async fn put(&self, id: SpoolId, meta: &[u8], data: &[u8]) -> Result<(), SpoolError> {
+        journal::Journal::put(self, id, meta, data).await
+    }
+    async fn remove(&self, id: SpoolId) -> Result<(), SpoolError> {
+        journal::Journal::remove(self, id).await
+    }
+    fn healthy(&self) -> bool {
+        journal::Journal::healthy(self)
+    }
+}
+
+/// The spool the server uses.
+#[derive(Clone)]
+pub struct Spool {
+    backend: Arc<dyn SpoolBackend>,
+    space: Arc<DiskMonitor>,
+    path: PathBuf,
+}
+
+/// Messages found at start-up.
+pub struct Startup {
+    /// Live messages, oldest first.
+    pub messages: Vec<Message>,
+    /// Records quarantined as torn or corrupt.
+    pub quarantined: usize,
+}
+
+impl Spool {
+    /// Opens the spool the policy defined (`data`, or the first definition), or the
+    /// default under `fallback_dir`. KumoMTA's separate `meta` spool is kept in the same
+    /// journal so that a message has one commit point.
+    pub fn open(defs: &[SpoolConfig], fallback_dir: &Path) -> Result<(Spool, Startup), SpoolError> {
+        let def = defs
+            .iter()
+            .find(|d| d.name == "data")
+            .or_else(|| defs.first());
+        let (path, kind, min_space, min_inodes) = match def {
+            Some(d) => (
+                PathBuf::from(&d.path),
+                d.kind,
+                d.min_free_space,
+                d.min_free_inodes,
+            ),
+            None => (
+                fallback_dir.to_path_buf(),
+                SpoolKind::LocalDisk,
+                MinFree::default(),
+                MinFree::default(),
+            ),
+        };
+        for d in defs
+            .iter()
+            .filter(|d| Some(*d as *const _) != def.map(|x| x as *const _))
+        {
+            tracing::info!(
+                "spool '{}' ({}) is stored in the '{}' journal: one commit point per message",
+                d.name,
+                d.path,
+                def.map(|d| d.name.as_str()).unwrap_or("data")
+            );
+        }
+        tracing::info!(
+            "spool: embedded journal backend at {} (serving kind={kind:?}; every acknowledged message is fsynced, commits are grouped)",
+            path.display()
+        );
+        let (journal, recovered) = journal::Journal::open(&path)?;
+        let mut quarantined = recovered.quarantined;
+        let mut messages = Vec::with_capacity(recovered.messages.len());
+        for (id, meta, data) in recovered.messages {
+            match serde_json::from_slice::<Envelope>(&meta) {
+                Ok(env) => messages.push(Message::from_parts(id, env, Arc::new(data))),
+                Err(e) => {
+                    tracing::error!(
+                        "spool: message {id} has an unreadable envelope ({e}); left in the journal, not delivered"
+                    );
+                    quarantined += 1;
+                }
+            }
+        }
+        let space = DiskMonitor::new(&path, min_space, min_inodes);
+        Ok((
+            Spool {
+                backend: Arc::new(journal),
+                space,
+                path,
+            },
+            Startup {
+                messages,
+                quarantined,
+            },
+        ))
+    }
+
+    /// Starts background upkeep (free-space polling).
+    pub fn start(&self) {
+        self.space.start();
+    }
+
+    /// Where the spool lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Ok when new messages can be taken.
+    pub fn accepting(&self) -> Result<(), SpoolError> {
+        if !self.backend.healthy() {
+            Err(SpoolError::Unhealthy)
+        } else if self.space.is_low() {
+            Err(SpoolError::LowSpace)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Stores a message durably.
+    pub async fn store(&self, message: &Message) -> Result<(), SpoolError> {
+        let meta =
+            serde_json::to_vec(&message.envelope()).map_err(|e| SpoolError::Io(e.to_string()))?;
+        let data = message.data();
+        self.backend.put(message.id(), &meta, &data).await
+    }
+
+    /// Removes a message.
+    pub async fn remove(&self, id: SpoolId) -> Result<(), SpoolError> {
+        self.backend.remove(id).await
+    }
+}
