@@ -1,0 +1,228 @@
+//! Test harness: runs the real `wasmta` binary with a policy in a temporary directory,
+//! waits for `initialization complete`, and talks SMTP to it over real sockets.
+
+#![allow(dead_code)]
+
+pub mod smtp;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running server.
+pub struct Server {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub smtp: Vec<String>,
+    pub http: Vec<String>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_wasmta")
+}
+
+/// A fresh temporary directory that outlives the test for inspection on failure.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("wasmta-test")
+        .tempdir()
+        .expect("tempdir")
+}
+
+/// A policy with one listener on an ephemeral port, the spool and logs under `dir`, and
+/// `extra` Lua appended at top level. `listener_opts` is Lua table content.
+pub fn policy(dir: &Path, listener_opts: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{dir}/spool', kind = 'RocksDB' }}
+  kumo.configure_local_logs {{ log_dir = '{dir}/logs' }}
+  kumo.set_policy_timeout('2 seconds')
+  kumo.start_esmtp_listener {{
+    listen = '127.0.0.1:0',
+    hostname = 'mx.test',
+    {listener_opts}
+  }}
+end)
+{extra}
+"#,
+        dir = dir.display()
+    );
+    let path = dir.join("init.lua");
+    std::fs::write(&path, text).expect("write policy");
+    path
+}
+
+impl Server {
+    /// Starts the server and waits until it is ready.
+    pub fn start(dir: &Path, policy: &Path) -> Server {
+        let mut child = Command::new(binary())
+            .args(["serve", "--policy"])
+            .arg(policy)
+            .arg("--spool-dir")
+            .arg(dir.join("spool"))
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wasmta");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            let mut ready = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("initialization complete") {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let ok = rx.recv_timeout(Duration::from_secs(30)).is_ok();
+        let log = lines.lock().unwrap().clone();
+        assert!(ok, "server did not start:\n{}", log.join("\n"));
+        let grab = |tag: &str| -> Vec<String> {
+            log.iter()
+                .filter_map(|l| l.split(tag).nth(1))
+                .map(|a| a.trim().to_string())
+                .collect()
+        };
+        Server {
+            smtp: grab("esmtp listener on "),
+            http: grab("http listener on "),
+            child,
+            dir: dir.to_path_buf(),
+            stderr: lines,
+        }
+    }
+
+    /// The first SMTP listener's address.
+    pub fn addr(&self) -> &str {
+        &self.smtp[0]
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits until stderr has a line containing `needle`.
+    pub fn wait_for_stderr(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// SIGTERM, then wait for exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every log record written under `dir/logs`, decoding live segments up to their last
+/// flushed block.
+pub fn log_records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir.join("logs")) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(_) => return vec![],
+    };
+    files.sort();
+    let mut out = vec![];
+    for f in files {
+        let Ok(file) = std::fs::File::open(&f) else {
+            continue;
+        };
+        let Ok(mut dec) = zstd::Decoder::new(file) else {
+            continue;
+        };
+        let mut text = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match std::io::Read::read(&mut dec, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => text.extend_from_slice(&buf[..n]),
+            }
+        }
+        for line in text.split(|b| *b == b'\n') {
+            if let Ok(v) = serde_json::from_slice(line) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// Waits until the logs hold a record matching `pred`.
+pub fn wait_for_record(
+    dir: &Path,
+    timeout: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(r) = log_records(dir).into_iter().find(|r| pred(r)) {
+            return Some(r);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The messages in a stopped server's spool, read through the real spool code.
+pub fn spooled(dir: &Path) -> Vec<wasmta::message::Message> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_spool, startup) =
+            wasmta::spool::Spool::open(&[], &dir.join("spool")).expect("open spool");
+        startup.messages
+    })
+}
