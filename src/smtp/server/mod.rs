@@ -143,6 +143,13 @@ async fn refuse(mut stream: TcpStream, reply: Reply) {
     let _ = stream.shutdown().await;
 }
 
+/// True when the client has already sent something before our greeting (a pre-greeting
+/// talker: a protocol violation and the classic sign of a spam bot).
+async fn early_talker(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(tokio::time::timeout(std::time::Duration::ZERO, stream.peek(&mut byte)).await, Ok(Ok(n)) if n > 0)
+}
+
 async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -189,6 +196,18 @@ async fn handle_connection(
     }
     if let Err(e) = ctx.policy.connection_accepted(&conn).await {
         return refuse(stream, e.reply()).await;
+    }
+    if early_talker(&stream).await {
+        let reply = Reply::new(
+            554,
+            "5.5.0",
+            format!(
+                "{} protocol synchronization error: input before greeting",
+                settings.hostname
+            ),
+        );
+        tracing::info!("{peer}: sent input before the greeting; disconnected");
+        return refuse(stream, reply).await;
     }
     let banner = Reply::plain(220, format!("{} {}", settings.hostname, settings.banner));
     let tls = if settings.tls_certificate.is_some() && config.settings.tls_certificate.is_none() {

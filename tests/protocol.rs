@@ -1,0 +1,305 @@
+//! SMTP input hazards over real sockets (reliability-tests.md T-15 … T-35 as they apply
+//! to reception): limits, smuggling, pipelining, STARTTLS injection, bad bytes, timeouts.
+
+mod harness;
+
+use harness::smtp::{Client, ids};
+use harness::{Server, policy, spooled, temp_dir};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+fn start(listener_opts: &str) -> (tempfile::TempDir, Server) {
+    let dir = temp_dir();
+    let p = policy(dir.path(), listener_opts, "");
+    let server = Server::start(dir.path(), &p);
+    (dir, server)
+}
+
+#[test]
+fn t15_overlong_commands_get_500_and_the_session_survives() {
+    let (_dir, server) = start("");
+    let mut c = Client::ehlo(server.addr());
+    for len in [510usize, 514, 990, 998] {
+        let line = format!("NOOP {}", "x".repeat(len - 5));
+        assert_eq!(c.cmd(&line).code, 250, "length {len}");
+    }
+    for len in [999usize, 1001, 4096, 1 << 20, 10 << 20] {
+        let line = format!("NOOP {}", "x".repeat(len - 5));
+        let r = c.cmd(&line);
+        assert!(r.starts("500 5.5.2"), "length {len}: {r:?}");
+        assert_eq!(
+            c.cmd("NOOP").code,
+            250,
+            "session survives after length {len}"
+        );
+    }
+}
+
+#[test]
+fn t16_t17_overlong_data_lines_and_oversize_messages_are_refused() {
+    let (dir, server) = start("max_message_size = '64 KB',");
+    let mut c = Client::ehlo(server.addr());
+    let long = format!("Subject: x\r\n\r\n{}", "y".repeat(999));
+    assert!(
+        c.send_mail("a@s.example", &["b@d.example"], &long)
+            .starts("500 5.5.2")
+    );
+    let ok = format!("Subject: x\r\n\r\n{}", "y".repeat(998));
+    assert_eq!(c.send_mail("a@s.example", &["b@d.example"], &ok).code, 250);
+    assert!(
+        c.cmd("MAIL FROM:<a@s.example> SIZE=70000")
+            .starts("552 5.3.4")
+    );
+    let big = format!(
+        "Subject: x\r\n\r\n{}",
+        vec!["z".repeat(500); 200].join("\r\n")
+    );
+    assert!(
+        c.send_mail("a@s.example", &["b@d.example"], &big)
+            .starts("552 5.3.4")
+    );
+    assert_eq!(c.cmd("NOOP").code, 250);
+    assert!(server.stop().success());
+    assert_eq!(spooled(dir.path()).len(), 1);
+}
+
+fn smuggle_bodies() -> Vec<(&'static str, Vec<u8>)> {
+    let tail = b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nSubject: spoof\r\n\r\nsmuggled\r\n";
+    ["\n.\n", "\n.\r\n", "\r.\r\n", "\r\n.\r", "\r.\r"]
+        .iter()
+        .map(|s| {
+            let mut b = b"Subject: real\r\n\r\nbody".to_vec();
+            b.extend_from_slice(s.as_bytes());
+            b.extend_from_slice(tail);
+            b.extend_from_slice(b"\r\n.\r\n");
+            (*s, b)
+        })
+        .collect()
+}
+
+#[test]
+fn t18_smuggling_never_yields_a_second_message() {
+    for mode in ["Allow", "Fix", "Deny"] {
+        let (dir, server) = start(&format!("invalid_line_endings = '{mode}',"));
+        let mut accepted = 0;
+        for (variant, body) in smuggle_bodies() {
+            let mut c = Client::ehlo(server.addr());
+            c.cmd("MAIL FROM:<a@s.example>");
+            c.cmd("RCPT TO:<b@d.example>");
+            assert_eq!(c.cmd("DATA").code, 354);
+            c.send(&body);
+            let r = c.reply();
+            if mode == "Deny" {
+                assert!(r.starts("550 5.5.2"), "{mode} {variant:?}: {r:?}");
+            } else {
+                assert_eq!(ids(&r).len(), 1, "{mode} {variant:?}: {r:?}");
+                accepted += 1;
+            }
+            // no reply for smuggled commands is pending: the next reply answers NOOP
+            let n = c.cmd("NOOP");
+            assert!(n.starts("250 2.0.0"), "{mode} {variant:?}: {n:?}");
+        }
+        assert!(server.stop().success());
+        let msgs = spooled(dir.path());
+        assert_eq!(msgs.len(), accepted, "{mode}: exactly one message per DATA");
+        for m in msgs {
+            assert!(
+                m.data().windows(10).any(|w| w == b"MAIL FROM:"),
+                "{mode}: smuggled text stays in the body"
+            );
+        }
+    }
+}
+
+#[test]
+fn t21_dot_stuffing_round_trips() {
+    let (dir, server) = start("");
+    let mut c = Client::ehlo(server.addr());
+    c.cmd("MAIL FROM:<a@s.example>");
+    c.cmd("RCPT TO:<b@d.example>");
+    c.cmd("DATA");
+    c.send(b"Subject: dots\r\n\r\n..\r\n...leading\r\n..\r\nend\r\n.\r\n");
+    assert_eq!(c.reply().code, 250);
+    assert!(server.stop().success());
+    let m = &spooled(dir.path())[0];
+    assert!(
+        m.data()
+            .ends_with(b"Subject: dots\r\n\r\n.\r\n..leading\r\n.\r\nend\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&m.data())
+    );
+}
+
+#[test]
+fn t22_t28_pipelined_input_in_any_chunking_gets_the_same_replies() {
+    let (_dir, server) = start("");
+    let script = b"EHLO pipe.test\r\nMAIL FROM:<a@s.example>\r\nRCPT TO:<b@d.example>\r\nRCPT TO:<c@d.example>\r\nRCPT TO:<d@d.example>\r\nDATA\r\nSubject: p\r\n\r\nbody\r\n.\r\nNOOP\r\nQUIT\r\n";
+    let mut transcripts = vec![];
+    for chunk in [script.len(), 1, 3, 7, 64] {
+        let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut banner = [0u8; 256];
+        let _ = s.read(&mut banner).unwrap();
+        for part in script.chunks(chunk) {
+            s.write_all(part).unwrap();
+        }
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let text = String::from_utf8_lossy(&out).to_string();
+        let codes: Vec<String> = text
+            .lines()
+            .filter(|l| l.len() >= 4 && l.as_bytes()[3] == b' ')
+            .map(|l| l[..3].to_string())
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                "250", "250", "250", "250", "250", "354", "250", "250", "221"
+            ],
+            "chunk {chunk}: {text}"
+        );
+        transcripts.push(codes);
+    }
+}
+
+#[test]
+fn t23_t24_t26_starttls_discards_injected_plaintext_and_resets_state() {
+    let (_dir, server) = start("");
+    let mut c = Client::ehlo(server.addr());
+    c.send(b"STARTTLS\r\nRSET\r\nMAIL FROM:<injected@evil.example>\r\n");
+    let r = c.reply();
+    assert!(r.starts("220 2.0.0"), "{r:?}");
+    let mut tls = harness::tls::client("mx.test");
+    let mut tcp = c.stream.try_clone().unwrap();
+    let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+    // after the handshake the first reply must answer our MAIL, not the injected commands
+    stream.write_all(b"MAIL FROM:<a@s.example>\r\n").unwrap();
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf).unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        first.starts_with("503 5.5.1"),
+        "EHLO is required again after STARTTLS (T-24): {first}"
+    );
+    stream.write_all(b"EHLO again.test\r\n").unwrap();
+    let n = stream.read(&mut buf).unwrap();
+    let ehlo = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(ehlo.starts_with("250-mx.test"), "{ehlo}");
+    assert!(
+        !ehlo.contains("STARTTLS"),
+        "STARTTLS is not offered twice: {ehlo}"
+    );
+    stream.write_all(b"STARTTLS\r\n").unwrap();
+    let n = stream.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("503 5.5.1"),
+        "T-26"
+    );
+}
+
+#[test]
+fn t27_input_before_the_greeting_is_refused() {
+    let dir = temp_dir();
+    let p = policy(
+        dir.path(),
+        "",
+        "kumo.on('smtp_server_connection_accepted', function(conn) kumo.sleep(0.3) end)",
+    );
+    let server = Server::start(dir.path(), &p);
+    let mut c = Client::connect(server.addr());
+    c.send(b"EHLO eager.test\r\n");
+    let r = c.reply();
+    assert!(r.starts("554 5.5.0"), "{r:?}");
+    assert!(c.closed());
+}
+
+#[test]
+fn t29_null_sender_and_foreign_recipients_without_trust() {
+    let (_dir, server) = start("relay_hosts = {},");
+    let mut c = Client::ehlo(server.addr());
+    assert_eq!(c.cmd("MAIL FROM:<>").code, 250);
+    assert!(c.cmd("RCPT TO:<x@foreign.example>").starts("550 5.7.1"));
+}
+
+#[test]
+fn t30_recipient_limit_accepts_100_and_tempfails_the_excess() {
+    let (_dir, server) = start("max_recipients_per_message = 100,");
+    let mut c = Client::ehlo(server.addr());
+    c.cmd("MAIL FROM:<a@s.example>");
+    for i in 0..100 {
+        assert_eq!(
+            c.cmd(&format!("RCPT TO:<r{i}@d.example>")).code,
+            250,
+            "recipient {i}"
+        );
+    }
+    assert!(c.cmd("RCPT TO:<r100@d.example>").starts("452 4.5.3"));
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send(b"Subject: many\r\n\r\nx\r\n.\r\n");
+    assert_eq!(ids(&c.reply()).len(), 100);
+}
+
+#[test]
+fn t31_invalid_utf8_and_nul_get_501_and_the_session_survives() {
+    let (_dir, server) = start("");
+    let mut c = Client::ehlo(server.addr());
+    c.send(b"\x80\x81\r\n");
+    assert!(c.reply().starts("501 5.5.2"));
+    c.send(b"MAIL FROM:<a\0b@c.example>\r\n");
+    assert!(c.reply().starts("501 5.5.2"));
+    c.send(b"EHLO bad\x01name\r\n");
+    assert_eq!(c.reply().code, 501);
+    assert_eq!(c.cmd("NOOP").code, 250);
+    assert!(c.cmd("FROB").starts("500 5.5.1"));
+    assert_eq!(
+        c.send_mail("a@s.example", &["b@d.example"], "Subject: x\r\n\r\nx")
+            .code,
+        250
+    );
+}
+
+#[test]
+fn t33_idle_clients_are_disconnected_with_421() {
+    let (_dir, server) = start("client_timeout = '1 second',");
+    let mut c = Client::ehlo(server.addr());
+    let started = std::time::Instant::now();
+    let r = c.reply();
+    assert!(r.starts("421 4.4.2"), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // a slowloris in DATA is cut off the same way
+    let mut c = Client::ehlo(server.addr());
+    c.cmd("MAIL FROM:<a@s.example>");
+    c.cmd("RCPT TO:<b@d.example>");
+    c.cmd("DATA");
+    c.send(b"Subject: slow\r\n");
+    assert!(c.reply().starts("421 4.4.2"));
+}
+
+#[test]
+fn t34_error_budget_closes_the_session() {
+    let (_dir, server) = start("");
+    let mut c = Client::ehlo(server.addr());
+    for i in 0..20 {
+        assert!(c.cmd("BOGUS").starts("500 5.5.1"), "error {i}");
+    }
+    let r = c.reply();
+    assert!(r.starts("421 4.7.0"), "{r:?}");
+    assert!(c.closed());
+}
+
+#[test]
+fn sequence_errors_get_503() {
+    let (_dir, server) = start("");
+    let mut c = Client::open(server.addr());
+    assert!(c.cmd("MAIL FROM:<a@s.example>").starts("503 5.5.1"));
+    c.cmd("EHLO x");
+    assert!(c.cmd("RCPT TO:<b@d.example>").starts("503 5.5.1"));
+    assert!(c.cmd("DATA").starts("503 5.5.1"));
+    assert_eq!(c.cmd("MAIL FROM:<a@s.example>").code, 250);
+    assert!(c.cmd("MAIL FROM:<a@s.example>").starts("503 5.5.1"));
+    assert!(c.cmd("DATA").starts("503 5.5.1"));
+    assert_eq!(c.cmd("RSET").code, 250);
+    assert_eq!(c.cmd("VRFY someone").code, 252);
+    assert_eq!(c.cmd("HELP").code, 214);
+}
