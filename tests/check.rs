@@ -9,16 +9,8 @@ fn check(lua: &str) -> (bool, String) {
     let dir = harness::temp_dir();
     let path = dir.path().join("policy.lua");
     std::fs::write(&path, lua).unwrap();
-    let out = Command::new(harness::binary())
-        .args(["check", "--policy"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(harness::binary()).args(["check", "--policy"]).arg(&path).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
 
@@ -36,9 +28,7 @@ fn unknown_option_keys_name_file_line_and_key() {
     );
     assert!(!ok);
     assert!(
-        text.contains("policy.lua:2:")
-            && text.contains("start_esmtp_listener")
-            && text.contains("hostnme"),
+        text.contains("policy.lua:2:") && text.contains("start_esmtp_listener") && text.contains("hostnme"),
         "{text}"
     );
 }
@@ -49,35 +39,24 @@ fn wrong_types_name_the_key() {
         "kumo.on('init', function()\n\n  kumo.start_esmtp_listener { max_recipients_per_message = 'lots' }\nend)\n",
     );
     assert!(!ok);
-    assert!(
-        text.contains("policy.lua:3:") && text.contains("max_recipients_per_message"),
-        "{text}"
-    );
+    assert!(text.contains("policy.lua:3:") && text.contains("max_recipients_per_message"), "{text}");
     let (ok, text) = check(
         "kumo.on('init', function()\n  kumo.define_spool { name = 'data', path = '/tmp/x', kind = 'Floppy' }\nend)\n",
     );
     assert!(!ok);
-    assert!(
-        text.contains("policy.lua:2:") && text.contains("kind"),
-        "{text}"
-    );
-    let (ok, text) = check(
-        "kumo.on('init', function()\n  kumo.start_esmtp_listener { client_timeout = 'whenever' }\nend)\n",
-    );
+    assert!(text.contains("policy.lua:2:") && text.contains("kind"), "{text}");
+    let (ok, text) =
+        check("kumo.on('init', function()\n  kumo.start_esmtp_listener { client_timeout = 'whenever' }\nend)\n");
     assert!(!ok);
     assert!(text.contains("client_timeout"), "{text}");
 }
 
 #[test]
 fn unknown_events_and_double_single_handlers_are_errors() {
-    let (ok, text) = check(
-        "kumo.on('init', function() end)\n\nkumo.on('smtp_server_mesage_received', function() end)\n",
-    );
+    let (ok, text) =
+        check("kumo.on('init', function() end)\n\nkumo.on('smtp_server_mesage_received', function() end)\n");
     assert!(!ok);
-    assert!(
-        text.contains("policy.lua:3:") && text.contains("smtp_server_mesage_received"),
-        "{text}"
-    );
+    assert!(text.contains("policy.lua:3:") && text.contains("smtp_server_mesage_received"), "{text}");
     let (ok, text) = check("kumo.on('init', function() end)\nkumo.on('init', function() end)\n");
     assert!(!ok);
     assert!(
@@ -97,21 +76,14 @@ fn unknown_events_and_double_single_handlers_are_errors() {
 fn config_calls_outside_init_are_errors() {
     let (ok, text) = check("kumo.start_esmtp_listener { listen = '127.0.0.1:0' }\n");
     assert!(!ok);
-    assert!(
-        text.contains("policy.lua:1:") && text.contains("only be called from the init event"),
-        "{text}"
-    );
+    assert!(text.contains("policy.lua:1:") && text.contains("only be called from the init event"), "{text}");
 }
 
 #[test]
 fn real_world_init_calls_load_with_helpers_and_requires() {
     let dir = harness::temp_dir();
     std::fs::write(dir.path().join("helper.lua"), "return { answer = 42 }\n").unwrap();
-    std::fs::write(
-        dir.path().join("listeners.toml"),
-        "[main]\nlisten = '127.0.0.1:0'\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("listeners.toml"), "[main]\nlisten = '127.0.0.1:0'\n").unwrap();
     let lua = format!(
         r#"
 local helper = require 'helper'
@@ -148,40 +120,18 @@ end)
     );
     let path = dir.path().join("init.lua");
     std::fs::write(&path, lua).unwrap();
-    let out = Command::new(harness::binary())
-        .args(["check", "--policy"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(harness::binary()).args(["check", "--policy"]).arg(&path).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("2 esmtp listener(s), 2 spool(s), 1 log destination(s), 1 http listener(s)"),
-        "{text}"
-    );
-    assert!(
-        text.contains("kumo.configure_accounting_db_path is accepted but has no effect"),
-        "{text}"
-    );
+    assert!(text.contains("2 esmtp listener(s), 2 spool(s), 1 log destination(s), 1 http listener(s)"), "{text}");
+    assert!(text.contains("kumo.configure_accounting_db_path is accepted but has no effect"), "{text}");
 }
 
 #[test]
 fn the_default_policy_checks() {
     let out = Command::new(harness::binary())
-        .args([
-            "check",
-            "--policy",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/policy/init.lua"),
-        ])
+        .args(["check", "--policy", concat!(env!("CARGO_MANIFEST_DIR"), "/policy/init.lua")])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -29,10 +29,8 @@ end)
     assert!(r.starts("250 2.0.0 OK ids="), "{r:?}");
     let id = ids(&r)[0].clone();
     c.cmd("QUIT");
-    let rec = wait_for_record(dir.path(), Duration::from_secs(5), |r| {
-        r["type"] == "Reception"
-    })
-    .expect("Reception record");
+    let rec =
+        wait_for_record(dir.path(), Duration::from_secs(5), |r| r["type"] == "Reception").expect("Reception record");
     assert_eq!(rec["id"], id.as_str());
     assert_eq!(rec["sender"], "a@sender.example");
     assert_eq!(rec["recipient"], "b@dest.example");
@@ -47,18 +45,11 @@ end)
     let m = &msgs[0];
     assert_eq!(m.id().to_string(), id);
     let received = m.first_header("Received").expect("Received header");
-    assert!(
-        received.contains("by mx.test") && received.contains(&id),
-        "{received}"
-    );
+    assert!(received.contains("by mx.test") && received.contains(&id), "{received}");
     let kumo_ref = m.first_header("X-KumoRef").expect("X-KumoRef header");
     use base64::Engine;
-    let json: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(kumo_ref)
-            .unwrap(),
-    )
-    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(kumo_ref).unwrap()).unwrap();
     assert_eq!(json["_@_"], "\\_/");
     assert_eq!(json["recipient"], "b@dest.example");
     assert_eq!(json["tenant"], "acme");
@@ -98,10 +89,8 @@ end)
     assert!(c.cmd("DATA").code == 354);
     c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n");
     assert_eq!(c.reply().code, 250);
-    let rej = wait_for_record(dir.path(), Duration::from_secs(5), |r| {
-        r["type"] == "Rejection"
-    })
-    .expect("Rejection record");
+    let rej =
+        wait_for_record(dir.path(), Duration::from_secs(5), |r| r["type"] == "Rejection").expect("Rejection record");
     assert_eq!(rej["response"]["code"], 550);
     assert_eq!(rej["response"]["enhanced_code"]["subject"], 7);
 }
@@ -127,23 +116,12 @@ end)
     );
     let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
-    let r = c.send_mail(
-        "a@sender.example",
-        &["b@dest.example"],
-        "Subject: spam\r\n\r\nbuy",
-    );
+    let r = c.send_mail("a@sender.example", &["b@dest.example"], "Subject: spam\r\n\r\nbuy");
     assert_eq!(r.text.trim_end(), "552 5.7.99 we do not want this");
     let r = c.cmd("MAIL FROM:<bad@blocked.example>");
-    assert_eq!(
-        r.text.trim_end(),
-        "550 5.7.1 sender bad@blocked.example is blocked"
-    );
+    assert_eq!(r.text.trim_end(), "550 5.7.1 sender bad@blocked.example is blocked");
     // the session goes on
-    let r = c.send_mail(
-        "a@sender.example",
-        &["b@dest.example"],
-        "Subject: fine\r\n\r\nok",
-    );
+    let r = c.send_mail("a@sender.example", &["b@dest.example"], "Subject: fine\r\n\r\nok");
     assert_eq!(r.code, 250, "{r:?}");
     let rej = wait_for_record(dir.path(), Duration::from_secs(5), |r| {
         r["type"] == "Rejection" && r["response"]["code"] == 552
@@ -153,11 +131,7 @@ end)
     assert_eq!(rej["response"]["enhanced_code"]["detail"], 99);
     assert_eq!(rej["response"]["command"], "DATA");
     assert!(server.stop().success());
-    assert_eq!(
-        spooled(dir.path()).len(),
-        1,
-        "the rejected message was not spooled"
-    );
+    assert_eq!(spooled(dir.path()).len(), 1, "the rejected message was not spooled");
 }
 
 #[test]
@@ -180,30 +154,14 @@ end)
     let mut c = Client::ehlo(server.addr());
     for subject in ["error", "loop", "sleep", "memory"] {
         let started = std::time::Instant::now();
-        let r = c.send_mail(
-            "a@sender.example",
-            &["b@dest.example"],
-            &format!("Subject: {subject}\r\n\r\nx"),
-        );
+        let r = c.send_mail("a@sender.example", &["b@dest.example"], &format!("Subject: {subject}\r\n\r\nx"));
         assert!(r.starts("451 4.3.0"), "{subject}: {r:?}");
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{subject} took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{subject} took {:?}", started.elapsed());
     }
-    let r = c.send_mail(
-        "a@sender.example",
-        &["b@dest.example"],
-        "Subject: fine\r\n\r\nx",
-    );
+    let r = c.send_mail("a@sender.example", &["b@dest.example"], "Subject: fine\r\n\r\nx");
     assert_eq!(r.code, 250, "{r:?}");
     assert!(server.stop().success());
-    assert_eq!(
-        spooled(dir.path()).len(),
-        1,
-        "only the accepted message is in the spool"
-    );
+    assert_eq!(spooled(dir.path()).len(), 1, "only the accepted message is in the spool");
 }
 
 #[test]
@@ -251,11 +209,7 @@ end)
     assert_eq!(banner.text.trim_end(), "220 mx.test dynamic banner");
     let ehlo = c.cmd("EHLO client.test");
     assert!(ehlo.text.contains("X-EXTRA"), "{ehlo:?}");
-    let r = c.send_mail(
-        "a@sender.example",
-        &["b@dest.example"],
-        "Subject: x\r\n\r\nx",
-    );
+    let r = c.send_mail("a@sender.example", &["b@dest.example"], "Subject: x\r\n\r\nx");
     assert_eq!(r.code, 250, "{r:?}");
     assert!(server.stop().success());
     let m = &spooled(dir.path())[0];
@@ -275,15 +229,8 @@ fn null_queue_discards_after_reception() {
     );
     let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
-    assert_eq!(
-        c.send_mail("a@s.example", &["b@d.example"], "Subject: x\r\n\r\nx")
-            .code,
-        250
-    );
-    let rec = wait_for_record(dir.path(), Duration::from_secs(5), |r| {
-        r["type"] == "Reception"
-    })
-    .unwrap();
+    assert_eq!(c.send_mail("a@s.example", &["b@d.example"], "Subject: x\r\n\r\nx").code, 250);
+    let rec = wait_for_record(dir.path(), Duration::from_secs(5), |r| r["type"] == "Reception").unwrap();
     assert_eq!(rec["queue"], "null");
     assert!(server.stop().success());
     assert!(spooled(dir.path()).is_empty());
@@ -295,42 +242,20 @@ fn multi_recipient_transactions_split_per_batch_handling() {
     let p = policy(dir.path(), "", "");
     let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
-    let r = c.send_mail(
-        "a@s.example",
-        &["one@x.example", "two@x.example", "three@y.example"],
-        "Subject: x\r\n\r\nx",
-    );
-    assert_eq!(
-        ids(&r).len(),
-        3,
-        "BifurcateAlways: one message per recipient: {r:?}"
-    );
+    let r = c.send_mail("a@s.example", &["one@x.example", "two@x.example", "three@y.example"], "Subject: x\r\n\r\nx");
+    assert_eq!(ids(&r).len(), 3, "BifurcateAlways: one message per recipient: {r:?}");
     assert!(server.stop().success());
 
     let dir = temp_dir();
     let p = policy(dir.path(), "batch_handling = 'BatchByDomain',", "");
     let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
-    let r = c.send_mail(
-        "a@s.example",
-        &["one@x.example", "two@x.example", "three@y.example"],
-        "Subject: x\r\n\r\nx",
-    );
-    assert_eq!(
-        ids(&r).len(),
-        2,
-        "BatchByDomain: one message per domain: {r:?}"
-    );
+    let r = c.send_mail("a@s.example", &["one@x.example", "two@x.example", "three@y.example"], "Subject: x\r\n\r\nx");
+    assert_eq!(ids(&r).len(), 2, "BatchByDomain: one message per domain: {r:?}");
     assert!(server.stop().success());
     let recs = log_records(dir.path());
-    let x = recs
-        .iter()
-        .find(|r| r["queue"] == "x.example")
-        .expect("x.example reception");
-    assert_eq!(
-        x["recipient"],
-        serde_json::json!(["one@x.example", "two@x.example"])
-    );
+    let x = recs.iter().find(|r| r["queue"] == "x.example").expect("x.example reception");
+    assert_eq!(x["recipient"], serde_json::json!(["one@x.example", "two@x.example"]));
 }
 
 #[test]

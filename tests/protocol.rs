@@ -27,11 +27,7 @@ fn t15_overlong_commands_get_500_and_the_session_survives() {
         let line = format!("NOOP {}", "x".repeat(len - 5));
         let r = c.cmd(&line);
         assert!(r.starts("500 5.5.2"), "length {len}: {r:?}");
-        assert_eq!(
-            c.cmd("NOOP").code,
-            250,
-            "session survives after length {len}"
-        );
+        assert_eq!(c.cmd("NOOP").code, 250, "session survives after length {len}");
     }
 }
 
@@ -40,31 +36,20 @@ fn t16_t17_overlong_data_lines_and_oversize_messages_are_refused() {
     let (dir, server) = start("max_message_size = '64 KB',");
     let mut c = Client::ehlo(server.addr());
     let long = format!("Subject: x\r\n\r\n{}", "y".repeat(999));
-    assert!(
-        c.send_mail("a@s.example", &["b@d.example"], &long)
-            .starts("500 5.5.2")
-    );
+    assert!(c.send_mail("a@s.example", &["b@d.example"], &long).starts("500 5.5.2"));
     let ok = format!("Subject: x\r\n\r\n{}", "y".repeat(998));
     assert_eq!(c.send_mail("a@s.example", &["b@d.example"], &ok).code, 250);
-    assert!(
-        c.cmd("MAIL FROM:<a@s.example> SIZE=70000")
-            .starts("552 5.3.4")
-    );
-    let big = format!(
-        "Subject: x\r\n\r\n{}",
-        vec!["z".repeat(500); 200].join("\r\n")
-    );
-    assert!(
-        c.send_mail("a@s.example", &["b@d.example"], &big)
-            .starts("552 5.3.4")
-    );
+    assert!(c.cmd("MAIL FROM:<a@s.example> SIZE=70000").starts("552 5.3.4"));
+    let big = format!("Subject: x\r\n\r\n{}", vec!["z".repeat(500); 200].join("\r\n"));
+    assert!(c.send_mail("a@s.example", &["b@d.example"], &big).starts("552 5.3.4"));
     assert_eq!(c.cmd("NOOP").code, 250);
     assert!(server.stop().success());
     assert_eq!(spooled(dir.path()).len(), 1);
 }
 
 fn smuggle_bodies() -> Vec<(&'static str, Vec<u8>)> {
-    let tail = b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nSubject: spoof\r\n\r\nsmuggled\r\n";
+    let tail =
+        b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nSubject: spoof\r\n\r\nsmuggled\r\n";
     ["\n.\n", "\n.\r\n", "\r.\r\n", "\r\n.\r", "\r.\r"]
         .iter()
         .map(|s| {
@@ -103,10 +88,7 @@ fn t18_smuggling_never_yields_a_second_message() {
         let msgs = spooled(dir.path());
         assert_eq!(msgs.len(), accepted, "{mode}: exactly one message per DATA");
         for m in msgs {
-            assert!(
-                m.data().windows(10).any(|w| w == b"MAIL FROM:"),
-                "{mode}: smuggled text stays in the body"
-            );
+            assert!(m.data().windows(10).any(|w| w == b"MAIL FROM:"), "{mode}: smuggled text stays in the body");
         }
     }
 }
@@ -123,8 +105,7 @@ fn t21_dot_stuffing_round_trips() {
     assert!(server.stop().success());
     let m = &spooled(dir.path())[0];
     assert!(
-        m.data()
-            .ends_with(b"Subject: dots\r\n\r\n.\r\n..leading\r\n.\r\nend\r\n"),
+        m.data().ends_with(b"Subject: dots\r\n\r\n.\r\n..leading\r\n.\r\nend\r\n"),
         "{:?}",
         String::from_utf8_lossy(&m.data())
     );
@@ -147,18 +128,9 @@ fn t22_t28_pipelined_input_in_any_chunking_gets_the_same_replies() {
         let mut out = Vec::new();
         s.read_to_end(&mut out).unwrap();
         let text = String::from_utf8_lossy(&out).to_string();
-        let codes: Vec<String> = text
-            .lines()
-            .filter(|l| l.len() >= 4 && l.as_bytes()[3] == b' ')
-            .map(|l| l[..3].to_string())
-            .collect();
-        assert_eq!(
-            codes,
-            [
-                "250", "250", "250", "250", "250", "354", "250", "250", "221"
-            ],
-            "chunk {chunk}: {text}"
-        );
+        let codes: Vec<String> =
+            text.lines().filter(|l| l.len() >= 4 && l.as_bytes()[3] == b' ').map(|l| l[..3].to_string()).collect();
+        assert_eq!(codes, ["250", "250", "250", "250", "250", "354", "250", "250", "221"], "chunk {chunk}: {text}");
         transcripts.push(codes);
     }
 }
@@ -178,34 +150,21 @@ fn t23_t24_t26_starttls_discards_injected_plaintext_and_resets_state() {
     let mut buf = [0u8; 512];
     let n = stream.read(&mut buf).unwrap();
     let first = String::from_utf8_lossy(&buf[..n]).to_string();
-    assert!(
-        first.starts_with("503 5.5.1"),
-        "EHLO is required again after STARTTLS (T-24): {first}"
-    );
+    assert!(first.starts_with("503 5.5.1"), "EHLO is required again after STARTTLS (T-24): {first}");
     stream.write_all(b"EHLO again.test\r\n").unwrap();
     let n = stream.read(&mut buf).unwrap();
     let ehlo = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(ehlo.starts_with("250-mx.test"), "{ehlo}");
-    assert!(
-        !ehlo.contains("STARTTLS"),
-        "STARTTLS is not offered twice: {ehlo}"
-    );
+    assert!(!ehlo.contains("STARTTLS"), "STARTTLS is not offered twice: {ehlo}");
     stream.write_all(b"STARTTLS\r\n").unwrap();
     let n = stream.read(&mut buf).unwrap();
-    assert!(
-        String::from_utf8_lossy(&buf[..n]).starts_with("503 5.5.1"),
-        "T-26"
-    );
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("503 5.5.1"), "T-26");
 }
 
 #[test]
 fn t27_input_before_the_greeting_is_refused() {
     let dir = temp_dir();
-    let p = policy(
-        dir.path(),
-        "",
-        "kumo.on('smtp_server_connection_accepted', function(conn) kumo.sleep(0.3) end)",
-    );
+    let p = policy(dir.path(), "", "kumo.on('smtp_server_connection_accepted', function(conn) kumo.sleep(0.3) end)");
     let server = Server::start(dir.path(), &p);
     let mut c = Client::connect(server.addr());
     c.send(b"EHLO eager.test\r\n");
@@ -228,11 +187,7 @@ fn t30_recipient_limit_accepts_100_and_tempfails_the_excess() {
     let mut c = Client::ehlo(server.addr());
     c.cmd("MAIL FROM:<a@s.example>");
     for i in 0..100 {
-        assert_eq!(
-            c.cmd(&format!("RCPT TO:<r{i}@d.example>")).code,
-            250,
-            "recipient {i}"
-        );
+        assert_eq!(c.cmd(&format!("RCPT TO:<r{i}@d.example>")).code, 250, "recipient {i}");
     }
     assert!(c.cmd("RCPT TO:<r100@d.example>").starts("452 4.5.3"));
     assert_eq!(c.cmd("DATA").code, 354);
@@ -252,11 +207,7 @@ fn t31_invalid_utf8_and_nul_get_501_and_the_session_survives() {
     assert_eq!(c.reply().code, 501);
     assert_eq!(c.cmd("NOOP").code, 250);
     assert!(c.cmd("FROB").starts("500 5.5.1"));
-    assert_eq!(
-        c.send_mail("a@s.example", &["b@d.example"], "Subject: x\r\n\r\nx")
-            .code,
-        250
-    );
+    assert_eq!(c.send_mail("a@s.example", &["b@d.example"], "Subject: x\r\n\r\nx").code, 250);
 }
 
 #[test]

@@ -75,10 +75,7 @@ async fn read_reply(
     loop {
         line.clear();
         if r.read_line(line).await? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
         }
         text.push_str(line);
         if line.len() < 4 || line.as_bytes()[3] != b'-' {
@@ -101,14 +98,9 @@ async fn connection(shared: &Shared) -> std::io::Result<bool> {
     }
     w.write_all(b"EHLO load.wasmta.test\r\n").await?;
     read_reply(&mut r, &mut line).await?;
-    let envelope = format!(
-        "MAIL FROM:<{}>\r\nRCPT TO:<{}>\r\nDATA\r\n",
-        shared.args.sender, shared.args.recipient
-    );
+    let envelope = format!("MAIL FROM:<{}>\r\nRCPT TO:<{}>\r\nDATA\r\n", shared.args.sender, shared.args.recipient);
     loop {
-        if Instant::now() > shared.deadline
-            || shared.next.fetch_add(1, Ordering::AcqRel) >= shared.args.messages
-        {
+        if Instant::now() > shared.deadline || shared.next.fetch_add(1, Ordering::AcqRel) >= shared.args.messages {
             let _ = w.write_all(b"QUIT\r\n").await;
             return Ok(true);
         }
@@ -135,7 +127,7 @@ async fn connection(shared: &Shared) -> std::io::Result<bool> {
             }
             w.write_all(&shared.body).await?;
             let (code, text) = read_reply(&mut r, &mut line).await?;
-            Ok((code == 250).then(|| text))
+            Ok((code == 250).then_some(text))
         }
         .await;
         match outcome {

@@ -44,15 +44,12 @@ async fn start(policy_path: PathBuf, spool_dir: PathBuf) -> Result<(), String> {
     }
     let init = loaded.init;
     let engine = Arc::new(loaded.engine);
-    let parallelism = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let parallelism = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     engine.prewarm(parallelism).await?;
     let policy = Policy::new(vec![engine.clone() as Arc<dyn Engine>])?;
 
     let (spool, startup) = Spool::open(&init.spools, &spool_dir).map_err(|e| e.to_string())?;
-    let logs = Logs::start(&init.logs, node_id(spool.path()))
-        .map_err(|e| format!("starting logs: {e}"))?;
+    let logs = Logs::start(&init.logs, node_id(spool.path())).map_err(|e| format!("starting logs: {e}"))?;
     let queues = Arc::new(QueueManager::new());
     let enumerated = startup.messages.len();
     for message in startup.messages {
@@ -62,36 +59,24 @@ async fn start(policy_path: PathBuf, spool_dir: PathBuf) -> Result<(), String> {
             .map_err(|e| format!("spool_message_enumerated failed for {}: {e}", message.id()))?;
         queues.insert(&message, InsertReason::Enumerated);
     }
-    tracing::info!(
-        "spool: {enumerated} message(s) enumerated, {} record(s) quarantined",
-        startup.quarantined
-    );
+    tracing::info!("spool: {enumerated} message(s) enumerated, {} record(s) quarantined", startup.quarantined);
     spool.start();
 
-    let ctx = Arc::new(ServerContext {
-        policy,
-        spool: spool.clone(),
-        logs: logs.clone(),
-        queues,
-    });
+    let ctx = Arc::new(ServerContext { policy, spool: spool.clone(), logs: logs.clone(), queues });
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut sessions = Vec::new();
     for config in init.listeners {
         let listener = EsmtpListener::bind(config).await?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!("esmtp listener on {addr}");
-        sessions.push(tokio::spawn(
-            listener.serve(ctx.clone(), shutdown_rx.clone()),
-        ));
+        sessions.push(tokio::spawn(listener.serve(ctx.clone(), shutdown_rx.clone())));
     }
     let mut http_tasks = Vec::new();
     for config in init.http_listeners {
         let listener = HttpListener::bind(config).await?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!("http listener on {addr}");
-        http_tasks.push(tokio::spawn(
-            listener.serve(spool.clone(), shutdown_rx.clone()),
-        ));
+        http_tasks.push(tokio::spawn(listener.serve(spool.clone(), shutdown_rx.clone())));
     }
     if sessions.is_empty() {
         tracing::warn!("the policy started no esmtp listener");

@@ -9,9 +9,7 @@ pub fn parse_net(text: &str) -> Result<IpNet, String> {
     if let Ok(net) = t.parse::<IpNet>() {
         return Ok(net.trunc());
     }
-    t.parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("invalid CIDR or IP address {text:?}"))
+    t.parse::<IpAddr>().map(IpNet::from).map_err(|_| format!("invalid CIDR or IP address {text:?}"))
 }
 
 /// A set of networks.
@@ -21,11 +19,7 @@ pub struct CidrSet(Vec<IpNet>);
 impl CidrSet {
     /// Builds a set, failing on the first bad entry.
     pub fn parse(entries: &[String]) -> Result<Self, String> {
-        entries
-            .iter()
-            .map(|e| parse_net(e))
-            .collect::<Result<_, _>>()
-            .map(CidrSet)
+        entries.iter().map(|e| parse_net(e)).collect::<Result<_, _>>().map(CidrSet)
     }
 
     /// True when `ip` is in any network of the set.

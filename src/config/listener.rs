@@ -199,6 +199,9 @@ impl ListenerSettings {
     }
 }
 
+/// Option overrides keyed by network (`via`, `peer`).
+pub type Overrides = Vec<(IpNet, Map<String, Value>)>;
+
 /// One `start_esmtp_listener` call.
 #[derive(Debug, Clone)]
 pub struct EsmtpListenerConfig {
@@ -209,9 +212,9 @@ pub struct EsmtpListenerConfig {
     /// Settings for every connection before overrides.
     pub settings: ListenerSettings,
     /// Overrides keyed by local address (`via`).
-    pub via: Vec<(IpNet, Map<String, Value>)>,
+    pub via: Overrides,
     /// Overrides keyed by peer address (`peer`).
-    pub peer: Vec<(IpNet, Map<String, Value>)>,
+    pub peer: Overrides,
 }
 
 impl EsmtpListenerConfig {
@@ -221,34 +224,21 @@ impl EsmtpListenerConfig {
             None => "127.0.0.1:2025".to_string(),
             Some(Value::String(s)) => s,
             Some(other) => {
-                return Err(format!(
-                    "listen: expected a string like \"0.0.0.0:25\", got {other}"
-                ));
+                return Err(format!("listen: expected a string like \"0.0.0.0:25\", got {other}"));
             }
         };
         let max_connections = match table.remove("max_connections") {
             None => 32 * 1024,
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| format!("max_connections: expected a number, got {v}"))?
-                as usize,
+            Some(v) => v.as_u64().ok_or_else(|| format!("max_connections: expected a number, got {v}"))? as usize,
         };
         let via = cidr_blocks(table.remove("via"), "via")?;
         let peer = cidr_blocks(table.remove("peer"), "peer")?;
         let settings: ListenerSettings = super::decode(Value::Object(table))?;
         settings.validate()?;
         for (net, o) in via.iter().chain(peer.iter()) {
-            settings
-                .merged(o)
-                .map_err(|e| format!("override for {net}: {e}"))?;
+            settings.merged(o).map_err(|e| format!("override for {net}: {e}"))?;
         }
-        Ok(EsmtpListenerConfig {
-            listen,
-            max_connections,
-            settings,
-            via,
-            peer,
-        })
+        Ok(EsmtpListenerConfig { listen, max_connections, settings, via, peer })
     }
 
     /// The settings for one connection: base, then matching `via` blocks, then matching
@@ -266,16 +256,11 @@ impl EsmtpListenerConfig {
         if overrides.is_empty() {
             return self.settings.clone();
         }
-        self.settings
-            .merged(&overrides)
-            .unwrap_or_else(|_| self.settings.clone())
+        self.settings.merged(&overrides).unwrap_or_else(|_| self.settings.clone())
     }
 }
 
-fn cidr_blocks(
-    value: Option<Value>,
-    key: &str,
-) -> Result<Vec<(IpNet, Map<String, Value>)>, String> {
+fn cidr_blocks(value: Option<Value>, key: &str) -> Result<Overrides, String> {
     let Some(value) = value else {
         return Ok(vec![]);
     };
@@ -335,18 +320,11 @@ mod tests {
         assert!(c.settings.trace_headers.received_header);
         let err = EsmtpListenerConfig::from_table(table(json!({"hostnme": "x"}))).unwrap_err();
         assert!(err.contains("hostnme"), "{err}");
-        let err =
-            EsmtpListenerConfig::from_table(table(json!({"max_recipients_per_message": "lots"})))
-                .unwrap_err();
+        let err = EsmtpListenerConfig::from_table(table(json!({"max_recipients_per_message": "lots"}))).unwrap_err();
         assert!(err.contains("max_recipients_per_message"), "{err}");
-        let err = EsmtpListenerConfig::from_table(table(json!({"trace_headers": {"bogus": 1}})))
-            .unwrap_err();
-        assert!(
-            err.contains("trace_headers") && err.contains("bogus"),
-            "{err}"
-        );
-        let err = EsmtpListenerConfig::from_table(table(json!({"relay_hosts": ["not-an-ip"]})))
-            .unwrap_err();
+        let err = EsmtpListenerConfig::from_table(table(json!({"trace_headers": {"bogus": 1}}))).unwrap_err();
+        assert!(err.contains("trace_headers") && err.contains("bogus"), "{err}");
+        let err = EsmtpListenerConfig::from_table(table(json!({"relay_hosts": ["not-an-ip"]}))).unwrap_err();
         assert!(err.contains("relay_hosts"), "{err}");
     }
 
@@ -364,9 +342,6 @@ mod tests {
         let s = c.settings_for("192.0.2.1".parse().unwrap(), "10.9.2.3".parse().unwrap());
         assert_eq!(s.banner, "KumoMTA");
         assert_eq!(s.max_recipients_per_message, 5);
-        assert!(
-            EsmtpListenerConfig::from_table(table(json!({"peer": {"10.0.0.0/8": {"nope": 1}}})))
-                .is_err()
-        );
+        assert!(EsmtpListenerConfig::from_table(table(json!({"peer": {"10.0.0.0/8": {"nope": 1}}}))).is_err());
     }
 }

@@ -24,10 +24,7 @@ impl MinFree {
     /// Parses `"10%"`, `"2 GB"` or a number.
     pub fn parse(text: &str) -> Result<Self, String> {
         if let Some(p) = text.trim().strip_suffix('%') {
-            let v: f64 = p
-                .trim()
-                .parse()
-                .map_err(|_| format!("invalid percentage {text:?}"))?;
+            let v: f64 = p.trim().parse().map_err(|_| format!("invalid percentage {text:?}"))?;
             if !(0.0..=100.0).contains(&v) {
                 return Err(format!("percentage out of range: {text:?}"));
             }
@@ -49,13 +46,10 @@ impl<'de> Deserialize<'de> for MinFree {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match serde_json::Value::deserialize(d)? {
             serde_json::Value::String(s) => MinFree::parse(&s).map_err(de::Error::custom),
-            serde_json::Value::Number(n) => n
-                .as_u64()
-                .map(MinFree::Absolute)
-                .ok_or_else(|| de::Error::custom("expected a size")),
-            other => Err(de::Error::custom(format!(
-                "expected \"10%\" or a size, got {other}"
-            ))),
+            serde_json::Value::Number(n) => {
+                n.as_u64().map(MinFree::Absolute).ok_or_else(|| de::Error::custom("expected a size"))
+            }
+            other => Err(de::Error::custom(format!("expected \"10%\" or a size, got {other}"))),
         }
     }
 }
@@ -219,13 +213,9 @@ impl<'de> Deserialize<'de> for LogDisposition {
                 "Ignore" => Ok(LogDisposition::Ignore),
                 "LogThenRelay" => Ok(LogDisposition::LogThenRelay),
                 "LogThenDrop" => Ok(LogDisposition::LogThenDrop),
-                _ => Err(de::Error::custom(format!(
-                    "expected Ignore, LogThenRelay or LogThenDrop, got {s:?}"
-                ))),
+                _ => Err(de::Error::custom(format!("expected Ignore, LogThenRelay or LogThenDrop, got {s:?}"))),
             },
-            other => Err(de::Error::custom(format!(
-                "expected a string or boolean, got {other}"
-            ))),
+            other => Err(de::Error::custom(format!("expected a string or boolean, got {other}"))),
         }
     }
 }
@@ -237,19 +227,15 @@ mod tests {
 
     #[test]
     fn spool_and_logs_defaults() {
-        let s: SpoolConfig =
-            super::super::decode(json!({"name": "data", "path": "/x", "kind": "RocksDB"})).unwrap();
+        let s: SpoolConfig = super::super::decode(json!({"name": "data", "path": "/x", "kind": "RocksDB"})).unwrap();
         assert_eq!(s.kind, SpoolKind::RocksDB);
         assert_eq!(s.min_free_space, MinFree::Percent(10.0));
         let l: LocalLogsConfig =
-            super::super::decode(json!({"log_dir": "/l", "max_segment_duration": "1 minute"}))
-                .unwrap();
+            super::super::decode(json!({"log_dir": "/l", "max_segment_duration": "1 minute"})).unwrap();
         assert_eq!(l.max_segment_duration, Some(Duration::from_secs(60)));
         assert_eq!(l.max_file_size, 1_000_000_000);
-        let err = super::super::decode::<SpoolConfig>(
-            json!({"name": "data", "path": "/x", "kind": "Floppy"}),
-        )
-        .unwrap_err();
+        let err =
+            super::super::decode::<SpoolConfig>(json!({"name": "data", "path": "/x", "kind": "Floppy"})).unwrap_err();
         assert!(err.contains("kind"), "{err}");
         assert_eq!(MinFree::parse("2 GB").unwrap(), MinFree::Absolute(2 << 30));
         assert_eq!(MinFree::Percent(10.0).threshold(1000), 100);
@@ -257,10 +243,8 @@ mod tests {
 
     #[test]
     fn listener_domain_accepts_legacy_bools() {
-        let d: ListenerDomain = super::super::decode(
-            json!({"relay_to": true, "log_oob": true, "log_arf": "LogThenDrop"}),
-        )
-        .unwrap();
+        let d: ListenerDomain =
+            super::super::decode(json!({"relay_to": true, "log_oob": true, "log_arf": "LogThenDrop"})).unwrap();
         assert!(d.relay_to);
         assert_eq!(d.log_oob, LogDisposition::LogThenRelay);
         assert_eq!(d.log_arf, LogDisposition::LogThenDrop);

@@ -18,9 +18,7 @@ fn duration_from_secs(secs: f64) -> Result<Duration, String> {
     if secs.is_finite() && secs >= 0.0 {
         Ok(Duration::from_secs_f64(secs))
     } else {
-        Err(format!(
-            "invalid duration {secs}: must be a non-negative number of seconds"
-        ))
+        Err(format!("invalid duration {secs}: must be a non-negative number of seconds"))
     }
 }
 
@@ -34,9 +32,7 @@ pub fn format_duration(d: Duration) -> String {
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let cleaned: String = text.chars().filter(|c| *c != ',' && *c != '_').collect();
     let t = cleaned.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let value: f64 = num.parse().map_err(|_| format!("invalid size {text:?}"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -151,11 +147,7 @@ mod tests {
             ("1h", 3600),
         ];
         for (text, secs) in cases {
-            assert_eq!(
-                parse_duration(text).unwrap(),
-                Duration::from_secs(secs),
-                "{text}"
-            );
+            assert_eq!(parse_duration(text).unwrap(), Duration::from_secs(secs), "{text}");
         }
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1").is_err());

@@ -20,13 +20,9 @@ impl HttpListener {
     /// Binds the configured address.
     pub async fn bind(config: HttpListenerConfig) -> Result<Self, String> {
         if config.use_tls {
-            tracing::warn!(
-                "start_http_listener: use_tls is accepted but not implemented yet; serving plain HTTP"
-            );
+            tracing::warn!("start_http_listener: use_tls is accepted but not implemented yet; serving plain HTTP");
         }
-        let socket = TcpListener::bind(&config.listen)
-            .await
-            .map_err(|e| format!("binding {}: {e}", config.listen))?;
+        let socket = TcpListener::bind(&config.listen).await.map_err(|e| format!("binding {}: {e}", config.listen))?;
         Ok(HttpListener { socket, config })
     }
 
@@ -38,9 +34,7 @@ impl HttpListener {
     /// Serves until `shutdown` flips.
     pub async fn serve(self, spool: Spool, mut shutdown: watch::Receiver<bool>) {
         let _ = &self.config;
-        let app = Router::new()
-            .route("/api/check-liveness/v1", get(liveness))
-            .with_state(spool);
+        let app = Router::new().route("/api/check-liveness/v1", get(liveness)).with_state(spool);
         let result = axum::serve(self.socket, app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown.changed().await;
@@ -55,9 +49,6 @@ impl HttpListener {
 async fn liveness(State(spool): State<Spool>) -> (StatusCode, String) {
     match spool.accepting() {
         Ok(()) => (StatusCode::OK, "{\"status\":\"ok\"}".into()),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"status": e.to_string()}).to_string(),
-        ),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": e.to_string()}).to_string()),
     }
 }

@@ -34,25 +34,19 @@ impl Logs {
                     "configure_local_logs: filter_event is accepted but not applied yet; every record is logged"
                 );
             }
-            dests.push(Dest {
-                config: c.clone(),
-                writer: Mutex::new(writer::SegmentWriter::start(c)?),
-            });
+            dests.push(Dest { config: c.clone(), writer: Mutex::new(writer::SegmentWriter::start(c)?) });
         }
-        Ok(Logs {
-            dests: Arc::new(dests),
-            nodeid: Arc::new(nodeid),
-        })
+        Ok(Logs { dests: Arc::new(dests), nodeid: Arc::new(nodeid) })
     }
 
     /// Logs a record; with `message`, the configured headers and meta are copied in.
     pub fn log(&self, mut record: LogRecord, message: Option<&Message>) {
         record.nodeid = self.nodeid.to_string();
         for d in self.dests.iter() {
-            if let Some(per) = d.config.per_record.get(&record.kind.name()) {
-                if per.get("enable") == Some(&Value::Bool(false)) {
-                    continue;
-                }
+            if let Some(per) = d.config.per_record.get(&record.kind.name())
+                && per.get("enable") == Some(&Value::Bool(false))
+            {
+                continue;
             }
             let mut r = record.clone();
             if let Some(m) = message {
@@ -63,11 +57,7 @@ impl Logs {
                 }
                 if !d.config.headers.is_empty() {
                     for (name, value) in m.all_headers() {
-                        if d.config
-                            .headers
-                            .iter()
-                            .any(|h| h.eq_ignore_ascii_case(&name))
-                        {
+                        if d.config.headers.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
                             r.headers.entry(name).or_insert(Value::String(value));
                         }
                     }

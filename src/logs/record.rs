@@ -50,12 +50,7 @@ pub struct Response {
 impl Response {
     /// From a reply and the command it answered.
     pub fn from_reply(reply: &Reply, command: Option<String>) -> Self {
-        Response {
-            code: reply.code,
-            enhanced_code: reply.enhanced,
-            content: reply.text.clone(),
-            command,
-        }
+        Response { code: reply.code, enhanced_code: reply.enhanced, content: reply.text.clone(), command }
     }
 }
 
@@ -185,11 +180,7 @@ impl LogRecord {
         r.created = created.timestamp();
         r.created_time = created.to_rfc3339();
         r.num_attempts = env.num_attempts;
-        r.reception_protocol = env
-            .meta
-            .get("reception_protocol")
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
+        r.reception_protocol = env.meta.get("reception_protocol").and_then(|v| v.as_str()).map(str::to_string);
         r
     }
 }

@@ -39,12 +39,7 @@ fn open_segment(dir: &Path, level: i32) -> std::io::Result<Segment> {
     }
     let file = File::create(&path)?;
     let encoder = zstd::Encoder::new(file, if level == 0 { 3 } else { level })?;
-    Ok(Segment {
-        encoder,
-        opened: Instant::now(),
-        bytes: 0,
-        path,
-    })
+    Ok(Segment { encoder, opened: Instant::now(), bytes: 0, path })
 }
 
 impl SegmentWriter {
@@ -53,13 +48,8 @@ impl SegmentWriter {
         std::fs::create_dir_all(&config.log_dir)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(config.back_pressure.max(1));
         let config = config.clone();
-        let thread = std::thread::Builder::new()
-            .name("log-writer".into())
-            .spawn(move || run(config, rx))?;
-        Ok(SegmentWriter {
-            tx,
-            thread: Some(thread),
-        })
+        let thread = std::thread::Builder::new().name("log-writer".into()).spawn(move || run(config, rx))?;
+        Ok(SegmentWriter { tx, thread: Some(thread) })
     }
 
     /// Queues a record (waits when `back_pressure` records are pending).
@@ -99,10 +89,7 @@ fn run(config: LocalLogsConfig, rx: Receiver<Msg>) {
                         match open_segment(&dir, config.compression_level) {
                             Ok(s) => segment = Some(s),
                             Err(e) => {
-                                tracing::error!(
-                                    "logs: cannot open a segment in {}: {e}",
-                                    dir.display()
-                                );
+                                tracing::error!("logs: cannot open a segment in {}: {e}", dir.display());
                                 continue;
                             }
                         }
@@ -121,9 +108,7 @@ fn run(config: LocalLogsConfig, rx: Receiver<Msg>) {
         }
         if let Some(seg) = segment.as_mut() {
             let _ = seg.encoder.flush();
-            let too_old = config
-                .max_segment_duration
-                .is_some_and(|d| seg.opened.elapsed() >= d);
+            let too_old = config.max_segment_duration.is_some_and(|d| seg.opened.elapsed() >= d);
             if close || too_old || seg.bytes >= config.max_file_size {
                 let seg = segment.take().expect("open");
                 let path = seg.path.clone();

@@ -26,10 +26,7 @@ impl EnvelopeAddress {
         if text.is_empty() {
             return Ok(Self::null());
         }
-        if text
-            .chars()
-            .any(|c| c.is_control() || c == ' ' && !text.starts_with('"'))
-        {
+        if text.chars().any(|c| c.is_control() || c == ' ' && !text.starts_with('"')) {
             return Err(AddressError("address contains invalid characters"));
         }
         let at = if let Some(rest) = text.strip_prefix('"') {
@@ -65,10 +62,7 @@ impl EnvelopeAddress {
         if !valid_domain(domain) {
             return Err(AddressError("invalid domain"));
         }
-        Ok(EnvelopeAddress {
-            user: user.to_string(),
-            domain: domain.to_string(),
-        })
+        Ok(EnvelopeAddress { user: user.to_string(), domain: domain.to_string() })
     }
 
     /// Parses a path as it appears after `FROM:`/`TO:`: `<...>`, with an optional
@@ -113,21 +107,13 @@ fn valid_domain(domain: &str) -> bool {
         return lit.ends_with(']') && lit.len() > 1;
     }
     domain.split('.').all(|label| {
-        !label.is_empty()
-            && label.len() <= 63
-            && label
-                .chars()
-                .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+        !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_')
     }) && domain.len() <= 255
 }
 
 impl fmt::Display for EnvelopeAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_null() {
-            Ok(())
-        } else {
-            write!(f, "{}@{}", self.user, self.domain)
-        }
+        if self.is_null() { Ok(()) } else { write!(f, "{}@{}", self.user, self.domain) }
     }
 }
 
@@ -166,25 +152,12 @@ mod tests {
         assert_eq!(quoted.user(), "\"a@b\"");
         let percent = EnvelopeAddress::parse_path("<a%b@ours.example>").unwrap();
         assert_eq!(percent.domain(), "ours.example");
-        assert_eq!(
-            EnvelopeAddress::parse_path("<u@[10.0.0.1]>")
-                .unwrap()
-                .domain(),
-            "[10.0.0.1]"
-        );
+        assert_eq!(EnvelopeAddress::parse_path("<u@[10.0.0.1]>").unwrap().domain(), "[10.0.0.1]");
     }
 
     #[test]
     fn refuses_bad_forms() {
-        for bad in [
-            "user@example.com",
-            "<a@b@c>",
-            "<user>",
-            "<@x>",
-            "<u@>",
-            "<u@bad..dom>",
-            "<a\u{0}b@c>",
-        ] {
+        for bad in ["user@example.com", "<a@b@c>", "<user>", "<@x>", "<u@>", "<u@bad..dom>", "<a\u{0}b@c>"] {
             assert!(EnvelopeAddress::parse_path(bad).is_err(), "{bad:?}");
         }
     }

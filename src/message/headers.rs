@@ -35,9 +35,7 @@ impl HeaderField<'_> {
 pub fn header_end(data: &[u8]) -> usize {
     let mut pos = 0;
     while pos < data.len() {
-        let eol = memchr::memchr(b'\n', &data[pos..])
-            .map(|i| pos + i + 1)
-            .unwrap_or(data.len());
+        let eol = memchr::memchr(b'\n', &data[pos..]).map(|i| pos + i + 1).unwrap_or(data.len());
         let line = &data[pos..eol];
         if line == b"\r\n" || line == b"\n" {
             return pos;
@@ -74,19 +72,13 @@ pub fn fields(data: &[u8]) -> Vec<HeaderField<'_>> {
         while let Some(rest) = value.strip_suffix(b"\n") {
             value = rest.strip_suffix(b"\r").unwrap_or(rest);
         }
-        out.push(HeaderField {
-            name,
-            raw_value: value,
-            span: start..eol,
-        });
+        out.push(HeaderField { name, raw_value: value, span: start..eol });
     }
     out
 }
 
 fn next_eol(data: &[u8], pos: usize, end: usize) -> usize {
-    memchr::memchr(b'\n', &data[pos..end])
-        .map(|i| pos + i + 1)
-        .unwrap_or(end)
+    memchr::memchr(b'\n', &data[pos..end]).map(|i| pos + i + 1).unwrap_or(end)
 }
 
 /// Formats a header field with CRLF, folding nothing (callers pass sane values).
@@ -158,10 +150,7 @@ mod tests {
         let a = append(MSG, "X-New", "v");
         assert!(a.ends_with(b"x-other: 2\r\nX-New: v\r\n\r\nbody\r\n"));
         let r = remove_where(MSG, |n| n.to_ascii_lowercase().starts_with("x-"));
-        assert_eq!(
-            r,
-            b"Subject: hello\r\n there\r\nFrom: a@example.com\r\n\r\nbody\r\n"
-        );
+        assert_eq!(r, b"Subject: hello\r\n there\r\nFrom: a@example.com\r\n\r\nbody\r\n");
     }
 
     #[test]

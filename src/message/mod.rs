@@ -52,13 +52,7 @@ impl Message {
     ) -> Self {
         Self::from_parts(
             SpoolId::new(),
-            Envelope {
-                sender,
-                recipients,
-                meta,
-                num_attempts: 0,
-                due: None,
-            },
+            Envelope { sender, recipients, meta, num_attempts: 0, due: None },
             Arc::new(data),
         )
     }
@@ -148,12 +142,7 @@ impl Message {
     /// The scheduled queue this message belongs in.
     pub fn queue_name(&self) -> String {
         let s = self.0.lock();
-        let domain = s
-            .envelope
-            .recipients
-            .first()
-            .map(|r| r.domain().to_string())
-            .unwrap_or_default();
+        let domain = s.envelope.recipients.first().map(|r| r.domain().to_string()).unwrap_or_default();
         queue_name::queue_name(&s.envelope.meta, &domain)
     }
 
@@ -168,29 +157,19 @@ impl Message {
     /// The first value of a header, unfolded.
     pub fn first_header(&self, name: &str) -> Option<String> {
         let data = self.data();
-        headers::fields(&data)
-            .into_iter()
-            .find(|f| f.name.eq_ignore_ascii_case(name))
-            .map(|f| f.value())
+        headers::fields(&data).into_iter().find(|f| f.name.eq_ignore_ascii_case(name)).map(|f| f.value())
     }
 
     /// Every value of a header, unfolded.
     pub fn all_headers_named(&self, name: &str) -> Vec<String> {
         let data = self.data();
-        headers::fields(&data)
-            .into_iter()
-            .filter(|f| f.name.eq_ignore_ascii_case(name))
-            .map(|f| f.value())
-            .collect()
+        headers::fields(&data).into_iter().filter(|f| f.name.eq_ignore_ascii_case(name)).map(|f| f.value()).collect()
     }
 
     /// Every header as (name, value).
     pub fn all_headers(&self) -> Vec<(String, String)> {
         let data = self.data();
-        headers::fields(&data)
-            .into_iter()
-            .map(|f| (f.name.to_string(), f.value()))
-            .collect()
+        headers::fields(&data).into_iter().map(|f| (f.name.to_string(), f.value())).collect()
     }
 }
 

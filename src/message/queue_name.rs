@@ -50,12 +50,7 @@ impl QueueNameParts {
             Some((d, r)) => (d.to_string(), non_empty(r)),
             None => (rest.to_string(), None),
         };
-        QueueNameParts {
-            campaign,
-            tenant,
-            domain,
-            routing_domain,
-        }
+        QueueNameParts { campaign, tenant, domain, routing_domain }
     }
 }
 
@@ -64,16 +59,8 @@ fn non_empty(s: &str) -> Option<String> {
 }
 
 /// The queue a message belongs in, from its meta and recipient domain.
-pub fn queue_name(
-    meta: &serde_json::Map<String, serde_json::Value>,
-    recipient_domain: &str,
-) -> String {
-    let text = |k: &str| {
-        meta.get(k)
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-    };
+pub fn queue_name(meta: &serde_json::Map<String, serde_json::Value>, recipient_domain: &str) -> String {
+    let text = |k: &str| meta.get(k).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string);
     if let Some(q) = text("queue") {
         return q;
     }
@@ -98,14 +85,8 @@ mod tests {
             (json!({"tenant": "t"}), "t@example.com"),
             (json!({"campaign": "c"}), "c:@example.com"),
             (json!({"campaign": "c", "tenant": "t"}), "c:t@example.com"),
-            (
-                json!({"routing_domain": "r.example"}),
-                "example.com!r.example",
-            ),
-            (
-                json!({"campaign": "c", "tenant": "t", "routing_domain": "r"}),
-                "c:t@example.com!r",
-            ),
+            (json!({"routing_domain": "r.example"}), "example.com!r.example"),
+            (json!({"campaign": "c", "tenant": "t", "routing_domain": "r"}), "c:t@example.com!r"),
             (json!({"queue": "null", "tenant": "t"}), "null"),
         ];
         for (meta, want) in cases {

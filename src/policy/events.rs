@@ -86,9 +86,7 @@ impl Event {
 
 /// The multiplicity of a name that may be a user-defined event (those are Single).
 pub fn multiplicity_of(name: &str) -> Multiplicity {
-    Event::from_name(name)
-        .map(Event::multiplicity)
-        .unwrap_or(Multiplicity::Single)
+    Event::from_name(name).map(Event::multiplicity).unwrap_or(Multiplicity::Single)
 }
 
 /// True for names KumoMTA lets policies define themselves: `custom_lua` constructors
@@ -156,10 +154,7 @@ mod tests {
             assert_eq!(Event::from_name(e.name()), Some(*e));
         }
         assert_eq!(Event::GetQueueConfig.multiplicity(), Multiplicity::Multiple);
-        assert_eq!(
-            Event::SmtpServerMessageReceived.multiplicity(),
-            Multiplicity::Single
-        );
+        assert_eq!(Event::SmtpServerMessageReceived.multiplicity(), Multiplicity::Single);
         assert_eq!(multiplicity_of("make.webhook"), Multiplicity::Single);
         assert!(is_user_defined_name("make.webhook"));
         assert!(!is_user_defined_name("smtp_server_mesage_received"));

@@ -41,11 +41,7 @@ impl Policy {
             if event.multiplicity() != Multiplicity::Single {
                 continue;
             }
-            let claimed: Vec<&str> = engines
-                .iter()
-                .filter(|e| e.handles(*event))
-                .map(|e| e.name())
-                .collect();
+            let claimed: Vec<&str> = engines.iter().filter(|e| e.handles(*event)).map(|e| e.name()).collect();
             if claimed.len() > 1 {
                 return Err(format!(
                     "{} event is handled by more than one engine: {}",
@@ -54,16 +50,12 @@ impl Policy {
                 ));
             }
         }
-        Ok(Policy {
-            engines: Arc::new(engines),
-        })
+        Ok(Policy { engines: Arc::new(engines) })
     }
 
     /// A policy with no handlers (every event takes its default).
     pub fn empty() -> Self {
-        Policy {
-            engines: Arc::new(vec![]),
-        }
+        Policy { engines: Arc::new(vec![]) }
     }
 
     /// True when some engine handles `event`.
@@ -105,10 +97,7 @@ impl Policy {
         conn: &ConnMeta,
     ) -> Result<Option<Map<String, Value>>, PolicyError> {
         let event = Event::SmtpServerGetDynamicParameters;
-        match self
-            .call(event, Args::DynamicParameters { listener, conn })
-            .await?
-        {
+        match self.call(event, Args::DynamicParameters { listener, conn }).await? {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Object(m)) => Ok(Some(m)),
             Some(other) => Err(bad_result(event, "a table of listener parameters", &other)),
@@ -117,9 +106,7 @@ impl Policy {
 
     /// `smtp_server_connection_accepted`.
     pub async fn connection_accepted(&self, conn: &ConnMeta) -> Result<(), PolicyError> {
-        self.call(Event::SmtpServerConnectionAccepted, Args::Conn(conn))
-            .await
-            .map(drop)
+        self.call(Event::SmtpServerConnectionAccepted, Args::Conn(conn)).await.map(drop)
     }
 
     /// `smtp_server_ehlo`: an optional replacement extension list.
@@ -130,17 +117,7 @@ impl Policy {
         extensions: &[String],
     ) -> Result<Option<Vec<String>>, PolicyError> {
         let event = Event::SmtpServerEhlo;
-        match self
-            .call(
-                event,
-                Args::Ehlo {
-                    domain,
-                    conn,
-                    extensions,
-                },
-            )
-            .await?
-        {
+        match self.call(event, Args::Ehlo { domain, conn, extensions }).await? {
             None | Some(Value::Null) => Ok(None),
             Some(v) => match crate::config::decode::<Vec<String>>(v.clone()) {
                 Ok(list) => Ok(Some(list)),
@@ -151,25 +128,13 @@ impl Policy {
     }
 
     /// `smtp_server_mail_from`.
-    pub async fn mail_from(
-        &self,
-        address: &EnvelopeAddress,
-        conn: &ConnMeta,
-    ) -> Result<(), PolicyError> {
-        self.call(Event::SmtpServerMailFrom, Args::Address { address, conn })
-            .await
-            .map(drop)
+    pub async fn mail_from(&self, address: &EnvelopeAddress, conn: &ConnMeta) -> Result<(), PolicyError> {
+        self.call(Event::SmtpServerMailFrom, Args::Address { address, conn }).await.map(drop)
     }
 
     /// `smtp_server_rcpt_to`.
-    pub async fn rcpt_to(
-        &self,
-        address: &EnvelopeAddress,
-        conn: &ConnMeta,
-    ) -> Result<(), PolicyError> {
-        self.call(Event::SmtpServerRcptTo, Args::Address { address, conn })
-            .await
-            .map(drop)
+    pub async fn rcpt_to(&self, address: &EnvelopeAddress, conn: &ConnMeta) -> Result<(), PolicyError> {
+        self.call(Event::SmtpServerRcptTo, Args::Address { address, conn }).await.map(drop)
     }
 
     /// `get_listener_domain`.
@@ -180,38 +145,18 @@ impl Policy {
         conn: &ConnMeta,
     ) -> Result<Option<ListenerDomain>, PolicyError> {
         let event = Event::GetListenerDomain;
-        match self
-            .call(
-                event,
-                Args::ListenerDomain {
-                    domain,
-                    listener,
-                    conn,
-                },
-            )
-            .await?
-        {
+        match self.call(event, Args::ListenerDomain { domain, listener, conn }).await? {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => {
-                crate::config::decode(v.clone())
-                    .map(Some)
-                    .map_err(|e| PolicyError::Failed {
-                        event: event.name(),
-                        message: format!("invalid listener domain: {e}"),
-                    })
-            }
+            Some(v) => crate::config::decode(v.clone()).map(Some).map_err(|e| PolicyError::Failed {
+                event: event.name(),
+                message: format!("invalid listener domain: {e}"),
+            }),
         }
     }
 
     /// `smtp_server_data`.
-    pub async fn smtp_server_data(
-        &self,
-        message: &Message,
-        conn: &ConnMeta,
-    ) -> Result<(), PolicyError> {
-        self.call(Event::SmtpServerData, Args::MessageConn { message, conn })
-            .await
-            .map(drop)
+    pub async fn smtp_server_data(&self, message: &Message, conn: &ConnMeta) -> Result<(), PolicyError> {
+        self.call(Event::SmtpServerData, Args::MessageConn { message, conn }).await.map(drop)
     }
 
     /// `smtp_server_split_transaction`: batches of recipients, or `None` for the
@@ -222,10 +167,7 @@ impl Policy {
         conn: &ConnMeta,
     ) -> Result<Option<Vec<Vec<EnvelopeAddress>>>, PolicyError> {
         let event = Event::SmtpServerSplitTransaction;
-        match self
-            .call(event, Args::MessageConn { message, conn })
-            .await?
-        {
+        match self.call(event, Args::MessageConn { message, conn }).await? {
             None | Some(Value::Null) => Ok(None),
             Some(v) => crate::config::decode::<Vec<Vec<EnvelopeAddress>>>(v.clone())
                 .map(Some)
@@ -234,24 +176,13 @@ impl Policy {
     }
 
     /// `smtp_server_message_received`.
-    pub async fn message_received(
-        &self,
-        message: &Message,
-        conn: &ConnMeta,
-    ) -> Result<(), PolicyError> {
-        self.call(
-            Event::SmtpServerMessageReceived,
-            Args::MessageConn { message, conn },
-        )
-        .await
-        .map(drop)
+    pub async fn message_received(&self, message: &Message, conn: &ConnMeta) -> Result<(), PolicyError> {
+        self.call(Event::SmtpServerMessageReceived, Args::MessageConn { message, conn }).await.map(drop)
     }
 
     /// `spool_message_enumerated`.
     pub async fn spool_message_enumerated(&self, message: &Message) -> Result<(), PolicyError> {
-        self.call(Event::SpoolMessageEnumerated, Args::Message(message))
-            .await
-            .map(drop)
+        self.call(Event::SpoolMessageEnumerated, Args::Message(message)).await.map(drop)
     }
 }
 
@@ -260,29 +191,11 @@ impl Args<'_> {
     fn shallow(&self) -> Self {
         match self {
             Args::None => Args::None,
-            Args::DynamicParameters { listener, conn } => {
-                Args::DynamicParameters { listener, conn }
-            }
+            Args::DynamicParameters { listener, conn } => Args::DynamicParameters { listener, conn },
             Args::Conn(c) => Args::Conn(c),
-            Args::Ehlo {
-                domain,
-                conn,
-                extensions,
-            } => Args::Ehlo {
-                domain,
-                conn,
-                extensions,
-            },
+            Args::Ehlo { domain, conn, extensions } => Args::Ehlo { domain, conn, extensions },
             Args::Address { address, conn } => Args::Address { address, conn },
-            Args::ListenerDomain {
-                domain,
-                listener,
-                conn,
-            } => Args::ListenerDomain {
-                domain,
-                listener,
-                conn,
-            },
+            Args::ListenerDomain { domain, listener, conn } => Args::ListenerDomain { domain, listener, conn },
             Args::MessageConn { message, conn } => Args::MessageConn { message, conn },
             Args::Message(m) => Args::Message(m),
         }
@@ -290,8 +203,5 @@ impl Args<'_> {
 }
 
 fn bad_result(event: Event, wanted: &str, got: &Value) -> PolicyError {
-    PolicyError::Failed {
-        event: event.name(),
-        message: format!("handler returned {got}, expected {wanted}"),
-    }
+    PolicyError::Failed { event: event.name(), message: format!("handler returned {got}, expected {wanted}") }
 }

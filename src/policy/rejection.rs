@@ -48,21 +48,12 @@ impl Rejection {
             return Err(format!("rejection code must be 4xx or 5xx, got {code}"));
         }
         let reply = Reply::from_code_and_text(code, text);
-        Ok(Rejection {
-            code,
-            enhanced_code: reply.enhanced,
-            text: reply.text,
-            disconnect,
-        })
+        Ok(Rejection { code, enhanced_code: reply.enhanced, text: reply.text, disconnect })
     }
 
     /// The SMTP reply.
     pub fn reply(&self) -> Reply {
-        Reply {
-            code: self.code,
-            enhanced: self.enhanced_code,
-            text: self.text.clone(),
-        }
+        Reply { code: self.code, enhanced: self.enhanced_code, text: self.text.clone() }
     }
 
     /// True when the connection must close after the reply.
@@ -106,9 +97,7 @@ impl PolicyError {
     pub fn reply(&self) -> Reply {
         match self {
             PolicyError::Rejected(r) => r.reply(),
-            PolicyError::Failed { .. } => {
-                Reply::new(451, "4.3.0", "temporary policy failure, try again later")
-            }
+            PolicyError::Failed { .. } => Reply::new(451, "4.3.0", "temporary policy failure, try again later"),
         }
     }
 }
@@ -134,13 +123,7 @@ mod tests {
         let r = Rejection::new(421, "bye", DisconnectMode::If421).unwrap();
         assert!(r.closes_connection());
         assert!(Rejection::new(250, "ok", DisconnectMode::If421).is_err());
-        let f = PolicyError::Failed {
-            event: "x",
-            message: "boom".into(),
-        };
-        assert_eq!(
-            f.reply().to_line(),
-            "451 4.3.0 temporary policy failure, try again later"
-        );
+        let f = PolicyError::Failed { event: "x", message: "boom".into() };
+        assert_eq!(f.reply().to_line(), "451 4.3.0 temporary policy failure, try again later");
     }
 }

@@ -33,20 +33,12 @@ impl QueueManager {
     pub fn insert(&self, message: &Message, reason: InsertReason) {
         let name = message.queue_name();
         tracing::trace!("queue {name}: insert {} ({reason:?})", message.id());
-        self.queues
-            .lock()
-            .entry(name)
-            .or_default()
-            .push(message.id());
+        self.queues.lock().entry(name).or_default().push(message.id());
     }
 
     /// (queue name, message count) for every queue.
     pub fn summary(&self) -> Vec<(String, usize)> {
-        self.queues
-            .lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.len()))
-            .collect()
+        self.queues.lock().iter().map(|(k, v)| (k.clone(), v.len())).collect()
     }
 
     /// Messages held in all queues.

@@ -64,9 +64,7 @@ impl Journal {
     /// Opens (creating if needed) the journal in `dir`, replays it, and starts the
     /// writer thread.
     pub fn open(dir: &Path) -> Result<(Journal, Recovered), SpoolError> {
-        let io = |what: &str, e: std::io::Error| {
-            SpoolError::Io(format!("{what} {}: {e}", dir.display()))
-        };
+        let io = |what: &str, e: std::io::Error| SpoolError::Io(format!("{what} {}: {e}", dir.display()));
         fs::create_dir_all(dir.join("corrupt")).map_err(|e| io("creating", e))?;
         let mut seqs: Vec<u64> = fs::read_dir(dir)
             .map_err(|e| io("reading", e))?
@@ -93,15 +91,8 @@ impl Journal {
         index.live.insert(next_seq, 0);
         let healthy = Arc::new(AtomicBool::new(true));
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut writer = Writer {
-            dir: dir.to_path_buf(),
-            seq: next_seq,
-            file,
-            path,
-            size: 0,
-            index,
-            healthy: healthy.clone(),
-        };
+        let mut writer =
+            Writer { dir: dir.to_path_buf(), seq: next_seq, file, path, size: 0, index, healthy: healthy.clone() };
         writer.delete_dead_segments();
         std::thread::Builder::new()
             .name("spool-writer".into())
@@ -115,16 +106,13 @@ impl Journal {
             return Err(SpoolError::Unhealthy);
         }
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Pending { op, done })
-            .map_err(|_| SpoolError::Unhealthy)?;
+        self.tx.send(Pending { op, done }).map_err(|_| SpoolError::Unhealthy)?;
         wait.await.unwrap_or(Err(SpoolError::Unhealthy))
     }
 
     /// Stores a message durably.
     pub async fn put(&self, id: SpoolId, meta: &[u8], data: &[u8]) -> Result<(), SpoolError> {
-        self.submit(Op::Put(id, record::encode_put(id, meta, data)))
-            .await
+        self.submit(Op::Put(id, record::encode_put(id, meta, data))).await
     }
 
     /// Removes a message durably.
@@ -149,14 +137,7 @@ fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), SpoolError> {
     Ok((file, path))
 }
 
-fn quarantine(
-    dir: &Path,
-    seq: u64,
-    offset: usize,
-    bytes: &[u8],
-    reason: &str,
-    recovered: &mut Recovered,
-) {
+fn quarantine(dir: &Path, seq: u64, offset: usize, bytes: &[u8], reason: &str, recovered: &mut Recovered) {
     let name = dir.join("corrupt").join(format!("{seq:016}-{offset}.bad"));
     match fs::write(&name, bytes) {
         Ok(()) => tracing::error!(
@@ -166,9 +147,7 @@ fn quarantine(
             offset,
             name.display()
         ),
-        Err(e) => tracing::error!(
-            "spool: {reason} at segment {seq} offset {offset}; could not quarantine: {e}"
-        ),
+        Err(e) => tracing::error!("spool: {reason} at segment {seq} offset {offset}; could not quarantine: {e}"),
     }
     recovered.quarantined += 1;
 }
@@ -181,22 +160,14 @@ fn replay_segment(
     recovered: &mut Recovered,
 ) -> Result<(), SpoolError> {
     let path = segment_path(dir, seq);
-    let buf =
-        fs::read(&path).map_err(|e| SpoolError::Io(format!("reading {}: {e}", path.display())))?;
+    let buf = fs::read(&path).map_err(|e| SpoolError::Io(format!("reading {}: {e}", path.display())))?;
     let mut pos = 0;
     index.live.entry(seq).or_insert(0);
     while pos < buf.len() {
         match record::decode(&buf[pos..]) {
             Decoded::Record(Record::Put { id, meta, data }, len) => {
                 if serde_json::from_slice::<serde_json::Value>(meta).is_err() {
-                    quarantine(
-                        dir,
-                        seq,
-                        pos,
-                        &buf[pos..pos + len],
-                        "a record with unreadable meta",
-                        recovered,
-                    );
+                    quarantine(dir, seq, pos, &buf[pos..pos + len], "a record with unreadable meta", recovered);
                 } else {
                     if let Some(old) = index.location.insert(id, seq) {
                         *index.live.get_mut(&old).expect("segment") -= 1;
@@ -215,21 +186,9 @@ fn replay_segment(
             }
             Decoded::Incomplete => {
                 // a write torn by a crash before it was acknowledged
-                quarantine(
-                    dir,
-                    seq,
-                    pos,
-                    &buf[pos..],
-                    "a torn (incomplete) record",
-                    recovered,
-                );
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| SpoolError::Io(e.to_string()))?;
-                f.set_len(pos as u64)
-                    .and_then(|_| f.sync_all())
-                    .map_err(|e| SpoolError::Io(e.to_string()))?;
+                quarantine(dir, seq, pos, &buf[pos..], "a torn (incomplete) record", recovered);
+                let f = OpenOptions::new().write(true).open(&path).map_err(|e| SpoolError::Io(e.to_string()))?;
+                f.set_len(pos as u64).and_then(|_| f.sync_all()).map_err(|e| SpoolError::Io(e.to_string()))?;
                 break;
             }
             Decoded::Corrupt { skip, reason } => {
@@ -314,8 +273,8 @@ impl Writer {
     }
 
     fn roll(&mut self) -> Result<(), SpoolError> {
-        let (file, path) = create_segment(&self.dir, self.seq + 1)
-            .inspect_err(|_| self.healthy.store(false, Ordering::Release))?;
+        let (file, path) =
+            create_segment(&self.dir, self.seq + 1).inspect_err(|_| self.healthy.store(false, Ordering::Release))?;
         self.seq += 1;
         self.file = file;
         self.path = path;
@@ -395,11 +354,7 @@ mod tests {
 
         let (_j, rec) = Journal::open(dir.path()).unwrap();
         let ids: Vec<SpoolId> = rec.messages.iter().map(|m| m.0).collect();
-        assert_eq!(
-            ids,
-            vec![b],
-            "the corrupt and the torn record are never recovered"
-        );
+        assert_eq!(ids, vec![b], "the corrupt and the torn record are never recovered");
         assert_eq!(rec.quarantined, 2);
         assert_eq!(fs::read_dir(dir.path().join("corrupt")).unwrap().count(), 2);
     }
@@ -419,10 +374,8 @@ mod tests {
         }
         let (_j, rec) = Journal::open(dir.path()).unwrap();
         assert!(rec.messages.is_empty());
-        let segs = fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some())
-            .count();
+        let segs =
+            fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some()).count();
         assert!(segs <= 2, "old segments were removed, {segs} remain");
     }
 }

@@ -80,28 +80,12 @@ impl Spool {
     /// default under `fallback_dir`. KumoMTA's separate `meta` spool is kept in the same
     /// journal so that a message has one commit point.
     pub fn open(defs: &[SpoolConfig], fallback_dir: &Path) -> Result<(Spool, Startup), SpoolError> {
-        let def = defs
-            .iter()
-            .find(|d| d.name == "data")
-            .or_else(|| defs.first());
+        let def = defs.iter().find(|d| d.name == "data").or_else(|| defs.first());
         let (path, kind, min_space, min_inodes) = match def {
-            Some(d) => (
-                PathBuf::from(&d.path),
-                d.kind,
-                d.min_free_space,
-                d.min_free_inodes,
-            ),
-            None => (
-                fallback_dir.to_path_buf(),
-                SpoolKind::LocalDisk,
-                MinFree::default(),
-                MinFree::default(),
-            ),
+            Some(d) => (PathBuf::from(&d.path), d.kind, d.min_free_space, d.min_free_inodes),
+            None => (fallback_dir.to_path_buf(), SpoolKind::LocalDisk, MinFree::default(), MinFree::default()),
         };
-        for d in defs
-            .iter()
-            .filter(|d| Some(*d as *const _) != def.map(|x| x as *const _))
-        {
+        for d in defs.iter().filter(|d| Some(*d as *const _) != def.map(|x| x as *const _)) {
             tracing::info!(
                 "spool '{}' ({}) is stored in the '{}' journal: one commit point per message",
                 d.name,
@@ -128,17 +112,7 @@ impl Spool {
             }
         }
         let space = DiskMonitor::new(&path, min_space, min_inodes);
-        Ok((
-            Spool {
-                backend: Arc::new(journal),
-                space,
-                path,
-            },
-            Startup {
-                messages,
-                quarantined,
-            },
-        ))
+        Ok((Spool { backend: Arc::new(journal), space, path }, Startup { messages, quarantined }))
     }
 
     /// Starts background upkeep (free-space polling).
@@ -164,8 +138,7 @@ impl Spool {
 
     /// Stores a message durably.
     pub async fn store(&self, message: &Message) -> Result<(), SpoolError> {
-        let meta =
-            serde_json::to_vec(&message.envelope()).map_err(|e| SpoolError::Io(e.to_string()))?;
+        let meta = serde_json::to_vec(&message.envelope()).map_err(|e| SpoolError::Io(e.to_string()))?;
         let data = message.data();
         self.backend.put(message.id(), &meta, &data).await
     }

@@ -76,15 +76,7 @@ fn frame(kind: u8, payload: &[&[u8]]) -> Vec<u8> {
 
 /// Encodes a Put record.
 pub fn encode_put(id: SpoolId, meta: &[u8], data: &[u8]) -> Vec<u8> {
-    frame(
-        KIND_PUT,
-        &[
-            id.as_bytes(),
-            &(meta.len() as u32).to_le_bytes(),
-            meta,
-            data,
-        ],
-    )
+    frame(KIND_PUT, &[id.as_bytes(), &(meta.len() as u32).to_le_bytes(), meta, data])
 }
 
 /// Encodes a Remove record.
@@ -123,10 +115,7 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
         return corrupt(buf, "checksum mismatch");
     }
     let total = HEADER_LEN + len;
-    let id = |p: &[u8]| {
-        p.get(..16)
-            .map(|b| SpoolId::from_bytes(b.try_into().expect("16 bytes")))
-    };
+    let id = |p: &[u8]| p.get(..16).map(|b| SpoolId::from_bytes(b.try_into().expect("16 bytes")));
     match kind {
         KIND_PUT => {
             let (Some(id), Some(meta_len)) = (id(payload), payload.get(16..20)) else {
@@ -136,30 +125,18 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
             let Some(meta) = payload.get(20..20 + meta_len) else {
                 return corrupt(buf, "meta length out of range");
             };
-            Decoded::Record(
-                Record::Put {
-                    id,
-                    meta,
-                    data: &payload[20 + meta_len..],
-                },
-                total,
-            )
+            Decoded::Record(Record::Put { id, meta, data: &payload[20 + meta_len..] }, total)
         }
-        KIND_REMOVE if payload.len() == 16 => Decoded::Record(
-            Record::Remove {
-                id: id(payload).expect("16 bytes"),
-            },
-            total,
-        ),
+        KIND_REMOVE if payload.len() == 16 => {
+            Decoded::Record(Record::Remove { id: id(payload).expect("16 bytes") }, total)
+        }
         _ => corrupt(buf, "unknown record kind"),
     }
 }
 
 /// Corrupt bytes: skip to the next occurrence of the magic after the first byte.
 fn corrupt<'a>(buf: &'a [u8], reason: &'static str) -> Decoded<'a> {
-    let skip = memchr::memmem::find(&buf[1..], MAGIC)
-        .map(|i| i + 1)
-        .unwrap_or(buf.len());
+    let skip = memchr::memmem::find(&buf[1..], MAGIC).map(|i| i + 1).unwrap_or(buf.len());
     Decoded::Corrupt { skip, reason }
 }
 
@@ -173,20 +150,10 @@ mod tests {
         let put = encode_put(id, b"{\"a\":1}", b"Subject: x\r\n\r\nbody");
         assert_eq!(
             decode(&put),
-            Decoded::Record(
-                Record::Put {
-                    id,
-                    meta: b"{\"a\":1}",
-                    data: b"Subject: x\r\n\r\nbody"
-                },
-                put.len()
-            )
+            Decoded::Record(Record::Put { id, meta: b"{\"a\":1}", data: b"Subject: x\r\n\r\nbody" }, put.len())
         );
         let rm = encode_remove(id);
-        assert_eq!(
-            decode(&rm),
-            Decoded::Record(Record::Remove { id }, rm.len())
-        );
+        assert_eq!(decode(&rm), Decoded::Record(Record::Remove { id }, rm.len()));
     }
 
     #[test]

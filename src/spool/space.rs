@@ -49,12 +49,7 @@ pub fn usage(path: &Path) -> std::io::Result<Usage> {
 impl DiskMonitor {
     /// A monitor; call [`DiskMonitor::start`] to keep it current.
     pub fn new(path: &Path, min_space: MinFree, min_inodes: MinFree) -> Arc<Self> {
-        let m = Arc::new(DiskMonitor {
-            path: path.to_path_buf(),
-            min_space,
-            min_inodes,
-            low: AtomicBool::new(false),
-        });
+        let m = Arc::new(DiskMonitor { path: path.to_path_buf(), min_space, min_inodes, low: AtomicBool::new(false) });
         m.refresh();
         m
     }
@@ -64,8 +59,7 @@ impl DiskMonitor {
         let low = match usage(&self.path) {
             Ok(u) => {
                 u.free_bytes < self.min_space.threshold(u.total_bytes)
-                    || (u.total_inodes > 0
-                        && u.free_inodes < self.min_inodes.threshold(u.total_inodes))
+                    || (u.total_inodes > 0 && u.free_inodes < self.min_inodes.threshold(u.total_inodes))
             }
             Err(e) => {
                 tracing::warn!("statvfs {}: {e}", self.path.display());
@@ -79,10 +73,7 @@ impl DiskMonitor {
                     self.path.display()
                 );
             } else {
-                tracing::info!(
-                    "{}: free space recovered; accepting messages again",
-                    self.path.display()
-                );
+                tracing::info!("{}: free space recovered; accepting messages again", self.path.display());
             }
         }
     }
@@ -114,8 +105,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ok = DiskMonitor::new(dir.path(), MinFree::Absolute(0), MinFree::Absolute(0));
         assert!(!ok.is_low());
-        let impossible =
-            DiskMonitor::new(dir.path(), MinFree::Percent(100.0), MinFree::Absolute(0));
+        let impossible = DiskMonitor::new(dir.path(), MinFree::Percent(100.0), MinFree::Absolute(0));
         assert!(impossible.is_low());
     }
 }

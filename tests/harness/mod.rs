@@ -27,10 +27,7 @@ pub fn binary() -> &'static str {
 
 /// A fresh temporary directory that outlives the test for inspection on failure.
 pub fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("wasmta-test")
-        .tempdir()
-        .expect("tempdir")
+    tempfile::Builder::new().prefix("wasmta-test").tempdir().expect("tempdir")
 }
 
 /// A policy with one listener on an ephemeral port, the spool and logs under `dir`, and
@@ -79,10 +76,10 @@ impl Server {
             let mut ready = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if line.contains("initialization complete") {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
+                if line.contains("initialization complete")
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
                 }
                 sink.lock().unwrap().push(line);
             }
@@ -91,10 +88,7 @@ impl Server {
         let log = lines.lock().unwrap().clone();
         assert!(ok, "server did not start:\n{}", log.join("\n"));
         let grab = |tag: &str| -> Vec<String> {
-            log.iter()
-                .filter_map(|l| l.split(tag).nth(1))
-                .map(|a| a.trim().to_string())
-                .collect()
+            log.iter().filter_map(|l| l.split(tag).nth(1)).map(|a| a.trim().to_string()).collect()
         };
         Server {
             smtp: grab("esmtp listener on "),
@@ -119,13 +113,7 @@ impl Server {
     pub fn wait_for_stderr(&self, needle: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self
-                .stderr
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(needle))
-            {
+            if self.stderr.lock().unwrap().iter().any(|l| l.contains(needle)) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -142,10 +130,7 @@ impl Server {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not stop after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -217,13 +202,9 @@ pub fn wait_for_record(
 
 /// The messages in a stopped server's spool, read through the real spool code.
 pub fn spooled(dir: &Path) -> Vec<wasmta::message::Message> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let (_spool, startup) =
-            wasmta::spool::Spool::open(&[], &dir.join("spool")).expect("open spool");
+        let (_spool, startup) = wasmta::spool::Spool::open(&[], &dir.join("spool")).expect("open spool");
         startup.messages
     })
 }

@@ -28,13 +28,8 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: &str) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        Client { stream, buf: Vec::new() }
     }
 
     /// Connects and reads the banner.
@@ -123,11 +118,5 @@ impl Client {
 
 /// The spool ids in a `250 ... ids=a,b` reply.
 pub fn ids(reply: &Reply) -> Vec<String> {
-    reply
-        .text
-        .trim_end()
-        .split("ids=")
-        .nth(1)
-        .map(|s| s.split(',').map(str::to_string).collect())
-        .unwrap_or_default()
+    reply.text.trim_end().split("ids=").nth(1).map(|s| s.split(',').map(str::to_string).collect()).unwrap_or_default()
 }

@@ -50,9 +50,5 @@ pub fn client(host: &str) -> rustls::ClientConnection {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
         .with_no_client_auth();
-    rustls::ClientConnection::new(
-        Arc::new(config),
-        ServerName::try_from(host.to_string()).unwrap(),
-    )
-    .unwrap()
+    rustls::ClientConnection::new(Arc::new(config), ServerName::try_from(host.to_string()).unwrap()).unwrap()
 }

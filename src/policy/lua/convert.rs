@@ -4,11 +4,9 @@ use super::userdata::{ConfigObject, LuaAddress};
 use mlua::{Lua, LuaSerdeExt, Value as LuaValue};
 use serde_json::Value;
 
-const TO_LUA: mlua::serde::ser::Options = mlua::serde::ser::Options::new()
-    .serialize_none_to_null(false)
-    .serialize_unit_to_null(false);
-const FROM_LUA: mlua::serde::de::Options =
-    mlua::serde::de::Options::new().deny_unsupported_types(false);
+const TO_LUA: mlua::serde::ser::Options =
+    mlua::serde::ser::Options::new().serialize_none_to_null(false).serialize_unit_to_null(false);
+const FROM_LUA: mlua::serde::de::Options = mlua::serde::de::Options::new().deny_unsupported_types(false);
 
 /// JSON to Lua (`null` becomes `nil`).
 pub fn to_lua(lua: &Lua, v: &Value) -> mlua::Result<LuaValue> {
@@ -58,10 +56,7 @@ fn table_from_lua(lua: &Lua, t: &mlua::Table) -> mlua::Result<Value> {
             LuaValue::String(s) => s.to_str()?.to_string(),
             LuaValue::Integer(i) => i.to_string(),
             other => {
-                return Err(mlua::Error::runtime(format!(
-                    "unsupported table key type {}",
-                    other.type_name()
-                )));
+                return Err(mlua::Error::runtime(format!("unsupported table key type {}", other.type_name())));
             }
         };
         out.insert(key, from_lua(lua, v)?);

@@ -5,18 +5,12 @@ use mlua::{Lua, Table};
 use std::path::Path;
 
 /// Helper modules embedded in the binary.
-const MODULES: &[(&str, &str)] = &[(
-    "policy-extras.policy_utils",
-    include_str!("extras/policy_utils.lua"),
-)];
+const MODULES: &[(&str, &str)] = &[("policy-extras.policy_utils", include_str!("extras/policy_utils.lua"))];
 
 /// Sets `package.path` and registers the embedded modules.
 pub fn install(lua: &Lua, policy_path: &Path) -> mlua::Result<()> {
     let package: Table = lua.globals().get("package")?;
-    let dir = policy_path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = policy_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let dir = dir.display();
     let old: String = package.get("path")?;
     package.set("path", format!("{dir}/?.lua;{dir}/?/init.lua;{old}"))?;

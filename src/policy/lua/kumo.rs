@@ -63,10 +63,7 @@ const UNIMPLEMENTED: &[&str] = &[
 
 /// Sub-modules and their functions, accepted with a warning for now.
 const UNIMPLEMENTED_MODULES: &[(&str, &[&str])] = &[
-    (
-        "dkim",
-        &["rsa_sha256_signer", "ed25519_signer", "set_signing_threads"],
-    ),
+    ("dkim", &["rsa_sha256_signer", "ed25519_signer", "set_signing_threads"]),
     (
         "dns",
         &[
@@ -94,12 +91,8 @@ const UNIMPLEMENTED_MODULES: &[(&str, &[&str])] = &[
 ];
 
 /// Config constructors not yet validated by wasmta: they return their table as an object.
-const PASS_THROUGH_CONSTRUCTORS: &[&str] = &[
-    "make_queue_config",
-    "make_egress_path",
-    "make_egress_source",
-    "make_egress_pool",
-];
+const PASS_THROUGH_CONSTRUCTORS: &[&str] =
+    &["make_queue_config", "make_egress_path", "make_egress_source", "make_egress_pool"];
 
 /// Installs the `kumo` global into a context.
 pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
@@ -108,8 +101,7 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
     kumo.set(
         "reject",
         lua.create_function(|_, (code, text): (u16, String)| -> mlua::Result<()> {
-            let r =
-                Rejection::new(code, &text, DisconnectMode::If421).map_err(mlua::Error::runtime)?;
+            let r = Rejection::new(code, &text, DisconnectMode::If421).map_err(mlua::Error::runtime)?;
             Err(mlua::Error::external(r))
         })?,
     )?;
@@ -119,7 +111,9 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
             let mode = match mode.as_deref() {
                 None => DisconnectMode::ForceDisconnect,
                 Some(m) => DisconnectMode::parse(m).ok_or_else(|| {
-                    mlua::Error::runtime(format!("kumo.disconnect: unknown mode {m:?} (ForceDisconnect, FollowWith421, If421)"))
+                    mlua::Error::runtime(format!(
+                        "kumo.disconnect: unknown mode {m:?} (ForceDisconnect, FollowWith421, If421)"
+                    ))
                 })?,
             };
             let r = Rejection::new(code, &text, mode).map_err(mlua::Error::runtime)?;
@@ -178,9 +172,7 @@ fn init_call(
     lua.create_function(move |lua, arg: LuaValue| {
         let site = caller_site(lua);
         if phase(lua) != Phase::Init {
-            return Err(mlua::Error::runtime(format!(
-                "{site}: kumo.{name} may only be called from the init event"
-            )));
+            return Err(mlua::Error::runtime(format!("{site}: kumo.{name} may only be called from the init event")));
         }
         let value = from_lua(lua, arg)?;
         apply(&host, value).map_err(|e| mlua::Error::runtime(format!("{site}: kumo.{name}: {e}")))
@@ -227,8 +219,7 @@ fn install_init_calls(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result
         "start_http_listener",
         init_call(lua, host, "start_http_listener", |host, v| {
             let http: storage::HttpListenerConfig = config::decode(v)?;
-            crate::config::cidr::CidrSet::parse(&http.trusted_hosts)
-                .map_err(|e| format!("trusted_hosts: {e}"))?;
+            crate::config::cidr::CidrSet::parse(&http.trusted_hosts).map_err(|e| format!("trusted_hosts: {e}"))?;
             host.init.lock().http_listeners.push(http);
             Ok(())
         })?,
@@ -253,16 +244,9 @@ fn install_constructors(lua: &Lua, kumo: &Table) -> mlua::Result<()> {
         "make_listener_domain",
         lua.create_function(|lua, arg: LuaValue| {
             let value = from_lua(lua, arg)?;
-            config::decode::<storage::ListenerDomain>(value.clone()).map_err(|e| {
-                mlua::Error::runtime(format!(
-                    "{}: kumo.make_listener_domain: {e}",
-                    caller_site(lua)
-                ))
-            })?;
-            Ok(ConfigObject {
-                kind: "ListenerDomain",
-                value,
-            })
+            config::decode::<storage::ListenerDomain>(value.clone())
+                .map_err(|e| mlua::Error::runtime(format!("{}: kumo.make_listener_domain: {e}", caller_site(lua))))?;
+            Ok(ConfigObject { kind: "ListenerDomain", value })
         })?,
     )?;
     for name in PASS_THROUGH_CONSTRUCTORS {
@@ -270,8 +254,7 @@ fn install_constructors(lua: &Lua, kumo: &Table) -> mlua::Result<()> {
             *name,
             lua.create_function(move |lua, arg: LuaValue| {
                 let value = from_lua(lua, arg)?;
-                object(value.clone())
-                    .map_err(|e| mlua::Error::runtime(format!("kumo.{name}: {e}")))?;
+                object(value.clone()).map_err(|e| mlua::Error::runtime(format!("kumo.{name}: {e}")))?;
                 Ok(ConfigObject { kind: name, value })
             })?,
         )?;
@@ -284,52 +267,31 @@ fn log_line(lua: &Lua, args: Variadic<LuaValue>) -> mlua::Result<String> {
     for v in args.iter() {
         parts.push(match v {
             LuaValue::String(s) => s.to_string_lossy(),
-            other => lua
-                .globals()
-                .get::<Function>("tostring")?
-                .call::<String>(other.clone())?,
+            other => lua.globals().get::<Function>("tostring")?.call::<String>(other.clone())?,
         });
     }
     Ok(parts.join(" "))
 }
 
 fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()> {
-    kumo.set(
-        "log_debug",
-        lua.create_function(|lua, a: Variadic<LuaValue>| {
-            Ok(tracing::debug!(target: "lua", "{}", log_line(lua, a)?))
-        })?,
-    )?;
-    kumo.set(
-        "log_info",
-        lua.create_function(|lua, a: Variadic<LuaValue>| {
-            Ok(tracing::info!(target: "lua", "{}", log_line(lua, a)?))
-        })?,
-    )?;
-    kumo.set(
-        "log_warn",
-        lua.create_function(|lua, a: Variadic<LuaValue>| {
-            Ok(tracing::warn!(target: "lua", "{}", log_line(lua, a)?))
-        })?,
-    )?;
-    kumo.set(
-        "log_error",
-        lua.create_function(|lua, a: Variadic<LuaValue>| {
-            Ok(tracing::error!(target: "lua", "{}", log_line(lua, a)?))
-        })?,
-    )?;
+    for (name, level) in [("log_debug", 0u8), ("log_info", 1), ("log_warn", 2), ("log_error", 3)] {
+        let f = lua.create_function(move |lua, args: Variadic<LuaValue>| {
+            let line = log_line(lua, args)?;
+            match level {
+                0 => tracing::debug!(target: "lua", "{line}"),
+                1 => tracing::info!(target: "lua", "{line}"),
+                2 => tracing::warn!(target: "lua", "{line}"),
+                _ => tracing::error!(target: "lua", "{line}"),
+            }
+            Ok(())
+        })?;
+        kumo.set(name, f)?;
+    }
     kumo.set(
         "available_parallelism",
-        lua.create_function(|_, ()| {
-            Ok(std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1))
-        })?,
+        lua.create_function(|_, ()| Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)))?,
     )?;
-    kumo.set(
-        "version",
-        lua.create_function(|_, ()| Ok(format!("wasmta {}", env!("CARGO_PKG_VERSION"))))?,
-    )?;
+    kumo.set("version", lua.create_function(|_, ()| Ok(format!("wasmta {}", env!("CARGO_PKG_VERSION"))))?)?;
     kumo.set(
         "sleep",
         lua.create_async_function(|_, secs: f64| async move {
@@ -339,38 +301,28 @@ fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()
     )?;
     // memoize: returns the function itself; results are not cached yet, which keeps the
     // semantics (every call computes) at the cost of speed.
-    kumo.set(
-        "memoize",
-        lua.create_function(|_, (f, _opts): (Function, LuaValue)| Ok(f))?,
-    )?;
+    kumo.set("memoize", lua.create_function(|_, (f, _opts): (Function, LuaValue)| Ok(f))?)?;
 
     let json_err = |e: serde_json::Error| mlua::Error::runtime(format!("json: {e}"));
     kumo.set(
         "json_parse",
         lua.create_function(move |lua, text: String| {
-            to_lua(
-                lua,
-                &serde_json::from_str::<Value>(&text).map_err(json_err)?,
-            )
+            to_lua(lua, &serde_json::from_str::<Value>(&text).map_err(json_err)?)
         })?,
     )?;
     kumo.set(
         "json_load",
         lua.create_function(move |lua, path: String| {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
             to_lua(
                 lua,
-                &serde_json::from_str::<Value>(&text)
-                    .map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?,
+                &serde_json::from_str::<Value>(&text).map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?,
             )
         })?,
     )?;
     kumo.set(
         "json_encode",
-        lua.create_function(move |lua, v: LuaValue| {
-            serde_json::to_string(&from_lua(lua, v)?).map_err(json_err)
-        })?,
+        lua.create_function(move |lua, v: LuaValue| serde_json::to_string(&from_lua(lua, v)?).map_err(json_err))?,
     )?;
     kumo.set(
         "json_encode_pretty",
@@ -381,33 +333,28 @@ fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()
     kumo.set(
         "toml_parse",
         lua.create_function(|lua, text: String| {
-            let v: Value =
-                toml::from_str(&text).map_err(|e| mlua::Error::runtime(format!("toml: {e}")))?;
+            let v: Value = toml::from_str(&text).map_err(|e| mlua::Error::runtime(format!("toml: {e}")))?;
             to_lua(lua, &v)
         })?,
     )?;
     kumo.set(
         "toml_load",
         lua.create_function(|lua, path: String| {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
-            let v: Value =
-                toml::from_str(&text).map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
+            let v: Value = toml::from_str(&text).map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
             to_lua(lua, &v)
         })?,
     )?;
     kumo.set(
         "toml_encode",
         lua.create_function(|lua, v: LuaValue| {
-            toml::to_string(&from_lua(lua, v)?)
-                .map_err(|e| mlua::Error::runtime(format!("toml: {e}")))
+            toml::to_string(&from_lua(lua, v)?).map_err(|e| mlua::Error::runtime(format!("toml: {e}")))
         })?,
     )?;
     kumo.set(
         "toml_encode_pretty",
         lua.create_function(|lua, v: LuaValue| {
-            toml::to_string_pretty(&from_lua(lua, v)?)
-                .map_err(|e| mlua::Error::runtime(format!("toml: {e}")))
+            toml::to_string_pretty(&from_lua(lua, v)?).map_err(|e| mlua::Error::runtime(format!("toml: {e}")))
         })?,
     )?;
 
@@ -442,10 +389,7 @@ fn stub(lua: &Lua, host: &Arc<Host>, qualified: String) -> mlua::Result<Function
     let host = host.clone();
     lua.create_function(move |lua, _: mlua::MultiValue| {
         if host.warned.lock().insert(qualified.clone()) {
-            tracing::warn!(
-                "{}: {qualified} is accepted but has no effect in wasmta yet",
-                caller_site(lua)
-            );
+            tracing::warn!("{}: {qualified} is accepted but has no effect in wasmta yet", caller_site(lua));
         }
         Ok(LuaValue::Nil)
     })

@@ -44,10 +44,7 @@ struct ContextData {
 }
 
 fn phase(lua: &Lua) -> Phase {
-    match lua
-        .app_data_ref::<ContextData>()
-        .map(|d| d.phase.load(Ordering::Relaxed))
-    {
+    match lua.app_data_ref::<ContextData>().map(|d| d.phase.load(Ordering::Relaxed)) {
         Some(0) => Phase::Load,
         Some(1) => Phase::Init,
         _ => Phase::Runtime,
@@ -108,15 +105,9 @@ fn clock_ms() -> u64 {
 /// The innermost message of a Lua error, without tracebacks.
 pub fn error_text(err: &mlua::Error) -> String {
     match err {
-        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
-            error_text(cause)
-        }
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => error_text(cause),
         mlua::Error::BadArgument { cause, to, pos, .. } => {
-            format!(
-                "bad argument #{pos} to {}: {}",
-                to.as_deref().unwrap_or("?"),
-                error_text(cause)
-            )
+            format!("bad argument #{pos} to {}: {}", to.as_deref().unwrap_or("?"), error_text(cause))
         }
         mlua::Error::RuntimeError(m) => m.clone(),
         mlua::Error::SyntaxError { message, .. } => message.clone(),
@@ -128,8 +119,7 @@ pub fn error_text(err: &mlua::Error) -> String {
 impl Context {
     async fn new(host: &Arc<Host>, timeout: Duration) -> Result<Context, String> {
         let lua = Lua::new();
-        lua.set_memory_limit(MEMORY_LIMIT)
-            .map_err(|e| e.to_string())?;
+        lua.set_memory_limit(MEMORY_LIMIT).map_err(|e| e.to_string())?;
         let deadline = Arc::new(AtomicU64::new(0));
         let d = deadline.clone();
         let hook = Arc::new(move |_: &Lua, _: &mlua::debug::Debug| {
@@ -141,13 +131,9 @@ impl Context {
         });
         let triggers = HookTriggers::new().every_nth_instruction(1000);
         let h = hook.clone();
-        lua.set_global_hook(triggers, move |l, dbg| h(l, dbg))
-            .map_err(|e| e.to_string())?;
-        lua.set_hook(triggers, move |l, dbg| hook(l, dbg))
-            .map_err(|e| e.to_string())?;
-        lua.set_app_data(ContextData {
-            phase: AtomicU8::new(Phase::Load as u8),
-        });
+        lua.set_global_hook(triggers, move |l, dbg| h(l, dbg)).map_err(|e| e.to_string())?;
+        lua.set_hook(triggers, move |l, dbg| hook(l, dbg)).map_err(|e| e.to_string())?;
+        lua.set_app_data(ContextData { phase: AtomicU8::new(Phase::Load as u8) });
         let setup = || -> mlua::Result<()> {
             lua.set_named_registry_value(HANDLERS_KEY, lua.create_table()?)?;
             lua.set_named_registry_value(SITES_KEY, lua.create_table()?)?;
@@ -156,12 +142,7 @@ impl Context {
             Ok(())
         };
         setup().map_err(|e| error_text(&e))?;
-        let ctx = Context {
-            lua,
-            deadline,
-            created: Instant::now(),
-            uses: 0,
-        };
+        let ctx = Context { lua, deadline, created: Instant::now(), uses: 0 };
         ctx.arm(timeout);
         let chunk = ctx.lua.load(host.policy_path.as_path());
         let loaded = tokio::time::timeout(timeout, chunk.exec_async()).await;
@@ -170,10 +151,7 @@ impl Context {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(error_text(&e)),
             Err(_) => {
-                return Err(format!(
-                    "{}: loading the policy exceeded {timeout:?}",
-                    host.policy_path.display()
-                ));
+                return Err(format!("{}: loading the policy exceeded {timeout:?}", host.policy_path.display()));
             }
         }
         set_phase(&ctx.lua, Phase::Runtime);
@@ -181,8 +159,7 @@ impl Context {
     }
 
     fn arm(&self, timeout: Duration) {
-        self.deadline
-            .store(clock_ms() + timeout.as_millis() as u64, Ordering::Relaxed);
+        self.deadline.store(clock_ms() + timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
     fn disarm(&self) {
@@ -212,46 +189,23 @@ impl Context {
 
     fn args(&self, args: Args<'_>) -> mlua::Result<MultiValue> {
         let lua = &self.lua;
-        let conn = |c: &crate::policy::ConnMeta| {
-            lua.create_userdata(LuaConnMeta(c.clone()))
-                .map(LuaValue::UserData)
-        };
+        let conn = |c: &crate::policy::ConnMeta| lua.create_userdata(LuaConnMeta(c.clone())).map(LuaValue::UserData);
         let text = |s: &str| lua.create_string(s).map(LuaValue::String);
         let values = match args {
             Args::None => vec![],
             Args::DynamicParameters { listener, conn: c } => vec![text(listener)?, conn(c)?],
             Args::Conn(c) => vec![conn(c)?],
-            Args::Ehlo {
-                domain,
-                conn: c,
-                extensions,
-            } => {
-                vec![
-                    text(domain)?,
-                    conn(c)?,
-                    LuaValue::Table(lua.create_sequence_from(extensions.iter().cloned())?),
-                ]
+            Args::Ehlo { domain, conn: c, extensions } => {
+                vec![text(domain)?, conn(c)?, LuaValue::Table(lua.create_sequence_from(extensions.iter().cloned())?)]
             }
             Args::Address { address, conn: c } => {
-                vec![
-                    LuaValue::UserData(lua.create_userdata(LuaAddress(address.clone()))?),
-                    conn(c)?,
-                ]
+                vec![LuaValue::UserData(lua.create_userdata(LuaAddress(address.clone()))?), conn(c)?]
             }
-            Args::ListenerDomain {
-                domain,
-                listener,
-                conn: c,
-            } => vec![text(domain)?, text(listener)?, conn(c)?],
+            Args::ListenerDomain { domain, listener, conn: c } => vec![text(domain)?, text(listener)?, conn(c)?],
             Args::MessageConn { message, conn: c } => {
-                vec![
-                    LuaValue::UserData(lua.create_userdata(LuaMessage(message.clone()))?),
-                    conn(c)?,
-                ]
+                vec![LuaValue::UserData(lua.create_userdata(LuaMessage(message.clone()))?), conn(c)?]
             }
-            Args::Message(message) => vec![LuaValue::UserData(
-                lua.create_userdata(LuaMessage(message.clone()))?,
-            )],
+            Args::Message(message) => vec![LuaValue::UserData(lua.create_userdata(LuaMessage(message.clone()))?)],
         };
         Ok(MultiValue::from_iter(values))
     }
@@ -305,11 +259,7 @@ impl LuaEngine {
             init: Mutex::new(InitConfig::default()),
             warned: Mutex::new(HashSet::new()),
             custom_events: Mutex::new(HashSet::new()),
-            limits: Mutex::new(PoolLimits {
-                max_uses: 1024,
-                max_age: Duration::from_secs(300),
-                max_spare: 8192,
-            }),
+            limits: Mutex::new(PoolLimits { max_uses: 1024, max_age: Duration::from_secs(300), max_spare: 8192 }),
         });
         let load_timeout = Duration::from_secs(30);
         let ctx = Context::new(&host, load_timeout).await?;
@@ -317,8 +267,7 @@ impl LuaEngine {
         // init runs once, in its own context
         set_phase(&ctx.lua, Phase::Init);
         ctx.arm(load_timeout);
-        let init =
-            tokio::time::timeout(load_timeout, ctx.call(Event::Init.name(), Args::None)).await;
+        let init = tokio::time::timeout(load_timeout, ctx.call(Event::Init.name(), Args::None)).await;
         ctx.disarm();
         match init {
             Ok(Ok(_)) => {}
@@ -337,25 +286,14 @@ impl LuaEngine {
                     handled.insert(e);
                 }
                 None if is_user_defined_name(name) || custom.contains(name) => {}
-                None => problems.push(format!(
-                    "{site}: unknown event '{name}' (not a wasmta/KumoMTA event)"
-                )),
+                None => problems.push(format!("{site}: unknown event '{name}' (not a wasmta/KumoMTA event)")),
             }
         }
         let init = host.init.lock().clone();
         let timeout = init.event_timeout;
-        let engine = LuaEngine {
-            name: format!("lua:{}", path.display()),
-            host,
-            pool: Mutex::new(Vec::new()),
-            handled,
-            timeout,
-        };
-        Ok(Loaded {
-            engine,
-            init,
-            problems,
-        })
+        let engine =
+            LuaEngine { name: format!("lua:{}", path.display()), host, pool: Mutex::new(Vec::new()), handled, timeout };
+        Ok(Loaded { engine, init, problems })
     }
 
     /// Creates `n` contexts ahead of traffic.
@@ -398,21 +336,13 @@ impl Engine for LuaEngine {
     }
 
     async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
-        let failed = |message: String| PolicyError::Failed {
-            event: event.name(),
-            message,
-        };
-        let ctx = self
-            .checkout()
-            .await
-            .map_err(|e| failed(format!("{}: cannot create a Lua context: {e}", self.name)))?;
+        let failed = |message: String| PolicyError::Failed { event: event.name(), message };
+        let ctx =
+            self.checkout().await.map_err(|e| failed(format!("{}: cannot create a Lua context: {e}", self.name)))?;
         ctx.arm(self.timeout);
         // the hook stops CPU-bound handlers; the timer stops handlers parked in an await
-        let outcome = tokio::time::timeout(
-            self.timeout + Duration::from_millis(50),
-            ctx.call(event.name(), args),
-        )
-        .await;
+        let outcome =
+            tokio::time::timeout(self.timeout + Duration::from_millis(50), ctx.call(event.name(), args)).await;
         ctx.disarm();
         match outcome {
             Ok(Ok(v)) => {
@@ -431,16 +361,8 @@ impl Engine for LuaEngine {
                 Err(failed(format!("{}: {text}", self.name)))
             }
             Err(_) => {
-                tracing::error!(
-                    "{}: {} handler exceeded {:?}",
-                    self.name,
-                    event.name(),
-                    self.timeout
-                );
-                Err(failed(format!(
-                    "{}: deadline of {:?} exceeded",
-                    self.name, self.timeout
-                )))
+                tracing::error!("{}: {} handler exceeded {:?}", self.name, event.name(), self.timeout);
+                Err(failed(format!("{}: deadline of {:?} exceeded", self.name, self.timeout)))
             }
         }
     }

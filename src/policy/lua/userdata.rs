@@ -30,27 +30,18 @@ pub fn address_arg(v: &LuaValue) -> mlua::Result<EnvelopeAddress> {
         LuaValue::String(s) => {
             let s = s.to_str()?;
             let text = s.trim();
-            let parsed = if text.starts_with('<') {
-                EnvelopeAddress::parse_path(text)
-            } else {
-                EnvelopeAddress::parse(text)
-            };
+            let parsed =
+                if text.starts_with('<') { EnvelopeAddress::parse_path(text) } else { EnvelopeAddress::parse(text) };
             parsed.map_err(|e| mlua::Error::runtime(format!("invalid address {text:?}: {}", e.0)))
         }
         LuaValue::UserData(ud) => Ok(ud.borrow::<LuaAddress>()?.0.clone()),
-        other => Err(mlua::Error::runtime(format!(
-            "expected an address, got {}",
-            other.type_name()
-        ))),
+        other => Err(mlua::Error::runtime(format!("expected an address, got {}", other.type_name()))),
     }
 }
 
 fn address_list(v: &LuaValue) -> mlua::Result<Vec<EnvelopeAddress>> {
     match v {
-        LuaValue::Table(t) => t
-            .sequence_values::<LuaValue>()
-            .map(|a| address_arg(&a?))
-            .collect(),
+        LuaValue::Table(t) => t.sequence_values::<LuaValue>().map(|a| address_arg(&a?)).collect(),
         other => Ok(vec![address_arg(other)?]),
     }
 }
@@ -58,10 +49,7 @@ fn address_list(v: &LuaValue) -> mlua::Result<Vec<EnvelopeAddress>> {
 fn header_names(v: Option<mlua::Table>) -> mlua::Result<Vec<String>> {
     match v {
         None => Ok(vec![]),
-        Some(t) => t
-            .sequence_values::<String>()
-            .map(|s| s.map(|s| s.to_ascii_lowercase()))
-            .collect(),
+        Some(t) => t.sequence_values::<String>().map(|s| s.map(|s| s.to_ascii_lowercase())).collect(),
     }
 }
 
@@ -73,58 +61,37 @@ impl UserData for LuaMessage {
             this.0.set_sender(address_arg(&v)?);
             Ok(())
         });
-        m.add_method("recipient", |_, this, ()| {
-            Ok(this.0.recipient().map(LuaAddress))
-        });
+        m.add_method("recipient", |_, this, ()| Ok(this.0.recipient().map(LuaAddress)));
         m.add_method("recipient_list", |_, this, ()| {
-            Ok(this
-                .0
-                .recipients()
-                .into_iter()
-                .map(LuaAddress)
-                .collect::<Vec<_>>())
+            Ok(this.0.recipients().into_iter().map(LuaAddress).collect::<Vec<_>>())
         });
         m.add_method("set_recipient", |_, this, v: LuaValue| {
             this.0.set_recipients(address_list(&v)?);
             Ok(())
         });
-        m.add_method("get_meta", |lua, this, key: String| {
-            match this.0.get_meta(&key) {
-                Some(v) => to_lua(lua, &v),
-                None => Ok(LuaValue::Nil),
-            }
+        m.add_method("get_meta", |lua, this, key: String| match this.0.get_meta(&key) {
+            Some(v) => to_lua(lua, &v),
+            None => Ok(LuaValue::Nil),
         });
         m.add_method("set_meta", |lua, this, (key, value): (String, LuaValue)| {
             this.0.set_meta(&key, from_lua(lua, value)?);
             Ok(())
         });
-        m.add_method("get_data", |lua, this, ()| {
-            lua.create_string(this.0.data().as_slice())
-        });
+        m.add_method("get_data", |lua, this, ()| lua.create_string(this.0.data().as_slice()));
         m.add_method("set_data", |_, this, data: mlua::LuaString| {
             this.0.set_data(data.as_bytes().to_vec());
             Ok(())
         });
-        m.add_method(
-            "prepend_header",
-            |_, this, (name, value): (String, String)| {
-                this.0.edit_data(|d| headers::prepend(d, &name, &value));
-                Ok(())
-            },
-        );
-        m.add_method(
-            "append_header",
-            |_, this, (name, value): (String, String)| {
-                this.0.edit_data(|d| headers::append(d, &name, &value));
-                Ok(())
-            },
-        );
-        m.add_method("get_first_named_header_value", |_, this, name: String| {
-            Ok(this.0.first_header(&name))
+        m.add_method("prepend_header", |_, this, (name, value): (String, String)| {
+            this.0.edit_data(|d| headers::prepend(d, &name, &value));
+            Ok(())
         });
-        m.add_method("get_all_named_header_values", |_, this, name: String| {
-            Ok(this.0.all_headers_named(&name))
+        m.add_method("append_header", |_, this, (name, value): (String, String)| {
+            this.0.edit_data(|d| headers::append(d, &name, &value));
+            Ok(())
         });
+        m.add_method("get_first_named_header_value", |_, this, name: String| Ok(this.0.first_header(&name)));
+        m.add_method("get_all_named_header_values", |_, this, name: String| Ok(this.0.all_headers_named(&name)));
         m.add_method("get_all_headers", |lua, this, ()| {
             let out = lua.create_table()?;
             for (name, value) in this.0.all_headers() {
@@ -133,8 +100,7 @@ impl UserData for LuaMessage {
             Ok(out)
         });
         m.add_method("remove_all_named_headers", |_, this, name: String| {
-            this.0
-                .edit_data(|d| headers::remove_where(d, |n| n.eq_ignore_ascii_case(&name)));
+            this.0.edit_data(|d| headers::remove_where(d, |n| n.eq_ignore_ascii_case(&name)));
             Ok(())
         });
         m.add_method("remove_x_headers", |_, this, keep: Option<mlua::Table>| {
@@ -157,17 +123,11 @@ impl UserData for LuaMessage {
             }
             Ok(())
         });
-        m.add_method("from_header", |lua, this, ()| {
-            header_address(lua, this.0.first_header("From"))
-        });
-        m.add_method("to_header", |lua, this, ()| {
-            header_address(lua, this.0.first_header("To"))
-        });
+        m.add_method("from_header", |lua, this, ()| header_address(lua, this.0.first_header("From")));
+        m.add_method("to_header", |lua, this, ()| header_address(lua, this.0.first_header("To")));
         m.add_method("num_attempts", |_, this, ()| Ok(this.0.num_attempts()));
         m.add_method("queue_name", |_, this, ()| Ok(this.0.queue_name()));
-        m.add_meta_method(MetaMethod::ToString, |_, this, ()| {
-            Ok(format!("Message({})", this.0.id()))
-        });
+        m.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(format!("Message({})", this.0.id())));
     }
 }
 
@@ -177,10 +137,9 @@ fn header_address(lua: &Lua, value: Option<String>) -> mlua::Result<LuaValue> {
         return Ok(LuaValue::Nil);
     };
     let (name, email) = match (value.rfind('<'), value.rfind('>')) {
-        (Some(l), Some(r)) if l < r => (
-            value[..l].trim().trim_matches('"').to_string(),
-            value[l + 1..r].trim().to_string(),
-        ),
+        (Some(l), Some(r)) if l < r => {
+            (value[..l].trim().trim_matches('"').to_string(), value[l + 1..r].trim().to_string())
+        }
         _ => (String::new(), value.trim().to_string()),
     };
     let t = lua.create_table()?;
@@ -197,11 +156,9 @@ fn header_address(lua: &Lua, value: Option<String>) -> mlua::Result<LuaValue> {
 
 impl UserData for LuaConnMeta {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
-        m.add_method("get_meta", |lua, this, key: String| {
-            match this.0.get(&key) {
-                Some(v) => to_lua(lua, &v),
-                None => Ok(LuaValue::Nil),
-            }
+        m.add_method("get_meta", |lua, this, key: String| match this.0.get(&key) {
+            Some(v) => to_lua(lua, &v),
+            None => Ok(LuaValue::Nil),
         });
         m.add_method("set_meta", |lua, this, (key, value): (String, LuaValue)| {
             this.0.set(&key, from_lua(lua, value)?);
@@ -219,24 +176,17 @@ impl UserData for LuaAddress {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(this.0.email()));
         m.add_meta_method(MetaMethod::Eq, |_, this, other: mlua::AnyUserData| {
-            Ok(other
-                .borrow::<LuaAddress>()
-                .map(|o| o.0 == this.0)
-                .unwrap_or(false))
+            Ok(other.borrow::<LuaAddress>().map(|o| o.0 == this.0).unwrap_or(false))
         });
     }
 }
 
 impl UserData for ConfigObject {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
-        m.add_meta_method(MetaMethod::Index, |lua, this, key: String| {
-            match this.value.get(&key) {
-                Some(v) => to_lua(lua, v),
-                None => Ok(LuaValue::Nil),
-            }
+        m.add_meta_method(MetaMethod::Index, |lua, this, key: String| match this.value.get(&key) {
+            Some(v) => to_lua(lua, v),
+            None => Ok(LuaValue::Nil),
         });
-        m.add_meta_method(MetaMethod::ToString, |_, this, ()| {
-            Ok(format!("{}({})", this.kind, this.value))
-        });
+        m.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(format!("{}({})", this.kind, this.value)));
     }
 }

@@ -39,14 +39,9 @@ pub enum Command {
 /// Parses one command line (without its line ending).
 pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     if line.contains(&0) {
-        return Err(Reply::new(
-            501,
-            "5.5.2",
-            "NUL characters are not allowed in commands",
-        ));
+        return Err(Reply::new(501, "5.5.2", "NUL characters are not allowed in commands"));
     }
-    let line = std::str::from_utf8(line)
-        .map_err(|_| Reply::new(501, "5.5.2", "command is not valid UTF-8"))?;
+    let line = std::str::from_utf8(line).map_err(|_| Reply::new(501, "5.5.2", "command is not valid UTF-8"))?;
     let (verb, rest) = match line.find(' ') {
         Some(i) => (&line[..i], &line[i + 1..]),
         None => (line, ""),
@@ -56,31 +51,16 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         if rest.trim().is_empty() {
             Ok(cmd)
         } else {
-            Err(Reply::new(
-                501,
-                "5.5.4",
-                format!("{verb} takes no arguments"),
-            ))
+            Err(Reply::new(501, "5.5.4", format!("{verb} takes no arguments")))
         }
     };
     match verb.as_str() {
         "EHLO" | "HELO" => {
             let domain = rest.trim();
-            if domain.is_empty()
-                || domain.contains(char::is_whitespace)
-                || domain.chars().any(char::is_control)
-            {
-                return Err(Reply::new(
-                    501,
-                    "5.5.4",
-                    format!("{verb} requires a domain or address literal"),
-                ));
+            if domain.is_empty() || domain.contains(char::is_whitespace) || domain.chars().any(char::is_control) {
+                return Err(Reply::new(501, "5.5.4", format!("{verb} requires a domain or address literal")));
             }
-            Ok(if verb == "EHLO" {
-                Command::Ehlo(domain.to_string())
-            } else {
-                Command::Helo(domain.to_string())
-            })
+            Ok(if verb == "EHLO" { Command::Ehlo(domain.to_string()) } else { Command::Helo(domain.to_string()) })
         }
         "MAIL" => {
             let (addr, params) = parse_path_arg(rest, "FROM:")?;
@@ -117,8 +97,8 @@ fn parse_path_arg(rest: &str, keyword: &str) -> Result<(EnvelopeAddress, Vec<Par
     }
     let close = find_path_end(after).ok_or_else(syntax)?;
     let path = &after[..=close];
-    let addr = EnvelopeAddress::parse_path(path)
-        .map_err(|e| Reply::new(501, "5.1.3", format!("invalid address: {}", e.0)))?;
+    let addr =
+        EnvelopeAddress::parse_path(path).map_err(|e| Reply::new(501, "5.1.3", format!("invalid address: {}", e.0)))?;
     let mut params = Vec::new();
     for p in after[close + 1..].split_whitespace() {
         match p.split_once('=') {
@@ -156,31 +136,19 @@ mod tests {
     #[test]
     fn parses_commands() {
         let cases: Vec<(&[u8], Command)> = vec![
-            (
-                b"EHLO client.example",
-                Command::Ehlo("client.example".into()),
-            ),
+            (b"EHLO client.example", Command::Ehlo("client.example".into())),
             (b"helo [127.0.0.1]", Command::Helo("[127.0.0.1]".into())),
-            (
-                b"MAIL FROM:<a@b.example>",
-                Command::MailFrom(addr("a@b.example"), vec![]),
-            ),
+            (b"MAIL FROM:<a@b.example>", Command::MailFrom(addr("a@b.example"), vec![])),
             (
                 b"mail from: <> SIZE=100 BODY=8BITMIME",
                 Command::MailFrom(
                     EnvelopeAddress::null(),
-                    vec![
-                        ("SIZE".into(), Some("100".into())),
-                        ("BODY".into(), Some("8BITMIME".into())),
-                    ],
+                    vec![("SIZE".into(), Some("100".into())), ("BODY".into(), Some("8BITMIME".into()))],
                 ),
             ),
             (
                 b"RCPT TO:<\"x>y\"@c.example> NOTIFY=NEVER",
-                Command::RcptTo(
-                    addr("\"x>y\"@c.example"),
-                    vec![("NOTIFY".into(), Some("NEVER".into()))],
-                ),
+                Command::RcptTo(addr("\"x>y\"@c.example"), vec![("NOTIFY".into(), Some("NEVER".into()))]),
             ),
             (b"DATA", Command::Data),
             (b"NOOP anything", Command::Noop),
@@ -188,12 +156,7 @@ mod tests {
             (b"STARTTLS", Command::StartTls),
         ];
         for (line, want) in cases {
-            assert_eq!(
-                parse(line).unwrap(),
-                want,
-                "{}",
-                String::from_utf8_lossy(line)
-            );
+            assert_eq!(parse(line).unwrap(), want, "{}", String::from_utf8_lossy(line));
         }
     }
 
@@ -201,10 +164,7 @@ mod tests {
     fn errors_carry_codes() {
         let code = |l: &[u8]| {
             let r = parse(l).unwrap_err();
-            (
-                r.code,
-                r.enhanced.map(|e| e.to_string()).unwrap_or_default(),
-            )
+            (r.code, r.enhanced.map(|e| e.to_string()).unwrap_or_default())
         };
         assert_eq!(code(b"\x80\x81"), (501, "5.5.2".into()));
         assert_eq!(code(b"MAIL FROM:<a\0b@c>"), (501, "5.5.2".into()));

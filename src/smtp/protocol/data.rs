@@ -84,9 +84,7 @@ impl DataReceiver {
             }
             if self.state == State::Mid && !self.cr_pending {
                 // fast path: copy up to the next CR or LF in one go
-                let end = memchr::memchr2(b'\r', b'\n', &input[i..])
-                    .map(|p| i + p)
-                    .unwrap_or(input.len());
+                let end = memchr::memchr2(b'\r', b'\n', &input[i..]).map(|p| i + p).unwrap_or(input.len());
                 if end > i {
                     self.content_run(&input[i..end]);
                     i = end;
@@ -224,9 +222,12 @@ impl DataReceiver {
 mod tests {
     use super::*;
 
+    /// The body (or error) and the bytes after the terminator.
+    type Outcome = (Result<Vec<u8>, DataError>, Vec<u8>);
+
     /// Runs `input` through a receiver in every chunk size; all must agree.
-    fn receive(input: &[u8], endings: LineEndings) -> (Result<Vec<u8>, DataError>, Vec<u8>) {
-        let mut first: Option<(Result<Vec<u8>, DataError>, Vec<u8>)> = None;
+    fn receive(input: &[u8], endings: LineEndings) -> Outcome {
+        let mut first: Option<Outcome> = None;
         for chunk in 1..=input.len().max(1) {
             let mut r = DataReceiver::new(1000, 40, endings);
             let mut consumed = None;
@@ -252,10 +253,7 @@ mod tests {
 
     #[test]
     fn unstuffs_and_finds_terminator() {
-        let (body, rest) = receive(
-            b"Subject: x\r\n\r\n..leading\r\n.\r\nQUIT\r\n",
-            LineEndings::Deny,
-        );
+        let (body, rest) = receive(b"Subject: x\r\n\r\n..leading\r\n.\r\nQUIT\r\n", LineEndings::Deny);
         assert_eq!(body.unwrap(), b"Subject: x\r\n\r\n.leading\r\n");
         assert_eq!(rest, b"QUIT\r\n");
         let (body, _) = receive(b".\r\n", LineEndings::Deny);
@@ -271,9 +269,7 @@ mod tests {
         for s in smuggles {
             let mut input = b"Subject: a\r\n\r\nbody".to_vec();
             input.extend_from_slice(s);
-            input.extend_from_slice(
-                b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<v@example.com>\r\nDATA\r\nspoof\r\n",
-            );
+            input.extend_from_slice(b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<v@example.com>\r\nDATA\r\nspoof\r\n");
             input.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
             for endings in [LineEndings::Allow, LineEndings::Fix] {
                 let (body, rest) = receive(&input, endings);
@@ -303,10 +299,7 @@ mod tests {
         let long = [b'x'; 41];
         let mut input = long.to_vec();
         input.extend_from_slice(b"\r\n.\r\n");
-        assert_eq!(
-            receive(&input, LineEndings::Deny).0,
-            Err(DataError::LineTooLong)
-        );
+        assert_eq!(receive(&input, LineEndings::Deny).0, Err(DataError::LineTooLong));
         let mut ok = [b'x'; 40].to_vec();
         ok.extend_from_slice(b"\r\n.\r\n");
         assert!(receive(&ok, LineEndings::Deny).0.is_ok());
@@ -314,10 +307,7 @@ mod tests {
         let mut stuffed = vec![b'.'];
         stuffed.extend_from_slice(&[b'x'; 40]);
         stuffed.extend_from_slice(b"\r\n.\r\n");
-        assert_eq!(
-            receive(&stuffed, LineEndings::Deny).0,
-            Err(DataError::LineTooLong)
-        );
+        assert_eq!(receive(&stuffed, LineEndings::Deny).0, Err(DataError::LineTooLong));
 
         let mut r = DataReceiver::new(100, 1000, LineEndings::Deny);
         for _ in 0..1000 {

@@ -21,11 +21,7 @@ pub struct LineSplitter {
 impl LineSplitter {
     /// `limit` counts the octets of a line without its CRLF.
     pub fn new(limit: usize) -> Self {
-        LineSplitter {
-            buf: Vec::new(),
-            limit,
-            overflowed: false,
-        }
+        LineSplitter { buf: Vec::new(), limit, overflowed: false }
     }
 
     /// Changes the limit (per-connection overrides).
@@ -40,27 +36,25 @@ impl LineSplitter {
 
     /// The next complete line, if the buffer holds one.
     pub fn next_line(&mut self) -> Option<Line> {
-        loop {
-            match memchr::memchr(b'\n', &self.buf) {
-                Some(i) => {
-                    let mut line: Vec<u8> = self.buf.drain(..=i).collect();
+        match memchr::memchr(b'\n', &self.buf) {
+            Some(i) => {
+                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
                     line.pop();
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    if std::mem::take(&mut self.overflowed) || line.len() > self.limit {
-                        return Some(Line::TooLong);
-                    }
-                    return Some(Line::Complete(line));
                 }
-                None => {
-                    // keep one spare byte for a CR that may precede the LF
-                    if self.buf.len() > self.limit + 1 {
-                        self.buf.clear();
-                        self.overflowed = true;
-                    }
-                    return None;
+                if std::mem::take(&mut self.overflowed) || line.len() > self.limit {
+                    return Some(Line::TooLong);
                 }
+                Some(Line::Complete(line))
+            }
+            None => {
+                // keep one spare byte for a CR that may precede the LF
+                if self.buf.len() > self.limit + 1 {
+                    self.buf.clear();
+                    self.overflowed = true;
+                }
+                None
             }
         }
     }

@@ -35,11 +35,7 @@ impl EnhancedCode {
         if parts.next().is_some() || !matches!(class, 2 | 4 | 5) || subject > 999 || detail > 999 {
             return None;
         }
-        Some(EnhancedCode {
-            class,
-            subject,
-            detail,
-        })
+        Some(EnhancedCode { class, subject, detail })
     }
 }
 
@@ -52,45 +48,25 @@ impl fmt::Display for EnhancedCode {
 impl Reply {
     /// A reply with an enhanced code given as text (`"5.7.1"`).
     pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Self {
-        Reply {
-            code,
-            enhanced: EnhancedCode::parse(enhanced),
-            text: text.into(),
-        }
+        Reply { code, enhanced: EnhancedCode::parse(enhanced), text: text.into() }
     }
 
     /// A reply without an enhanced code.
     pub fn plain(code: u16, text: impl Into<String>) -> Self {
-        Reply {
-            code,
-            enhanced: None,
-            text: text.into(),
-        }
+        Reply { code, enhanced: None, text: text.into() }
     }
 
     /// Splits `"5.7.1 text"` into an enhanced code and text when the text starts with one.
     pub fn from_code_and_text(code: u16, text: &str) -> Self {
-        if let Some((first, rest)) = text.split_once(' ') {
-            if let Some(enh) = EnhancedCode::parse(first) {
-                return Reply {
-                    code,
-                    enhanced: Some(enh),
-                    text: rest.to_string(),
-                };
-            }
+        if let Some((first, rest)) = text.split_once(' ')
+            && let Some(enh) = EnhancedCode::parse(first)
+        {
+            return Reply { code, enhanced: Some(enh), text: rest.to_string() };
         }
         if let Some(enh) = EnhancedCode::parse(text) {
-            return Reply {
-                code,
-                enhanced: Some(enh),
-                text: String::new(),
-            };
+            return Reply { code, enhanced: Some(enh), text: String::new() };
         }
-        Reply {
-            code,
-            enhanced: None,
-            text: text.to_string(),
-        }
+        Reply { code, enhanced: None, text: text.to_string() }
     }
 
     /// True for 4xx and 5xx.
@@ -100,18 +76,12 @@ impl Reply {
 
     /// Appends the wire form to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let lines: Vec<&str> = if self.text.is_empty() {
-            vec![""]
-        } else {
-            self.text.lines().collect()
-        };
+        let lines: Vec<&str> = if self.text.is_empty() { vec![""] } else { self.text.lines().collect() };
         for (i, line) in lines.iter().enumerate() {
             let sep = if i + 1 == lines.len() { ' ' } else { '-' };
             let line = line.replace(['\r', '\n'], " ");
             match self.enhanced {
-                Some(e) => {
-                    out.extend_from_slice(format!("{}{sep}{e} {line}\r\n", self.code).as_bytes())
-                }
+                Some(e) => out.extend_from_slice(format!("{}{sep}{e} {line}\r\n", self.code).as_bytes()),
                 None => out.extend_from_slice(format!("{}{sep}{line}\r\n", self.code).as_bytes()),
             }
         }

@@ -46,9 +46,7 @@ pub struct EsmtpListener {
 impl EsmtpListener {
     /// Binds the listener's address and prepares its TLS acceptor.
     pub async fn bind(config: EsmtpListenerConfig) -> Result<Self, String> {
-        let socket = TcpListener::bind(&config.listen)
-            .await
-            .map_err(|e| format!("binding {}: {e}", config.listen))?;
+        let socket = TcpListener::bind(&config.listen).await.map_err(|e| format!("binding {}: {e}", config.listen))?;
         let tls = match tls::acceptor(&config.settings) {
             Ok(a) => Some(a),
             Err(e) => {
@@ -56,12 +54,7 @@ impl EsmtpListener {
                 None
             }
         };
-        Ok(EsmtpListener {
-            socket,
-            config: Arc::new(config),
-            tls,
-            active: Arc::new(AtomicUsize::new(0)),
-        })
+        Ok(EsmtpListener { socket, config: Arc::new(config), tls, active: Arc::new(AtomicUsize::new(0)) })
     }
 
     /// The bound address.
@@ -70,11 +63,7 @@ impl EsmtpListener {
     }
 
     /// Accepts connections until `shutdown` flips; returns how many sessions are open.
-    pub async fn serve(
-        self,
-        ctx: Arc<ServerContext>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Arc<AtomicUsize> {
+    pub async fn serve(self, ctx: Arc<ServerContext>, mut shutdown: watch::Receiver<bool>) -> Arc<AtomicUsize> {
         loop {
             let accepted = tokio::select! {
                 a = self.socket.accept() => a,
@@ -94,10 +83,7 @@ impl EsmtpListener {
                 let reply = Reply::new(
                     421,
                     "4.3.2",
-                    format!(
-                        "{} too many concurrent sessions. Try later",
-                        self.config.settings.hostname
-                    ),
+                    format!("{} too many concurrent sessions. Try later", self.config.settings.hostname),
                 );
                 tokio::spawn(async move {
                     let _guard = guard;
@@ -105,12 +91,7 @@ impl EsmtpListener {
                 });
                 continue;
             }
-            let (config, ctx, tls, shutdown) = (
-                self.config.clone(),
-                ctx.clone(),
-                self.tls.clone(),
-                shutdown.clone(),
-            );
+            let (config, ctx, tls, shutdown) = (self.config.clone(), ctx.clone(), self.tls.clone(), shutdown.clone());
             tokio::spawn(async move {
                 let _guard = guard;
                 handle_connection(stream, peer, config, ctx, tls, shutdown).await;
@@ -173,16 +154,10 @@ async fn handle_connection(
         Ok(Some(overrides)) => match settings.merged(&overrides) {
             Ok(s) => settings = s,
             Err(e) => {
-                tracing::error!(
-                    "smtp_server_get_dynamic_parameters returned invalid parameters: {e}"
-                );
+                tracing::error!("smtp_server_get_dynamic_parameters returned invalid parameters: {e}");
                 return refuse(
                     stream,
-                    Reply::new(
-                        421,
-                        "4.3.0",
-                        format!("{} temporary configuration error", settings.hostname),
-                    ),
+                    Reply::new(421, "4.3.0", format!("{} temporary configuration error", settings.hostname)),
                 )
                 .await;
             }
@@ -201,10 +176,7 @@ async fn handle_connection(
         let reply = Reply::new(
             554,
             "5.5.0",
-            format!(
-                "{} protocol synchronization error: input before greeting",
-                settings.hostname
-            ),
+            format!("{} protocol synchronization error: input before greeting", settings.hostname),
         );
         tracing::info!("{peer}: sent input before the greeting; disconnected");
         return refuse(stream, reply).await;

@@ -25,8 +25,7 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
     let started = Instant::now();
     let budget = session.settings.data_processing_timeout;
     let mut meta = session.conn.snapshot();
-    meta.entry("reception_protocol")
-        .or_insert_with(|| "ESMTP".into());
+    meta.entry("reception_protocol").or_insert_with(|| "ESMTP".into());
     let message = Message::new(tx.sender, tx.recipients, meta, body);
 
     let messages = match tokio::time::timeout(budget, run_policy(session, &message)).await {
@@ -35,10 +34,7 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
         Err(_) => return Reply::new(451, "4.4.5", "data_processing_timeout exceeded (rx)"),
     };
 
-    let to_spool: Vec<&Message> = messages
-        .iter()
-        .filter(|m| m.queue_name() != NULL_QUEUE)
-        .collect();
+    let to_spool: Vec<&Message> = messages.iter().filter(|m| m.queue_name() != NULL_QUEUE).collect();
     let remaining = budget.saturating_sub(started.elapsed());
     let spool = session.ctx.spool.clone();
     let stores = futures::future::join_all(to_spool.iter().map(|m| spool.store(m)));
@@ -47,11 +43,7 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
             if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
                 tracing::error!("spool write failed: {e}");
                 unwind(&session.ctx.spool, &to_spool, &results).await;
-                return Reply::new(
-                    451,
-                    "4.3.0",
-                    "temporary failure storing the message (spool)",
-                );
+                return Reply::new(451, "4.3.0", "temporary failure storing the message (spool)");
             }
         }
         Err(_) => {
@@ -72,11 +64,8 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
     let mut ids = Vec::with_capacity(messages.len());
     for m in &messages {
         let reply = Reply::new(250, "2.0.0", "OK");
-        let mut record = LogRecord::for_message(
-            RecordType::Reception,
-            m,
-            Response::from_reply(&reply, Some("DATA".into())),
-        );
+        let mut record =
+            LogRecord::for_message(RecordType::Reception, m, Response::from_reply(&reply, Some("DATA".into())));
         record.peer_address = Some(session.peer_address());
         record.session_id = Some(session.session_id.clone());
         record.tls_cipher = session.conn.get_str("tls_cipher");
@@ -91,11 +80,7 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
     Reply::new(250, "2.0.0", format!("OK ids={}", ids.join(",")))
 }
 
-async fn unwind(
-    spool: &crate::spool::Spool,
-    stored: &[&Message],
-    results: &[Result<(), crate::spool::SpoolError>],
-) {
+async fn unwind(spool: &crate::spool::Spool, stored: &[&Message], results: &[Result<(), crate::spool::SpoolError>]) {
     for (m, r) in stored.iter().zip(results) {
         if r.is_ok() {
             let _ = spool.remove(m.id()).await;
@@ -114,11 +99,7 @@ async fn run_policy(session: &Session, message: &Message) -> Result<Vec<Message>
     let whole = batches.len() == 1 && batches[0] == message.recipients();
     let mut out = Vec::with_capacity(batches.len());
     for batch in batches {
-        let m = if whole {
-            message.clone()
-        } else {
-            message.split_for(batch)
-        };
+        let m = if whole { message.clone() } else { message.split_for(batch) };
         if session.settings.trace_headers.received_header {
             let value = received_header(session, &m);
             m.edit_data(|d| headers::prepend(d, "Received", &value));
@@ -138,10 +119,7 @@ async fn run_policy(session: &Session, message: &Message) -> Result<Vec<Message>
     Ok(out)
 }
 
-fn default_batches(
-    recipients: Vec<EnvelopeAddress>,
-    handling: BatchHandling,
-) -> Vec<Vec<EnvelopeAddress>> {
+fn default_batches(recipients: Vec<EnvelopeAddress>, handling: BatchHandling) -> Vec<Vec<EnvelopeAddress>> {
     match handling {
         BatchHandling::BifurcateAlways => recipients.into_iter().map(|r| vec![r]).collect(),
         BatchHandling::BatchByDomain => {
@@ -160,15 +138,8 @@ fn default_batches(
 
 fn received_header(session: &Session, m: &Message) -> String {
     let ehlo = session.ehlo.clone().unwrap_or_else(|| "unknown".into());
-    let with = if session.tls_active {
-        "ESMTPS"
-    } else {
-        "ESMTP"
-    };
-    let rcpt = m
-        .recipient()
-        .map(|r| format!("\r\n\tfor <{r}>"))
-        .unwrap_or_default();
+    let with = if session.tls_active { "ESMTPS" } else { "ESMTP" };
+    let rcpt = m.recipient().map(|r| format!("\r\n\tfor <{r}>")).unwrap_or_default();
     format!(
         "from {ehlo} ({ip})\r\n\tby {host} (wasmta {ver}) with {with} id {id}{rcpt};\r\n\t{date}",
         ip = session.peer.ip(),
@@ -204,14 +175,9 @@ mod tests {
 
     #[test]
     fn batches_by_rule() {
-        let r: Vec<EnvelopeAddress> = ["a@x.example", "b@y.example", "c@X.example"]
-            .iter()
-            .map(|s| EnvelopeAddress::parse(s).unwrap())
-            .collect();
-        assert_eq!(
-            default_batches(r.clone(), BatchHandling::BifurcateAlways).len(),
-            3
-        );
+        let r: Vec<EnvelopeAddress> =
+            ["a@x.example", "b@y.example", "c@X.example"].iter().map(|s| EnvelopeAddress::parse(s).unwrap()).collect();
+        assert_eq!(default_batches(r.clone(), BatchHandling::BifurcateAlways).len(), 3);
         let by_domain = default_batches(r, BatchHandling::BatchByDomain);
         assert_eq!(by_domain.len(), 2);
         assert_eq!(by_domain[0].len(), 2);

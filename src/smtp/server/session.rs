@@ -104,12 +104,10 @@ impl Session {
                 self.tx = None;
                 let (_, conn) = tls.get_ref();
                 if let Some(suite) = conn.negotiated_cipher_suite() {
-                    self.conn
-                        .set("tls_cipher", format!("{:?}", suite.suite()).into());
+                    self.conn.set("tls_cipher", format!("{:?}", suite.suite()).into());
                 }
                 if let Some(v) = conn.protocol_version() {
-                    self.conn
-                        .set("tls_protocol_version", format!("{v:?}").into());
+                    self.conn.set("tls_protocol_version", format!("{v:?}").into());
                 }
                 if let Err(e) = self.drive(tls, None).await {
                     tracing::debug!("session {} with {} (TLS): {e}", self.session_id, self.peer);
@@ -164,10 +162,7 @@ impl Session {
                         stream.write_all(&out).await?;
                         out.clear();
                         let rest = lines.take_rest();
-                        let leftover = match self
-                            .receive_data(&mut stream, rest, &mut buf, &mut out)
-                            .await?
-                        {
+                        let leftover = match self.receive_data(&mut stream, rest, &mut buf, &mut out).await? {
                             Some(l) => l,
                             None => return Ok(None),
                         };
@@ -175,15 +170,8 @@ impl Session {
                     }
                 }
                 if self.errors >= MAX_ERRORS {
-                    Reply::new(
-                        421,
-                        "4.7.0",
-                        format!(
-                            "{} too many errors, closing connection",
-                            self.settings.hostname
-                        ),
-                    )
-                    .write_to(&mut out);
+                    Reply::new(421, "4.7.0", format!("{} too many errors, closing connection", self.settings.hostname))
+                        .write_to(&mut out);
                     stream.write_all(&out).await?;
                     return Ok(None);
                 }
@@ -228,25 +216,16 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let s = &self.settings;
-        let mut rx = DataReceiver::new(
-            s.max_message_size as usize,
-            s.line_length_hard_limit,
-            s.invalid_line_endings,
-        );
+        let mut rx = DataReceiver::new(s.max_message_size as usize, s.line_length_hard_limit, s.invalid_line_endings);
         let mut pending = first;
         let leftover = loop {
             if let Some(n) = rx.feed(&pending) {
                 break pending.split_off(n);
             }
-            let n = match tokio::time::timeout(self.settings.client_timeout, stream.read(buf)).await
-            {
+            let n = match tokio::time::timeout(self.settings.client_timeout, stream.read(buf)).await {
                 Ok(r) => r?,
                 Err(_) => {
-                    let r = Reply::new(
-                        421,
-                        "4.4.2",
-                        format!("{} timed out waiting for data", self.settings.hostname),
-                    );
+                    let r = Reply::new(421, "4.4.2", format!("{} timed out waiting for data", self.settings.hostname));
                     self.reply(out, r, Some("DATA".into()));
                     stream.write_all(out).await?;
                     return Ok(None);
@@ -262,19 +241,13 @@ impl Session {
             Err(e) => {
                 self.tx = None;
                 match e {
-                    crate::smtp::protocol::DataError::TooBig => Reply::new(
-                        552,
-                        "5.3.4",
-                        "message size exceeds fixed maximum message size",
-                    ),
-                    crate::smtp::protocol::DataError::LineTooLong => {
-                        Reply::new(500, "5.5.2", "line too long")
+                    crate::smtp::protocol::DataError::TooBig => {
+                        Reply::new(552, "5.3.4", "message size exceeds fixed maximum message size")
                     }
-                    crate::smtp::protocol::DataError::InvalidLineEndings => Reply::new(
-                        550,
-                        "5.5.2",
-                        "message data must use CRLF line endings (bare CR or LF found)",
-                    ),
+                    crate::smtp::protocol::DataError::LineTooLong => Reply::new(500, "5.5.2", "line too long"),
+                    crate::smtp::protocol::DataError::InvalidLineEndings => {
+                        Reply::new(550, "5.5.2", "message data must use CRLF line endings (bare CR or LF found)")
+                    }
                 }
             }
         };
@@ -306,10 +279,7 @@ impl Session {
     }
 
     pub fn peer_address(&self) -> PeerAddress {
-        PeerAddress {
-            name: self.ehlo.clone().unwrap_or_default(),
-            addr: self.peer.ip().to_string(),
-        }
+        PeerAddress { name: self.ehlo.clone().unwrap_or_default(), addr: self.peer.ip().to_string() }
     }
 
     fn policy_reply(&mut self, out: &mut Vec<u8>, err: PolicyError, command: &str) -> Next {
@@ -318,12 +288,7 @@ impl Session {
         match err {
             PolicyError::Rejected(r) if r.closes_connection() => {
                 if r.disconnect == crate::policy::DisconnectMode::FollowWith421 {
-                    Reply::new(
-                        421,
-                        "4.3.2",
-                        format!("{} closing connection", self.settings.hostname),
-                    )
-                    .write_to(out);
+                    Reply::new(421, "4.3.2", format!("{} closing connection", self.settings.hostname)).write_to(out);
                 }
                 Next::Close
             }
@@ -350,18 +315,12 @@ impl Session {
             Command::RcptTo(rcpt, _) => self.rcpt_to(rcpt, out, &text).await,
             Command::Data => {
                 match &self.tx {
-                    None => {
-                        self.reply(out, Reply::new(503, "5.5.1", "MAIL FROM first"), Some(text))
-                    }
+                    None => self.reply(out, Reply::new(503, "5.5.1", "MAIL FROM first"), Some(text)),
                     Some(tx) if tx.recipients.is_empty() => {
                         self.reply(out, Reply::new(503, "5.5.1", "RCPT TO first"), Some(text))
                     }
                     Some(_) => {
-                        self.reply(
-                            out,
-                            Reply::plain(354, "Send message content; end with <CRLF>.<CRLF>"),
-                            None,
-                        );
+                        self.reply(out, Reply::plain(354, "Send message content; end with <CRLF>.<CRLF>"), None);
                         return Next::Data;
                     }
                 }
@@ -379,11 +338,7 @@ impl Session {
             Command::Vrfy => {
                 self.reply(
                     out,
-                    ok(
-                        252,
-                        "2.5.0",
-                        "Cannot VRFY user, but will accept message and attempt delivery",
-                    ),
+                    ok(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"),
                     None,
                 );
                 Next::Continue
@@ -391,41 +346,21 @@ impl Session {
             Command::Help => {
                 self.reply(
                     out,
-                    ok(
-                        214,
-                        "2.0.0",
-                        "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS",
-                    ),
+                    ok(214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS"),
                     None,
                 );
                 Next::Continue
             }
             Command::Quit => {
-                self.reply(
-                    out,
-                    ok(
-                        221,
-                        "2.0.0",
-                        &format!("{} closing connection", self.settings.hostname),
-                    ),
-                    None,
-                );
+                self.reply(out, ok(221, "2.0.0", &format!("{} closing connection", self.settings.hostname)), None);
                 Next::Close
             }
             Command::StartTls => {
                 if self.tls_active {
-                    self.reply(
-                        out,
-                        Reply::new(503, "5.5.1", "TLS is already active"),
-                        Some(text),
-                    );
+                    self.reply(out, Reply::new(503, "5.5.1", "TLS is already active"), Some(text));
                     Next::Continue
                 } else if self.tls.is_none() {
-                    self.reply(
-                        out,
-                        Reply::new(454, "4.7.0", "TLS not available"),
-                        Some(text),
-                    );
+                    self.reply(out, Reply::new(454, "4.7.0", "TLS not available"), Some(text));
                     Next::Continue
                 } else {
                     self.reply(out, ok(220, "2.0.0", "Ready to start TLS"), None);
@@ -433,11 +368,7 @@ impl Session {
                 }
             }
             Command::Auth => {
-                self.reply(
-                    out,
-                    Reply::new(502, "5.5.1", "AUTH is not offered"),
-                    Some(text),
-                );
+                self.reply(out, Reply::new(502, "5.5.1", "AUTH is not offered"), Some(text));
                 Next::Continue
             }
         }
@@ -482,37 +413,18 @@ impl Session {
         } else if self.tx.is_some() {
             Some(Reply::new(503, "5.5.1", "nested MAIL command"))
         } else if self.messages >= self.settings.max_messages_per_connection {
-            Some(Reply::new(
-                451,
-                "4.5.3",
-                "too many messages on this connection, reconnect and try again",
-            ))
+            Some(Reply::new(451, "4.5.3", "too many messages on this connection, reconnect and try again"))
         } else {
             match self.ctx.spool.accepting() {
-                Err(SpoolError::LowSpace) => {
-                    Some(Reply::new(452, "4.3.1", "insufficient system storage"))
-                }
-                Err(_) => Some(Reply::new(
-                    451,
-                    "4.3.0",
-                    "spool is unavailable, try again later",
-                )),
+                Err(SpoolError::LowSpace) => Some(Reply::new(452, "4.3.1", "insufficient system storage")),
+                Err(_) => Some(Reply::new(451, "4.3.0", "spool is unavailable, try again later")),
                 Ok(()) => None,
             }
         };
-        let size = params
-            .iter()
-            .find(|(k, _)| k == "SIZE")
-            .and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok());
+        let size = params.iter().find(|(k, _)| k == "SIZE").and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok());
         let refuse = refuse.or_else(|| {
             size.filter(|s| *s > self.settings.max_message_size)
-                .map(|_| {
-                    Reply::new(
-                        552,
-                        "5.3.4",
-                        "message size exceeds fixed maximum message size",
-                    )
-                })
+                .map(|_| Reply::new(552, "5.3.4", "message size exceeds fixed maximum message size"))
         });
         if let Some(r) = refuse {
             self.reply(out, r, Some(text.to_string()));
@@ -521,43 +433,25 @@ impl Session {
         if let Err(e) = self.ctx.policy.mail_from(&sender, &self.conn).await {
             return self.policy_reply(out, e, text);
         }
-        self.tx = Some(Transaction {
-            sender,
-            recipients: vec![],
-        });
+        self.tx = Some(Transaction { sender, recipients: vec![] });
         self.reply(out, Reply::new(250, "2.1.0", "OK"), None);
         Next::Continue
     }
 
     async fn rcpt_to(&mut self, rcpt: EnvelopeAddress, out: &mut Vec<u8>, text: &str) -> Next {
         let Some(tx) = &self.tx else {
-            self.reply(
-                out,
-                Reply::new(503, "5.5.1", "MAIL FROM first"),
-                Some(text.to_string()),
-            );
+            self.reply(out, Reply::new(503, "5.5.1", "MAIL FROM first"), Some(text.to_string()));
             return Next::Continue;
         };
         if tx.recipients.len() >= self.settings.max_recipients_per_message {
-            self.reply(
-                out,
-                Reply::new(452, "4.5.3", "too many recipients"),
-                Some(text.to_string()),
-            );
+            self.reply(out, Reply::new(452, "4.5.3", "too many recipients"), Some(text.to_string()));
             return Next::Continue;
         }
         let sender_domain = tx.sender.domain().to_ascii_lowercase();
-        match self
-            .relay_allowed(&sender_domain, &rcpt.domain().to_ascii_lowercase())
-            .await
-        {
+        match self.relay_allowed(&sender_domain, &rcpt.domain().to_ascii_lowercase()).await {
             Ok(true) => {}
             Ok(false) => {
-                self.reply(
-                    out,
-                    Reply::new(550, "5.7.1", "relaying not permitted"),
-                    Some(text.to_string()),
-                );
+                self.reply(out, Reply::new(550, "5.7.1", "relaying not permitted"), Some(text.to_string()));
                 return Next::Continue;
             }
             Err(e) => return self.policy_reply(out, e, text),
@@ -575,38 +469,27 @@ impl Session {
     /// KumoMTA's relay rule: the peer is in `relay_hosts`, or the recipient's listener
     /// domain has `relay_to` (or OOB/ARF handling), or the sender's listener domain lists
     /// the peer in `relay_from`.
-    async fn relay_allowed(
-        &self,
-        sender_domain: &str,
-        rcpt_domain: &str,
-    ) -> Result<bool, PolicyError> {
+    async fn relay_allowed(&self, sender_domain: &str, rcpt_domain: &str) -> Result<bool, PolicyError> {
         let policy = &self.ctx.policy;
         let from = if sender_domain.is_empty() {
             None
         } else {
-            policy
-                .listener_domain(sender_domain, &self.listener, &self.conn)
-                .await?
+            policy.listener_domain(sender_domain, &self.listener, &self.conn).await?
         };
-        let to = policy
-            .listener_domain(rcpt_domain, &self.listener, &self.conn)
-            .await?;
+        let to = policy.listener_domain(rcpt_domain, &self.listener, &self.conn).await?;
         if self.relay.contains(self.peer.ip()) {
             return Ok(true);
         }
         use crate::config::storage::LogDisposition::Ignore;
-        if let Some(to) = to {
-            if to.relay_to || to.log_oob != Ignore || to.log_arf != Ignore {
-                return Ok(true);
-            }
+        if let Some(to) = to
+            && (to.relay_to || to.log_oob != Ignore || to.log_arf != Ignore)
+        {
+            return Ok(true);
         }
-        if let Some(from) = from {
-            if CidrSet::parse(&from.relay_from)
-                .map(|s| s.contains(self.peer.ip()))
-                .unwrap_or(false)
-            {
-                return Ok(true);
-            }
+        if let Some(from) = from
+            && CidrSet::parse(&from.relay_from).map(|s| s.contains(self.peer.ip())).unwrap_or(false)
+        {
+            return Ok(true);
         }
         Ok(false)
     }

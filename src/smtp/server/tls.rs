@@ -25,15 +25,13 @@ pub fn acceptor(settings: &ListenerSettings) -> Result<TlsAcceptor, String> {
                 let certs = CertificateDer::pem_slice_iter(&cert_pem)
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| format!("tls_certificate: {e}"))?;
-                let key = PrivateKeyDer::from_pem_slice(&key_pem)
-                    .map_err(|e| format!("tls_private_key: {e}"))?;
+                let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("tls_private_key: {e}"))?;
                 (certs, key)
             }
             (None, None) => {
                 let generated = rcgen::generate_simple_self_signed(vec![settings.hostname.clone()])
                     .map_err(|e| format!("generating a self-signed certificate: {e}"))?;
-                let key = PrivateKeyDer::try_from(generated.signing_key.serialize_der())
-                    .map_err(|e| e.to_string())?;
+                let key = PrivateKeyDer::try_from(generated.signing_key.serialize_der()).map_err(|e| e.to_string())?;
                 (vec![generated.cert.der().clone()], key)
             }
             _ => return Err("tls_certificate and tls_private_key must be given together".into()),
