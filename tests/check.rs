@@ -135,3 +135,12 @@ fn the_default_policy_checks() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn validate_config_runs_and_can_fail_the_check() {
+    let (ok, text) = check(
+        "kumo.on('pre_init', function() PRE = true end)\nkumo.on('init', function() assert(PRE) end)\nkumo.on('validate_config', function()\n  kumo.validation_failed()\nend)\n",
+    );
+    assert!(!ok);
+    assert!(text.contains("policy.lua:4:") && text.contains("validation_failed"), "{text}");
+}

@@ -327,3 +327,177 @@ fn sigterm_shuts_down_cleanly() {
     let r = idle.reply();
     assert!(r.code == 421 || r.code == 0, "{r:?}");
 }
+
+#[test]
+fn the_message_object_api_works_as_in_kumomta() {
+    let dir = temp_dir();
+    let p = policy(
+        dir.path(),
+        "",
+        r#"
+local utils = require 'policy-extras.policy_utils'
+kumo.on('smtp_server_message_received', function(msg, conn)
+  utils.assert_eq(#msg:id(), 32)
+  utils.assert_eq(msg:sender().email, 'a@sender.example')
+  utils.assert_eq(tostring(msg:recipient()), 'b@dest.example')
+  utils.assert_eq(#msg:recipient_list(), 1)
+  utils.assert_eq(msg:num_attempts(), 0)
+  utils.assert_eq(msg:queue_name(), 'dest.example')
+  utils.assert_eq(msg:get_first_named_header_value('subject'), 'folded subject')
+  utils.assert_eq(msg:get_all_named_header_values('X-Multi'), { 'one', 'two' })
+  local headers = msg:get_all_headers()
+  utils.assert_eq(headers[1][1], 'Received')
+  utils.assert_eq(msg:from_header().email, 'author@sender.example')
+  utils.assert_eq(msg:from_header().name, 'The Author')
+  utils.assert_eq(msg:to_header().domain, 'dest.example')
+  msg:import_x_headers({ 'x-campaign' })
+  utils.assert_eq(msg:get_meta('x-campaign'), 'spring')
+  utils.assert_eq(msg:get_meta('x-multi'), nil)
+  msg:remove_x_headers({ 'x-keep' })
+  utils.assert_eq(msg:get_first_named_header_value('X-Multi'), nil)
+  utils.assert_eq(msg:get_first_named_header_value('X-Keep'), 'yes')
+  msg:remove_all_named_headers('X-Keep')
+  msg:append_header('X-Appended', 'last')
+  msg:prepend_header('X-Prepended', 'first')
+  msg:set_meta('tenant', 'acme')
+  msg:set_meta('campaign', 'spring')
+  msg:set_meta('routing_domain', 'route.example')
+  msg:set_meta('complex', { list = { 1, 2 }, flag = true })
+  utils.assert_eq(msg:get_meta('complex').list[2], 2)
+  utils.assert_eq(msg:queue_name(), 'spring:acme@dest.example!route.example')
+  msg:set_sender('new@sender.example')
+  msg:set_recipient('c@dest.example')
+  utils.assert_eq(msg:recipient().user, 'c')
+  local data = msg:get_data()
+  assert(data:find('body text', 1, true))
+  msg:set_data(data .. 'appended line\r\n')
+end)
+"#,
+    );
+    let server = Server::start(dir.path(), &p);
+    let mut c = Client::ehlo(server.addr());
+    let body = "Subject: folded\r\n subject\r\nFrom: The Author <author@sender.example>\r\nTo: <b@dest.example>\r\nX-Multi: one\r\nX-Multi: two\r\nX-Keep: yes\r\nX-Campaign: spring\r\n\r\nbody text";
+    let r = c.send_mail("a@sender.example", &["b@dest.example"], body);
+    assert_eq!(r.code, 250, "{r:?}");
+    assert!(server.stop().success());
+    let m = &spooled(dir.path())[0];
+    assert_eq!(m.sender().email(), "new@sender.example");
+    assert_eq!(m.recipient().unwrap().email(), "c@dest.example");
+    assert_eq!(m.get_meta("complex").unwrap()["flag"], true);
+    let data = String::from_utf8_lossy(&m.data()).to_string();
+    assert!(data.starts_with("X-KumoRef: "), "{data}");
+    assert!(data.contains("X-Prepended: first\r\nReceived: "), "{data}");
+    assert!(data.contains("X-Appended: last\r\n\r\nbody text"), "{data}");
+    assert!(!data.contains("X-Keep"), "{data}");
+    assert!(data.ends_with("appended line\r\n"), "{data}");
+}
+
+#[test]
+fn disconnect_closes_the_connection_and_421_rejections_too() {
+    let dir = temp_dir();
+    let p = policy(
+        dir.path(),
+        "",
+        r#"
+kumo.on('smtp_server_rcpt_to', function(rcpt)
+  if rcpt.user == 'drop' then kumo.disconnect(550, '5.7.1 go away') end
+  if rcpt.user == 'busy' then kumo.reject(421, '4.3.2 come back later') end
+  if rcpt.user == 'nope' then kumo.reject(550, '5.1.1 no such user') end
+end)
+"#,
+    );
+    let server = Server::start(dir.path(), &p);
+    for (user, line) in [("drop", "550 5.7.1 go away"), ("busy", "421 4.3.2 come back later")] {
+        let mut c = Client::ehlo(server.addr());
+        c.cmd("MAIL FROM:<a@s.example>");
+        let r = c.cmd(&format!("RCPT TO:<{user}@d.example>"));
+        assert_eq!(r.text.trim_end(), line);
+        assert!(c.closed(), "{user}: the connection is closed");
+    }
+    let mut c = Client::ehlo(server.addr());
+    c.cmd("MAIL FROM:<a@s.example>");
+    assert_eq!(c.cmd("RCPT TO:<nope@d.example>").text.trim_end(), "550 5.1.1 no such user");
+    assert_eq!(c.cmd("NOOP").code, 250, "a plain rejection keeps the session");
+}
+
+#[test]
+fn relaying_is_checked_again_after_message_received() {
+    let dir = temp_dir();
+    let p = policy(
+        dir.path(),
+        "relay_hosts = {},",
+        r#"
+kumo.on('get_listener_domain', function(domain)
+  if domain == 'ours.example' then return kumo.make_listener_domain { relay_to = true } end
+end)
+kumo.on('smtp_server_message_received', function(msg)
+  if msg:get_first_named_header_value('Subject') == 'redirect' then
+    msg:set_recipient('victim@foreign.example')
+  end
+end)
+"#,
+    );
+    let server = Server::start(dir.path(), &p);
+    let mut c = Client::ehlo(server.addr());
+    let r = c.send_mail("a@s.example", &["u@ours.example"], "Subject: redirect\r\n\r\nx");
+    assert!(r.starts("550 5.7.1"), "{r:?}");
+    assert_eq!(c.send_mail("a@s.example", &["u@ours.example"], "Subject: stay\r\n\r\nx").code, 250);
+}
+
+#[test]
+fn log_records_carry_the_configured_headers_and_meta() {
+    let dir = temp_dir();
+    let text = format!(
+        "kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{d}/spool' }}
+  kumo.configure_local_logs {{ log_dir = '{d}/logs', headers = {{ 'Subject', 'X-Id' }}, meta = {{ 'tenant' }},
+    per_record = {{ Rejection = {{ enable = false }} }} }}
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0' }}
+end)
+kumo.on('smtp_server_message_received', function(msg) msg:set_meta('tenant', 'acme') end)",
+        d = dir.path().display()
+    );
+    let p = dir.path().join("init.lua");
+    std::fs::write(&p, text).unwrap();
+    let server = Server::start(dir.path(), &p);
+    let mut c = Client::ehlo(server.addr());
+    c.cmd("BOGUS");
+    assert_eq!(
+        c.send_mail("a@s.example", &["b@d.example"], "Subject: logged\r\nX-Id: 7\r\nX-Other: no\r\n\r\nx").code,
+        250
+    );
+    assert!(server.stop().success());
+    let recs = log_records(dir.path());
+    assert_eq!(recs.len(), 1, "Rejection records are disabled by per_record: {recs:?}");
+    assert_eq!(recs[0]["headers"]["Subject"], "logged");
+    assert_eq!(recs[0]["headers"]["X-Id"], "7");
+    assert!(recs[0]["headers"].get("X-Other").is_none());
+    assert_eq!(recs[0]["meta"]["tenant"], "acme");
+}
+
+#[test]
+fn several_listeners_and_the_http_liveness_check() {
+    let dir = temp_dir();
+    let text = format!(
+        "kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{d}/spool' }}
+  kumo.start_http_listener {{ listen = '127.0.0.1:0' }}
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', banner = 'first' }}
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', banner = 'second' }}
+end)",
+        d = dir.path().display()
+    );
+    let p = dir.path().join("init.lua");
+    std::fs::write(&p, text).unwrap();
+    let server = Server::start(dir.path(), &p);
+    assert_eq!(server.smtp.len(), 2);
+    let banners: Vec<String> = server.smtp.iter().map(|a| Client::connect(a).reply().text).collect();
+    assert!(banners[0].contains("first") && banners[1].contains("second"), "{banners:?}");
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&server.http[0]).unwrap();
+    s.write_all(b"GET /api/check-liveness/v1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(server.stop().success());
+}

@@ -254,3 +254,51 @@ fn sequence_errors_get_503() {
     assert_eq!(c.cmd("VRFY someone").code, 252);
     assert_eq!(c.cmd("HELP").code, 214);
 }
+
+#[test]
+fn listener_limits_are_configurable() {
+    let dir = temp_dir();
+    let p = policy(
+        dir.path(),
+        "line_length_hard_limit = 100, max_messages_per_connection = 2, data_processing_timeout = '1 second',",
+        "kumo.on('smtp_server_message_received', function(msg)
+  if msg:get_first_named_header_value('Subject') == 'slow' then kumo.sleep(3) end
+end)",
+    );
+    let server = Server::start(dir.path(), &p);
+    let mut c = Client::ehlo(server.addr());
+    assert_eq!(c.cmd(&format!("NOOP {}", "x".repeat(95))).code, 250);
+    assert!(c.cmd(&format!("NOOP {}", "x".repeat(96))).starts("500 5.5.2"));
+    let started = std::time::Instant::now();
+    let r = c.send_mail("a@s.example", &["b@d.example"], "Subject: slow\r\n\r\nx");
+    assert!(r.starts("451 4.4.5"), "{r:?}");
+    assert!(r.text.contains("data_processing_timeout"), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(c.send_mail("a@s.example", &["b@d.example"], "Subject: 1\r\n\r\nx").code, 250);
+    assert_eq!(c.send_mail("a@s.example", &["b@d.example"], "Subject: 2\r\n\r\nx").code, 250);
+    assert!(c.cmd("MAIL FROM:<a@s.example>").starts("451 4.5.3"));
+}
+
+#[test]
+fn configured_tls_certificate_is_presented() {
+    let dir = temp_dir();
+    let cert = rcgen::generate_simple_self_signed(vec!["mx.test".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let opts = format!("tls_certificate = '{d}/cert.pem', tls_private_key = '{d}/key.pem',", d = dir.path().display());
+    let p = policy(dir.path(), &opts, "");
+    let server = Server::start(dir.path(), &p);
+    let mut c = Client::ehlo(server.addr());
+    assert!(c.cmd("STARTTLS").starts("220"));
+    let mut tls = harness::tls::client("mx.test");
+    let mut tcp = c.stream.try_clone().unwrap();
+    {
+        let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+        stream.write_all(b"EHLO tls.test\r\n").unwrap();
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("250-mx.test"));
+    }
+    let presented = tls.peer_certificates().unwrap()[0].clone();
+    assert_eq!(presented.as_ref(), cert.cert.der().as_ref());
+}

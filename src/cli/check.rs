@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 /// Runs the check.
 pub async fn run(policy: PathBuf) -> ExitCode {
-    match LuaEngine::load(&policy).await {
+    match LuaEngine::load(&policy, true).await {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

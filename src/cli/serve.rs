@@ -38,7 +38,7 @@ pub async fn run(policy_path: PathBuf, spool_dir: PathBuf) -> ExitCode {
 }
 
 async fn start(policy_path: PathBuf, spool_dir: PathBuf) -> Result<(), String> {
-    let loaded = LuaEngine::load(&policy_path).await?;
+    let loaded = LuaEngine::load(&policy_path, false).await?;
     for p in &loaded.problems {
         tracing::warn!("{p}");
     }

@@ -122,3 +122,56 @@ fn run(config: LocalLogsConfig, rx: Receiver<Msg>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::record::{RecordType, Response};
+
+    fn read_all(dir: &Path) -> (usize, usize) {
+        let mut files = 0;
+        let mut lines = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            let text = zstd::decode_all(&bytes[..]).expect("finished segments decode");
+            files += 1;
+            lines += text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+        }
+        (files, lines)
+    }
+
+    #[test]
+    fn rolls_by_size_and_finishes_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let config: LocalLogsConfig = crate::config::decode(serde_json::json!({
+            "log_dir": dir.path().to_str().unwrap(), "max_file_size": 2000,
+        }))
+        .unwrap();
+        let mut w = SegmentWriter::start(&config).unwrap();
+        let reply = crate::smtp::protocol::Reply::new(250, "2.0.0", "OK");
+        for _ in 0..30 {
+            w.write(LogRecord::new(RecordType::Reception, Response::from_reply(&reply, None)));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        w.close();
+        let (files, lines) = read_all(dir.path());
+        assert_eq!(lines, 30);
+        assert!(files >= 3, "30 records of ~700 bytes roll a 2000-byte limit: {files} segment(s)");
+    }
+
+    #[test]
+    fn rolls_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let config: LocalLogsConfig = crate::config::decode(serde_json::json!({
+            "log_dir": dir.path().to_str().unwrap(), "max_segment_duration": "1s",
+        }))
+        .unwrap();
+        let mut w = SegmentWriter::start(&config).unwrap();
+        let reply = crate::smtp::protocol::Reply::new(250, "2.0.0", "OK");
+        w.write(LogRecord::new(RecordType::Reception, Response::from_reply(&reply, None)));
+        std::thread::sleep(Duration::from_millis(2200));
+        w.write(LogRecord::new(RecordType::Reception, Response::from_reply(&reply, None)));
+        w.close();
+        assert_eq!(read_all(dir.path()), (2, 2));
+    }
+}

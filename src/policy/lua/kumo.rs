@@ -58,7 +58,6 @@ const UNIMPLEMENTED: &[&str] = &[
     "glob",
     "uncached_glob",
     "read_dir",
-    "validation_failed",
 ];
 
 /// Sub-modules and their functions, accepted with a warning for now.
@@ -358,6 +357,14 @@ fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()
         })?,
     )?;
 
+    let flag = host.clone();
+    kumo.set(
+        "validation_failed",
+        lua.create_function(move |lua, ()| {
+            flag.validation_failures.lock().push(caller_site(lua));
+            Ok(())
+        })?,
+    )?;
     let pool = host.clone();
     kumo.set(
         "set_max_lua_context_use_count",

@@ -88,6 +88,7 @@ pub struct Host {
     warned: Mutex<HashSet<String>>,
     custom_events: Mutex<HashSet<String>>,
     limits: Mutex<PoolLimits>,
+    validation_failures: Mutex<Vec<String>>,
 }
 
 struct Context {
@@ -210,6 +211,14 @@ impl Context {
         Ok(MultiValue::from_iter(values))
     }
 
+    /// Runs every handler of `name` (lifecycle events: `pre_init`, `init`, `validate_config`).
+    async fn call_all(&self, name: &str) -> mlua::Result<()> {
+        for f in self.handlers(name)? {
+            f.call_async::<()>(()).await?;
+        }
+        Ok(())
+    }
+
     /// Runs the handlers of `name`: the first that returns a value ends the chain (for a
     /// Single event there is only one).
     async fn call(&self, name: &str, args: Args<'_>) -> mlua::Result<Option<Value>> {
@@ -249,8 +258,9 @@ pub struct Loaded {
 }
 
 impl LuaEngine {
-    /// Loads `path`, runs `init`, and returns the engine with its configuration.
-    pub async fn load(path: &Path) -> Result<Loaded, String> {
+    /// Loads `path`, runs `pre_init` and `init` (and `validate_config` when `validate`),
+    /// and returns the engine with its configuration.
+    pub async fn load(path: &Path, validate: bool) -> Result<Loaded, String> {
         if !path.exists() {
             return Err(format!("{}: policy file not found", path.display()));
         }
@@ -260,25 +270,35 @@ impl LuaEngine {
             warned: Mutex::new(HashSet::new()),
             custom_events: Mutex::new(HashSet::new()),
             limits: Mutex::new(PoolLimits { max_uses: 1024, max_age: Duration::from_secs(300), max_spare: 8192 }),
+            validation_failures: Mutex::new(Vec::new()),
         });
         let load_timeout = Duration::from_secs(30);
         let ctx = Context::new(&host, load_timeout).await?;
+        let mut problems = vec![];
 
-        // init runs once, in its own context
+        // pre_init, init (and, for `check`, validate_config) run once, in their own context
         set_phase(&ctx.lua, Phase::Init);
-        ctx.arm(load_timeout);
-        let init = tokio::time::timeout(load_timeout, ctx.call(Event::Init.name(), Args::None)).await;
-        ctx.disarm();
-        match init {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(format!("init event failed: {}", error_text(&e))),
-            Err(_) => return Err("init event exceeded 30s".into()),
+        let mut stages = vec![Event::PreInit, Event::Init];
+        if validate {
+            stages.push(Event::ValidateConfig);
+        }
+        for event in stages {
+            ctx.arm(load_timeout);
+            let ran = tokio::time::timeout(load_timeout, ctx.call_all(event.name())).await;
+            ctx.disarm();
+            match ran {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("{} event failed: {}", event.name(), error_text(&e))),
+                Err(_) => return Err(format!("{} event exceeded {load_timeout:?}", event.name())),
+            }
         }
         set_phase(&ctx.lua, Phase::Runtime);
+        for site in host.validation_failures.lock().iter() {
+            problems.push(format!("{site}: kumo.validation_failed() was called"));
+        }
 
         let registered = ctx.registered().map_err(|e| error_text(&e))?;
         let custom = host.custom_events.lock().clone();
-        let mut problems = vec![];
         let mut handled = HashSet::new();
         for (name, site) in &registered {
             match Event::from_name(name) {

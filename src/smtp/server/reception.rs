@@ -7,7 +7,7 @@ use super::session::Session;
 use crate::config::listener::BatchHandling;
 use crate::logs::{LogRecord, RecordType, Response};
 use crate::message::{EnvelopeAddress, Message, headers};
-use crate::policy::PolicyError;
+use crate::policy::{DisconnectMode, PolicyError, Rejection};
 use crate::queue::{InsertReason, NULL_QUEUE};
 use crate::smtp::protocol::Reply;
 use base64::Engine as _;
@@ -108,6 +108,14 @@ async fn run_policy(session: &Session, message: &Message) -> Result<Vec<Message>
             m.set_meta("queue", DEFERRED_QUEUE.into());
         } else {
             policy.message_received(&m, &session.conn).await?;
+        }
+        // as KumoMTA does: the policy may have changed the envelope, so check relaying again
+        let sender_domain = m.sender().domain().to_ascii_lowercase();
+        for rcpt in m.recipients() {
+            if !session.relay_allowed(&sender_domain, &rcpt.domain().to_ascii_lowercase()).await? {
+                let r = Rejection::new(550, "5.7.1 relaying not permitted", DisconnectMode::If421).expect("valid code");
+                return Err(PolicyError::Rejected(r));
+            }
         }
         if session.settings.trace_headers.supplemental_header {
             let value = supplemental_header(session, &m);

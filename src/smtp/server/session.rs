@@ -469,7 +469,7 @@ impl Session {
     /// KumoMTA's relay rule: the peer is in `relay_hosts`, or the recipient's listener
     /// domain has `relay_to` (or OOB/ARF handling), or the sender's listener domain lists
     /// the peer in `relay_from`.
-    async fn relay_allowed(&self, sender_domain: &str, rcpt_domain: &str) -> Result<bool, PolicyError> {
+    pub async fn relay_allowed(&self, sender_domain: &str, rcpt_domain: &str) -> Result<bool, PolicyError> {
         let policy = &self.ctx.policy;
         let from = if sender_domain.is_empty() {
             None
