@@ -4,16 +4,14 @@
 mod harness;
 
 use harness::smtp::{Client, ids};
-use harness::{Server, log_records, policy, spooled, temp_dir, wait_for_record};
+use harness::{log_records, spooled, start, start_policy_text, wait_for_record};
 use std::time::Duration;
 
 const BODY: &str = "Subject: hello\r\nFrom: <a@sender.example>\r\n\r\nHi there";
 
 #[test]
 fn trusted_relay_is_spooled_with_trace_headers_and_logged() {
-    let dir = temp_dir();
-    let p = policy(
-        dir.path(),
+    let (dir, server) = start(
         "trace_headers = { include_meta_names = { 'tenant' } },",
         r#"
 kumo.on('smtp_server_message_received', function(msg, conn)
@@ -23,7 +21,6 @@ kumo.on('smtp_server_message_received', function(msg, conn)
 end)
 "#,
     );
-    let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
     let r = c.send_mail("a@sender.example", &["b@dest.example"], BODY);
     assert!(r.starts("250 2.0.0 OK ids="), "{r:?}");
@@ -58,9 +55,7 @@ end)
 
 #[test]
 fn untrusted_peer_cannot_relay_but_listener_domains_can() {
-    let dir = temp_dir();
-    let p = policy(
-        dir.path(),
+    let (dir, server) = start(
         "relay_hosts = { '10.0.0.0/8' },",
         r#"
 kumo.on('get_listener_domain', function(domain, listener, conn)
@@ -70,7 +65,6 @@ kumo.on('get_listener_domain', function(domain, listener, conn)
 end)
 "#,
     );
-    let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
     assert_eq!(c.cmd("MAIL FROM:<x@elsewhere.example>").code, 250);
     for foreign in [
@@ -97,9 +91,7 @@ end)
 
 #[test]
 fn kumo_reject_reaches_the_client_exactly_and_is_logged() {
-    let dir = temp_dir();
-    let p = policy(
-        dir.path(),
+    let (dir, server) = start(
         "",
         r#"
 kumo.on('smtp_server_message_received', function(msg)
@@ -114,7 +106,6 @@ kumo.on('smtp_server_mail_from', function(sender)
 end)
 "#,
     );
-    let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
     let r = c.send_mail("a@sender.example", &["b@dest.example"], "Subject: spam\r\n\r\nbuy");
     assert_eq!(r.text.trim_end(), "552 5.7.99 we do not want this");
@@ -136,9 +127,7 @@ end)
 
 #[test]
 fn lua_errors_and_runaway_handlers_tempfail_and_the_server_keeps_serving() {
-    let dir = temp_dir();
-    let p = policy(
-        dir.path(),
+    let (dir, server) = start(
         "",
         r#"
 kumo.on('smtp_server_message_received', function(msg)
@@ -150,7 +139,6 @@ kumo.on('smtp_server_message_received', function(msg)
 end)
 "#,
     );
-    let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
     for subject in ["error", "loop", "sleep", "memory"] {
         let started = std::time::Instant::now();
@@ -166,9 +154,7 @@ end)
 
 #[test]
 fn events_run_in_kumomta_order_with_their_arguments() {
-    let dir = temp_dir();
-    let p = policy(
-        dir.path(),
+    let (dir, server) = start(
         "",
         r#"
 local function note(conn, name)
@@ -203,7 +189,6 @@ kumo.on('smtp_server_message_received', function(msg, conn)
 end)
 "#,
     );
-    let server = Server::start(dir.path(), &p);
     let mut c = Client::connect(server.addr());
     let banner = c.reply();
     assert_eq!(banner.text.trim_end(), "220 mx.test dynamic banner");
@@ -221,13 +206,8 @@ end)
 
 #[test]
 fn null_queue_discards_after_reception() {
-    let dir = temp_dir();
-    let p = policy(
-        dir.path(),
-        "",
-        "kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'null') end)",
-    );
-    let server = Server::start(dir.path(), &p);
+    let (dir, server) =
+        start("", "kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'null') end)");
     let mut c = Client::ehlo(server.addr());
     assert_eq!(c.send_mail("a@s.example", &["b@d.example"], "Subject: x\r\n\r\nx").code, 250);
     let rec = wait_for_record(dir.path(), Duration::from_secs(5), |r| r["type"] == "Reception").unwrap();
@@ -238,17 +218,13 @@ fn null_queue_discards_after_reception() {
 
 #[test]
 fn multi_recipient_transactions_split_per_batch_handling() {
-    let dir = temp_dir();
-    let p = policy(dir.path(), "", "");
-    let server = Server::start(dir.path(), &p);
+    let (_dir, server) = start("", "");
     let mut c = Client::ehlo(server.addr());
     let r = c.send_mail("a@s.example", &["one@x.example", "two@x.example", "three@y.example"], "Subject: x\r\n\r\nx");
     assert_eq!(ids(&r).len(), 3, "BifurcateAlways: one message per recipient: {r:?}");
     assert!(server.stop().success());
 
-    let dir = temp_dir();
-    let p = policy(dir.path(), "batch_handling = 'BatchByDomain',", "");
-    let server = Server::start(dir.path(), &p);
+    let (dir, server) = start("batch_handling = 'BatchByDomain',", "");
     let mut c = Client::ehlo(server.addr());
     let r = c.send_mail("a@s.example", &["one@x.example", "two@x.example", "three@y.example"], "Subject: x\r\n\r\nx");
     assert_eq!(ids(&r).len(), 2, "BatchByDomain: one message per domain: {r:?}");
@@ -260,17 +236,12 @@ fn multi_recipient_transactions_split_per_batch_handling() {
 
 #[test]
 fn low_free_space_refuses_mail_with_452() {
-    let dir = temp_dir();
-    let text = format!(
+    let (_dir, server) = start_policy_text(
         "kumo.on('init', function()
-  kumo.define_spool {{ name = 'data', path = '{d}/spool', min_free_space = '100%' }}
-  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0' }}
+  kumo.define_spool { name = 'data', path = '{d}/spool', min_free_space = '100%' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0' }
 end)",
-        d = dir.path().display()
     );
-    let p = dir.path().join("init.lua");
-    std::fs::write(&p, text).unwrap();
-    let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
     let r = c.cmd("MAIL FROM:<a@s.example>");
     assert!(r.starts("452 4.3.1"), "{r:?}");
@@ -279,13 +250,10 @@ end)",
 
 #[test]
 fn peer_and_via_blocks_override_listener_settings() {
-    let dir = temp_dir();
-    let p = policy(
-        dir.path(),
+    let (_dir, server) = start(
         "max_recipients_per_message = 10, peer = { ['127.0.0.0/8'] = { max_recipients_per_message = 1 } }, via = { ['127.0.0.1'] = { banner = 'via banner' } },",
         "",
     );
-    let server = Server::start(dir.path(), &p);
     let mut c = Client::connect(server.addr());
     assert_eq!(c.reply().text.trim_end(), "220 mx.test via banner");
     c.cmd("EHLO x");
@@ -296,17 +264,12 @@ fn peer_and_via_blocks_override_listener_settings() {
 
 #[test]
 fn too_many_connections_get_421() {
-    let dir = temp_dir();
-    let text = format!(
+    let (_dir, server) = start_policy_text(
         "kumo.on('init', function()
-  kumo.define_spool {{ name = 'data', path = '{d}/spool' }}
-  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', max_connections = 2 }}
+  kumo.define_spool { name = 'data', path = '{d}/spool' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', max_connections = 2 }
 end)",
-        d = dir.path().display()
     );
-    let p = dir.path().join("init.lua");
-    std::fs::write(&p, text).unwrap();
-    let server = Server::start(dir.path(), &p);
     let _a = Client::open(server.addr());
     let _b = Client::open(server.addr());
     let mut extra = Client::connect(server.addr());
@@ -318,9 +281,7 @@ end)",
 
 #[test]
 fn sigterm_shuts_down_cleanly() {
-    let dir = temp_dir();
-    let p = policy(dir.path(), "", "");
-    let server = Server::start(dir.path(), &p);
+    let (_dir, server) = start("", "");
     let mut idle = Client::ehlo(server.addr());
     let status = server.stop();
     assert!(status.success(), "{status:?}");
@@ -330,9 +291,7 @@ fn sigterm_shuts_down_cleanly() {
 
 #[test]
 fn the_message_object_api_works_as_in_kumomta() {
-    let dir = temp_dir();
-    let p = policy(
-        dir.path(),
+    let (dir, server) = start(
         "",
         r#"
 local utils = require 'policy-extras.policy_utils'
@@ -374,7 +333,6 @@ kumo.on('smtp_server_message_received', function(msg, conn)
 end)
 "#,
     );
-    let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
     let body = "Subject: folded\r\n subject\r\nFrom: The Author <author@sender.example>\r\nTo: <b@dest.example>\r\nX-Multi: one\r\nX-Multi: two\r\nX-Keep: yes\r\nX-Campaign: spring\r\n\r\nbody text";
     let r = c.send_mail("a@sender.example", &["b@dest.example"], body);
@@ -394,9 +352,7 @@ end)
 
 #[test]
 fn disconnect_closes_the_connection_and_421_rejections_too() {
-    let dir = temp_dir();
-    let p = policy(
-        dir.path(),
+    let (_dir, server) = start(
         "",
         r#"
 kumo.on('smtp_server_rcpt_to', function(rcpt)
@@ -406,7 +362,6 @@ kumo.on('smtp_server_rcpt_to', function(rcpt)
 end)
 "#,
     );
-    let server = Server::start(dir.path(), &p);
     for (user, line) in [("drop", "550 5.7.1 go away"), ("busy", "421 4.3.2 come back later")] {
         let mut c = Client::ehlo(server.addr());
         c.cmd("MAIL FROM:<a@s.example>");
@@ -422,9 +377,7 @@ end)
 
 #[test]
 fn relaying_is_checked_again_after_message_received() {
-    let dir = temp_dir();
-    let p = policy(
-        dir.path(),
+    let (_dir, server) = start(
         "relay_hosts = {},",
         r#"
 kumo.on('get_listener_domain', function(domain)
@@ -437,7 +390,6 @@ kumo.on('smtp_server_message_received', function(msg)
 end)
 "#,
     );
-    let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
     let r = c.send_mail("a@s.example", &["u@ours.example"], "Subject: redirect\r\n\r\nx");
     assert!(r.starts("550 5.7.1"), "{r:?}");
@@ -446,20 +398,15 @@ end)
 
 #[test]
 fn log_records_carry_the_configured_headers_and_meta() {
-    let dir = temp_dir();
-    let text = format!(
+    let (dir, server) = start_policy_text(
         "kumo.on('init', function()
-  kumo.define_spool {{ name = 'data', path = '{d}/spool' }}
-  kumo.configure_local_logs {{ log_dir = '{d}/logs', headers = {{ 'Subject', 'X-Id' }}, meta = {{ 'tenant' }},
-    per_record = {{ Rejection = {{ enable = false }} }} }}
-  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0' }}
+  kumo.define_spool { name = 'data', path = '{d}/spool' }
+  kumo.configure_local_logs { log_dir = '{d}/logs', headers = { 'Subject', 'X-Id' }, meta = { 'tenant' },
+    per_record = { Rejection = { enable = false } } }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0' }
 end)
 kumo.on('smtp_server_message_received', function(msg) msg:set_meta('tenant', 'acme') end)",
-        d = dir.path().display()
     );
-    let p = dir.path().join("init.lua");
-    std::fs::write(&p, text).unwrap();
-    let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
     c.cmd("BOGUS");
     assert_eq!(
@@ -477,19 +424,14 @@ kumo.on('smtp_server_message_received', function(msg) msg:set_meta('tenant', 'ac
 
 #[test]
 fn several_listeners_and_the_http_liveness_check() {
-    let dir = temp_dir();
-    let text = format!(
+    let (_dir, server) = start_policy_text(
         "kumo.on('init', function()
-  kumo.define_spool {{ name = 'data', path = '{d}/spool' }}
-  kumo.start_http_listener {{ listen = '127.0.0.1:0' }}
-  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', banner = 'first' }}
-  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', banner = 'second' }}
+  kumo.define_spool { name = 'data', path = '{d}/spool' }
+  kumo.start_http_listener { listen = '127.0.0.1:0' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', banner = 'first' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', banner = 'second' }
 end)",
-        d = dir.path().display()
     );
-    let p = dir.path().join("init.lua");
-    std::fs::write(&p, text).unwrap();
-    let server = Server::start(dir.path(), &p);
     assert_eq!(server.smtp.len(), 2);
     let banners: Vec<String> = server.smtp.iter().map(|a| Client::connect(a).reply().text).collect();
     assert!(banners[0].contains("first") && banners[1].contains("second"), "{banners:?}");

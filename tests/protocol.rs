@@ -4,20 +4,13 @@
 mod harness;
 
 use harness::smtp::{Client, ids};
-use harness::{Server, policy, spooled, temp_dir};
+use harness::{Server, policy, spooled, start, temp_dir};
 use std::io::{Read, Write};
 use std::time::Duration;
 
-fn start(listener_opts: &str) -> (tempfile::TempDir, Server) {
-    let dir = temp_dir();
-    let p = policy(dir.path(), listener_opts, "");
-    let server = Server::start(dir.path(), &p);
-    (dir, server)
-}
-
 #[test]
 fn t15_overlong_commands_get_500_and_the_session_survives() {
-    let (_dir, server) = start("");
+    let (_dir, server) = start("", "");
     let mut c = Client::ehlo(server.addr());
     for len in [510usize, 514, 990, 998] {
         let line = format!("NOOP {}", "x".repeat(len - 5));
@@ -33,7 +26,7 @@ fn t15_overlong_commands_get_500_and_the_session_survives() {
 
 #[test]
 fn t16_t17_overlong_data_lines_and_oversize_messages_are_refused() {
-    let (dir, server) = start("max_message_size = '64 KB',");
+    let (dir, server) = start("max_message_size = '64 KB',", "");
     let mut c = Client::ehlo(server.addr());
     let long = format!("Subject: x\r\n\r\n{}", "y".repeat(999));
     assert!(c.send_mail("a@s.example", &["b@d.example"], &long).starts("500 5.5.2"));
@@ -65,7 +58,7 @@ fn smuggle_bodies() -> Vec<(&'static str, Vec<u8>)> {
 #[test]
 fn t18_smuggling_never_yields_a_second_message() {
     for mode in ["Allow", "Fix", "Deny"] {
-        let (dir, server) = start(&format!("invalid_line_endings = '{mode}',"));
+        let (dir, server) = start(&format!("invalid_line_endings = '{mode}',"), "");
         let mut accepted = 0;
         for (variant, body) in smuggle_bodies() {
             let mut c = Client::ehlo(server.addr());
@@ -95,7 +88,7 @@ fn t18_smuggling_never_yields_a_second_message() {
 
 #[test]
 fn t21_dot_stuffing_round_trips() {
-    let (dir, server) = start("");
+    let (dir, server) = start("", "");
     let mut c = Client::ehlo(server.addr());
     c.cmd("MAIL FROM:<a@s.example>");
     c.cmd("RCPT TO:<b@d.example>");
@@ -113,7 +106,7 @@ fn t21_dot_stuffing_round_trips() {
 
 #[test]
 fn t22_t28_pipelined_input_in_any_chunking_gets_the_same_replies() {
-    let (_dir, server) = start("");
+    let (_dir, server) = start("", "");
     let script = b"EHLO pipe.test\r\nMAIL FROM:<a@s.example>\r\nRCPT TO:<b@d.example>\r\nRCPT TO:<c@d.example>\r\nRCPT TO:<d@d.example>\r\nDATA\r\nSubject: p\r\n\r\nbody\r\n.\r\nNOOP\r\nQUIT\r\n";
     let mut transcripts = vec![];
     for chunk in [script.len(), 1, 3, 7, 64] {
@@ -137,7 +130,7 @@ fn t22_t28_pipelined_input_in_any_chunking_gets_the_same_replies() {
 
 #[test]
 fn t23_t24_t26_starttls_discards_injected_plaintext_and_resets_state() {
-    let (_dir, server) = start("");
+    let (_dir, server) = start("", "");
     let mut c = Client::ehlo(server.addr());
     c.send(b"STARTTLS\r\nRSET\r\nMAIL FROM:<injected@evil.example>\r\n");
     let r = c.reply();
@@ -163,9 +156,7 @@ fn t23_t24_t26_starttls_discards_injected_plaintext_and_resets_state() {
 
 #[test]
 fn t27_input_before_the_greeting_is_refused() {
-    let dir = temp_dir();
-    let p = policy(dir.path(), "", "kumo.on('smtp_server_connection_accepted', function(conn) kumo.sleep(0.3) end)");
-    let server = Server::start(dir.path(), &p);
+    let (_dir, server) = start("", "kumo.on('smtp_server_connection_accepted', function(conn) kumo.sleep(0.3) end)");
     let mut c = Client::connect(server.addr());
     c.send(b"EHLO eager.test\r\n");
     let r = c.reply();
@@ -175,7 +166,7 @@ fn t27_input_before_the_greeting_is_refused() {
 
 #[test]
 fn t29_null_sender_and_foreign_recipients_without_trust() {
-    let (_dir, server) = start("relay_hosts = {},");
+    let (_dir, server) = start("relay_hosts = {},", "");
     let mut c = Client::ehlo(server.addr());
     assert_eq!(c.cmd("MAIL FROM:<>").code, 250);
     assert!(c.cmd("RCPT TO:<x@foreign.example>").starts("550 5.7.1"));
@@ -183,7 +174,7 @@ fn t29_null_sender_and_foreign_recipients_without_trust() {
 
 #[test]
 fn t30_recipient_limit_accepts_100_and_tempfails_the_excess() {
-    let (_dir, server) = start("max_recipients_per_message = 100,");
+    let (_dir, server) = start("max_recipients_per_message = 100,", "");
     let mut c = Client::ehlo(server.addr());
     c.cmd("MAIL FROM:<a@s.example>");
     for i in 0..100 {
@@ -197,7 +188,7 @@ fn t30_recipient_limit_accepts_100_and_tempfails_the_excess() {
 
 #[test]
 fn t31_invalid_utf8_and_nul_get_501_and_the_session_survives() {
-    let (_dir, server) = start("");
+    let (_dir, server) = start("", "");
     let mut c = Client::ehlo(server.addr());
     c.send(b"\x80\x81\r\n");
     assert!(c.reply().starts("501 5.5.2"));
@@ -212,7 +203,7 @@ fn t31_invalid_utf8_and_nul_get_501_and_the_session_survives() {
 
 #[test]
 fn t33_idle_clients_are_disconnected_with_421() {
-    let (_dir, server) = start("client_timeout = '1 second',");
+    let (_dir, server) = start("client_timeout = '1 second',", "");
     let mut c = Client::ehlo(server.addr());
     let started = std::time::Instant::now();
     let r = c.reply();
@@ -229,7 +220,7 @@ fn t33_idle_clients_are_disconnected_with_421() {
 
 #[test]
 fn t34_error_budget_closes_the_session() {
-    let (_dir, server) = start("");
+    let (_dir, server) = start("", "");
     let mut c = Client::ehlo(server.addr());
     for i in 0..20 {
         assert!(c.cmd("BOGUS").starts("500 5.5.1"), "error {i}");
@@ -241,7 +232,7 @@ fn t34_error_budget_closes_the_session() {
 
 #[test]
 fn sequence_errors_get_503() {
-    let (_dir, server) = start("");
+    let (_dir, server) = start("", "");
     let mut c = Client::open(server.addr());
     assert!(c.cmd("MAIL FROM:<a@s.example>").starts("503 5.5.1"));
     c.cmd("EHLO x");
@@ -257,15 +248,12 @@ fn sequence_errors_get_503() {
 
 #[test]
 fn listener_limits_are_configurable() {
-    let dir = temp_dir();
-    let p = policy(
-        dir.path(),
+    let (_dir, server) = start(
         "line_length_hard_limit = 100, max_messages_per_connection = 2, data_processing_timeout = '1 second',",
         "kumo.on('smtp_server_message_received', function(msg)
   if msg:get_first_named_header_value('Subject') == 'slow' then kumo.sleep(3) end
 end)",
     );
-    let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
     assert_eq!(c.cmd(&format!("NOOP {}", "x".repeat(95))).code, 250);
     assert!(c.cmd(&format!("NOOP {}", "x".repeat(96))).starts("500 5.5.2"));

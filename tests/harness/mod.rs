@@ -54,6 +54,23 @@ end)
     path
 }
 
+/// Starts a server on [`policy`] with these listener options and extra Lua.
+pub fn start(listener_opts: &str, extra: &str) -> (tempfile::TempDir, Server) {
+    let dir = temp_dir();
+    let p = policy(dir.path(), listener_opts, extra);
+    let server = Server::start(dir.path(), &p);
+    (dir, server)
+}
+
+/// Starts a server on a whole policy text; `{d}` in it stands for the test directory.
+pub fn start_policy_text(text: &str) -> (tempfile::TempDir, Server) {
+    let dir = temp_dir();
+    let p = dir.path().join("init.lua");
+    std::fs::write(&p, text.replace("{d}", &dir.path().display().to_string())).expect("write policy");
+    let server = Server::start(dir.path(), &p);
+    (dir, server)
+}
+
 impl Server {
     /// Starts the server and waits until it is ready.
     pub fn start(dir: &Path, policy: &Path) -> Server {
