@@ -8,5 +8,6 @@ pub mod logs;
 pub mod message;
 pub mod policy;
 pub mod queue;
+pub mod shaping;
 pub mod smtp;
 pub mod spool;

@@ -2,7 +2,9 @@
 //! listener, spool, log and HTTP options, listener domains, and what `init` collects.
 
 pub mod cidr;
+pub mod egress;
 pub mod listener;
+pub mod queue;
 pub mod storage;
 pub mod units;
 

@@ -1,6 +1,8 @@
 //! Scheduled queues. For now a message handed to the queue layer is kept scheduled
 //! (by id, without its data) in its named queue; delivery comes with the outbound work.
 
+pub mod retry;
+
 use crate::message::{Message, SpoolId};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;

@@ -1,0 +1,228 @@
+//! `kumo.make_queue_config` (scheduled queues): retry, expiry, egress pool and delivery
+//! protocol, with KumoMTA's names and defaults.
+
+use super::units;
+use serde::{Deserialize, Deserializer, Serialize, de};
+use std::time::Duration;
+
+/// When a cached config object is refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RefreshStrategy {
+    /// After `refresh_interval`.
+    #[default]
+    Ttl,
+    /// When the configuration epoch changes.
+    Epoch,
+}
+
+/// One `mx_list` entry: `"host"`, `"[1.2.3.4]"`, `"host:port"` or `{name, addr}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MxEntry {
+    /// Host name or address literal.
+    pub name: String,
+    /// A fixed address (skips DNS for this host).
+    pub addr: Option<String>,
+    /// Port override.
+    pub port: Option<u16>,
+}
+
+impl MxEntry {
+    /// Parses the string form.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Err("empty mx_list entry".into());
+        }
+        if let Some(rest) = t.strip_prefix('[') {
+            let (lit, after) = rest.split_once(']').ok_or_else(|| format!("unterminated address literal {text:?}"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p.parse().map_err(|_| format!("bad port in {text:?}"))?),
+                None if after.is_empty() => None,
+                None => return Err(format!("unexpected text after address literal in {text:?}")),
+            };
+            lit.parse::<std::net::IpAddr>().map_err(|_| format!("bad address literal {text:?}"))?;
+            return Ok(MxEntry { name: lit.to_string(), addr: Some(lit.to_string()), port });
+        }
+        match t.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => Ok(MxEntry {
+                name: host.to_string(),
+                addr: None,
+                port: Some(port.parse().map_err(|_| format!("bad port in {text:?}"))?),
+            }),
+            _ => Ok(MxEntry { name: t.to_string(), addr: None, port: None }),
+        }
+    }
+
+    /// The canonical text form used in site names.
+    pub fn label(&self) -> String {
+        let host = match &self.addr {
+            Some(a) if a == &self.name => format!("[{a}]"),
+            Some(a) => format!("{}/{a}", self.name),
+            None => self.name.clone(),
+        };
+        match self.port {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MxEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Named {
+            name: String,
+            addr: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            Named(Named),
+        }
+        match Form::deserialize(d)? {
+            Form::Text(t) => MxEntry::parse(&t).map_err(de::Error::custom),
+            Form::Named(n) => Ok(MxEntry { name: n.name, addr: Some(n.addr), port: None }),
+        }
+    }
+}
+
+/// `protocol.smtp`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpProtocol {
+    /// Hosts to use instead of the MX records.
+    #[serde(default)]
+    pub mx_list: Vec<MxEntry>,
+    /// Treat `mx_list` as DNSSEC-secure (DANE).
+    #[serde(default)]
+    pub treat_mx_list_as_secure: bool,
+}
+
+/// `protocol`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub enum Protocol {
+    #[serde(rename = "smtp")]
+    Smtp(SmtpProtocol),
+    #[serde(rename = "maildir_path")]
+    Maildir(String),
+    #[serde(rename = "custom_lua")]
+    CustomLua(serde_json::Value),
+    #[serde(rename = "xfer")]
+    Xfer(serde_json::Value),
+}
+
+impl Default for Protocol {
+    fn default() -> Self {
+        Protocol::Smtp(SmtpProtocol::default())
+    }
+}
+
+fn deserialize_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
+    // KumoMTA writes `protocol = { smtp = {...} }` and `protocol = { maildir_path = '...', dir_mode = ... }`
+    let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+    if let Some(smtp) = map.remove("smtp") {
+        if !map.is_empty() {
+            return Err(de::Error::custom(format!("unexpected keys beside smtp: {:?}", map.keys().collect::<Vec<_>>())));
+        }
+        return serde_path_to_error::deserialize(smtp).map(Protocol::Smtp).map_err(|e| de::Error::custom(format!("smtp.{e}")));
+    }
+    if let Some(path) = map.remove("maildir_path") {
+        return path.as_str().map(|p| Protocol::Maildir(p.to_string())).ok_or_else(|| de::Error::custom("maildir_path must be a string"));
+    }
+    if let Some(v) = map.remove("custom_lua") {
+        return Ok(Protocol::CustomLua(v));
+    }
+    if let Some(v) = map.remove("xfer") {
+        return Ok(Protocol::Xfer(v));
+    }
+    Err(de::Error::custom("protocol must have one of smtp, maildir_path, custom_lua, xfer"))
+}
+
+/// `kumo.make_queue_config{...}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Base of the exponential backoff.
+    #[serde(with = "units::duration")]
+    pub retry_interval: Duration,
+    /// Cap on the computed delay.
+    #[serde(with = "units::opt_duration")]
+    pub max_retry_interval: Option<Duration>,
+    /// Expiry.
+    #[serde(with = "units::duration")]
+    pub max_age: Duration,
+    /// Egress pool name.
+    pub egress_pool: Option<String>,
+    /// Throttle scheduled → ready for this queue.
+    pub max_message_rate: Option<String>,
+    /// Delivery protocol.
+    #[serde(deserialize_with = "deserialize_protocol")]
+    pub protocol: Protocol,
+    /// Idle time before the queue is dropped from memory.
+    #[serde(with = "units::duration")]
+    pub reap_interval: Duration,
+    /// Ttl refresh interval.
+    #[serde(with = "units::duration")]
+    pub refresh_interval: Duration,
+    /// Refresh strategy.
+    pub refresh_strategy: RefreshStrategy,
+    /// Queue implementation (accepted; wasmta has one).
+    pub strategy: Option<String>,
+    /// Timer wheel tick (accepted).
+    #[serde(with = "units::opt_duration")]
+    pub timerwheel_tick_interval: Option<Duration>,
+    /// Provider name for metrics.
+    pub provider_name: Option<String>,
+    /// Memory shrinking policy (accepted).
+    pub shrink_policy: Option<serde_json::Value>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            retry_interval: Duration::from_secs(20 * 60),
+            max_retry_interval: None,
+            max_age: Duration::from_secs(7 * 86400),
+            egress_pool: None,
+            max_message_rate: None,
+            protocol: Protocol::default(),
+            reap_interval: Duration::from_secs(600),
+            refresh_interval: Duration::from_secs(60),
+            refresh_strategy: RefreshStrategy::Ttl,
+            strategy: None,
+            timerwheel_tick_interval: None,
+            provider_name: None,
+            shrink_policy: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_and_mx_list_forms() {
+        let q: QueueConfig = crate::config::decode(json!({})).unwrap();
+        assert_eq!(q.retry_interval, Duration::from_secs(1200));
+        assert_eq!(q.max_age, Duration::from_secs(604_800));
+        assert!(q.max_retry_interval.is_none());
+        let q: QueueConfig = crate::config::decode(json!({
+            "retry_interval": "1m", "max_retry_interval": "10m",
+            "protocol": {"smtp": {"mx_list": ["mx.example", "[10.0.0.1]", "localhost:2525", {"name": "a.example", "addr": "10.0.0.2"}]}},
+        }))
+        .unwrap();
+        let Protocol::Smtp(smtp) = q.protocol else { panic!() };
+        let labels: Vec<String> = smtp.mx_list.iter().map(MxEntry::label).collect();
+        assert_eq!(labels, ["mx.example", "[10.0.0.1]", "localhost:2525", "a.example/10.0.0.2"]);
+        let err = crate::config::decode::<QueueConfig>(json!({"retry_intervl": "1m"})).unwrap_err();
+        assert!(err.contains("retry_intervl"), "{err}");
+        let err = crate::config::decode::<QueueConfig>(json!({"protocol": {"smtp": {"mx_lst": []}}})).unwrap_err();
+        assert!(err.contains("mx_lst"), "{err}");
+    }
+}
