@@ -1,0 +1,283 @@
+//! The SMTP delivery client: one connection to one host. Banner, EHLO (HELO fallback),
+//! STARTTLS per `enable_tls` (buffered plaintext is discarded after the handshake),
+//! PIPELINING when offered, per-recipient replies, dot-stuffed CRLF-only data, and a
+//! timeout on every step. Replies are read with bounded memory.
+
+use super::tls;
+use crate::config::egress::{EgressPathConfig, Tls};
+use crate::message::{EnvelopeAddress, Message};
+use crate::smtp::protocol::Reply;
+use crate::smtp::protocol::client::{ReplyReader, dot_stuff};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A failure of the connection itself (not a reply to a command).
+#[derive(Debug, Clone)]
+pub struct TransportError {
+    /// The synthesized reply logged for it (`KumoMTA internal: ...` text).
+    pub reply: Reply,
+}
+
+impl TransportError {
+    fn new(text: impl Into<String>) -> Self {
+        TransportError { reply: Reply::new(421, "4.4.2", format!("KumoMTA internal: {}", text.into())) }
+    }
+}
+
+/// What the server said to one message, per recipient.
+#[derive(Debug, Clone)]
+pub struct MessageResult {
+    /// Each recipient and the reply that decides its fate.
+    pub recipients: Vec<(EnvelopeAddress, Reply, &'static str)>,
+}
+
+/// An open SMTP connection.
+pub struct Connection {
+    stream: Box<dyn Stream>,
+    reader: ReplyReader,
+    /// The host's name (for logs).
+    pub host: String,
+    /// The host's address.
+    pub addr: SocketAddr,
+    pipelining: bool,
+    /// TLS is active.
+    pub tls: bool,
+    needs_rset: bool,
+    starttls_offered: bool,
+    /// Messages sent on this connection.
+    pub deliveries: usize,
+}
+
+/// Where to connect from and what to call ourselves.
+pub struct ConnectParams<'a> {
+    /// Egress path settings.
+    pub path: &'a EgressPathConfig,
+    /// EHLO name.
+    pub ehlo_domain: &'a str,
+    /// Local address to bind.
+    pub source_address: Option<IpAddr>,
+}
+
+impl Connection {
+    async fn read_reply(&mut self, timeout: Duration, what: &str) -> Result<Reply, TransportError> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(r) = self.reader.next_reply() {
+                return r.map_err(|e| TransportError::new(format!("invalid reply to {what}: {e:?}")));
+            }
+            let n = match tokio::time::timeout(timeout, self.stream.read(&mut buf)).await {
+                Ok(Ok(0)) => return Err(TransportError::new(format!("connection closed by {} waiting for {what}", self.host))),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(TransportError::new(format!("reading {what} reply from {}: {e}", self.host))),
+                Err(_) => return Err(TransportError::new(format!("timed out after {timeout:?} waiting for {what} from {}", self.host))),
+            };
+            self.reader.push(&buf[..n]);
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8], timeout: Duration, what: &str) -> Result<(), TransportError> {
+        match tokio::time::timeout(timeout, self.stream.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(TransportError::new(format!("writing {what} to {}: {e}", self.host))),
+            Err(_) => Err(TransportError::new(format!("timed out writing {what} to {}", self.host))),
+        }
+    }
+
+    async fn command(&mut self, line: &str, timeout: Duration) -> Result<Reply, TransportError> {
+        self.write(format!("{line}\r\n").as_bytes(), timeout, line).await?;
+        self.read_reply(timeout, line).await
+    }
+
+    /// Connects, reads the banner, says EHLO and negotiates STARTTLS. An error reply at
+    /// banner, EHLO or STARTTLS comes back as `Err(reply)` in the transport error.
+    pub async fn open(host: &str, addr: SocketAddr, params: &ConnectParams<'_>) -> Result<Connection, TransportError> {
+        let path = params.path;
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+            .map_err(|e| TransportError::new(format!("socket: {e}")))?;
+        if let Some(src) = params.source_address {
+            socket.bind(SocketAddr::new(src, 0)).map_err(|e| TransportError::new(format!("binding source address {src}: {e}")))?;
+        }
+        let tcp: TcpStream = match tokio::time::timeout(path.connect_timeout, socket.connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(TransportError::new(format!("failed to connect to {host} ({addr}): {e}"))),
+            Err(_) => return Err(TransportError::new(format!("timed out connecting to {host} ({addr})"))),
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut conn = Connection {
+            stream: Box::new(tcp),
+            reader: ReplyReader::default(),
+            host: host.to_string(),
+            addr,
+            pipelining: false,
+            tls: false,
+            needs_rset: false,
+            starttls_offered: false,
+            deliveries: 0,
+        };
+        let banner = conn.read_reply(path.banner_timeout, "banner").await?;
+        if banner.code != 220 {
+            return Err(TransportError { reply: banner });
+        }
+        conn.hello(params).await?;
+        conn.starttls(params).await?;
+        Ok(conn)
+    }
+
+    async fn hello(&mut self, params: &ConnectParams<'_>) -> Result<(), TransportError> {
+        let timeout = params.path.ehlo_timeout;
+        let ehlo = self.command(&format!("EHLO {}", params.ehlo_domain), timeout).await?;
+        let caps: Vec<String> = if ehlo.code == 250 {
+            ehlo.text.lines().skip(1).map(|l| l.trim().to_ascii_uppercase()).collect()
+        } else {
+            let helo = self.command(&format!("HELO {}", params.ehlo_domain), timeout).await?;
+            if helo.code != 250 {
+                return Err(TransportError { reply: helo });
+            }
+            vec![]
+        };
+        self.pipelining = params.path.enable_pipelining && caps.iter().any(|c| c == "PIPELINING");
+        self.needs_rset = false;
+        if !self.tls {
+            self.starttls_offered = caps.iter().any(|c| c == "STARTTLS");
+        }
+        Ok(())
+    }
+
+    async fn starttls(&mut self, params: &ConnectParams<'_>) -> Result<(), TransportError> {
+        let mode = params.path.enable_tls;
+        if mode == Tls::Disabled {
+            return Ok(());
+        }
+        if !self.starttls_offered {
+            if mode.required() {
+                return Err(TransportError {
+                    reply: Reply::new(451, "4.7.10", format!("KumoMTA internal: TLS is required but {} does not offer STARTTLS", self.host)),
+                });
+            }
+            return Ok(());
+        }
+        let r = self.command("STARTTLS", params.path.starttls_timeout).await?;
+        if r.code != 220 {
+            if mode.required() {
+                return Err(TransportError { reply: r });
+            }
+            return Ok(());
+        }
+        let dropped = self.reader.discard();
+        if dropped > 0 {
+            tracing::warn!("{}: discarded {dropped} plaintext bytes received after STARTTLS", self.host);
+        }
+        let name = rustls::pki_types::ServerName::try_from(self.host.trim_matches(['[', ']']).to_string())
+            .map_err(|e| TransportError::new(format!("invalid TLS server name {}: {e}", self.host)))?;
+        let connector = tls::connector(mode.insecure());
+        let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::duplex(1).0));
+        let handshake = tokio::time::timeout(params.path.starttls_timeout, connector.connect(name, plain)).await;
+        match handshake {
+            Ok(Ok(tls)) => {
+                self.stream = Box::new(tls);
+                self.tls = true;
+                self.hello(params).await
+            }
+            Ok(Err(e)) => Err(TransportError::new(format!("TLS handshake with {} failed: {e}", self.host))),
+            Err(_) => Err(TransportError::new(format!("TLS handshake with {} timed out", self.host))),
+        }
+    }
+
+    /// Sends one message; replies decide each recipient. A transport error means the
+    /// connection is unusable and nothing is known of this message.
+    pub async fn send(&mut self, message: &Message, path: &EgressPathConfig) -> Result<MessageResult, TransportError> {
+        if self.needs_rset && path.enable_rset {
+            let r = self.command("RSET", path.rset_timeout).await?;
+            if r.code != 250 {
+                return Err(TransportError { reply: r });
+            }
+        }
+        self.needs_rset = true;
+        let env = message.envelope();
+        let mail = format!("MAIL FROM:<{}>", env.sender.email());
+        let rcpts: Vec<String> = env.recipients.iter().map(|r| format!("RCPT TO:<{}>", r.email())).collect();
+        let (mail_reply, rcpt_replies, data_reply) = if self.pipelining {
+            let mut batch = format!("{mail}\r\n");
+            for r in &rcpts {
+                batch.push_str(r);
+                batch.push_str("\r\n");
+            }
+            batch.push_str("DATA\r\n");
+            self.write(batch.as_bytes(), path.mail_from_timeout, "MAIL/RCPT/DATA").await?;
+            let mail_reply = self.read_reply(path.mail_from_timeout, "MAIL FROM").await?;
+            let mut rcpt_replies = vec![];
+            for _ in &rcpts {
+                rcpt_replies.push(self.read_reply(path.rcpt_to_timeout, "RCPT TO").await?);
+            }
+            let data_reply = self.read_reply(path.data_timeout, "DATA").await?;
+            (mail_reply, rcpt_replies, Some(data_reply))
+        } else {
+            let mail_reply = self.command(&mail, path.mail_from_timeout).await?;
+            let mut rcpt_replies = vec![];
+            if mail_reply.code == 250 {
+                for r in &rcpts {
+                    rcpt_replies.push(self.command(r, path.rcpt_to_timeout).await?);
+                }
+            }
+            let any = rcpt_replies.iter().any(|r| r.code == 250 || r.code == 251);
+            let data_reply = if any { Some(self.command("DATA", path.data_timeout).await?) } else { None };
+            (mail_reply, rcpt_replies, data_reply)
+        };
+        let mut outcome: Vec<(EnvelopeAddress, Reply, &'static str)> = Vec::new();
+        if mail_reply.code != 250 {
+            if data_reply.as_ref().is_some_and(|d| d.code == 354) {
+                self.write(b".\r\n", path.data_dot_timeout, "end of data").await?;
+                self.read_reply(path.data_dot_timeout, "end of data").await?;
+            }
+            return Ok(MessageResult { recipients: env.recipients.into_iter().map(|r| (r, mail_reply.clone(), "MAIL FROM")).collect() });
+        }
+        let mut accepted = vec![];
+        for (r, reply) in env.recipients.iter().zip(rcpt_replies) {
+            if reply.code == 250 || reply.code == 251 {
+                accepted.push(r.clone());
+            } else {
+                outcome.push((r.clone(), reply, "RCPT TO"));
+            }
+        }
+        let data_reply = match data_reply {
+            Some(d) => d,
+            None => return Ok(MessageResult { recipients: outcome }),
+        };
+        if accepted.is_empty() {
+            if data_reply.code == 354 {
+                self.write(b".\r\n", path.data_dot_timeout, "end of data").await?;
+                self.read_reply(path.data_dot_timeout, "end of data").await?;
+            }
+            return Ok(MessageResult { recipients: outcome });
+        }
+        if data_reply.code != 354 {
+            outcome.extend(accepted.into_iter().map(|r| (r, data_reply.clone(), "DATA")));
+            return Ok(MessageResult { recipients: outcome });
+        }
+        let wire = dot_stuff(&message.data());
+        self.write(&wire, path.data_timeout, "message data").await?;
+        let final_reply = self.read_reply(path.data_dot_timeout, "end of data").await?;
+        if final_reply.code == 250 {
+            self.needs_rset = false;
+        }
+        self.deliveries += 1;
+        outcome.extend(accepted.into_iter().map(|r| (r, final_reply.clone(), "DATA")));
+        Ok(MessageResult { recipients: outcome })
+    }
+
+    /// Says QUIT (best effort) and closes.
+    pub async fn quit(mut self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, async {
+            let _ = self.stream.write_all(b"QUIT\r\n").await;
+            let mut buf = [0u8; 512];
+            let _ = self.stream.read(&mut buf).await;
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
+    }
+}
