@@ -1,8 +1,9 @@
-//! The command line (clap): `serve`, `check`, `load`.
+//! The command line (clap): `serve`, `check`, `load`, `sink`.
 
 mod check;
 mod load;
 mod serve;
+mod sink;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ enum Command {
     },
     /// Generate SMTP load and report throughput and latency.
     Load(load::LoadArgs),
+    /// An SMTP sink that accepts (and optionally stores) what it is sent.
+    Sink(sink::SinkArgs),
 }
 
 fn init_tracing() {
@@ -61,5 +64,6 @@ pub fn main() -> ExitCode {
         Command::Serve { policy, spool_dir } => rt.block_on(serve::run(policy, spool_dir)),
         Command::Check { policy } => rt.block_on(check::run(policy)),
         Command::Load(args) => rt.block_on(load::run(args)),
+        Command::Sink(args) => rt.block_on(sink::run(args)),
     }
 }

@@ -1,6 +1,7 @@
 //! `wasmta serve`: load the policy, open the spool and logs, enumerate spooled messages,
 //! bind the listeners, print `initialization complete`, and run until SIGTERM/SIGINT.
 
+use crate::delivery::dns::{Dns, HickoryDns, TestZones};
 use crate::http::HttpListener;
 use crate::logs::Logs;
 use crate::policy::lua::LuaEngine;
@@ -23,6 +24,29 @@ fn node_id(spool_dir: &Path) -> String {
     let id = uuid::Uuid::new_v4().to_string();
     let _ = std::fs::write(&path, &id);
     id
+}
+
+/// The resolver the policy asked for: zone text (tests), explicit name servers, or the
+/// system's configuration.
+fn resolver(config: &crate::config::DnsConfig) -> Result<Arc<dyn Dns>, String> {
+    if !config.zones.is_empty() {
+        let mut zones = TestZones::default();
+        for z in &config.zones {
+            zones.merge(TestZones::parse(z)?);
+        }
+        tracing::info!("dns: answering from {} configured test zone(s)", config.zones.len());
+        return Ok(Arc::new(zones));
+    }
+    if !config.name_servers.is_empty() {
+        return Ok(Arc::new(HickoryDns::with_servers(&config.name_servers)?));
+    }
+    match HickoryDns::system() {
+        Ok(d) => Ok(Arc::new(d)),
+        Err(e) => {
+            tracing::warn!("dns: {e}; using 127.0.0.1");
+            Ok(Arc::new(HickoryDns::with_servers(&["127.0.0.1".parse().expect("ip")])?))
+        }
+    }
 }
 
 /// Runs the server.
@@ -50,19 +74,22 @@ async fn start(policy_path: PathBuf, spool_dir: PathBuf) -> Result<(), String> {
 
     let (spool, startup) = Spool::open(&init.spools, &spool_dir).map_err(|e| e.to_string())?;
     let logs = Logs::start(&init.logs, node_id(spool.path())).map_err(|e| format!("starting logs: {e}"))?;
-    let queues = Arc::new(QueueManager::new());
+    let dns = resolver(&init.dns)?;
+    let hostname = crate::config::listener::machine_hostname();
+    let queues = QueueManager::new(policy.clone(), spool.clone(), logs.clone(), dns, hostname);
     let enumerated = startup.messages.len();
     for message in startup.messages {
+        let id = message.id();
         policy
             .spool_message_enumerated(&message)
             .await
-            .map_err(|e| format!("spool_message_enumerated failed for {}: {e}", message.id()))?;
-        queues.insert(&message, InsertReason::Enumerated);
+            .map_err(|e| format!("spool_message_enumerated failed for {id}: {e}"))?;
+        queues.insert(message, InsertReason::Enumerated);
     }
     tracing::info!("spool: {enumerated} message(s) enumerated, {} record(s) quarantined", startup.quarantined);
     spool.start();
 
-    let ctx = Arc::new(ServerContext { policy, spool: spool.clone(), logs: logs.clone(), queues });
+    let ctx = Arc::new(ServerContext { policy, spool: spool.clone(), logs: logs.clone(), queues: queues.clone() });
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut sessions = Vec::new();
     for config in init.listeners {
@@ -90,6 +117,7 @@ async fn start(policy_path: PathBuf, spool_dir: PathBuf) -> Result<(), String> {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     let _ = shutdown_tx.send(true);
+    queues.stop();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     for task in sessions {
         if let Ok(active) = task.await {

@@ -94,7 +94,11 @@ pub struct EgressPool {
 impl EgressPool {
     /// The `unspecified` pool: one `unspecified` source.
     pub fn unspecified() -> Self {
-        EgressPool { name: "unspecified".into(), entries: vec![PoolEntry { name: "unspecified".into(), weight: 1 }], ttl: sixty_seconds() }
+        EgressPool {
+            name: "unspecified".into(),
+            entries: vec![PoolEntry { name: "unspecified".into(), weight: 1 }],
+            ttl: sixty_seconds(),
+        }
     }
 
     /// Picks a source by weight (`r` uniform in [0, 1)).
@@ -144,7 +148,9 @@ pub struct Limit(pub usize);
 impl<'de> Deserialize<'de> for Limit {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match serde_json::Value::deserialize(d)? {
-            serde_json::Value::Number(n) => n.as_u64().map(|n| Limit(n as usize)).ok_or_else(|| de::Error::custom("expected a count")),
+            serde_json::Value::Number(n) => {
+                n.as_u64().map(|n| Limit(n as usize)).ok_or_else(|| de::Error::custom("expected a count"))
+            }
             serde_json::Value::String(s) => {
                 let t = s.strip_prefix("local:").unwrap_or(&s).replace([',', '_'], "");
                 t.trim().parse().map(Limit).map_err(|_| de::Error::custom(format!("invalid limit {s:?}")))
@@ -331,7 +337,10 @@ mod tests {
 
     #[test]
     fn pools_choose_by_weight() {
-        let pool: EgressPool = crate::config::decode(json!({"name": "p", "entries": [{"name": "a", "weight": 1}, {"name": "b", "weight": 3}]})).unwrap();
+        let pool: EgressPool = crate::config::decode(
+            json!({"name": "p", "entries": [{"name": "a", "weight": 1}, {"name": "b", "weight": 3}]}),
+        )
+        .unwrap();
         assert_eq!(pool.choose(0.0), Some("a"));
         assert_eq!(pool.choose(0.24), Some("a"));
         assert_eq!(pool.choose(0.26), Some("b"));

@@ -33,6 +33,17 @@ pub struct InitConfig {
     pub http_listeners: Vec<storage::HttpListenerConfig>,
     /// Wall-clock budget of one policy call.
     pub event_timeout: Duration,
+    /// Resolver settings.
+    pub dns: DnsConfig,
+}
+
+/// `kumo.dns.configure_resolver` / `configure_test_resolver`.
+#[derive(Debug, Clone, Default)]
+pub struct DnsConfig {
+    /// Zone texts that replace DNS entirely (tests).
+    pub zones: Vec<String>,
+    /// Name servers to query instead of the system's.
+    pub name_servers: Vec<std::net::IpAddr>,
 }
 
 impl Default for InitConfig {
@@ -43,6 +54,7 @@ impl Default for InitConfig {
             logs: vec![],
             http_listeners: vec![],
             event_timeout: Duration::from_secs(10),
+            dns: DnsConfig::default(),
         }
     }
 }

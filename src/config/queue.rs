@@ -126,12 +126,20 @@ fn deserialize_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::
     let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
     if let Some(smtp) = map.remove("smtp") {
         if !map.is_empty() {
-            return Err(de::Error::custom(format!("unexpected keys beside smtp: {:?}", map.keys().collect::<Vec<_>>())));
+            return Err(de::Error::custom(format!(
+                "unexpected keys beside smtp: {:?}",
+                map.keys().collect::<Vec<_>>()
+            )));
         }
-        return serde_path_to_error::deserialize(smtp).map(Protocol::Smtp).map_err(|e| de::Error::custom(format!("smtp.{e}")));
+        return serde_path_to_error::deserialize(smtp)
+            .map(Protocol::Smtp)
+            .map_err(|e| de::Error::custom(format!("smtp.{e}")));
     }
     if let Some(path) = map.remove("maildir_path") {
-        return path.as_str().map(|p| Protocol::Maildir(p.to_string())).ok_or_else(|| de::Error::custom("maildir_path must be a string"));
+        return path
+            .as_str()
+            .map(|p| Protocol::Maildir(p.to_string()))
+            .ok_or_else(|| de::Error::custom("maildir_path must be a string"));
     }
     if let Some(v) = map.remove("custom_lua") {
         return Ok(Protocol::CustomLua(v));

@@ -71,10 +71,17 @@ impl Connection {
                 return r.map_err(|e| TransportError::new(format!("invalid reply to {what}: {e:?}")));
             }
             let n = match tokio::time::timeout(timeout, self.stream.read(&mut buf)).await {
-                Ok(Ok(0)) => return Err(TransportError::new(format!("connection closed by {} waiting for {what}", self.host))),
+                Ok(Ok(0)) => {
+                    return Err(TransportError::new(format!("connection closed by {} waiting for {what}", self.host)));
+                }
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Err(TransportError::new(format!("reading {what} reply from {}: {e}", self.host))),
-                Err(_) => return Err(TransportError::new(format!("timed out after {timeout:?} waiting for {what} from {}", self.host))),
+                Err(_) => {
+                    return Err(TransportError::new(format!(
+                        "timed out after {timeout:?} waiting for {what} from {}",
+                        self.host
+                    )));
+                }
             };
             self.reader.push(&buf[..n]);
         }
@@ -100,7 +107,9 @@ impl Connection {
         let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
             .map_err(|e| TransportError::new(format!("socket: {e}")))?;
         if let Some(src) = params.source_address {
-            socket.bind(SocketAddr::new(src, 0)).map_err(|e| TransportError::new(format!("binding source address {src}: {e}")))?;
+            socket
+                .bind(SocketAddr::new(src, 0))
+                .map_err(|e| TransportError::new(format!("binding source address {src}: {e}")))?;
         }
         let tcp: TcpStream = match tokio::time::timeout(path.connect_timeout, socket.connect(addr)).await {
             Ok(Ok(s)) => s,
@@ -156,7 +165,11 @@ impl Connection {
         if !self.starttls_offered {
             if mode.required() {
                 return Err(TransportError {
-                    reply: Reply::new(451, "4.7.10", format!("KumoMTA internal: TLS is required but {} does not offer STARTTLS", self.host)),
+                    reply: Reply::new(
+                        451,
+                        "4.7.10",
+                        format!("KumoMTA internal: TLS is required but {} does not offer STARTTLS", self.host),
+                    ),
                 });
             }
             return Ok(());
@@ -234,7 +247,9 @@ impl Connection {
                 self.write(b".\r\n", path.data_dot_timeout, "end of data").await?;
                 self.read_reply(path.data_dot_timeout, "end of data").await?;
             }
-            return Ok(MessageResult { recipients: env.recipients.into_iter().map(|r| (r, mail_reply.clone(), "MAIL FROM")).collect() });
+            return Ok(MessageResult {
+                recipients: env.recipients.into_iter().map(|r| (r, mail_reply.clone(), "MAIL FROM")).collect(),
+            });
         }
         let mut accepted = vec![];
         for (r, reply) in env.recipients.iter().zip(rcpt_replies) {

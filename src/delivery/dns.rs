@@ -47,7 +47,8 @@ pub struct HickoryDns(TokioResolver);
 impl HickoryDns {
     /// From `/etc/resolv.conf`.
     pub fn system() -> Result<Self, String> {
-        let builder = TokioResolver::builder_tokio().map_err(|e| format!("reading the system resolver configuration: {e}"))?;
+        let builder =
+            TokioResolver::builder_tokio().map_err(|e| format!("reading the system resolver configuration: {e}"))?;
         builder.build().map(HickoryDns).map_err(|e| e.to_string())
     }
 
@@ -55,8 +56,12 @@ impl HickoryDns {
     pub fn with_servers(servers: &[IpAddr]) -> Result<Self, String> {
         use hickory_resolver::config::{NameServerConfig, ResolverConfig};
         use hickory_resolver::net::runtime::TokioRuntimeProvider;
-        let config = ResolverConfig::from_name_servers(servers.iter().map(|ip| NameServerConfig::udp_and_tcp(*ip)).collect());
-        TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()).build().map(HickoryDns).map_err(|e| e.to_string())
+        let config =
+            ResolverConfig::from_name_servers(servers.iter().map(|ip| NameServerConfig::udp_and_tcp(*ip)).collect());
+        TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .build()
+            .map(HickoryDns)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -200,7 +205,13 @@ mod tests {
         )
         .unwrap();
         let MxAnswer::Records(r) = z.mx("Example.COM").await.unwrap() else { panic!() };
-        assert_eq!(r, vec![MxRecord { preference: 10, host: "mx1.example.com".into() }, MxRecord { preference: 20, host: "mx2.example.com".into() }]);
+        assert_eq!(
+            r,
+            vec![
+                MxRecord { preference: 10, host: "mx1.example.com".into() },
+                MxRecord { preference: 20, host: "mx2.example.com".into() }
+            ]
+        );
         assert_eq!(z.ip("mx2.example.com.").await.unwrap(), vec!["10.0.0.2".parse::<IpAddr>().unwrap()]);
         assert_eq!(z.mx("plain.example.net").await.unwrap(), MxAnswer::NoRecords);
         assert_eq!(z.mx("missing.example").await.unwrap(), MxAnswer::NxDomain);

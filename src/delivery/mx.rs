@@ -83,7 +83,7 @@ pub fn site_name(hosts: &[String]) -> String {
 fn from_mx_list(list: &[MxEntry]) -> Site {
     let hosts = list
         .iter()
-        .map(|e| MxHost { name: e.name.clone(), addr: e.addr.as_deref().and_then(|a| a.parse().ok()), port: e.port })
+        .map(|e| MxHost { name: e.name.clone(), addr: e.addr.as_deref().unwrap_or(&e.name).parse().ok(), port: e.port })
         .collect();
     let labels: Vec<String> = list.iter().map(MxEntry::label).collect();
     Site { name: format!("mx_list:{}", labels.join(",")), hosts, from_dns: false }
@@ -98,13 +98,19 @@ pub async fn resolve_site(dns: &dyn Dns, domain: &str, smtp: &SmtpProtocol) -> R
     if let Some(lit) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
         let text = lit.strip_prefix("IPv6:").or_else(|| lit.strip_prefix("ipv6:")).unwrap_or(lit);
         let addr: IpAddr = text.parse().map_err(|_| SiteError::Dns(format!("invalid address literal {domain}")))?;
-        return Ok(Site { name: domain.clone(), hosts: vec![MxHost { name: domain, addr: Some(addr), port: None }], from_dns: true });
+        return Ok(Site {
+            name: domain.clone(),
+            hosts: vec![MxHost { name: domain, addr: Some(addr), port: None }],
+            from_dns: true,
+        });
     }
     match dns.mx(&domain).await.map_err(SiteError::Dns)? {
         MxAnswer::NxDomain => Err(SiteError::NxDomain),
-        MxAnswer::NoRecords => {
-            Ok(Site { name: domain.clone(), hosts: vec![MxHost { name: domain, addr: None, port: None }], from_dns: true })
-        }
+        MxAnswer::NoRecords => Ok(Site {
+            name: domain.clone(),
+            hosts: vec![MxHost { name: domain, addr: None, port: None }],
+            from_dns: true,
+        }),
         MxAnswer::Records(mut records) => {
             if records.len() == 1 && records[0].host.is_empty() {
                 return Err(SiteError::NullMx);
@@ -158,7 +164,8 @@ mod tests {
         assert_eq!((bare.name.as_str(), bare.hosts[0].name.as_str()), ("bare.example", "bare.example"));
         let lit = resolve_site(&z, "[192.0.2.7]", &none).await.unwrap();
         assert_eq!(lit.hosts[0].addr, Some("192.0.2.7".parse().unwrap()));
-        let listed = SmtpProtocol { mx_list: vec![MxEntry::parse("localhost:2525").unwrap()], treat_mx_list_as_secure: false };
+        let listed =
+            SmtpProtocol { mx_list: vec![MxEntry::parse("localhost:2525").unwrap()], treat_mx_list_as_secure: false };
         let site = resolve_site(&z, "anything.example", &listed).await.unwrap();
         assert_eq!(site.name, "mx_list:localhost:2525");
         assert_eq!(site.hosts[0].port, Some(2525));

@@ -139,6 +139,21 @@ impl Message {
         self.0.lock().envelope.num_attempts
     }
 
+    /// Sets the attempt count.
+    pub fn set_num_attempts(&self, n: u32) {
+        self.0.lock().envelope.num_attempts = n;
+    }
+
+    /// When the next attempt is due (unix seconds), if scheduled.
+    pub fn due(&self) -> Option<i64> {
+        self.0.lock().envelope.due
+    }
+
+    /// Sets or clears the due time (unix seconds).
+    pub fn set_due(&self, due: Option<i64>) {
+        self.0.lock().envelope.due = due;
+    }
+
     /// The scheduled queue this message belongs in.
     pub fn queue_name(&self) -> String {
         let s = self.0.lock();

@@ -96,6 +96,7 @@ pub fn is_user_defined_name(name: &str) -> bool {
 }
 
 /// The arguments of one event call, typed.
+#[derive(Clone, Copy)]
 pub enum Args<'a> {
     /// No arguments (`init`, `pre_init`).
     None,
@@ -142,6 +143,41 @@ pub enum Args<'a> {
     },
     /// Events taking only a message.
     Message(&'a Message),
+    /// `get_queue_config(domain, tenant, campaign, routing_domain)`.
+    QueueConfig {
+        /// Recipient domain.
+        domain: Option<&'a str>,
+        /// Tenant.
+        tenant: Option<&'a str>,
+        /// Campaign.
+        campaign: Option<&'a str>,
+        /// Routing domain.
+        routing_domain: Option<&'a str>,
+    },
+    /// Events taking one name (`get_egress_pool`, `get_egress_source`).
+    Name(&'a str),
+    /// `get_egress_path_config(routing_domain, egress_source, site_name)`.
+    EgressPath {
+        /// Routing domain.
+        routing_domain: &'a str,
+        /// Egress source name.
+        source: &'a str,
+        /// Site name.
+        site: &'a str,
+    },
+    /// `requeue_message(message, smtp_response, insert_context, increment_attempts, delay)`.
+    Requeue {
+        /// The message.
+        message: &'a Message,
+        /// The response that caused the requeue, one line.
+        response: &'a str,
+        /// Reasons.
+        context: &'a [String],
+        /// Whether attempts are incremented.
+        increment_attempts: bool,
+        /// Delay in seconds, when known.
+        delay: Option<f64>,
+    },
 }
 
 #[cfg(test)]

@@ -11,7 +11,10 @@ pub use conn_meta::ConnMeta;
 pub use events::{Args, Event, Multiplicity};
 pub use rejection::{DisconnectMode, PolicyError, Rejection};
 
+use crate::config::egress::{EgressPathConfig, EgressPool, EgressSource};
+use crate::config::queue::QueueConfig;
 use crate::config::storage::ListenerDomain;
+use crate::message::queue_name::QueueNameParts;
 use crate::message::{EnvelopeAddress, Message};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -72,16 +75,8 @@ impl Policy {
                 None => Ok(None),
             },
             Multiplicity::Multiple => {
-                let engines: Vec<_> = handlers.collect();
-                let mut args = Some(args);
-                for (i, engine) in engines.iter().enumerate() {
-                    // Args borrow; rebuild a shallow copy for each engine in the chain.
-                    let a = if i + 1 == engines.len() {
-                        args.take().expect("args")
-                    } else {
-                        args.as_ref().expect("args").shallow()
-                    };
-                    if let Some(v) = engine.call(event, a).await? {
+                for engine in handlers {
+                    if let Some(v) = engine.call(event, args).await? {
                         return Ok(Some(v));
                     }
                 }
@@ -180,26 +175,84 @@ impl Policy {
         self.call(Event::SmtpServerMessageReceived, Args::MessageConn { message, conn }).await.map(drop)
     }
 
+    /// `get_queue_config`: the scheduled queue's configuration (defaults without a handler).
+    pub async fn queue_config(&self, parts: &QueueNameParts) -> Result<QueueConfig, PolicyError> {
+        let args = Args::QueueConfig {
+            domain: Some(parts.domain.as_str()),
+            tenant: parts.tenant.as_deref(),
+            campaign: parts.campaign.as_deref(),
+            routing_domain: parts.routing_domain.as_deref(),
+        };
+        self.decoded(Event::GetQueueConfig, args).await
+    }
+
+    /// `get_egress_pool`; `unspecified` needs no handler.
+    pub async fn egress_pool(&self, name: &str) -> Result<EgressPool, PolicyError> {
+        match self.call(Event::GetEgressPool, Args::Name(name)).await? {
+            Some(v) if !v.is_null() => decode_value(Event::GetEgressPool, v),
+            _ if name == "unspecified" => Ok(EgressPool::unspecified()),
+            _ => Err(PolicyError::Failed {
+                event: "get_egress_pool",
+                message: format!("no get_egress_pool handler defines pool {name:?}"),
+            }),
+        }
+    }
+
+    /// `get_egress_source`; `unspecified` needs no handler.
+    pub async fn egress_source(&self, name: &str) -> Result<EgressSource, PolicyError> {
+        match self.call(Event::GetEgressSource, Args::Name(name)).await? {
+            Some(v) if !v.is_null() => decode_value(Event::GetEgressSource, v),
+            _ if name == "unspecified" => Ok(EgressSource::unspecified()),
+            _ => Err(PolicyError::Failed {
+                event: "get_egress_source",
+                message: format!("no get_egress_source handler defines source {name:?}"),
+            }),
+        }
+    }
+
+    /// `get_egress_path_config` (defaults without a handler).
+    pub async fn egress_path_config(
+        &self,
+        routing_domain: &str,
+        source: &str,
+        site: &str,
+    ) -> Result<EgressPathConfig, PolicyError> {
+        self.decoded(Event::GetEgressPathConfig, Args::EgressPath { routing_domain, source, site }).await
+    }
+
+    /// `requeue_message`: the message's meta may be changed to re-route it.
+    pub async fn requeue_message(
+        &self,
+        message: &Message,
+        response: &str,
+        context: &[String],
+        increment_attempts: bool,
+        delay: Option<f64>,
+    ) -> Result<(), PolicyError> {
+        let args = Args::Requeue { message, response, context, increment_attempts, delay };
+        self.call(Event::RequeueMessage, args).await.map(drop)
+    }
+
+    async fn decoded<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        event: Event,
+        args: Args<'_>,
+    ) -> Result<T, PolicyError> {
+        match self.call(event, args).await? {
+            None | Some(Value::Null) => Ok(T::default()),
+            Some(v) => decode_value(event, v),
+        }
+    }
+
     /// `spool_message_enumerated`.
     pub async fn spool_message_enumerated(&self, message: &Message) -> Result<(), PolicyError> {
         self.call(Event::SpoolMessageEnumerated, Args::Message(message)).await.map(drop)
     }
 }
 
-impl Args<'_> {
-    /// A copy sharing the same referents.
-    fn shallow(&self) -> Self {
-        match self {
-            Args::None => Args::None,
-            Args::DynamicParameters { listener, conn } => Args::DynamicParameters { listener, conn },
-            Args::Conn(c) => Args::Conn(c),
-            Args::Ehlo { domain, conn, extensions } => Args::Ehlo { domain, conn, extensions },
-            Args::Address { address, conn } => Args::Address { address, conn },
-            Args::ListenerDomain { domain, listener, conn } => Args::ListenerDomain { domain, listener, conn },
-            Args::MessageConn { message, conn } => Args::MessageConn { message, conn },
-            Args::Message(m) => Args::Message(m),
-        }
-    }
+fn decode_value<T: serde::de::DeserializeOwned>(event: Event, v: Value) -> Result<T, PolicyError> {
+    crate::config::decode(v)
+        .map_err(|e| PolicyError::Failed { event: event.name(), message: format!("invalid result: {e}") })
 }
 
 fn bad_result(event: Event, wanted: &str, got: &Value) -> PolicyError {

@@ -88,6 +88,9 @@ mod tests {
         let week = Duration::from_secs(7 * 86400);
         assert!(!would_expire(Duration::from_secs(86400), 20 * MIN, week));
         assert!(would_expire(week - MIN, 20 * MIN, week));
-        assert_eq!(expiration_text(Duration::from_secs(90), MIN), "Next delivery time would be 1m 30s after creation, which exceeds max_age=1m");
+        assert_eq!(
+            expiration_text(Duration::from_secs(90), MIN),
+            "Next delivery time would be 1m 30s after creation, which exceeds max_age=1m"
+        );
     }
 }

@@ -73,7 +73,6 @@ const UNIMPLEMENTED_MODULES: &[(&str, &[&str])] = &[
             "ptr_host",
             "rbl_lookup",
             "reverse_ip",
-            "configure_resolver",
             "configure_unbound_resolver",
             "define_resolver",
             "load_resolv_conf",
@@ -88,10 +87,6 @@ const UNIMPLEMENTED_MODULES: &[(&str, &[&str])] = &[
     ("secrets", &["load"]),
     ("api", &[]),
 ];
-
-/// Config constructors not yet validated by wasmta: they return their table as an object.
-const PASS_THROUGH_CONSTRUCTORS: &[&str] =
-    &["make_queue_config", "make_egress_path", "make_egress_source", "make_egress_pool"];
 
 /// Installs the `kumo` global into a context.
 pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
@@ -120,10 +115,10 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
         })?,
     )?;
 
+    install_stubs(lua, &kumo, host)?;
     install_init_calls(lua, &kumo, host)?;
     install_constructors(lua, &kumo)?;
     install_helpers(lua, &kumo, host)?;
-    install_stubs(lua, &kumo, host)?;
     lua.globals().set("kumo", kumo)?;
     Ok(())
 }
@@ -223,6 +218,38 @@ fn install_init_calls(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result
             Ok(())
         })?,
     )?;
+    let dns: Table = kumo.get("dns")?;
+    dns.set(
+        "configure_test_resolver",
+        init_call(lua, host, "dns.configure_test_resolver", |host, v| {
+            let text = v.as_str().ok_or("expected zone text")?;
+            crate::delivery::dns::TestZones::parse(text)?;
+            host.init.lock().dns.zones.push(text.to_string());
+            Ok(())
+        })?,
+    )?;
+    dns.set(
+        "configure_resolver",
+        init_call(lua, host, "dns.configure_resolver", |host, v| {
+            let servers =
+                v.get("name_servers").and_then(|s| s.as_array()).ok_or("expected name_servers = { 'ip:port', ... }")?;
+            let mut ips = vec![];
+            for s in servers {
+                let text = s
+                    .as_str()
+                    .or_else(|| s.get("socket_addr").and_then(|a| a.as_str()))
+                    .ok_or("name_servers entries must be strings")?;
+                let ip = text
+                    .parse::<std::net::SocketAddr>()
+                    .map(|a| a.ip())
+                    .or_else(|_| text.parse::<std::net::IpAddr>())
+                    .map_err(|_| format!("name_servers: invalid address {text:?}"))?;
+                ips.push(ip);
+            }
+            host.init.lock().dns.name_servers = ips;
+            Ok(())
+        })?,
+    )?;
     kumo.set(
         "set_policy_timeout",
         init_call(lua, host, "set_policy_timeout", |host, v| {
@@ -248,17 +275,28 @@ fn install_constructors(lua: &Lua, kumo: &Table) -> mlua::Result<()> {
             Ok(ConfigObject { kind: "ListenerDomain", value })
         })?,
     )?;
-    for name in PASS_THROUGH_CONSTRUCTORS {
-        kumo.set(
-            *name,
-            lua.create_function(move |lua, arg: LuaValue| {
-                let value = from_lua(lua, arg)?;
-                object(value.clone()).map_err(|e| mlua::Error::runtime(format!("kumo.{name}: {e}")))?;
-                Ok(ConfigObject { kind: name, value })
-            })?,
-        )?;
-    }
+    validated::<config::queue::QueueConfig>(lua, kumo, "make_queue_config", "QueueConfig")?;
+    validated::<config::egress::EgressPathConfig>(lua, kumo, "make_egress_path", "EgressPathConfig")?;
+    validated::<config::egress::EgressSource>(lua, kumo, "make_egress_source", "EgressSource")?;
+    validated::<config::egress::EgressPool>(lua, kumo, "make_egress_pool", "EgressPool")?;
     Ok(())
+}
+
+/// Installs `kumo.<name>{...}` that validates its table as a `T` and returns it as an
+/// object; errors name file, line and key.
+fn validated<T: serde::de::DeserializeOwned>(
+    lua: &Lua,
+    kumo: &Table,
+    name: &'static str,
+    kind: &'static str,
+) -> mlua::Result<()> {
+    let f = lua.create_function(move |lua, arg: LuaValue| {
+        let value = from_lua(lua, arg)?;
+        config::decode::<T>(value.clone())
+            .map_err(|e| mlua::Error::runtime(format!("{}: kumo.{name}: {e}", caller_site(lua))))?;
+        Ok(ConfigObject { kind, value })
+    })?;
+    kumo.set(name, f)
 }
 
 fn log_line(lua: &Lua, args: Variadic<LuaValue>) -> mlua::Result<String> {

@@ -207,6 +207,21 @@ impl Context {
                 vec![LuaValue::UserData(lua.create_userdata(LuaMessage(message.clone()))?), conn(c)?]
             }
             Args::Message(message) => vec![LuaValue::UserData(lua.create_userdata(LuaMessage(message.clone()))?)],
+            Args::QueueConfig { domain, tenant, campaign, routing_domain } => {
+                let opt = |s: Option<&str>| s.map(text).transpose().map(|v| v.unwrap_or(LuaValue::Nil));
+                vec![opt(domain)?, opt(tenant)?, opt(campaign)?, opt(routing_domain)?]
+            }
+            Args::Name(name) => vec![text(name)?],
+            Args::EgressPath { routing_domain, source, site } => {
+                vec![text(routing_domain)?, text(source)?, text(site)?]
+            }
+            Args::Requeue { message, response, context, increment_attempts, delay } => vec![
+                LuaValue::UserData(lua.create_userdata(LuaMessage(message.clone()))?),
+                text(response)?,
+                LuaValue::Table(lua.create_sequence_from(context.iter().cloned())?),
+                LuaValue::Boolean(increment_attempts),
+                delay.map(LuaValue::Number).unwrap_or(LuaValue::Nil),
+            ],
         };
         Ok(MultiValue::from_iter(values))
     }

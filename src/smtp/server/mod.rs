@@ -32,7 +32,7 @@ pub struct ServerContext {
     /// Log writers.
     pub logs: Logs,
     /// Scheduled queues.
-    pub queues: Arc<QueueManager>,
+    pub queues: QueueManager,
 }
 
 /// A bound listener, ready to serve.

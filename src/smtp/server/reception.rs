@@ -72,7 +72,7 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
         record.tls_protocol_version = session.conn.get_str("tls_protocol_version");
         session.ctx.logs.log(record, Some(m));
         if m.queue_name() != NULL_QUEUE {
-            session.ctx.queues.insert(m, InsertReason::Received);
+            session.ctx.queues.insert(m.clone(), InsertReason::Received);
         }
         ids.push(m.id().to_string());
     }

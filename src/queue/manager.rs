@@ -1,0 +1,406 @@
+//! The queue manager: owns the scheduled and ready queues, promotes due messages
+//! (queue config → egress pool and source → site → ready queue), and turns delivery
+//! outcomes into log records, spool removals and retries with KumoMTA's backoff.
+
+use super::ready::ReadyQueue;
+use super::retry;
+use super::scheduled::ScheduledQueue;
+use crate::config::egress::{EgressPool, EgressSource};
+use crate::config::queue::{Protocol, QueueConfig, RefreshStrategy, SmtpProtocol};
+use crate::delivery::client::MessageResult;
+use crate::delivery::dns::Dns;
+use crate::delivery::mx::{Site, SiteError, resolve_site};
+use crate::logs::{LogRecord, Logs, PeerAddress, RecordType, Response};
+use crate::message::{EnvelopeAddress, Message};
+use crate::policy::{Policy, PolicyError};
+use crate::shaping::throttle::{ThrottleSpec, Throttles};
+use crate::smtp::protocol::Reply;
+use crate::spool::Spool;
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Why a message entered a queue (KumoMTA's insert reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertReason {
+    /// Just received.
+    Received,
+    /// Found in the spool at start-up.
+    Enumerated,
+    /// Scheduled after a transient failure.
+    LoggedTransientFailure,
+}
+
+/// How long a resolved site is reused.
+const SITE_TTL: Duration = Duration::from_secs(300);
+
+/// State shared by the manager, its queue tasks and connection tasks.
+pub struct Shared {
+    pub(crate) policy: Policy,
+    pub(crate) spool: Spool,
+    pub(crate) logs: Logs,
+    pub(crate) dns: Arc<dyn Dns>,
+    pub(crate) throttles: Throttles,
+    pub(crate) hostname: String,
+    scheduled: Mutex<HashMap<String, Arc<ScheduledQueue>>>,
+    ready: Mutex<HashMap<String, Arc<ReadyQueue>>>,
+    sites: Mutex<HashMap<String, (Site, Instant)>>,
+    configs: Mutex<HashMap<String, (QueueConfig, Instant)>>,
+    stopping: AtomicBool,
+}
+
+/// The queue manager handle.
+#[derive(Clone)]
+pub struct QueueManager(Arc<Shared>);
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl QueueManager {
+    /// A manager delivering with `dns`; `hostname` is the default EHLO name.
+    pub fn new(policy: Policy, spool: Spool, logs: Logs, dns: Arc<dyn Dns>, hostname: String) -> Self {
+        QueueManager(Arc::new(Shared {
+            policy,
+            spool,
+            logs,
+            dns,
+            throttles: Throttles::default(),
+            hostname,
+            scheduled: Mutex::new(HashMap::new()),
+            ready: Mutex::new(HashMap::new()),
+            sites: Mutex::new(HashMap::new()),
+            configs: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+        }))
+    }
+
+    /// Puts a message into its scheduled queue, due at its `due` time or now.
+    pub fn insert(&self, message: Message, reason: InsertReason) {
+        self.0.insert(message, reason);
+    }
+
+    /// Stops starting new deliveries (at shutdown).
+    pub fn stop(&self) {
+        self.0.stopping.store(true, Ordering::Release);
+    }
+
+    /// (queue name, messages waiting) for every scheduled and ready queue.
+    pub fn summary(&self) -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = self.0.scheduled.lock().iter().map(|(k, q)| (k.clone(), q.len())).collect();
+        out.extend(self.0.ready.lock().iter().map(|(k, q)| (k.clone(), q.len())));
+        out
+    }
+}
+
+impl Shared {
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn insert(self: &Arc<Self>, message: Message, reason: InsertReason) {
+        let name = message.queue_name();
+        let due = message
+            .due()
+            .map(|t| t - unix_now())
+            .filter(|d| *d > 0)
+            .map(|d| Instant::now() + Duration::from_secs(d as u64));
+        tracing::trace!("queue {name}: insert {} ({reason:?})", message.id());
+        let queue = {
+            let mut map = self.scheduled.lock();
+            match map.get(&name) {
+                Some(q) => q.clone(),
+                None => {
+                    let q = ScheduledQueue::new(&name);
+                    map.insert(name, q.clone());
+                    tokio::spawn(run_scheduled(q.clone(), self.clone()));
+                    q
+                }
+            }
+        };
+        queue.insert(message, due.unwrap_or_else(Instant::now));
+    }
+
+    async fn queue_config(&self, queue: &ScheduledQueue) -> Result<QueueConfig, PolicyError> {
+        if let Some((c, at)) = self.configs.lock().get(&queue.name).cloned() {
+            let fresh = match c.refresh_strategy {
+                RefreshStrategy::Ttl => at.elapsed() < c.refresh_interval,
+                RefreshStrategy::Epoch => true,
+            };
+            if fresh {
+                return Ok(c);
+            }
+        }
+        let c = self.policy.queue_config(&queue.parts).await?;
+        self.configs.lock().insert(queue.name.clone(), (c.clone(), Instant::now()));
+        Ok(c)
+    }
+
+    fn cached_config(&self, name: &str) -> QueueConfig {
+        self.configs.lock().get(name).map(|(c, _)| c.clone()).unwrap_or_default()
+    }
+
+    async fn site(&self, domain: &str, smtp: &SmtpProtocol) -> Result<Site, SiteError> {
+        let key = format!("{domain}|{:?}", smtp.mx_list);
+        if let Some((s, at)) = self.sites.lock().get(&key).cloned()
+            && at.elapsed() < SITE_TTL
+        {
+            return Ok(s);
+        }
+        let s = resolve_site(self.dns.as_ref(), domain, smtp).await?;
+        self.sites.lock().insert(key, (s.clone(), Instant::now()));
+        Ok(s)
+    }
+
+    async fn choose_source(&self, pool_name: &str) -> Result<(EgressPool, EgressSource), PolicyError> {
+        let pool = self.policy.egress_pool(pool_name).await?;
+        let source_name = pool.choose(rand::random::<f64>()).unwrap_or("unspecified").to_string();
+        let source = self.policy.egress_source(&source_name).await?;
+        Ok((pool, source))
+    }
+
+    /// Moves a due message towards its ready queue.
+    async fn promote(self: &Arc<Self>, queue: &Arc<ScheduledQueue>, message: Message) {
+        let internal = |text: String| Reply::new(451, "4.3.0", format!("KumoMTA internal: {text}"));
+        let config = match self.queue_config(queue).await {
+            Ok(c) => c,
+            Err(e) => {
+                return self.transient(None, message, &internal(format!("get_queue_config: {e}")), "", None).await;
+            }
+        };
+        let smtp = match &config.protocol {
+            Protocol::Smtp(s) => s.clone(),
+            other => {
+                let text = format!("delivery protocol {other:?} is not supported by wasmta yet");
+                return self.transient(None, message, &internal(text), "", None).await;
+            }
+        };
+        if let Some(spec) = config.max_message_rate.as_deref().and_then(|s| ThrottleSpec::parse(s).ok())
+            && let Err(wait) = self.throttles.acquire(&format!("queue-rate:{}", queue.name), spec)
+        {
+            queue.insert(message, Instant::now() + wait);
+            return;
+        }
+        let pool_name = config.egress_pool.clone().unwrap_or_else(|| "unspecified".into());
+        let (pool, source) = match self.choose_source(&pool_name).await {
+            Ok(x) => x,
+            Err(e) => return self.transient(None, message, &internal(e.to_string()), "", None).await,
+        };
+        let routing_domain = queue.parts.routing_domain.clone().unwrap_or_else(|| queue.parts.domain.clone());
+        let site = match self.site(&routing_domain, &smtp).await {
+            Ok(s) => s,
+            Err(SiteError::NullMx) => {
+                let reply = Reply::new(
+                    556,
+                    "5.1.10",
+                    format!("KumoMTA internal: {routing_domain} publishes a null MX and accepts no mail"),
+                );
+                return self.bounce_unqueued(message, &reply, &pool.name, &source.name).await;
+            }
+            Err(SiteError::NxDomain) => {
+                let reply = internal(format!("MX lookup for {routing_domain}: domain does not exist (NXDOMAIN)"));
+                return self.transient(None, message, &reply, "", None).await;
+            }
+            Err(SiteError::Dns(e)) => return self.transient(None, message, &internal(e), "", None).await,
+        };
+        let name = format!("{}->{}@smtp_client", source.name, site.name);
+        let existing = self.ready.lock().get(&name).cloned();
+        let rq = match existing {
+            Some(rq) => rq,
+            None => {
+                let path = match self.policy.egress_path_config(&routing_domain, &source.name, &site.name).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return self
+                            .transient(None, message, &internal(format!("get_egress_path_config: {e}")), "", None)
+                            .await;
+                    }
+                };
+                let rq = ReadyQueue::new(name.clone(), site, source, pool.name.clone(), routing_domain, path);
+                self.ready.lock().entry(name).or_insert(rq).clone()
+            }
+        };
+        if let Err(message) = rq.insert(self, message) {
+            // ReadyQueueWasFull: try again within a minute
+            let delay = Duration::from_millis(rand::random_range(1000..60_000));
+            queue.insert(message, Instant::now() + delay);
+        }
+    }
+
+    fn record(
+        &self,
+        kind: RecordType,
+        message: &Message,
+        recipients: &[EnvelopeAddress],
+        reply: &Reply,
+        command: &str,
+        rq: Option<&ReadyQueue>,
+        peer: Option<&PeerAddress>,
+    ) -> LogRecord {
+        let cmd = (!command.is_empty()).then(|| command.to_string());
+        let mut r = LogRecord::for_message(kind, message, Response::from_reply(reply, cmd));
+        r.recipient = match recipients {
+            [one] => Value::String(one.email()),
+            many => Value::Array(many.iter().map(|a| Value::String(a.email())).collect()),
+        };
+        if let Some(rq) = rq {
+            r.site = rq.name.clone();
+            r.egress_pool = Some(rq.pool.clone());
+            r.egress_source = Some(rq.source.name.clone());
+        }
+        r.peer_address = peer.cloned();
+        r.delivery_protocol = Some("ESMTP".into());
+        r
+    }
+
+    /// Applies the replies of one delivery attempt.
+    pub(crate) async fn outcome(
+        self: &Arc<Self>,
+        rq: &ReadyQueue,
+        message: Message,
+        peer: &PeerAddress,
+        tls: bool,
+        result: MessageResult,
+    ) {
+        let mut delivered = vec![];
+        let mut bounced: Vec<(EnvelopeAddress, Reply, &str)> = vec![];
+        let mut transient: Vec<(EnvelopeAddress, Reply, &str)> = vec![];
+        for (rcpt, reply, cmd) in result.recipients {
+            match reply.code {
+                200..=299 => delivered.push((rcpt, reply, cmd)),
+                500..=599 => bounced.push((rcpt, reply, cmd)),
+                _ => transient.push((rcpt, reply, cmd)),
+            }
+        }
+        if !delivered.is_empty() {
+            let rcpts: Vec<_> = delivered.iter().map(|d| d.0.clone()).collect();
+            let mut r = self.record(
+                RecordType::Delivery,
+                &message,
+                &rcpts,
+                &delivered[0].1,
+                delivered[0].2,
+                Some(rq),
+                Some(peer),
+            );
+            r.num_attempts = message.num_attempts() + 1;
+            if tls {
+                r.tls_protocol_version = Some("TLS".into());
+            }
+            self.logs.log(r, Some(&message));
+        }
+        for (rcpt, reply, cmd) in &bounced {
+            let mut r =
+                self.record(RecordType::Bounce, &message, std::slice::from_ref(rcpt), reply, cmd, Some(rq), Some(peer));
+            r.num_attempts = message.num_attempts() + 1;
+            self.logs.log(r, Some(&message));
+        }
+        if transient.is_empty() {
+            if let Err(e) = self.spool.remove(message.id()).await {
+                tracing::error!("spool: removing delivered message {}: {e}", message.id());
+            }
+            return;
+        }
+        if !delivered.is_empty() || !bounced.is_empty() {
+            message.set_recipients(transient.iter().map(|t| t.0.clone()).collect());
+        }
+        let (_, reply, cmd) = transient.remove(0);
+        self.transient(Some(rq), message, &reply, cmd, Some(peer)).await;
+    }
+
+    /// Bounces a message from a ready queue: Bounce record, removal from the spool.
+    pub(crate) async fn bounce(
+        &self,
+        rq: &ReadyQueue,
+        message: Message,
+        reply: &Reply,
+        command: &str,
+        peer: Option<&PeerAddress>,
+    ) {
+        let mut r = self.record(RecordType::Bounce, &message, &message.recipients(), reply, command, Some(rq), peer);
+        r.num_attempts = message.num_attempts() + 1;
+        self.logs.log(r, Some(&message));
+        let _ = self.spool.remove(message.id()).await;
+    }
+
+    async fn bounce_unqueued(&self, message: Message, reply: &Reply, pool: &str, source: &str) {
+        let mut r = self.record(RecordType::Bounce, &message, &message.recipients(), reply, "", None, None);
+        r.egress_pool = Some(pool.to_string());
+        r.egress_source = Some(source.to_string());
+        self.logs.log(r, Some(&message));
+        let _ = self.spool.remove(message.id()).await;
+    }
+
+    /// A transient failure: TransientFailure record, `requeue_message`, then either a
+    /// re-route, an Expiration, or a retry on the backoff schedule.
+    pub(crate) async fn transient(
+        self: &Arc<Self>,
+        rq: Option<&ReadyQueue>,
+        message: Message,
+        reply: &Reply,
+        command: &str,
+        peer: Option<&PeerAddress>,
+    ) {
+        let attempts = message.num_attempts();
+        message.set_num_attempts(attempts + 1);
+        let r = self.record(RecordType::TransientFailure, &message, &message.recipients(), reply, command, rq, peer);
+        self.logs.log(r, Some(&message));
+
+        let queue = message.queue_name();
+        let config = self.cached_config(&queue);
+        let delay = retry::with_jitter(
+            retry::delay_for_attempt(config.retry_interval, config.max_retry_interval, attempts),
+            config.retry_interval,
+            rand::random_range(-1.0..=1.0),
+        );
+        let context = ["LoggedTransientFailure".to_string()];
+        match self.policy.requeue_message(&message, &reply.to_line(), &context, true, Some(delay.as_secs_f64())).await {
+            Err(PolicyError::Rejected(rejection)) => {
+                let reply = rejection.reply();
+                let r = self.record(RecordType::Bounce, &message, &message.recipients(), &reply, "", rq, peer);
+                self.logs.log(r, Some(&message));
+                let _ = self.spool.remove(message.id()).await;
+                return;
+            }
+            Err(e) => tracing::error!("requeue_message for {}: {e}", message.id()),
+            Ok(()) => {}
+        }
+        if message.queue_name() != queue {
+            message.set_due(None);
+            self.persist_and_insert(message, InsertReason::LoggedTransientFailure).await;
+            return;
+        }
+        let age = (chrono::Utc::now() - message.id().created()).to_std().unwrap_or_default();
+        if retry::would_expire(age, delay, config.max_age) {
+            let text = retry::expiration_text(age + delay, config.max_age);
+            let reply = Reply::new(551, "5.4.7", text);
+            let r = self.record(RecordType::Expiration, &message, &message.recipients(), &reply, "", rq, peer);
+            self.logs.log(r, Some(&message));
+            let _ = self.spool.remove(message.id()).await;
+            return;
+        }
+        message.set_due(Some(unix_now() + delay.as_secs().max(1) as i64));
+        self.persist_and_insert(message, InsertReason::LoggedTransientFailure).await;
+    }
+
+    /// Stores the message's new attempt count and due time, then schedules it.
+    async fn persist_and_insert(self: &Arc<Self>, message: Message, reason: InsertReason) {
+        if let Err(e) = self.spool.store(&message).await {
+            tracing::error!("spool: updating {} failed: {e}; it stays scheduled in memory", message.id());
+        }
+        self.insert(message, reason);
+    }
+}
+
+async fn run_scheduled(queue: Arc<ScheduledQueue>, shared: Arc<Shared>) {
+    loop {
+        let due = queue.next_due().await;
+        for message in due {
+            shared.promote(&queue, message).await;
+        }
+    }
+}

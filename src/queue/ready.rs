@@ -1,0 +1,294 @@
+//! A ready queue: messages due now for one egress path (`source->site@smtp_client`),
+//! delivered by at most `connection_limit` connection tasks. Each task connects (trying
+//! the site's hosts in order), sends messages until `max_deliveries_per_connection` or
+//! `idle_timeout`, and hands every outcome to the manager.
+
+use super::manager::Shared;
+use crate::config::cidr::CidrSet;
+use crate::config::egress::{EgressPathConfig, EgressSource};
+use crate::config::queue::RefreshStrategy;
+use crate::delivery::client::{ConnectParams, Connection, TransportError};
+use crate::delivery::mx::Site;
+use crate::message::Message;
+use crate::shaping::throttle::ThrottleSpec;
+use crate::smtp::protocol::Reply;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+struct State {
+    messages: VecDeque<Message>,
+    connections: usize,
+}
+
+/// One ready queue.
+pub struct ReadyQueue {
+    /// `source->site@smtp_client`.
+    pub name: String,
+    /// Destination hosts.
+    pub site: Site,
+    /// Egress source.
+    pub source: EgressSource,
+    /// Egress pool the source came from.
+    pub pool: String,
+    /// Domain the path config was asked for.
+    pub routing_domain: String,
+    path: Mutex<(EgressPathConfig, Instant)>,
+    state: Mutex<State>,
+    notify: Notify,
+    consecutive_failures: AtomicUsize,
+    /// Most connections seen open at once (for tests and metrics).
+    pub peak_connections: AtomicUsize,
+}
+
+/// Why no connection could be made.
+pub struct ConnectFailure {
+    /// The reply to log.
+    pub reply: Reply,
+    /// True when retrying cannot help (every host prohibited).
+    pub permanent: bool,
+}
+
+impl ReadyQueue {
+    /// A queue with its egress path configuration.
+    pub fn new(
+        name: String,
+        site: Site,
+        source: EgressSource,
+        pool: String,
+        routing_domain: String,
+        path: EgressPathConfig,
+    ) -> Arc<Self> {
+        Arc::new(ReadyQueue {
+            name,
+            site,
+            source,
+            pool,
+            routing_domain,
+            path: Mutex::new((path, Instant::now())),
+            state: Mutex::new(State { messages: VecDeque::new(), connections: 0 }),
+            notify: Notify::new(),
+            consecutive_failures: AtomicUsize::new(0),
+            peak_connections: AtomicUsize::new(0),
+        })
+    }
+
+    /// The current egress path configuration.
+    pub fn path(&self) -> EgressPathConfig {
+        self.path.lock().0.clone()
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.state.lock().messages.len()
+    }
+
+    /// True when no message waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a message; gives it back when the queue holds `max_ready` already.
+    pub fn insert(self: &Arc<Self>, shared: &Arc<Shared>, message: Message) -> Result<(), Message> {
+        let (max_ready, limit) = {
+            let p = self.path.lock();
+            (p.0.max_ready, p.0.connection_limit.0.max(1))
+        };
+        let spawn = {
+            let mut st = self.state.lock();
+            if st.messages.len() >= max_ready {
+                return Err(message);
+            }
+            st.messages.push_back(message);
+            let spawn = st.connections < limit && st.connections < st.messages.len();
+            if spawn {
+                st.connections += 1;
+                self.peak_connections.fetch_max(st.connections, Ordering::Relaxed);
+            }
+            spawn
+        };
+        self.notify.notify_one();
+        if spawn {
+            tokio::spawn(dispatch(self.clone(), shared.clone()));
+        }
+        Ok(())
+    }
+
+    fn pop(&self) -> Option<Message> {
+        self.state.lock().messages.pop_front()
+    }
+
+    /// Takes every queued message (for failing them together).
+    pub fn drain(&self) -> Vec<Message> {
+        self.state.lock().messages.drain(..).collect()
+    }
+
+    async fn pop_or_wait(&self, idle: std::time::Duration) -> Option<Message> {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(m) = self.pop() {
+                return Some(m);
+            }
+            if tokio::time::timeout(idle, notified).await.is_err() {
+                return self.pop();
+            }
+        }
+    }
+
+    async fn refresh_path(&self, shared: &Shared) -> EgressPathConfig {
+        let (current, fetched) = self.path.lock().clone();
+        if current.refresh_strategy == RefreshStrategy::Ttl && fetched.elapsed() >= current.refresh_interval {
+            match shared.policy.egress_path_config(&self.routing_domain, &self.source.name, &self.site.name).await {
+                Ok(fresh) => {
+                    *self.path.lock() = (fresh.clone(), Instant::now());
+                    return fresh;
+                }
+                Err(e) => tracing::warn!("ready queue {}: refreshing the egress path config failed: {e}", self.name),
+            }
+        }
+        current
+    }
+
+    async fn connect(&self, shared: &Shared, path: &EgressPathConfig) -> Result<Connection, ConnectFailure> {
+        let prohibited = CidrSet::parse(&path.prohibited_hosts).unwrap_or_default();
+        let skip = CidrSet::parse(&path.skip_hosts).unwrap_or_default();
+        let ehlo = self
+            .source
+            .ehlo_domain
+            .clone()
+            .or_else(|| path.ehlo_domain.clone())
+            .unwrap_or_else(|| shared.hostname.clone());
+        let source_address = self.source.source_address.as_deref().and_then(|a| a.parse::<IpAddr>().ok());
+        let params = ConnectParams { path, ehlo_domain: &ehlo, source_address };
+        let mut last: Option<Reply> = None;
+        let (mut tried, mut was_prohibited, mut was_skipped) = (0, 0, 0);
+        for host in &self.site.hosts {
+            let addrs = match host.addr {
+                Some(a) => vec![a],
+                None => match shared.dns.ip(&host.name).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        last = Some(Reply::new(451, "4.4.4", format!("KumoMTA internal: {e}")));
+                        continue;
+                    }
+                },
+            };
+            for ip in addrs {
+                if self.site.from_dns && prohibited.contains(ip) {
+                    was_prohibited += 1;
+                    continue;
+                }
+                if skip.contains(ip) {
+                    was_skipped += 1;
+                    continue;
+                }
+                tried += 1;
+                let port = host.port.or(self.source.remote_port).unwrap_or(path.smtp_port);
+                match Connection::open(&host.name, SocketAddr::new(ip, port), &params).await {
+                    Ok(c) => return Ok(c),
+                    Err(TransportError { reply }) => last = Some(reply),
+                }
+            }
+        }
+        if tried == 0 && was_prohibited > 0 && was_skipped == 0 {
+            let text =
+                format!("KumoMTA internal: all MX hosts of {} are prohibited (prohibited_hosts)", self.site.name);
+            return Err(ConnectFailure { reply: Reply::new(550, "5.4.4", text), permanent: true });
+        }
+        if tried == 0 && was_skipped > 0 {
+            let text = format!("KumoMTA internal: all hosts of {} were skipped (skip_hosts)", self.site.name);
+            return Err(ConnectFailure { reply: Reply::new(451, "4.4.4", text), permanent: false });
+        }
+        let reply = last.unwrap_or_else(|| {
+            Reply::new(451, "4.4.4", format!("KumoMTA internal: no addresses for {}", self.site.name))
+        });
+        Err(ConnectFailure { reply, permanent: false })
+    }
+}
+
+/// Ends a connection task: counts it out, and starts another if messages remain and no
+/// other task is there to take them.
+struct TaskGuard {
+    rq: Arc<ReadyQueue>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        let respawn = {
+            let mut st = self.rq.state.lock();
+            st.connections -= 1;
+            let again = !st.messages.is_empty() && st.connections == 0 && !self.shared.stopping();
+            if again {
+                st.connections += 1;
+            }
+            again
+        };
+        if respawn {
+            tokio::spawn(dispatch(self.rq.clone(), self.shared.clone()));
+        }
+    }
+}
+
+async fn wait_for_throttle(shared: &Shared, key: String, spec: Option<&String>) {
+    let Some(spec) = spec.and_then(|s| ThrottleSpec::parse(s).ok()) else { return };
+    while let Err(wait) = shared.throttles.acquire(&key, spec) {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
+    let _guard = TaskGuard { rq: rq.clone(), shared: shared.clone() };
+    'connect: while !rq.is_empty() && !shared.stopping() {
+        let path = rq.refresh_path(&shared).await;
+        wait_for_throttle(&shared, format!("connection-rate:{}", rq.name), path.max_connection_rate.as_ref()).await;
+        let mut conn = match rq.connect(&shared, &path).await {
+            Ok(c) => {
+                rq.consecutive_failures.store(0, Ordering::Relaxed);
+                c
+            }
+            Err(failure) => {
+                let n = rq.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                let victims = if failure.permanent || n >= path.consecutive_connection_failures_before_delay {
+                    rq.drain()
+                } else {
+                    rq.pop().into_iter().collect()
+                };
+                for m in victims {
+                    if failure.permanent {
+                        shared.bounce(&rq, m, &failure.reply, "connect", None).await;
+                    } else {
+                        shared.transient(Some(&rq), m, &failure.reply, "connect", None).await;
+                    }
+                }
+                continue 'connect;
+            }
+        };
+        let peer = crate::logs::PeerAddress { name: conn.host.clone(), addr: conn.addr.ip().to_string() };
+        loop {
+            let Some(message) = rq.pop_or_wait(path.idle_timeout).await else {
+                conn.quit(path.rset_timeout).await;
+                return;
+            };
+            wait_for_throttle(&shared, format!("message-rate:{}", rq.name), path.max_message_rate.as_ref()).await;
+            for (name, spec) in &path.additional_message_rate_throttles {
+                wait_for_throttle(&shared, format!("named:{name}"), Some(spec)).await;
+            }
+            match conn.send(&message, &path).await {
+                Ok(result) => shared.outcome(&rq, message, &peer, conn.tls, result).await,
+                Err(TransportError { reply }) => {
+                    shared.transient(Some(&rq), message, &reply, "DATA", Some(&peer)).await;
+                    continue 'connect;
+                }
+            }
+            if conn.deliveries >= path.max_deliveries_per_connection || shared.stopping() {
+                conn.quit(path.rset_timeout).await;
+                continue 'connect;
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! A scheduled queue: messages of one `campaign:tenant@domain!routing_domain` waiting
+//! for their due time. One task per queue sleeps until the earliest due message (or a
+//! new arrival) and hands due messages to the manager for promotion to a ready queue.
+
+use crate::message::Message;
+use crate::message::queue_name::QueueNameParts;
+use parking_lot::Mutex;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+struct Entry {
+    due: Instant,
+    seq: u64,
+    message: Message,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+/// One scheduled queue.
+pub struct ScheduledQueue {
+    /// Queue name.
+    pub name: String,
+    /// Its parts (for `get_queue_config`).
+    pub parts: QueueNameParts,
+    heap: Mutex<(BinaryHeap<Reverse<Entry>>, u64)>,
+    notify: Notify,
+}
+
+impl ScheduledQueue {
+    /// An empty queue.
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new(ScheduledQueue {
+            name: name.to_string(),
+            parts: QueueNameParts::parse(name),
+            heap: Mutex::new((BinaryHeap::new(), 0)),
+            notify: Notify::new(),
+        })
+    }
+
+    /// Adds a message due at `due`.
+    pub fn insert(&self, message: Message, due: Instant) {
+        {
+            let mut h = self.heap.lock();
+            h.1 += 1;
+            let seq = h.1;
+            h.0.push(Reverse(Entry { due, seq, message }));
+        }
+        self.notify.notify_one();
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.heap.lock().0.len()
+    }
+
+    /// True when no message waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until at least one message is due and returns every due message.
+    pub async fn next_due(&self) -> Vec<Message> {
+        loop {
+            let notified = self.notify.notified();
+            let next = {
+                let mut h = self.heap.lock();
+                let now = Instant::now();
+                let mut due = vec![];
+                while h.0.peek().is_some_and(|e| e.0.due <= now) {
+                    due.push(h.0.pop().expect("peeked").0.message);
+                }
+                if !due.is_empty() {
+                    return due;
+                }
+                h.0.peek().map(|e| e.0.due)
+            };
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = notified => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::EnvelopeAddress;
+    use std::time::Duration;
+
+    fn msg() -> Message {
+        Message::new(
+            EnvelopeAddress::null(),
+            vec![EnvelopeAddress::parse("a@b.example").unwrap()],
+            Default::default(),
+            vec![],
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn releases_messages_at_their_due_time_in_order() {
+        let q = ScheduledQueue::new("b.example");
+        let start = Instant::now();
+        let (m1, m2, m3) = (msg(), msg(), msg());
+        q.insert(m2.clone(), start + Duration::from_secs(120));
+        q.insert(m1.clone(), start + Duration::from_secs(60));
+        q.insert(m3.clone(), start + Duration::from_secs(120));
+        let first = q.next_due().await;
+        assert_eq!(first.iter().map(Message::id).collect::<Vec<_>>(), vec![m1.id()]);
+        assert_eq!(Instant::now() - start, Duration::from_secs(60));
+        let second = q.next_due().await;
+        assert_eq!(second.iter().map(Message::id).collect::<Vec<_>>(), vec![m2.id(), m3.id()]);
+        assert_eq!(Instant::now() - start, Duration::from_secs(120));
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_earlier_message_wakes_the_queue() {
+        let q = ScheduledQueue::new("b.example");
+        let start = Instant::now();
+        q.insert(msg(), start + Duration::from_secs(3600));
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.next_due().await.len() });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        q.insert(msg(), Instant::now());
+        assert_eq!(waiter.await.unwrap(), 1);
+        assert!(Instant::now() - start < Duration::from_secs(2));
+    }
+}
