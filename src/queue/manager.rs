@@ -35,6 +35,15 @@ pub enum InsertReason {
     LoggedTransientFailure,
 }
 
+/// Where a delivery attempt happened, for log records.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct At<'a> {
+    /// The ready queue.
+    pub rq: Option<&'a ReadyQueue>,
+    /// The host talked to.
+    pub peer: Option<&'a PeerAddress>,
+}
+
 /// How long a resolved site is reused.
 const SITE_TTL: Duration = Duration::from_secs(300);
 
@@ -103,12 +112,13 @@ impl Shared {
     }
 
     fn insert(self: &Arc<Self>, message: Message, reason: InsertReason) {
+        let due = message.due().map(|t| t - unix_now()).filter(|d| *d > 0);
+        let at = due.map(|d| Instant::now() + Duration::from_secs(d as u64)).unwrap_or_else(Instant::now);
+        self.insert_at(message, at, reason);
+    }
+
+    fn insert_at(self: &Arc<Self>, message: Message, due: Instant, reason: InsertReason) {
         let name = message.queue_name();
-        let due = message
-            .due()
-            .map(|t| t - unix_now())
-            .filter(|d| *d > 0)
-            .map(|d| Instant::now() + Duration::from_secs(d as u64));
         tracing::trace!("queue {name}: insert {} ({reason:?})", message.id());
         let queue = {
             let mut map = self.scheduled.lock();
@@ -122,7 +132,7 @@ impl Shared {
                 }
             }
         };
-        queue.insert(message, due.unwrap_or_else(Instant::now));
+        queue.insert(message, due);
     }
 
     async fn queue_config(&self, queue: &ScheduledQueue) -> Result<QueueConfig, PolicyError> {
@@ -169,14 +179,14 @@ impl Shared {
         let config = match self.queue_config(queue).await {
             Ok(c) => c,
             Err(e) => {
-                return self.transient(None, message, &internal(format!("get_queue_config: {e}")), "", None).await;
+                return self.transient(At::default(), message, &internal(format!("get_queue_config: {e}")), "").await;
             }
         };
         let smtp = match &config.protocol {
             Protocol::Smtp(s) => s.clone(),
             other => {
                 let text = format!("delivery protocol {other:?} is not supported by wasmta yet");
-                return self.transient(None, message, &internal(text), "", None).await;
+                return self.transient(At::default(), message, &internal(text), "").await;
             }
         };
         if let Some(spec) = config.max_message_rate.as_deref().and_then(|s| ThrottleSpec::parse(s).ok())
@@ -188,7 +198,7 @@ impl Shared {
         let pool_name = config.egress_pool.clone().unwrap_or_else(|| "unspecified".into());
         let (pool, source) = match self.choose_source(&pool_name).await {
             Ok(x) => x,
-            Err(e) => return self.transient(None, message, &internal(e.to_string()), "", None).await,
+            Err(e) => return self.transient(At::default(), message, &internal(e.to_string()), "").await,
         };
         let routing_domain = queue.parts.routing_domain.clone().unwrap_or_else(|| queue.parts.domain.clone());
         let site = match self.site(&routing_domain, &smtp).await {
@@ -203,9 +213,9 @@ impl Shared {
             }
             Err(SiteError::NxDomain) => {
                 let reply = internal(format!("MX lookup for {routing_domain}: domain does not exist (NXDOMAIN)"));
-                return self.transient(None, message, &reply, "", None).await;
+                return self.transient(At::default(), message, &reply, "").await;
             }
-            Err(SiteError::Dns(e)) => return self.transient(None, message, &internal(e), "", None).await,
+            Err(SiteError::Dns(e)) => return self.transient(At::default(), message, &internal(e), "").await,
         };
         let name = format!("{}->{}@smtp_client", source.name, site.name);
         let existing = self.ready.lock().get(&name).cloned();
@@ -216,7 +226,7 @@ impl Shared {
                     Ok(p) => p,
                     Err(e) => {
                         return self
-                            .transient(None, message, &internal(format!("get_egress_path_config: {e}")), "", None)
+                            .transient(At::default(), message, &internal(format!("get_egress_path_config: {e}")), "")
                             .await;
                     }
                 };
@@ -238,8 +248,7 @@ impl Shared {
         recipients: &[EnvelopeAddress],
         reply: &Reply,
         command: &str,
-        rq: Option<&ReadyQueue>,
-        peer: Option<&PeerAddress>,
+        at: At<'_>,
     ) -> LogRecord {
         let cmd = (!command.is_empty()).then(|| command.to_string());
         let mut r = LogRecord::for_message(kind, message, Response::from_reply(reply, cmd));
@@ -247,12 +256,12 @@ impl Shared {
             [one] => Value::String(one.email()),
             many => Value::Array(many.iter().map(|a| Value::String(a.email())).collect()),
         };
-        if let Some(rq) = rq {
+        if let Some(rq) = at.rq {
             r.site = rq.name.clone();
             r.egress_pool = Some(rq.pool.clone());
             r.egress_source = Some(rq.source.name.clone());
         }
-        r.peer_address = peer.cloned();
+        r.peer_address = at.peer.cloned();
         r.delivery_protocol = Some("ESMTP".into());
         r
     }
@@ -284,8 +293,7 @@ impl Shared {
                 &rcpts,
                 &delivered[0].1,
                 delivered[0].2,
-                Some(rq),
-                Some(peer),
+                At { rq: Some(rq), peer: Some(peer) },
             );
             r.num_attempts = message.num_attempts() + 1;
             if tls {
@@ -294,8 +302,14 @@ impl Shared {
             self.logs.log(r, Some(&message));
         }
         for (rcpt, reply, cmd) in &bounced {
-            let mut r =
-                self.record(RecordType::Bounce, &message, std::slice::from_ref(rcpt), reply, cmd, Some(rq), Some(peer));
+            let mut r = self.record(
+                RecordType::Bounce,
+                &message,
+                std::slice::from_ref(rcpt),
+                reply,
+                cmd,
+                At { rq: Some(rq), peer: Some(peer) },
+            );
             r.num_attempts = message.num_attempts() + 1;
             self.logs.log(r, Some(&message));
         }
@@ -309,7 +323,7 @@ impl Shared {
             message.set_recipients(transient.iter().map(|t| t.0.clone()).collect());
         }
         let (_, reply, cmd) = transient.remove(0);
-        self.transient(Some(rq), message, &reply, cmd, Some(peer)).await;
+        self.transient(At { rq: Some(rq), peer: Some(peer) }, message, &reply, cmd).await;
     }
 
     /// Bounces a message from a ready queue: Bounce record, removal from the spool.
@@ -321,14 +335,15 @@ impl Shared {
         command: &str,
         peer: Option<&PeerAddress>,
     ) {
-        let mut r = self.record(RecordType::Bounce, &message, &message.recipients(), reply, command, Some(rq), peer);
+        let mut r =
+            self.record(RecordType::Bounce, &message, &message.recipients(), reply, command, At { rq: Some(rq), peer });
         r.num_attempts = message.num_attempts() + 1;
         self.logs.log(r, Some(&message));
         let _ = self.spool.remove(message.id()).await;
     }
 
     async fn bounce_unqueued(&self, message: Message, reply: &Reply, pool: &str, source: &str) {
-        let mut r = self.record(RecordType::Bounce, &message, &message.recipients(), reply, "", None, None);
+        let mut r = self.record(RecordType::Bounce, &message, &message.recipients(), reply, "", At::default());
         r.egress_pool = Some(pool.to_string());
         r.egress_source = Some(source.to_string());
         self.logs.log(r, Some(&message));
@@ -337,17 +352,10 @@ impl Shared {
 
     /// A transient failure: TransientFailure record, `requeue_message`, then either a
     /// re-route, an Expiration, or a retry on the backoff schedule.
-    pub(crate) async fn transient(
-        self: &Arc<Self>,
-        rq: Option<&ReadyQueue>,
-        message: Message,
-        reply: &Reply,
-        command: &str,
-        peer: Option<&PeerAddress>,
-    ) {
+    pub(crate) async fn transient(self: &Arc<Self>, at: At<'_>, message: Message, reply: &Reply, command: &str) {
         let attempts = message.num_attempts();
         message.set_num_attempts(attempts + 1);
-        let r = self.record(RecordType::TransientFailure, &message, &message.recipients(), reply, command, rq, peer);
+        let r = self.record(RecordType::TransientFailure, &message, &message.recipients(), reply, command, at);
         self.logs.log(r, Some(&message));
 
         let queue = message.queue_name();
@@ -361,7 +369,7 @@ impl Shared {
         match self.policy.requeue_message(&message, &reply.to_line(), &context, true, Some(delay.as_secs_f64())).await {
             Err(PolicyError::Rejected(rejection)) => {
                 let reply = rejection.reply();
-                let r = self.record(RecordType::Bounce, &message, &message.recipients(), &reply, "", rq, peer);
+                let r = self.record(RecordType::Bounce, &message, &message.recipients(), &reply, "", at);
                 self.logs.log(r, Some(&message));
                 let _ = self.spool.remove(message.id()).await;
                 return;
@@ -371,28 +379,30 @@ impl Shared {
         }
         if message.queue_name() != queue {
             message.set_due(None);
-            self.persist_and_insert(message, InsertReason::LoggedTransientFailure).await;
+            self.persist(&message).await;
+            self.insert(message, InsertReason::LoggedTransientFailure);
             return;
         }
         let age = (chrono::Utc::now() - message.id().created()).to_std().unwrap_or_default();
         if retry::would_expire(age, delay, config.max_age) {
             let text = retry::expiration_text(age + delay, config.max_age);
             let reply = Reply::new(551, "5.4.7", text);
-            let r = self.record(RecordType::Expiration, &message, &message.recipients(), &reply, "", rq, peer);
+            let r = self.record(RecordType::Expiration, &message, &message.recipients(), &reply, "", at);
             self.logs.log(r, Some(&message));
             let _ = self.spool.remove(message.id()).await;
             return;
         }
-        message.set_due(Some(unix_now() + delay.as_secs().max(1) as i64));
-        self.persist_and_insert(message, InsertReason::LoggedTransientFailure).await;
+        let due = Instant::now() + delay;
+        message.set_due(Some(unix_now() + delay.as_secs_f64().ceil() as i64));
+        self.persist(&message).await;
+        self.insert_at(message, due, InsertReason::LoggedTransientFailure);
     }
 
-    /// Stores the message's new attempt count and due time, then schedules it.
-    async fn persist_and_insert(self: &Arc<Self>, message: Message, reason: InsertReason) {
-        if let Err(e) = self.spool.store(&message).await {
+    /// Stores the message's new attempt count and due time.
+    async fn persist(&self, message: &Message) {
+        if let Err(e) = self.spool.store(message).await {
             tracing::error!("spool: updating {} failed: {e}; it stays scheduled in memory", message.id());
         }
-        self.insert(message, reason);
     }
 }
 

@@ -3,7 +3,7 @@
 //! the site's hosts in order), sends messages until `max_deliveries_per_connection` or
 //! `idle_timeout`, and hands every outcome to the manager.
 
-use super::manager::Shared;
+use super::manager::{At, Shared};
 use crate::config::cidr::CidrSet;
 use crate::config::egress::{EgressPathConfig, EgressSource};
 use crate::config::queue::RefreshStrategy;
@@ -262,7 +262,7 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
                     if failure.permanent {
                         shared.bounce(&rq, m, &failure.reply, "connect", None).await;
                     } else {
-                        shared.transient(Some(&rq), m, &failure.reply, "connect", None).await;
+                        shared.transient(At { rq: Some(&rq), peer: None }, m, &failure.reply, "connect").await;
                     }
                 }
                 continue 'connect;
@@ -281,7 +281,7 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
             match conn.send(&message, &path).await {
                 Ok(result) => shared.outcome(&rq, message, &peer, conn.tls, result).await,
                 Err(TransportError { reply }) => {
-                    shared.transient(Some(&rq), message, &reply, "DATA", Some(&peer)).await;
+                    shared.transient(At { rq: Some(&rq), peer: Some(&peer) }, message, &reply, "DATA").await;
                     continue 'connect;
                 }
             }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod sink;
 pub mod smtp;
 pub mod tls;
 
@@ -39,6 +40,8 @@ kumo.on('init', function()
   kumo.define_spool {{ name = 'data', path = '{dir}/spool', kind = 'RocksDB' }}
   kumo.configure_local_logs {{ log_dir = '{dir}/logs' }}
   kumo.set_policy_timeout('2 seconds')
+  -- tests never touch real DNS: unknown domains are NXDOMAIN
+  kumo.dns.configure_test_resolver ''
   kumo.start_esmtp_listener {{
     listen = '127.0.0.1:0',
     hostname = 'mx.test',
@@ -66,6 +69,12 @@ pub fn start(listener_opts: &str, extra: &str) -> (tempfile::TempDir, Server) {
 pub fn start_policy_text(text: &str) -> (tempfile::TempDir, Server) {
     let dir = temp_dir();
     let p = dir.path().join("init.lua");
+    // tests never touch real DNS
+    let text = text.replacen(
+        "kumo.on('init', function()",
+        "kumo.on('init', function()\n  kumo.dns.configure_test_resolver ''",
+        1,
+    );
     std::fs::write(&p, text.replace("{d}", &dir.path().display().to_string())).expect("write policy");
     let server = Server::start(dir.path(), &p);
     (dir, server)
