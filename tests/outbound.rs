@@ -275,3 +275,18 @@ fn kill_9_while_delivering_delivers_everything_after_restart() {
     assert!(sink.count() <= 150 + 2, "duplicates bounded by what was in flight: {}", sink.count());
     drop(server);
 }
+
+#[test]
+fn a_full_ready_queue_holds_back_without_long_stalls() {
+    let d = temp_dir();
+    let sink = Sink::start(d.path());
+    let (_dir, server) = start("", &relay_to(&sink.addr, "", "max_ready = 5, connection_limit = 1"));
+    let started = std::time::Instant::now();
+    let load = std::process::Command::new(harness::binary())
+        .args(["load", "--connections", "10", "--messages", "100", "--size", "512", "--target", server.addr()])
+        .output()
+        .unwrap();
+    assert!(load.status.success());
+    assert!(sink.wait_for(100, Duration::from_secs(20)), "delivered {}", sink.count());
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+}

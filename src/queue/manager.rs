@@ -234,10 +234,15 @@ impl Shared {
                 self.ready.lock().entry(name).or_insert(rq).clone()
             }
         };
-        if let Err(message) = rq.insert(self, message) {
-            // ReadyQueueWasFull: try again within a minute
-            let delay = Duration::from_millis(rand::random_range(1000..60_000));
-            queue.insert(message, Instant::now() + delay);
+        // ReadyQueueWasFull: hold this scheduled queue until the ready queue has room
+        let mut message = message;
+        while let Err(back) = rq.insert(self, message) {
+            message = back;
+            if self.stopping() {
+                queue.insert(message, Instant::now() + Duration::from_secs(60));
+                return;
+            }
+            rq.wait_for_space().await;
         }
     }
 

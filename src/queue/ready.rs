@@ -40,6 +40,7 @@ pub struct ReadyQueue {
     path: Mutex<(EgressPathConfig, Instant)>,
     state: Mutex<State>,
     notify: Notify,
+    space: Notify,
     consecutive_failures: AtomicUsize,
     /// Most connections seen open at once (for tests and metrics).
     pub peak_connections: AtomicUsize,
@@ -72,6 +73,7 @@ impl ReadyQueue {
             path: Mutex::new((path, Instant::now())),
             state: Mutex::new(State { messages: VecDeque::new(), connections: 0 }),
             notify: Notify::new(),
+            space: Notify::new(),
             consecutive_failures: AtomicUsize::new(0),
             peak_connections: AtomicUsize::new(0),
         })
@@ -119,7 +121,22 @@ impl ReadyQueue {
     }
 
     fn pop(&self) -> Option<Message> {
-        self.state.lock().messages.pop_front()
+        let m = self.state.lock().messages.pop_front();
+        if m.is_some() {
+            self.space.notify_waiters();
+        }
+        m
+    }
+
+    /// Waits (at most a second) until the queue holds fewer than `max_ready` messages:
+    /// a full ready queue holds back its scheduled queues instead of bouncing messages
+    /// between them.
+    pub async fn wait_for_space(&self) {
+        let notified = self.space.notified();
+        if self.len() < self.path.lock().0.max_ready {
+            return;
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), notified).await;
     }
 
     /// Takes every queued message (for failing them together).
