@@ -290,3 +290,81 @@ fn a_full_ready_queue_holds_back_without_long_stalls() {
     assert!(sink.wait_for(100, Duration::from_secs(20)), "delivered {}", sink.count());
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
 }
+
+#[test]
+fn enable_tls_modes_against_a_self_signed_starttls_server() {
+    // the destination is another wasmta: it offers STARTTLS with a self-signed certificate
+    let (dest_dir, dest) = start("", "");
+    let cases =
+        [("RequiredInsecure", true), ("OpportunisticInsecure", true), ("Opportunistic", false), ("Required", false)];
+    for (mode, delivers) in cases {
+        let (dir, server) = start(
+            "",
+            &relay_to(dest.addr(), "", "").replace("enable_tls = 'Disabled'", &format!("enable_tls = '{mode}'")),
+        );
+        let mut c = Client::ehlo(server.addr());
+        assert_eq!(c.send_mail("a@s.example", &[&format!("{mode}@dest.example")], "Subject: tls\r\n\r\nx").code, 250);
+        if delivers {
+            let d = wait_for_record(dir.path(), Duration::from_secs(10), |r| r["type"] == "Delivery").expect(mode);
+            assert_eq!(d["tls_protocol_version"], "TLSv1_3", "{mode}: {d}");
+            assert!(d["tls_cipher"].as_str().unwrap().starts_with("TLS13_"), "{d}");
+        } else {
+            let tf =
+                wait_for_record(dir.path(), Duration::from_secs(10), |r| r["type"] == "TransientFailure").expect(mode);
+            assert!(tf["response"]["content"].as_str().unwrap().contains("TLS handshake"), "{mode}: {tf}");
+        }
+        drop(server);
+    }
+    assert!(dest.stop().success());
+    let got: Vec<String> = spooled(dest_dir.path()).iter().map(|m| m.recipient().unwrap().user().to_string()).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.contains(&"RequiredInsecure".to_string()) && got.contains(&"OpportunisticInsecure".to_string()));
+}
+
+#[test]
+fn required_tls_without_starttls_tempfails() {
+    let d = temp_dir();
+    let sink = Sink::start(d.path());
+    let (dir, _server) =
+        start("", &relay_to(&sink.addr, "", "").replace("enable_tls = 'Disabled'", "enable_tls = 'Required'"));
+    let mut c = Client::ehlo(_server.addr());
+    assert_eq!(c.send_mail("a@s.example", &["x@dest.example"], "Subject: tls\r\n\r\nx").code, 250);
+    let tf = wait_for_record(dir.path(), Duration::from_secs(10), |r| r["type"] == "TransientFailure").unwrap();
+    assert!(tf["response"]["content"].as_str().unwrap().contains("does not offer STARTTLS"), "{tf}");
+    assert_eq!(sink.count(), 0);
+}
+
+#[test]
+fn egress_pools_and_sources_choose_how_mail_leaves() {
+    let d = temp_dir();
+    let sink = Sink::start(d.path());
+    let extra = format!(
+        r#"
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {{ egress_pool = 'pool-a', protocol = {{ smtp = {{ mx_list = {{ '{sink}' }} }} }} }}
+end)
+kumo.on('get_egress_pool', function(name)
+  assert(name == 'pool-a', name)
+  return kumo.make_egress_pool {{ name = 'pool-a', entries = {{ {{ name = 'ip-1', weight = 1 }} }} }}
+end)
+kumo.on('get_egress_source', function(name)
+  return kumo.make_egress_source {{ name = name, source_address = '127.0.0.1', ehlo_domain = name .. '.sender.example' }}
+end)
+kumo.on('get_egress_path_config', function(domain, source, site)
+  assert(source == 'ip-1', source)
+  return kumo.make_egress_path {{ enable_tls = 'Disabled' }}
+end)
+"#,
+        sink = sink.addr
+    );
+    let (dir, server) = start("", &extra);
+    let mut c = Client::ehlo(server.addr());
+    assert_eq!(c.send_mail("a@s.example", &["x@dest.example"], "Subject: pool\r\n\r\nx").code, 250);
+    assert!(sink.wait_for(1, Duration::from_secs(10)));
+    assert_eq!(sink.messages()[0].ehlo, "ip-1.sender.example");
+    let d = wait_for_record(dir.path(), Duration::from_secs(5), |r| r["type"] == "Delivery").unwrap();
+    assert_eq!(d["egress_pool"], "pool-a");
+    assert_eq!(d["egress_source"], "ip-1");
+    assert_eq!(d["site"], format!("ip-1->mx_list:{}@smtp_client", sink.addr));
+    drop(server);
+}

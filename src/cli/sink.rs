@@ -73,9 +73,9 @@ impl Sink {
         Reply::new(250, "2.1.5", "OK")
     }
 
-    fn store(&self, n: usize, from: &EnvelopeAddress, to: &[EnvelopeAddress], data: &[u8]) {
+    fn store(&self, n: usize, ehlo: &str, from: &EnvelopeAddress, to: &[EnvelopeAddress], data: &[u8]) {
         let Some(dir) = &self.args.dir else { return };
-        let env = serde_json::json!({"from": from.email(), "to": to.iter().map(|t| t.email()).collect::<Vec<_>>()});
+        let env = serde_json::json!({"ehlo": ehlo, "from": from.email(), "to": to.iter().map(|t| t.email()).collect::<Vec<_>>()});
         let _ = std::fs::write(dir.join(format!("{n}.eml")), data);
         let _ = std::fs::write(dir.join(format!("{n}.json")), env.to_string());
     }
@@ -87,6 +87,7 @@ async fn session(sink: Arc<Sink>, mut stream: TcpStream) -> std::io::Result<()> 
     let mut buf = vec![0u8; 64 * 1024];
     let mut from: Option<EnvelopeAddress> = None;
     let mut to: Vec<EnvelopeAddress> = vec![];
+    let mut ehlo = String::new();
     Reply::plain(220, "sink.wasmta.test ESMTP sink").write_to(&mut out);
     loop {
         while let Some(line) = lines.next_line() {
@@ -96,10 +97,14 @@ async fn session(sink: Arc<Sink>, mut stream: TcpStream) -> std::io::Result<()> 
             };
             let reply = match command::parse(&line) {
                 Err(r) => r,
-                Ok(Command::Ehlo(_)) => {
+                Ok(Command::Ehlo(name)) => {
+                    ehlo = name;
                     Reply::plain(250, "sink.wasmta.test\nPIPELINING\n8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES")
                 }
-                Ok(Command::Helo(_)) => Reply::plain(250, "sink.wasmta.test"),
+                Ok(Command::Helo(name)) => {
+                    ehlo = name;
+                    Reply::plain(250, "sink.wasmta.test")
+                }
                 Ok(Command::MailFrom(a, _)) => {
                     from = Some(a);
                     to.clear();
@@ -134,7 +139,7 @@ async fn session(sink: Arc<Sink>, mut stream: TcpStream) -> std::io::Result<()> 
                         Ok(data) => {
                             sink.first.lock().get_or_insert_with(Instant::now);
                             let n = sink.messages.fetch_add(1, Ordering::SeqCst) + 1;
-                            sink.store(n, from.as_ref().expect("sender"), &to, &data);
+                            sink.store(n, &ehlo, from.as_ref().expect("sender"), &to, &data);
                             sink.write_stats();
                             if sink.args.exit_after.is_some_and(|limit| n >= limit) {
                                 sink.done.notify_one();

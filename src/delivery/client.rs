@@ -45,8 +45,8 @@ pub struct Connection {
     /// The host's address.
     pub addr: SocketAddr,
     pipelining: bool,
-    /// TLS is active.
-    pub tls: bool,
+    /// TLS is active: (cipher suite, protocol version).
+    pub tls: Option<(String, String)>,
     needs_rset: bool,
     starttls_offered: bool,
     /// Messages sent on this connection.
@@ -123,7 +123,7 @@ impl Connection {
             host: host.to_string(),
             addr,
             pipelining: false,
-            tls: false,
+            tls: None,
             needs_rset: false,
             starttls_offered: false,
             deliveries: 0,
@@ -151,7 +151,7 @@ impl Connection {
         };
         self.pipelining = params.path.enable_pipelining && caps.iter().any(|c| c == "PIPELINING");
         self.needs_rset = false;
-        if !self.tls {
+        if self.tls.is_none() {
             self.starttls_offered = caps.iter().any(|c| c == "STARTTLS");
         }
         Ok(())
@@ -192,8 +192,11 @@ impl Connection {
         let handshake = tokio::time::timeout(params.path.starttls_timeout, connector.connect(name, plain)).await;
         match handshake {
             Ok(Ok(tls)) => {
+                let (_, session) = tls.get_ref();
+                let cipher = session.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default();
+                let version = session.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
                 self.stream = Box::new(tls);
-                self.tls = true;
+                self.tls = Some((cipher, version));
                 self.hello(params).await
             }
             Ok(Err(e)) => Err(TransportError::new(format!("TLS handshake with {} failed: {e}", self.host))),

@@ -59,6 +59,8 @@ pub struct Shared {
     ready: Mutex<HashMap<String, Arc<ReadyQueue>>>,
     sites: Mutex<HashMap<String, (Site, Instant)>>,
     configs: Mutex<HashMap<String, (QueueConfig, Instant)>>,
+    pools: Mutex<HashMap<String, (EgressPool, Instant)>>,
+    sources: Mutex<HashMap<String, (EgressSource, Instant)>>,
     stopping: AtomicBool,
 }
 
@@ -84,6 +86,8 @@ impl QueueManager {
             ready: Mutex::new(HashMap::new()),
             sites: Mutex::new(HashMap::new()),
             configs: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
+            sources: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
         }))
     }
@@ -166,10 +170,28 @@ impl Shared {
         Ok(s)
     }
 
+    /// The pool and a source chosen from it by weight; both are cached for their `ttl`.
     async fn choose_source(&self, pool_name: &str) -> Result<(EgressPool, EgressSource), PolicyError> {
-        let pool = self.policy.egress_pool(pool_name).await?;
+        let cached = self.pools.lock().get(pool_name).filter(|(p, at)| at.elapsed() < p.ttl).map(|(p, _)| p.clone());
+        let pool = match cached {
+            Some(p) => p,
+            None => {
+                let p = self.policy.egress_pool(pool_name).await?;
+                self.pools.lock().insert(pool_name.to_string(), (p.clone(), Instant::now()));
+                p
+            }
+        };
         let source_name = pool.choose(rand::random::<f64>()).unwrap_or("unspecified").to_string();
-        let source = self.policy.egress_source(&source_name).await?;
+        let cached =
+            self.sources.lock().get(&source_name).filter(|(s, at)| at.elapsed() < s.ttl).map(|(s, _)| s.clone());
+        let source = match cached {
+            Some(s) => s,
+            None => {
+                let s = self.policy.egress_source(&source_name).await?;
+                self.sources.lock().insert(source_name, (s.clone(), Instant::now()));
+                s
+            }
+        };
         Ok((pool, source))
     }
 
@@ -277,7 +299,7 @@ impl Shared {
         rq: &ReadyQueue,
         message: Message,
         peer: &PeerAddress,
-        tls: bool,
+        tls: Option<(String, String)>,
         result: MessageResult,
     ) {
         let mut delivered = vec![];
@@ -301,8 +323,9 @@ impl Shared {
                 At { rq: Some(rq), peer: Some(peer) },
             );
             r.num_attempts = message.num_attempts() + 1;
-            if tls {
-                r.tls_protocol_version = Some("TLS".into());
+            if let Some((cipher, version)) = tls {
+                r.tls_cipher = Some(cipher);
+                r.tls_protocol_version = Some(version);
             }
             self.logs.log(r, Some(&message));
         }

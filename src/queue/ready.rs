@@ -296,7 +296,7 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
                 wait_for_throttle(&shared, format!("named:{name}"), Some(spec)).await;
             }
             match conn.send(&message, &path).await {
-                Ok(result) => shared.outcome(&rq, message, &peer, conn.tls, result).await,
+                Ok(result) => shared.outcome(&rq, message, &peer, conn.tls.clone(), result).await,
                 Err(TransportError { reply }) => {
                     shared.transient(At { rq: Some(&rq), peer: Some(&peer) }, message, &reply, "DATA").await;
                     continue 'connect;

@@ -13,6 +13,7 @@ pub struct Sink {
 
 /// A message the sink received.
 pub struct Received {
+    pub ehlo: String,
     pub from: String,
     pub to: Vec<String>,
     pub data: Vec<u8>,
@@ -71,6 +72,7 @@ impl Sink {
             let env: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(self.dir.join(format!("{n}.json"))).unwrap()).unwrap();
             out.push(Received {
+                ehlo: env["ehlo"].as_str().unwrap_or_default().to_string(),
                 from: env["from"].as_str().unwrap().to_string(),
                 to: env["to"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect(),
                 data,
