@@ -368,3 +368,39 @@ end)
     assert_eq!(d["site"], format!("ip-1->mx_list:{}@smtp_client", sink.addr));
     drop(server);
 }
+
+#[test]
+fn requeue_message_can_reroute_to_another_queue_immediately() {
+    let d = temp_dir();
+    let sink = Sink::start(d.path());
+    let extra = format!(
+        r#"
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {{ retry_interval = '1 hour', protocol = {{ smtp = {{ mx_list = {{ '{sink}' }} }} }} }}
+end)
+kumo.on('get_egress_path_config', function() return kumo.make_egress_path {{ enable_tls = 'Disabled' }} end)
+kumo.on('requeue_message', function(msg) msg:set_meta('queue', 'rerouted.example') end)
+"#,
+        sink = sink.addr
+    );
+    let (dir, _server) = start("", &extra);
+    let mut c = Client::ehlo(_server.addr());
+    assert_eq!(c.send_mail("a@s.example", &["flaky1-x@dest.example"], "Subject: r\r\n\r\nx").code, 250);
+    let d = wait_for_record(dir.path(), Duration::from_secs(10), |r| r["type"] == "Delivery")
+        .expect("delivered without waiting an hour");
+    assert_eq!(d["queue"], "rerouted.example");
+    assert_eq!(d["num_attempts"], 2);
+}
+
+#[test]
+fn skip_hosts_that_cover_every_host_tempfail() {
+    let d = temp_dir();
+    let sink = Sink::start(d.path());
+    let (dir, _server) = start("", &relay_to(&sink.addr, "", "skip_hosts = { '127.0.0.0/8' }"));
+    let mut c = Client::ehlo(_server.addr());
+    assert_eq!(c.send_mail("a@s.example", &["x@dest.example"], "Subject: s\r\n\r\nx").code, 250);
+    let tf = wait_for_record(dir.path(), Duration::from_secs(10), |r| r["type"] == "TransientFailure").unwrap();
+    assert_eq!(tf["response"]["code"], 451);
+    assert!(tf["response"]["content"].as_str().unwrap().contains("skip_hosts"), "{tf}");
+    assert_eq!(sink.count(), 0);
+}
