@@ -244,6 +244,11 @@ impl Policy {
         }
     }
 
+    /// `smtp_server_message_deferred_inject` (no handler means success).
+    pub async fn deferred_inject(&self, message: &Message, conn: &ConnMeta) -> Result<(), PolicyError> {
+        self.call(Event::SmtpServerMessageDeferredInject, Args::MessageConn { message, conn }).await.map(drop)
+    }
+
     /// `spool_message_enumerated`.
     pub async fn spool_message_enumerated(&self, message: &Message) -> Result<(), PolicyError> {
         self.call(Event::SpoolMessageEnumerated, Args::Message(message)).await.map(drop)

@@ -2,7 +2,7 @@
 //! (queue config → egress pool and source → site → ready queue), and turns delivery
 //! outcomes into log records, spool removals and retries with KumoMTA's backoff.
 
-use super::ready::ReadyQueue;
+use super::ready::{ReadyKind, ReadyQueue};
 use super::retry;
 use super::scheduled::ScheduledQueue;
 use crate::config::egress::{EgressPool, EgressSource};
@@ -140,6 +140,9 @@ impl Shared {
     }
 
     async fn queue_config(&self, queue: &ScheduledQueue) -> Result<QueueConfig, PolicyError> {
+        if queue.name == super::DEFERRED_QUEUE {
+            return Ok(super::deferred_queue_config());
+        }
         if let Some((c, at)) = self.configs.lock().get(&queue.name).cloned() {
             let fresh = match c.refresh_strategy {
                 RefreshStrategy::Ttl => at.elapsed() < c.refresh_interval,
@@ -155,6 +158,9 @@ impl Shared {
     }
 
     fn cached_config(&self, name: &str) -> QueueConfig {
+        if name == super::DEFERRED_QUEUE {
+            return super::deferred_queue_config();
+        }
         self.configs.lock().get(name).map(|(c, _)| c.clone()).unwrap_or_default()
     }
 
@@ -204,6 +210,9 @@ impl Shared {
                 return self.transient(At::default(), message, &internal(format!("get_queue_config: {e}")), "").await;
             }
         };
+        if queue.name == super::DEFERRED_QUEUE {
+            return self.promote_deferred(queue, message).await;
+        }
         let smtp = match &config.protocol {
             Protocol::Smtp(s) => s.clone(),
             other => {
@@ -240,23 +249,38 @@ impl Shared {
             Err(SiteError::Dns(e)) => return self.transient(At::default(), message, &internal(e), "").await,
         };
         let name = format!("{}->{}@smtp_client", source.name, site.name);
-        let existing = self.ready.lock().get(&name).cloned();
-        let rq = match existing {
-            Some(rq) => rq,
-            None => {
-                let path = match self.policy.egress_path_config(&routing_domain, &source.name, &site.name).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        return self
-                            .transient(At::default(), message, &internal(format!("get_egress_path_config: {e}")), "")
-                            .await;
-                    }
-                };
-                let rq = ReadyQueue::new(name.clone(), site, source, pool.name.clone(), routing_domain, path);
-                self.ready.lock().entry(name).or_insert(rq).clone()
+        let rq = match self.ready_queue(name, ReadyKind::Smtp, site, source, pool.name.clone(), routing_domain).await {
+            Ok(rq) => rq,
+            Err(e) => {
+                return self
+                    .transient(At::default(), message, &internal(format!("get_egress_path_config: {e}")), "")
+                    .await;
             }
         };
-        // ReadyQueueWasFull: hold this scheduled queue until the ready queue has room
+        self.insert_ready(queue, &rq, message).await;
+    }
+
+    /// The ready queue `name`, created (with its egress path config) on first use.
+    async fn ready_queue(
+        &self,
+        name: String,
+        kind: ReadyKind,
+        site: Site,
+        source: EgressSource,
+        pool: String,
+        routing_domain: String,
+    ) -> Result<Arc<ReadyQueue>, PolicyError> {
+        if let Some(rq) = self.ready.lock().get(&name).cloned() {
+            return Ok(rq);
+        }
+        let path = self.policy.egress_path_config(&routing_domain, &source.name, &site.name).await?;
+        let rq = ReadyQueue::new(name.clone(), kind, site, source, pool, routing_domain, path);
+        Ok(self.ready.lock().entry(name).or_insert(rq).clone())
+    }
+
+    /// Inserts into a ready queue; when it is full (ReadyQueueWasFull) the scheduled queue
+    /// waits for room.
+    async fn insert_ready(self: &Arc<Self>, queue: &Arc<ScheduledQueue>, rq: &Arc<ReadyQueue>, message: Message) {
         let mut message = message;
         while let Err(back) = rq.insert(self, message) {
             message = back;
@@ -265,6 +289,64 @@ impl Shared {
                 return;
             }
             rq.wait_for_space().await;
+        }
+    }
+
+    /// Promotion for `deferred_smtp_inject.kumomta.internal`: the `unspecified` source and a
+    /// ready queue drained by the deferred injector.
+    async fn promote_deferred(self: &Arc<Self>, queue: &Arc<ScheduledQueue>, message: Message) {
+        let deferred = super::DEFERRED_QUEUE.to_string();
+        let name = format!("unspecified->{deferred}@defersmtpinject");
+        let site = Site { name: deferred.clone(), hosts: vec![], from_dns: false };
+        let made = self
+            .ready_queue(
+                name,
+                ReadyKind::DeferredInjection,
+                site,
+                EgressSource::unspecified(),
+                "unspecified".into(),
+                deferred,
+            )
+            .await;
+        match made {
+            Ok(rq) => self.insert_ready(queue, &rq, message).await,
+            Err(e) => {
+                let reply = Reply::new(451, "4.3.0", format!("KumoMTA internal: get_egress_path_config: {e}"));
+                self.transient(At::default(), message, &reply, "").await
+            }
+        }
+    }
+
+    /// Runs `smtp_server_message_deferred_inject` for one message and acts on the answer:
+    /// rebind into its normal queue, bounce (5xx rejection) or retry (anything else).
+    pub(crate) async fn deferred_inject(self: &Arc<Self>, rq: &ReadyQueue, message: Message) {
+        message.set_meta("queue", Value::Null);
+        let conn = crate::policy::ConnMeta::new(message.meta());
+        let at = At { rq: Some(rq), peer: None };
+        match self.policy.deferred_inject(&message, &conn).await {
+            Ok(()) => {
+                let reply = Reply::plain(250, "ok");
+                let r =
+                    self.record(RecordType::DeferredInjectionRebind, &message, &message.recipients(), &reply, "", at);
+                self.logs.log(r, Some(&message));
+                message.set_due(None);
+                self.persist(&message).await;
+                self.insert(message, InsertReason::Received);
+            }
+            Err(PolicyError::Rejected(r)) if r.is_permanent() => {
+                let reply = r.reply();
+                let rec = self.record(RecordType::Bounce, &message, &message.recipients(), &reply, "", at);
+                self.logs.log(rec, Some(&message));
+                let _ = self.spool.remove(message.id()).await;
+            }
+            Err(e) => {
+                message.set_meta("queue", super::DEFERRED_QUEUE.into());
+                let reply = match e {
+                    PolicyError::Rejected(r) => r.reply(),
+                    PolicyError::Failed { message: text, .. } => Reply::plain(450, text),
+                };
+                self.transient(at, message, &reply, "").await;
+            }
         }
     }
 
@@ -289,7 +371,8 @@ impl Shared {
             r.egress_source = Some(rq.source.name.clone());
         }
         r.peer_address = at.peer.cloned();
-        r.delivery_protocol = Some("ESMTP".into());
+        let deferred = at.rq.is_some_and(|rq| rq.kind == ReadyKind::DeferredInjection);
+        r.delivery_protocol = Some(if deferred { "DeferredSmtpInjection" } else { "ESMTP" }.into());
         r
     }
 

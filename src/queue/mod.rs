@@ -11,3 +11,13 @@ pub use manager::{InsertReason, QueueManager};
 
 /// The special queue that discards messages after reception.
 pub const NULL_QUEUE: &str = "null";
+
+/// The queue a `deferred_queue` listener sends every message to; drained by the deferred
+/// injector, which runs `smtp_server_message_deferred_inject` and rebinds the message.
+pub const DEFERRED_QUEUE: &str = "deferred_smtp_inject.kumomta.internal";
+
+/// The fixed configuration of [`DEFERRED_QUEUE`]: one-minute base retry, exponential
+/// backoff without a cap, expiry after a week. `get_queue_config` is never asked.
+pub fn deferred_queue_config() -> crate::config::queue::QueueConfig {
+    crate::config::queue::QueueConfig { retry_interval: std::time::Duration::from_secs(60), ..Default::default() }
+}

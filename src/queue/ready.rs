@@ -20,6 +20,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// What drains a ready queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyKind {
+    /// The SMTP client.
+    Smtp,
+    /// The deferred injector (`deferred_smtp_inject.kumomta.internal`).
+    DeferredInjection,
+}
+
 struct State {
     messages: VecDeque<Message>,
     connections: usize,
@@ -27,8 +36,10 @@ struct State {
 
 /// One ready queue.
 pub struct ReadyQueue {
-    /// `source->site@smtp_client`.
+    /// `source->site@smtp_client` (or `@defersmtpinject`).
     pub name: String,
+    /// What drains it.
+    pub kind: ReadyKind,
     /// Destination hosts.
     pub site: Site,
     /// Egress source.
@@ -58,6 +69,7 @@ impl ReadyQueue {
     /// A queue with its egress path configuration.
     pub fn new(
         name: String,
+        kind: ReadyKind,
         site: Site,
         source: EgressSource,
         pool: String,
@@ -66,6 +78,7 @@ impl ReadyQueue {
     ) -> Arc<Self> {
         Arc::new(ReadyQueue {
             name,
+            kind,
             site,
             source,
             pool,
@@ -258,8 +271,21 @@ async fn wait_for_throttle(shared: &Shared, key: String, spec: Option<&String>) 
     }
 }
 
+/// The deferred injector: a "connection" is one worker that runs the injection event for
+/// each message it takes; `connection_limit` workers run in parallel.
+async fn inject(rq: &Arc<ReadyQueue>, shared: &Arc<Shared>) {
+    while !shared.stopping() {
+        let path = rq.refresh_path(shared).await;
+        let Some(message) = rq.pop_or_wait(path.idle_timeout).await else { return };
+        shared.deferred_inject(rq, message).await;
+    }
+}
+
 async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
     let _guard = TaskGuard { rq: rq.clone(), shared: shared.clone() };
+    if rq.kind == ReadyKind::DeferredInjection {
+        return inject(&rq, &shared).await;
+    }
     'connect: while !rq.is_empty() && !shared.stopping() {
         let path = rq.refresh_path(&shared).await;
         wait_for_throttle(&shared, format!("connection-rate:{}", rq.name), path.max_connection_rate.as_ref()).await;

@@ -6,8 +6,6 @@ mod reception;
 mod session;
 pub mod tls;
 
-pub use reception::DEFERRED_QUEUE;
-
 use crate::config::listener::EsmtpListenerConfig;
 use crate::logs::Logs;
 use crate::policy::{ConnMeta, Policy};

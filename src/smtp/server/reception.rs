@@ -8,14 +8,11 @@ use crate::config::listener::BatchHandling;
 use crate::logs::{LogRecord, RecordType, Response};
 use crate::message::{EnvelopeAddress, Message, headers};
 use crate::policy::{DisconnectMode, PolicyError, Rejection};
-use crate::queue::{InsertReason, NULL_QUEUE};
+use crate::queue::{DEFERRED_QUEUE, InsertReason, NULL_QUEUE};
 use crate::smtp::protocol::Reply;
 use base64::Engine as _;
 use serde_json::Value;
 use std::time::Instant;
-
-/// The queue a `deferred_queue` listener sends every message to.
-pub const DEFERRED_QUEUE: &str = "deferred_smtp_inject.kumomta.internal";
 
 /// Processes a received message and returns the reply for the DATA command.
 pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
@@ -34,7 +31,12 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
         Err(_) => return Reply::new(451, "4.4.5", "data_processing_timeout exceeded (rx)"),
     };
 
-    let to_spool: Vec<&Message> = messages.iter().filter(|m| m.queue_name() != NULL_QUEUE).collect();
+    // deferred_spool: kept in memory until the first transient failure (see the README)
+    let to_spool: Vec<&Message> = if session.settings.deferred_spool {
+        vec![]
+    } else {
+        messages.iter().filter(|m| m.queue_name() != NULL_QUEUE).collect()
+    };
     let remaining = budget.saturating_sub(started.elapsed());
     let spool = session.ctx.spool.clone();
     let stores = futures::future::join_all(to_spool.iter().map(|m| spool.store(m)));
