@@ -6,17 +6,8 @@ mod harness;
 
 use harness::sink::Sink;
 use harness::smtp::Client;
-use harness::{Server, log_records, policy, spooled, start, temp_dir, wait_for_record};
-use std::collections::HashMap;
+use harness::{Server, log_records, policy, record_counts, spooled, start, temp_dir, wait_for_record};
 use std::time::Duration;
-
-fn counts(dir: &std::path::Path) -> HashMap<String, usize> {
-    let mut c = HashMap::new();
-    for r in log_records(dir) {
-        *c.entry(r["type"].as_str().unwrap().to_string()).or_default() += 1;
-    }
-    c
-}
 
 /// Routes normal queues to the sink; `inject` is the deferred-inject handler body.
 fn deferred_policy(sink: &str, inject: &str) -> String {
@@ -54,7 +45,7 @@ fn deferred_listener_rebinds_and_delivers() {
     assert!(sink.wait_for(1, Duration::from_secs(10)));
     let delivered = wait_for_record(dir.path(), Duration::from_secs(5), |r| r["type"] == "Delivery").unwrap();
     assert_eq!(delivered["queue"], "acme@dest.example", "the handler's tenant re-routed the message");
-    let c = counts(dir.path());
+    let c = record_counts(dir.path());
     assert_eq!(c.get("Reception"), Some(&1));
     assert_eq!(c.get("DeferredInjectionRebind"), Some(&1));
     assert_eq!(c.get("Delivery"), Some(&1));

@@ -4,17 +4,8 @@ mod harness;
 
 use harness::sink::{Sink, relay_to};
 use harness::smtp::{Client, ids};
-use harness::{Server, log_records, policy, spooled, start, temp_dir, wait_for_record};
-use std::collections::HashMap;
+use harness::{Server, log_records, policy, record_counts, spooled, start, temp_dir, wait_for_record};
 use std::time::Duration;
-
-fn counts(dir: &std::path::Path) -> HashMap<String, usize> {
-    let mut c = HashMap::new();
-    for r in log_records(dir) {
-        *c.entry(r["type"].as_str().unwrap().to_string()).or_default() += 1;
-    }
-    c
-}
 
 #[test]
 fn relayed_messages_arrive_byte_exact_with_one_delivery_record_each() {
@@ -235,7 +226,7 @@ end)",
     assert_eq!(c.send_mail("a@s.example", &["tempfail@dest.example"], "Subject: t\r\n\r\nx").code, 250);
     let b = wait_for_record(dir.path(), Duration::from_secs(15), |r| r["type"] == "Bounce").expect("Bounce");
     assert_eq!(b["response"]["content"], "gave up after 2");
-    assert_eq!(counts(dir.path()).get("TransientFailure"), Some(&2));
+    assert_eq!(record_counts(dir.path()).get("TransientFailure"), Some(&2));
     assert!(server.stop().success());
     assert!(spooled(dir.path()).is_empty());
 }

@@ -46,10 +46,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A connector that verifies certificates (or not, when `insecure`).
-pub fn connector(insecure: bool) -> TlsConnector {
-    static VERIFIED: OnceLock<TlsConnector> = OnceLock::new();
-    static INSECURE: OnceLock<TlsConnector> = OnceLock::new();
+/// The client configuration: certificates verified against the web PKI roots, or not
+/// verified at all when `insecure`.
+pub fn client_config(insecure: bool) -> Arc<rustls::ClientConfig> {
+    static VERIFIED: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    static INSECURE: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     let cell = if insecure { &INSECURE } else { &VERIFIED };
     cell.get_or_init(|| {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
@@ -61,7 +62,12 @@ pub fn connector(insecure: bool) -> TlsConnector {
             let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
             builder.with_root_certificates(roots).with_no_client_auth()
         };
-        TlsConnector::from(Arc::new(config))
+        Arc::new(config)
     })
     .clone()
+}
+
+/// A connector that verifies certificates (or not, when `insecure`).
+pub fn connector(insecure: bool) -> TlsConnector {
+    TlsConnector::from(client_config(insecure))
 }

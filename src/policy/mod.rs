@@ -188,24 +188,27 @@ impl Policy {
 
     /// `get_egress_pool`; `unspecified` needs no handler.
     pub async fn egress_pool(&self, name: &str) -> Result<EgressPool, PolicyError> {
-        match self.call(Event::GetEgressPool, Args::Name(name)).await? {
-            Some(v) if !v.is_null() => decode_value(Event::GetEgressPool, v),
-            _ if name == "unspecified" => Ok(EgressPool::unspecified()),
-            _ => Err(PolicyError::Failed {
-                event: "get_egress_pool",
-                message: format!("no get_egress_pool handler defines pool {name:?}"),
-            }),
-        }
+        self.named(Event::GetEgressPool, name, EgressPool::unspecified).await
     }
 
     /// `get_egress_source`; `unspecified` needs no handler.
     pub async fn egress_source(&self, name: &str) -> Result<EgressSource, PolicyError> {
-        match self.call(Event::GetEgressSource, Args::Name(name)).await? {
-            Some(v) if !v.is_null() => decode_value(Event::GetEgressSource, v),
-            _ if name == "unspecified" => Ok(EgressSource::unspecified()),
+        self.named(Event::GetEgressSource, name, EgressSource::unspecified).await
+    }
+
+    /// An object a handler defines by name; `unspecified` has a built-in definition.
+    async fn named<T: serde::de::DeserializeOwned>(
+        &self,
+        event: Event,
+        name: &str,
+        unspecified: fn() -> T,
+    ) -> Result<T, PolicyError> {
+        match self.call(event, Args::Name(name)).await? {
+            Some(v) if !v.is_null() => decode_value(event, v),
+            _ if name == "unspecified" => Ok(unspecified()),
             _ => Err(PolicyError::Failed {
-                event: "get_egress_source",
-                message: format!("no get_egress_source handler defines source {name:?}"),
+                event: event.name(),
+                message: format!("no {} handler defines {name:?}", event.name()),
             }),
         }
     }

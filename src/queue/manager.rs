@@ -2,7 +2,7 @@
 //! (queue config → egress pool and source → site → ready queue), and turns delivery
 //! outcomes into log records, spool removals and retries with KumoMTA's backoff.
 
-use super::ready::{ReadyKind, ReadyQueue};
+use super::ready::{ReadyKind, ReadyQueue, ReadySpec};
 use super::retry;
 use super::scheduled::ScheduledQueue;
 use crate::config::egress::{EgressPool, EgressSource};
@@ -249,7 +249,8 @@ impl Shared {
             Err(SiteError::Dns(e)) => return self.transient(At::default(), message, &internal(e), "").await,
         };
         let name = format!("{}->{}@smtp_client", source.name, site.name);
-        let rq = match self.ready_queue(name, ReadyKind::Smtp, site, source, pool.name.clone(), routing_domain).await {
+        let spec = ReadySpec { name, kind: ReadyKind::Smtp, site, source, pool: pool.name.clone(), routing_domain };
+        let rq = match self.ready_queue(spec).await {
             Ok(rq) => rq,
             Err(e) => {
                 return self
@@ -261,20 +262,13 @@ impl Shared {
     }
 
     /// The ready queue `name`, created (with its egress path config) on first use.
-    async fn ready_queue(
-        &self,
-        name: String,
-        kind: ReadyKind,
-        site: Site,
-        source: EgressSource,
-        pool: String,
-        routing_domain: String,
-    ) -> Result<Arc<ReadyQueue>, PolicyError> {
-        if let Some(rq) = self.ready.lock().get(&name).cloned() {
+    async fn ready_queue(&self, spec: ReadySpec) -> Result<Arc<ReadyQueue>, PolicyError> {
+        if let Some(rq) = self.ready.lock().get(&spec.name).cloned() {
             return Ok(rq);
         }
-        let path = self.policy.egress_path_config(&routing_domain, &source.name, &site.name).await?;
-        let rq = ReadyQueue::new(name.clone(), kind, site, source, pool, routing_domain, path);
+        let path = self.policy.egress_path_config(&spec.routing_domain, &spec.source.name, &spec.site.name).await?;
+        let name = spec.name.clone();
+        let rq = ReadyQueue::new(spec, path);
         Ok(self.ready.lock().entry(name).or_insert(rq).clone())
     }
 
@@ -298,16 +292,15 @@ impl Shared {
         let deferred = super::DEFERRED_QUEUE.to_string();
         let name = format!("unspecified->{deferred}@defersmtpinject");
         let site = Site { name: deferred.clone(), hosts: vec![], from_dns: false };
-        let made = self
-            .ready_queue(
-                name,
-                ReadyKind::DeferredInjection,
-                site,
-                EgressSource::unspecified(),
-                "unspecified".into(),
-                deferred,
-            )
-            .await;
+        let spec = ReadySpec {
+            name,
+            kind: ReadyKind::DeferredInjection,
+            site,
+            source: EgressSource::unspecified(),
+            pool: "unspecified".into(),
+            routing_domain: deferred,
+        };
+        let made = self.ready_queue(spec).await;
         match made {
             Ok(rq) => self.insert_ready(queue, &rq, message).await,
             Err(e) => {

@@ -29,25 +29,37 @@ pub enum ReadyKind {
     DeferredInjection,
 }
 
+impl std::ops::Deref for ReadyQueue {
+    type Target = ReadySpec;
+    fn deref(&self) -> &ReadySpec {
+        &self.spec
+    }
+}
+
+/// What identifies a ready queue and where it sends.
+pub struct ReadySpec {
+    /// `source->site@proto`.
+    pub name: String,
+    /// What drains it.
+    pub kind: ReadyKind,
+    /// Destination.
+    pub site: Site,
+    /// Egress source.
+    pub source: EgressSource,
+    /// Egress pool name.
+    pub pool: String,
+    /// Routing domain (for `get_egress_path_config`).
+    pub routing_domain: String,
+}
+
 struct State {
     messages: VecDeque<Message>,
     connections: usize,
 }
 
-/// One ready queue.
+/// One ready queue: its spec (name, destination, source) and its state.
 pub struct ReadyQueue {
-    /// `source->site@smtp_client` (or `@defersmtpinject`).
-    pub name: String,
-    /// What drains it.
-    pub kind: ReadyKind,
-    /// Destination hosts.
-    pub site: Site,
-    /// Egress source.
-    pub source: EgressSource,
-    /// Egress pool the source came from.
-    pub pool: String,
-    /// Domain the path config was asked for.
-    pub routing_domain: String,
+    spec: ReadySpec,
     path: Mutex<(EgressPathConfig, Instant)>,
     state: Mutex<State>,
     notify: Notify,
@@ -67,22 +79,9 @@ pub struct ConnectFailure {
 
 impl ReadyQueue {
     /// A queue with its egress path configuration.
-    pub fn new(
-        name: String,
-        kind: ReadyKind,
-        site: Site,
-        source: EgressSource,
-        pool: String,
-        routing_domain: String,
-        path: EgressPathConfig,
-    ) -> Arc<Self> {
+    pub fn new(spec: ReadySpec, path: EgressPathConfig) -> Arc<Self> {
         Arc::new(ReadyQueue {
-            name,
-            kind,
-            site,
-            source,
-            pool,
-            routing_domain,
+            spec,
             path: Mutex::new((path, Instant::now())),
             state: Mutex::new(State { messages: VecDeque::new(), connections: 0 }),
             notify: Notify::new(),

@@ -208,6 +208,15 @@ pub fn log_records(dir: &Path) -> Vec<serde_json::Value> {
     out
 }
 
+/// How many records of each type the logs hold.
+pub fn record_counts(dir: &Path) -> std::collections::HashMap<String, usize> {
+    let mut c = std::collections::HashMap::new();
+    for r in log_records(dir) {
+        *c.entry(r["type"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    c
+}
+
 /// Waits until the logs hold a record matching `pred`.
 pub fn wait_for_record(
     dir: &Path,
