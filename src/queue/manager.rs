@@ -518,3 +518,52 @@ async fn run_scheduled(queue: Arc<ScheduledQueue>, shared: Arc<Shared>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::dns::TestZones;
+    use crate::policy::{Args, DisconnectMode, Engine, Event, Rejection};
+
+    /// A policy whose deferred-inject handler always tempfails, noting when it ran.
+    struct AlwaysLater(Mutex<Vec<Instant>>);
+
+    #[async_trait::async_trait]
+    impl Engine for AlwaysLater {
+        fn name(&self) -> &str {
+            "test"
+        }
+        fn handles(&self, event: Event) -> bool {
+            event == Event::SmtpServerMessageDeferredInject
+        }
+        async fn call(&self, _: Event, _: Args<'_>) -> Result<Option<Value>, PolicyError> {
+            self.0.lock().push(Instant::now());
+            Err(PolicyError::Rejected(Rejection::new(451, "4.7.1 later", DisconnectMode::If421).unwrap()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deferred_retries_follow_the_one_minute_exponential_schedule_in_paused_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(&[], dir.path()).unwrap();
+        let engine = Arc::new(AlwaysLater(Mutex::new(vec![])));
+        let policy = Policy::new(vec![engine.clone() as Arc<dyn Engine>]).unwrap();
+        let manager =
+            QueueManager::new(policy, spool.clone(), Logs::default(), Arc::new(TestZones::default()), "test".into());
+        let mut meta = serde_json::Map::new();
+        meta.insert("queue".into(), super::super::DEFERRED_QUEUE.into());
+        let message =
+            Message::new(EnvelopeAddress::null(), vec![EnvelopeAddress::parse("a@b.example").unwrap()], meta, vec![]);
+        spool.store(&message).await.unwrap();
+        manager.insert(message, InsertReason::Received);
+        while engine.0.lock().len() < 4 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let calls = engine.0.lock().clone();
+        let gaps: Vec<f64> = calls.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        for (gap, want) in gaps.iter().zip([60.0, 120.0, 240.0]) {
+            // jitter is ±½·min(retry_interval/20, 60 s) = ±1.5 s
+            assert!((gap - want).abs() <= 1.6, "gaps {gaps:?}");
+        }
+    }
+}
