@@ -165,3 +165,69 @@ fn deferred_spool_keeps_messages_in_memory_until_the_first_transient_failure() {
     let rcpts: Vec<String> = msgs.iter().map(|m| m.recipient().unwrap().email()).collect();
     assert_eq!(rcpts, ["y@dest.example"], "only the message that failed once was written to the spool");
 }
+
+#[test]
+fn the_seeds_shaping_toml_example_sets_the_injector_parallelism() {
+    let d = temp_dir();
+    let sink = Sink::start(d.path());
+    let dir = temp_dir();
+    // the seed's shaping section, as written
+    std::fs::write(
+        dir.path().join("shaping.toml"),
+        r#"
+["deferred_smtp_inject.kumomta.internal"]
+# The domain is fake and doesn't resolve, don't try to resolve it
+mx_rollup = false
+# Set connection_limit to a small multiple of the number of
+# CPUs in the system.  Experiment to find what works best in
+# your environment.  Try either 1x or 2x number of cpus to start.
+connection_limit = 12
+# Increase max_ready to something appropriate; since this queue
+# is a fan-in, it will typically hold more messages than your
+# other queues
+max_ready = 80000
+"#,
+    )
+    .unwrap();
+    let extra = format!(
+        r#"
+local shaping = require 'policy-extras.shaping'
+local get_path = shaping:setup({{ '{d}/shaping.toml' }})
+kumo.on('get_egress_path_config', get_path)
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {{ protocol = {{ smtp = {{ mx_list = {{ '{sink}' }} }} }} }}
+end)
+kumo.on('smtp_server_message_deferred_inject', function(msg)
+  local p = get_path('deferred_smtp_inject.kumomta.internal', 'unspecified', 'deferred_smtp_inject.kumomta.internal')
+  kumo.log_info('deferred path: connection_limit=' .. p.connection_limit .. ' max_ready=' .. p.max_ready .. ' refresh=' .. p.refresh_strategy)
+  kumo.sleep(1)
+end)
+"#,
+        d = dir.path().display(),
+        sink = sink.addr
+    );
+    let p = policy(dir.path(), "deferred_queue = true,", &extra);
+    let _server = Server::start(dir.path(), &p);
+    let load = std::process::Command::new(harness::binary())
+        .args(["load", "--connections", "12", "--messages", "12", "--size", "512", "--target", _server.addr()])
+        .output()
+        .unwrap();
+    assert!(load.status.success());
+    assert!(sink.wait_for(12, Duration::from_secs(20)), "delivered {}", sink.count());
+    let records = log_records(dir.path());
+    let times = |kind: &str| -> Vec<chrono::DateTime<chrono::FixedOffset>> {
+        records
+            .iter()
+            .filter(|r| r["type"] == kind)
+            .map(|r| chrono::DateTime::parse_from_rfc3339(r["event_time"].as_str().unwrap()).unwrap())
+            .collect()
+    };
+    let first = *times("Reception").iter().min().unwrap();
+    let last = *times("DeferredInjectionRebind").iter().max().unwrap();
+    let took = (last - first).num_milliseconds();
+    assert_eq!(times("DeferredInjectionRebind").len(), 12);
+    assert!(took < 3000, "12 one-second injections took {took} ms: they did not run 12 at a time");
+    assert!(_server.stderr_text().contains("deferred path: connection_limit=12 max_ready=80000 refresh=Epoch"));
+    let delivery = records.iter().find(|r| r["type"] == "Delivery").unwrap();
+    assert_eq!(delivery["site"], format!("unspecified->mx_list:{}@smtp_client", sink.addr));
+}

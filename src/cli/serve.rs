@@ -75,6 +75,7 @@ async fn start(policy_path: PathBuf, spool_dir: PathBuf) -> Result<(), String> {
     let (spool, startup) = Spool::open(&init.spools, &spool_dir).map_err(|e| e.to_string())?;
     let logs = Logs::start(&init.logs, node_id(spool.path())).map_err(|e| format!("starting logs: {e}"))?;
     let dns = resolver(&init.dns)?;
+    crate::delivery::dns::set_global(dns.clone());
     let hostname = crate::config::listener::machine_hostname();
     let queues = QueueManager::new(policy.clone(), spool.clone(), logs.clone(), dns, hostname);
     let enumerated = startup.messages.len();

@@ -37,6 +37,19 @@ pub trait Dns: Send + Sync {
     async fn ip(&self, host: &str) -> Result<Vec<IpAddr>, String>;
 }
 
+static GLOBAL: std::sync::OnceLock<std::sync::Arc<dyn Dns>> = std::sync::OnceLock::new();
+
+/// Sets the resolver policy code uses (`kumo.shaping.load` rollups, MX lookups); the
+/// first call wins.
+pub fn set_global(dns: std::sync::Arc<dyn Dns>) {
+    let _ = GLOBAL.set(dns);
+}
+
+/// The resolver set by [`set_global`], or one answering NXDOMAIN for everything.
+pub fn global() -> std::sync::Arc<dyn Dns> {
+    GLOBAL.get().cloned().unwrap_or_else(|| std::sync::Arc::new(TestZones::default()))
+}
+
 fn normalize(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }

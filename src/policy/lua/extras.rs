@@ -5,7 +5,10 @@ use mlua::{Lua, Table};
 use std::path::Path;
 
 /// Helper modules embedded in the binary.
-const MODULES: &[(&str, &str)] = &[("policy-extras.policy_utils", include_str!("extras/policy_utils.lua"))];
+const MODULES: &[(&str, &str)] = &[
+    ("policy-extras.policy_utils", include_str!("extras/policy_utils.lua")),
+    ("policy-extras.shaping", include_str!("extras/shaping.lua")),
+];
 
 /// Sets `package.path` and registers the embedded modules.
 pub fn install(lua: &Lua, policy_path: &Path) -> mlua::Result<()> {

@@ -82,7 +82,7 @@ const UNIMPLEMENTED_MODULES: &[(&str, &[&str])] = &[
             "set_mx_timeout",
         ],
     ),
-    ("shaping", &["load"]),
+    ("shaping", &[]),
     ("http", &["build_client", "build_url", "connect_websocket"]),
     ("secrets", &["load"]),
     ("api", &[]),
@@ -116,6 +116,7 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
     )?;
 
     install_stubs(lua, &kumo, host)?;
+    super::shaping::install(lua, &kumo)?;
     install_init_calls(lua, &kumo, host)?;
     install_constructors(lua, &kumo)?;
     install_helpers(lua, &kumo, host)?;

@@ -6,6 +6,7 @@
 mod convert;
 mod extras;
 mod kumo;
+mod shaping;
 mod userdata;
 
 use crate::config::InitConfig;

@@ -1,0 +1,48 @@
+-- policy-extras.shaping: KumoMTA's shaping helper API, written for wasmta.
+-- local shaping = require 'policy-extras.shaping'
+-- kumo.on('get_egress_path_config', shaping:setup({ '/etc/wasmta/shaping.toml' }))
+local mod = {}
+
+local DEFAULT_FILE = 'wasmta:default-shaping.toml'
+
+-- Returns { get_egress_path_config, setup_publish, load_shaping_data }.
+function mod:setup_with_automation(options)
+  options = options or {}
+  for _, unsupported in ipairs({ 'publish', 'subscribe' }) do
+    if options[unsupported] then
+      kumo.log_warn('policy-extras.shaping: ' .. unsupported .. ' (TSA automation) is not supported by wasmta yet')
+    end
+  end
+  local files = {}
+  if not options.no_default_files then
+    table.insert(files, DEFAULT_FILE)
+  end
+  for _, f in ipairs(options.extra_files or {}) do
+    table.insert(files, f)
+  end
+
+  local data
+  local function load_shaping_data()
+    if not data then
+      data = kumo.shaping.load(files, options.load_validation_options)
+    end
+    return data
+  end
+
+  local function get_egress_path_config(domain, egress_source, site_name)
+    return load_shaping_data():get_egress_path_config(domain, egress_source, site_name)
+  end
+
+  return {
+    get_egress_path_config = get_egress_path_config,
+    setup_publish = function() end,
+    load_shaping_data = load_shaping_data,
+  }
+end
+
+-- Returns a get_egress_path_config handler using the default file plus extra_files.
+function mod:setup(extra_files)
+  return mod:setup_with_automation({ extra_files = extra_files }).get_egress_path_config
+end
+
+return mod
