@@ -5,6 +5,7 @@ use crate::delivery::dns::{Dns, HickoryDns, TestZones};
 use crate::http::HttpListener;
 use crate::logs::Logs;
 use crate::policy::lua::LuaEngine;
+use crate::policy::wasm::WasmEngine;
 use crate::policy::{Engine, Policy};
 use crate::queue::{InsertReason, QueueManager};
 use crate::smtp::server::{EsmtpListener, ServerContext};
@@ -70,7 +71,14 @@ async fn start(policy_path: PathBuf, spool_dir: PathBuf) -> Result<(), String> {
     let engine = Arc::new(loaded.engine);
     let parallelism = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     engine.prewarm(parallelism).await?;
-    let policy = Policy::new(vec![engine.clone() as Arc<dyn Engine>])?;
+    let mut engines: Vec<Arc<dyn Engine>> = vec![engine.clone()];
+    for plugin in &init.wasm {
+        let budget = plugin.budget.unwrap_or(init.event_timeout);
+        let wasm = WasmEngine::load(std::path::Path::new(&plugin.path), budget).await?;
+        tracing::info!("wasm policy component {} loaded", plugin.path);
+        engines.push(Arc::new(wasm));
+    }
+    let policy = Policy::new(engines)?;
 
     let (spool, startup) = Spool::open(&init.spools, &spool_dir).map_err(|e| e.to_string())?;
     let logs = Logs::start(&init.logs, node_id(spool.path())).map_err(|e| format!("starting logs: {e}"))?;

@@ -35,6 +35,19 @@ pub struct InitConfig {
     pub event_timeout: Duration,
     /// Resolver settings.
     pub dns: DnsConfig,
+    /// Policy components loaded with `kumo.wasm.load`.
+    pub wasm: Vec<WasmPluginConfig>,
+}
+
+/// `kumo.wasm.load{path = ..., budget = ...}`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmPluginConfig {
+    /// The component (`.wasm`).
+    pub path: String,
+    /// Wall-clock budget of one call (default: the policy timeout).
+    #[serde(default, with = "units::opt_duration")]
+    pub budget: Option<Duration>,
 }
 
 /// `kumo.dns.configure_resolver` / `configure_test_resolver`.
@@ -55,6 +68,7 @@ impl Default for InitConfig {
             http_listeners: vec![],
             event_timeout: Duration::from_secs(10),
             dns: DnsConfig::default(),
+            wasm: vec![],
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod conn_meta;
 pub mod events;
 pub mod lua;
 pub mod rejection;
+pub mod wasm;
 
 pub use conn_meta::ConnMeta;
 pub use events::{Args, Event, Multiplicity};

@@ -219,6 +219,19 @@ fn install_init_calls(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result
             Ok(())
         })?,
     )?;
+    let wasm = lua.create_table()?;
+    wasm.set(
+        "load",
+        init_call(lua, host, "wasm.load", |host, v| {
+            let plugin: config::WasmPluginConfig = config::decode(v)?;
+            if !std::path::Path::new(&plugin.path).exists() {
+                return Err(format!("path: {} does not exist", plugin.path));
+            }
+            host.init.lock().wasm.push(plugin);
+            Ok(())
+        })?,
+    )?;
+    kumo.set("wasm", wasm)?;
     let dns: Table = kumo.get("dns")?;
     dns.set(
         "configure_test_resolver",

@@ -1,0 +1,200 @@
+//! What a component can call: the message and connection-metadata resources, logging and
+//! the other host imports. Every argument from the guest is checked; a bad one is an
+//! error result, never a panic.
+
+use super::bindings::wasmta::policy::{config, host, types};
+use crate::message::{EnvelopeAddress, Message, headers};
+use crate::policy::ConnMeta;
+use std::time::Instant;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreLimits};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Per-store state.
+pub struct HostState {
+    pub table: ResourceTable,
+    pub wasi: WasiCtx,
+    pub limits: StoreLimits,
+    /// When the current call must stop.
+    pub deadline: Instant,
+    /// Plugin name, for logs.
+    pub plugin: String,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl HostState {
+    pub fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limits
+    }
+}
+
+fn address(a: &EnvelopeAddress) -> types::EnvelopeAddress {
+    types::EnvelopeAddress { user: a.user().to_string(), domain: a.domain().to_string(), email: a.email() }
+}
+
+fn parse(text: &str) -> Result<EnvelopeAddress, String> {
+    let t = text.trim();
+    let r = if t.starts_with('<') { EnvelopeAddress::parse_path(t) } else { EnvelopeAddress::parse(t) };
+    r.map_err(|e| format!("invalid address {t:?}: {}", e.0))
+}
+
+fn json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("meta values are JSON: {e}"))
+}
+
+impl types::Host for HostState {}
+
+impl types::HostMessage for HostState {
+    fn id(&mut self, m: Resource<Message>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&m)?.id().to_string())
+    }
+    fn sender(&mut self, m: Resource<Message>) -> wasmtime::Result<types::EnvelopeAddress> {
+        Ok(address(&self.table.get(&m)?.sender()))
+    }
+    fn set_sender(&mut self, m: Resource<Message>, a: String) -> wasmtime::Result<Result<(), String>> {
+        let msg = self.table.get(&m)?;
+        Ok(parse(&a).map(|a| msg.set_sender(a)))
+    }
+    fn recipient(&mut self, m: Resource<Message>) -> wasmtime::Result<Option<types::EnvelopeAddress>> {
+        Ok(self.table.get(&m)?.recipient().as_ref().map(address))
+    }
+    fn recipient_list(&mut self, m: Resource<Message>) -> wasmtime::Result<Vec<types::EnvelopeAddress>> {
+        Ok(self.table.get(&m)?.recipients().iter().map(address).collect())
+    }
+    fn set_recipient(&mut self, m: Resource<Message>, list: Vec<String>) -> wasmtime::Result<Result<(), String>> {
+        let msg = self.table.get(&m)?;
+        Ok(list.iter().map(|a| parse(a)).collect::<Result<Vec<_>, _>>().map(|l| msg.set_recipients(l)))
+    }
+    fn get_meta(&mut self, m: Resource<Message>, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.table.get(&m)?.get_meta(&key).map(|v| v.to_string()))
+    }
+    fn set_meta(&mut self, m: Resource<Message>, key: String, value: String) -> wasmtime::Result<Result<(), String>> {
+        let msg = self.table.get(&m)?;
+        Ok(json(&value).map(|v| msg.set_meta(&key, v)))
+    }
+    fn data_size(&mut self, m: Resource<Message>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&m)?.data().len() as u64)
+    }
+    fn get_data(&mut self, m: Resource<Message>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.table.get(&m)?.data().to_vec())
+    }
+    fn set_data(&mut self, m: Resource<Message>, data: Vec<u8>) -> wasmtime::Result<()> {
+        self.table.get(&m)?.set_data(data);
+        Ok(())
+    }
+    fn prepend_header(&mut self, m: Resource<Message>, name: String, value: String) -> wasmtime::Result<()> {
+        self.table.get(&m)?.edit_data(|d| headers::prepend(d, &name, &value));
+        Ok(())
+    }
+    fn append_header(&mut self, m: Resource<Message>, name: String, value: String) -> wasmtime::Result<()> {
+        self.table.get(&m)?.edit_data(|d| headers::append(d, &name, &value));
+        Ok(())
+    }
+    fn get_first_named_header_value(&mut self, m: Resource<Message>, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.table.get(&m)?.first_header(&name))
+    }
+    fn get_all_named_header_values(&mut self, m: Resource<Message>, name: String) -> wasmtime::Result<Vec<String>> {
+        Ok(self.table.get(&m)?.all_headers_named(&name))
+    }
+    fn get_all_headers(&mut self, m: Resource<Message>) -> wasmtime::Result<Vec<types::Header>> {
+        Ok(self.table.get(&m)?.all_headers().into_iter().map(|(name, value)| types::Header { name, value }).collect())
+    }
+    fn remove_all_named_headers(&mut self, m: Resource<Message>, name: String) -> wasmtime::Result<()> {
+        self.table.get(&m)?.edit_data(|d| headers::remove_where(d, |n| n.eq_ignore_ascii_case(&name)));
+        Ok(())
+    }
+    fn remove_x_headers(&mut self, m: Resource<Message>, keep: Vec<String>) -> wasmtime::Result<()> {
+        let keep: Vec<String> = keep.iter().map(|k| k.to_ascii_lowercase()).collect();
+        self.table.get(&m)?.edit_data(|d| {
+            headers::remove_where(d, |n| {
+                let l = n.to_ascii_lowercase();
+                l.starts_with("x-") && !keep.contains(&l)
+            })
+        });
+        Ok(())
+    }
+    fn import_x_headers(&mut self, m: Resource<Message>, names: Vec<String>) -> wasmtime::Result<()> {
+        let names: Vec<String> = names.iter().map(|k| k.to_ascii_lowercase()).collect();
+        let msg = self.table.get(&m)?;
+        for (name, value) in msg.all_headers() {
+            let l = name.to_ascii_lowercase();
+            if l.starts_with("x-") && (names.is_empty() || names.contains(&l)) {
+                msg.set_meta(&l, serde_json::Value::String(value));
+            }
+        }
+        Ok(())
+    }
+    fn num_attempts(&mut self, m: Resource<Message>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&m)?.num_attempts())
+    }
+    fn queue_name(&mut self, m: Resource<Message>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&m)?.queue_name())
+    }
+    fn drop(&mut self, m: Resource<Message>) -> wasmtime::Result<()> {
+        self.table.delete(m)?;
+        Ok(())
+    }
+}
+
+impl types::HostConnMeta for HostState {
+    fn get_meta(&mut self, c: Resource<ConnMeta>, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.table.get(&c)?.get(&key).map(|v| v.to_string()))
+    }
+    fn set_meta(&mut self, c: Resource<ConnMeta>, key: String, value: String) -> wasmtime::Result<Result<(), String>> {
+        let conn = self.table.get(&c)?;
+        Ok(json(&value).map(|v| conn.set(&key, v)))
+    }
+    fn drop(&mut self, c: Resource<ConnMeta>) -> wasmtime::Result<()> {
+        self.table.delete(c)?;
+        Ok(())
+    }
+}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: host::Level, text: String) -> wasmtime::Result<()> {
+        let text: String = text.chars().take(8192).collect();
+        let p = &self.plugin;
+        match level {
+            host::Level::Trace => tracing::trace!(target: "wasm", "{p}: {text}"),
+            host::Level::Debug => tracing::debug!(target: "wasm", "{p}: {text}"),
+            host::Level::Info => tracing::info!(target: "wasm", "{p}: {text}"),
+            host::Level::Warn => tracing::warn!(target: "wasm", "{p}: {text}"),
+            host::Level::Error => tracing::error!(target: "wasm", "{p}: {text}"),
+        }
+        Ok(())
+    }
+    fn available_parallelism(&mut self) -> wasmtime::Result<u32> {
+        Ok(std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))
+    }
+    fn lookup_mx(&mut self, domain: String) -> wasmtime::Result<Result<host::MxAnswer, String>> {
+        Ok(Err(format!("lookup-mx({domain}) is not available to components yet")))
+    }
+    fn parse_address(&mut self, text: String) -> wasmtime::Result<Result<types::EnvelopeAddress, String>> {
+        Ok(parse(&text).map(|a| address(&a)))
+    }
+}
+
+impl config::Host for HostState {
+    fn start_esmtp_listener(&mut self, _: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(Err(NOT_YET.into()))
+    }
+    fn define_spool(&mut self, _: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(Err(NOT_YET.into()))
+    }
+    fn configure_local_logs(&mut self, _: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(Err(NOT_YET.into()))
+    }
+    fn start_http_listener(&mut self, _: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(Err(NOT_YET.into()))
+    }
+    fn configure_test_resolver(&mut self, _: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(Err(NOT_YET.into()))
+    }
+}
+
+const NOT_YET: &str = "init-time configuration from components (Wasm-only deployments) is not available yet";

@@ -1,0 +1,234 @@
+//! The Wasm engine: policy components (WIT package `wasmta:policy`, see `wit/`) bound to
+//! the same event catalogue as Lua. The host reads which events a component handles from
+//! the interfaces it exports. Every call has a wall-clock deadline (epoch interruption), a
+//! memory cap (StoreLimits) and an empty WASI context; a trap, timeout or out-of-memory
+//! fails closed and temporary, and the instance is thrown away.
+
+mod bindings;
+mod host;
+
+use crate::policy::{Args, DisconnectMode, Engine, Event, PolicyError, Rejection};
+use bindings::exports::wasmta::policy::{deferred_inject, smtp_message};
+use bindings::wasmta::policy::types;
+use host::HostState;
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Instance, InstancePre, Linker, Resource};
+use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
+
+/// Memory one instance may use.
+const MEMORY_LIMIT: usize = 64 << 20;
+/// Epoch tick: the granularity of deadlines.
+const TICK: Duration = Duration::from_millis(10);
+
+/// The process's one wasmtime engine, with a ticker that drives epoch deadlines.
+fn engine() -> &'static wasmtime::Engine {
+    static ENGINE: OnceLock<wasmtime::Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true).epoch_interruption(true).max_wasm_stack(512 * 1024);
+        let engine = wasmtime::Engine::new(&config).expect("wasmtime engine");
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(e) = ticker.upgrade() {
+                    e.increment_epoch();
+                    drop(e);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .expect("epoch thread");
+        engine
+    })
+}
+
+struct Live {
+    store: Store<HostState>,
+    instance: Instance,
+}
+
+/// A loaded policy component.
+pub struct WasmEngine {
+    name: String,
+    pre: InstancePre<HostState>,
+    smtp_message: Option<smtp_message::GuestIndices>,
+    deferred_inject: Option<deferred_inject::GuestIndices>,
+    handled: HashSet<Event>,
+    pool: Mutex<Vec<Live>>,
+    budget: Duration,
+}
+
+fn rejection(r: types::Rejection) -> PolicyError {
+    let text = match &r.enhanced_code {
+        Some(e) => format!("{e} {}", r.text),
+        None => r.text.clone(),
+    };
+    let mode = match r.disconnect {
+        None | Some(types::DisconnectMode::If421) => DisconnectMode::If421,
+        Some(types::DisconnectMode::ForceDisconnect) => DisconnectMode::ForceDisconnect,
+        Some(types::DisconnectMode::FollowWith421) => DisconnectMode::FollowWith421,
+    };
+    match Rejection::new(r.code, &text, mode) {
+        Ok(rej) => PolicyError::Rejected(rej),
+        Err(e) => {
+            PolicyError::Failed { event: "wasm", message: format!("component returned an invalid rejection: {e}") }
+        }
+    }
+}
+
+impl WasmEngine {
+    /// Compiles (off the async workers) and links the component at `path`.
+    pub async fn load(path: &Path, budget: Duration) -> Result<WasmEngine, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let name = format!("wasm:{}", path.display());
+        let component = tokio::task::spawn_blocking(move || Component::new(engine(), &bytes))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{}: not a valid policy component: {e}", path.display()))?;
+        let mut linker: Linker<HostState> = Linker::new(engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
+        bindings::Policy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| e.to_string())?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("{}: does not match the wasmta:policy world: {e}", path.display()))?;
+        let smtp_message = smtp_message::GuestIndices::new(&pre).ok();
+        let deferred_inject = deferred_inject::GuestIndices::new(&pre).ok();
+        let mut handled = HashSet::new();
+        if smtp_message.is_some() {
+            handled.extend([
+                Event::SmtpServerData,
+                Event::SmtpServerSplitTransaction,
+                Event::SmtpServerMessageReceived,
+            ]);
+        }
+        if deferred_inject.is_some() {
+            handled.insert(Event::SmtpServerMessageDeferredInject);
+        }
+        if handled.is_empty() {
+            return Err(format!("{}: exports no event interface wasmta can call yet", path.display()));
+        }
+        let engine = WasmEngine { name, pre, smtp_message, deferred_inject, handled, pool: Mutex::new(vec![]), budget };
+        // a smoke-test instance proves it starts before it serves
+        let live = engine.instantiate().await?;
+        engine.pool.lock().push(live);
+        Ok(engine)
+    }
+
+    async fn instantiate(&self) -> Result<Live, String> {
+        let state = HostState {
+            table: wasmtime::component::ResourceTable::new(),
+            wasi: wasmtime_wasi::WasiCtxBuilder::new().inherit_stderr().build(),
+            limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).instances(16).tables(64).build(),
+            deadline: Instant::now() + self.budget,
+            plugin: self.name.clone(),
+        };
+        let mut store = Store::new(engine(), state);
+        store.limiter(|s| s.limiter());
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() > ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| format!("{}: instantiation failed: {e}", self.name))?;
+        Ok(Live { store, instance })
+    }
+
+    async fn dispatch(
+        &self,
+        live: &mut Live,
+        event: Event,
+        args: Args<'_>,
+    ) -> wasmtime::Result<Result<Option<Value>, PolicyError>> {
+        let Live { store, instance } = live;
+        match (event, args) {
+            (Event::SmtpServerMessageDeferredInject, Args::MessageConn { message, conn }) => {
+                let guest = self.deferred_inject.as_ref().expect("handled").load(&mut *store, instance)?;
+                let m = store.data_mut().table.push(message.clone())?;
+                let c = store.data_mut().table.push(conn.clone())?;
+                let r = guest
+                    .call_smtp_server_message_deferred_inject(
+                        &mut *store,
+                        Resource::new_borrow(m.rep()),
+                        Resource::new_borrow(c.rep()),
+                    )
+                    .await;
+                store.data_mut().table.delete(m)?;
+                store.data_mut().table.delete(c)?;
+                Ok(r?.map(|()| None).map_err(rejection))
+            }
+            (
+                Event::SmtpServerData | Event::SmtpServerMessageReceived | Event::SmtpServerSplitTransaction,
+                Args::MessageConn { message, conn },
+            ) => {
+                let guest = self.smtp_message.as_ref().expect("handled").load(&mut *store, instance)?;
+                let m = store.data_mut().table.push(message.clone())?;
+                let c = store.data_mut().table.push(conn.clone())?;
+                let (mb, cb) = (Resource::new_borrow(m.rep()), Resource::new_borrow(c.rep()));
+                let r = match event {
+                    Event::SmtpServerData => guest.call_smtp_server_data(&mut *store, mb, cb).await?.map(|()| None),
+                    Event::SmtpServerMessageReceived => {
+                        guest.call_smtp_server_message_received(&mut *store, mb, cb).await?.map(|()| None)
+                    }
+                    _ => guest
+                        .call_smtp_server_split_transaction(&mut *store, mb, cb)
+                        .await?
+                        .map(|batches| batches.map(|b| serde_json::json!(b))),
+                };
+                store.data_mut().table.delete(m)?;
+                store.data_mut().table.delete(c)?;
+                Ok(r.map_err(rejection))
+            }
+            _ => Ok(Ok(None)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for WasmEngine {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn handles(&self, event: Event) -> bool {
+        self.handled.contains(&event)
+    }
+
+    async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
+        let failed = |message: String| PolicyError::Failed { event: event.name(), message };
+        let pooled = self.pool.lock().pop();
+        let mut live = match pooled {
+            Some(l) => l,
+            None => self.instantiate().await.map_err(failed)?,
+        };
+        live.store.data_mut().deadline = Instant::now() + self.budget;
+        // the epoch stops CPU-bound guests; the timer stops guests parked in host awaits
+        let outcome = tokio::time::timeout(self.budget + TICK * 5, self.dispatch(&mut live, event, args)).await;
+        match outcome {
+            Ok(Ok(result)) => {
+                self.pool.lock().push(live);
+                result
+            }
+            Ok(Err(trap)) => {
+                tracing::error!("{}: {} trapped: {trap:#}", self.name, event.name());
+                Err(failed(format!("{}: {trap}", self.name)))
+            }
+            Err(_) => {
+                tracing::error!("{}: {} exceeded {:?}", self.name, event.name(), self.budget);
+                Err(failed(format!("{}: deadline of {:?} exceeded", self.name, self.budget)))
+            }
+        }
+    }
+}
