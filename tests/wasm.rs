@@ -8,10 +8,10 @@ use harness::{spooled, start_policy_text};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-/// Builds the example component once per test run.
-fn plugin() -> &'static PathBuf {
+/// Builds the plugins workspace once per test run and returns a component's path.
+fn component(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
+    let dir = BUILT.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let status = std::process::Command::new(env!("CARGO"))
             .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
@@ -19,10 +19,15 @@ fn plugin() -> &'static PathBuf {
             .status()
             .expect("run cargo for the plugin");
         assert!(status.success(), "building plugins/ failed (is the wasm32-wasip2 target installed?)");
-        let path = root.join("plugins/target/wasm32-wasip2/release/message_policy.wasm");
-        assert!(path.exists(), "{} was not built", path.display());
-        path
-    })
+        root.join("plugins/target/wasm32-wasip2/release")
+    });
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+fn plugin() -> PathBuf {
+    component("message_policy")
 }
 
 const LUA_EQUIVALENT: &str = r#"
@@ -113,4 +118,32 @@ fn a_single_event_claimed_by_both_engines_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("smtp_server_message_received event is handled by more than one engine"), "{err}");
+}
+
+#[test]
+fn a_hostile_component_never_takes_the_server_down() {
+    // T-43 infinite loop, T-45 memory bomb, T-47 panic, T-48 stack overflow
+    let text = format!(
+        r#"
+kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{{d}}/spool' }}
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0' }}
+  kumo.wasm.load {{ path = '{}', budget = '500ms' }}
+end)
+"#,
+        component("hostile").display()
+    );
+    let (dir, server) = start_policy_text(&text);
+    let mut c = Client::ehlo(server.addr());
+    for mode in ["loop", "panic", "memory", "stack", "loop", "panic"] {
+        let started = std::time::Instant::now();
+        let r = c.send_mail("a@s.example", &["r@dest.example"], &format!("Subject: x\r\nX-Hostile: {mode}\r\n\r\nx"));
+        assert!(r.starts("451 4.3.0"), "{mode}: {r:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{mode} took {:?}", started.elapsed());
+    }
+    let r = c.send_mail("a@s.example", &["r@dest.example"], "Subject: fine\r\n\r\nx");
+    assert_eq!(r.code, 250, "a fresh instance serves the next message: {r:?}");
+    assert!(server.stop().success());
+    let stored = spooled(dir.path());
+    assert_eq!(stored.len(), 1, "only the accepted message was stored");
 }
