@@ -147,3 +147,34 @@ end)
     let stored = spooled(dir.path());
     assert_eq!(stored.len(), 1, "only the accepted message was stored");
 }
+
+#[test]
+fn a_routing_component_chooses_where_mail_goes() {
+    let d = harness::temp_dir();
+    let sink = harness::sink::Sink::start(d.path());
+    let port = sink.addr.rsplit(':').next().unwrap().to_string();
+    let text = format!(
+        r#"
+kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{{d}}/spool' }}
+  kumo.configure_local_logs {{ log_dir = '{{d}}/logs' }}
+  kumo.dns.configure_test_resolver ''
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0' }}
+  kumo.wasm.load {{ path = '{}' }}
+end)
+kumo.on('smtp_server_message_received', function(msg)
+  msg:set_meta('routing_domain', '{port}.smarthost.test')
+end)
+"#,
+        component("router").display()
+    );
+    let (dir, server) = start_policy_text(&text);
+    let mut c = Client::ehlo(server.addr());
+    assert_eq!(c.send_mail("a@s.example", &["r@dest.example"], "Subject: routed\r\n\r\nx").code, 250);
+    assert!(sink.wait_for(1, std::time::Duration::from_secs(10)), "the component's route was not used");
+    assert_eq!(sink.messages()[0].ehlo, "router.wasm.test");
+    let d =
+        harness::wait_for_record(dir.path(), std::time::Duration::from_secs(5), |r| r["type"] == "Delivery").unwrap();
+    assert_eq!(d["queue"], format!("dest.example!{port}.smarthost.test"));
+    drop(server);
+}

@@ -5,10 +5,10 @@
 //! fails closed and temporary, and the instance is thrown away.
 
 mod bindings;
+mod calls;
 mod host;
 
 use crate::policy::{Args, DisconnectMode, Engine, Event, PolicyError, Rejection};
-use bindings::exports::wasmta::policy::{deferred_inject, smtp_message};
 use bindings::wasmta::policy::types;
 use host::HostState;
 use parking_lot::Mutex;
@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Instance, InstancePre, Linker, Resource};
+use wasmtime::component::{Component, Instance, InstancePre, Linker};
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 
 /// Memory one instance may use.
@@ -56,14 +56,13 @@ struct Live {
 pub struct WasmEngine {
     name: String,
     pre: InstancePre<HostState>,
-    smtp_message: Option<smtp_message::GuestIndices>,
-    deferred_inject: Option<deferred_inject::GuestIndices>,
+    exports: calls::Exports,
     handled: HashSet<Event>,
     pool: Mutex<Vec<Live>>,
     budget: Duration,
 }
 
-fn rejection(r: types::Rejection) -> PolicyError {
+pub(crate) fn rejection(r: types::Rejection) -> PolicyError {
     let text = match &r.enhanced_code {
         Some(e) => format!("{e} {}", r.text),
         None => r.text.clone(),
@@ -97,23 +96,12 @@ impl WasmEngine {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| format!("{}: does not match the wasmta:policy world: {e}", path.display()))?;
-        let smtp_message = smtp_message::GuestIndices::new(&pre).ok();
-        let deferred_inject = deferred_inject::GuestIndices::new(&pre).ok();
-        let mut handled = HashSet::new();
-        if smtp_message.is_some() {
-            handled.extend([
-                Event::SmtpServerData,
-                Event::SmtpServerSplitTransaction,
-                Event::SmtpServerMessageReceived,
-            ]);
-        }
-        if deferred_inject.is_some() {
-            handled.insert(Event::SmtpServerMessageDeferredInject);
-        }
+        let exports = calls::Exports::find(&pre);
+        let handled: HashSet<Event> = exports.events().into_iter().collect();
         if handled.is_empty() {
             return Err(format!("{}: exports no event interface wasmta can call yet", path.display()));
         }
-        let engine = WasmEngine { name, pre, smtp_message, deferred_inject, handled, pool: Mutex::new(vec![]), budget };
+        let engine = WasmEngine { name, pre, exports, handled, pool: Mutex::new(vec![]), budget };
         // a smoke-test instance proves it starts before it serves
         let live = engine.instantiate().await?;
         engine.pool.lock().push(live);
@@ -145,55 +133,6 @@ impl WasmEngine {
             .map_err(|e| format!("{}: instantiation failed: {e}", self.name))?;
         Ok(Live { store, instance })
     }
-
-    async fn dispatch(
-        &self,
-        live: &mut Live,
-        event: Event,
-        args: Args<'_>,
-    ) -> wasmtime::Result<Result<Option<Value>, PolicyError>> {
-        let Live { store, instance } = live;
-        match (event, args) {
-            (Event::SmtpServerMessageDeferredInject, Args::MessageConn { message, conn }) => {
-                let guest = self.deferred_inject.as_ref().expect("handled").load(&mut *store, instance)?;
-                let m = store.data_mut().table.push(message.clone())?;
-                let c = store.data_mut().table.push(conn.clone())?;
-                let r = guest
-                    .call_smtp_server_message_deferred_inject(
-                        &mut *store,
-                        Resource::new_borrow(m.rep()),
-                        Resource::new_borrow(c.rep()),
-                    )
-                    .await;
-                store.data_mut().table.delete(m)?;
-                store.data_mut().table.delete(c)?;
-                Ok(r?.map(|()| None).map_err(rejection))
-            }
-            (
-                Event::SmtpServerData | Event::SmtpServerMessageReceived | Event::SmtpServerSplitTransaction,
-                Args::MessageConn { message, conn },
-            ) => {
-                let guest = self.smtp_message.as_ref().expect("handled").load(&mut *store, instance)?;
-                let m = store.data_mut().table.push(message.clone())?;
-                let c = store.data_mut().table.push(conn.clone())?;
-                let (mb, cb) = (Resource::new_borrow(m.rep()), Resource::new_borrow(c.rep()));
-                let r = match event {
-                    Event::SmtpServerData => guest.call_smtp_server_data(&mut *store, mb, cb).await?.map(|()| None),
-                    Event::SmtpServerMessageReceived => {
-                        guest.call_smtp_server_message_received(&mut *store, mb, cb).await?.map(|()| None)
-                    }
-                    _ => guest
-                        .call_smtp_server_split_transaction(&mut *store, mb, cb)
-                        .await?
-                        .map(|batches| batches.map(|b| serde_json::json!(b))),
-                };
-                store.data_mut().table.delete(m)?;
-                store.data_mut().table.delete(c)?;
-                Ok(r.map_err(rejection))
-            }
-            _ => Ok(Ok(None)),
-        }
-    }
 }
 
 #[async_trait::async_trait]
@@ -215,7 +154,11 @@ impl Engine for WasmEngine {
         };
         live.store.data_mut().deadline = Instant::now() + self.budget;
         // the epoch stops CPU-bound guests; the timer stops guests parked in host awaits
-        let outcome = tokio::time::timeout(self.budget + TICK * 5, self.dispatch(&mut live, event, args)).await;
+        let outcome = tokio::time::timeout(
+            self.budget + TICK * 5,
+            calls::call(&self.exports, &mut live.store, &live.instance, event, args),
+        )
+        .await;
         match outcome {
             Ok(Ok(result)) => {
                 self.pool.lock().push(live);
