@@ -3,7 +3,8 @@
 //! dispatcher decodes (the same shape a Lua handler's table has).
 
 use super::bindings::exports::wasmta::policy::{
-    deferred_inject, egress, listener_domains, message_lifecycle, queue_config, smtp_connection, smtp_message,
+    deferred_inject, egress, listener_domains, message_lifecycle, message_received, queue_config, smtp_connection,
+    smtp_data, split_transaction,
 };
 use super::bindings::wasmta::policy::types;
 use super::host::HostState;
@@ -13,65 +14,52 @@ use serde_json::{Map, Value, json};
 use wasmtime::Store;
 use wasmtime::component::{Instance, Resource};
 
-/// The export interfaces a component has.
-#[derive(Default)]
-pub struct Exports {
-    pub smtp_connection: Option<smtp_connection::GuestIndices>,
-    pub listener_domains: Option<listener_domains::GuestIndices>,
-    pub smtp_message: Option<smtp_message::GuestIndices>,
-    pub deferred_inject: Option<deferred_inject::GuestIndices>,
-    pub queue_config: Option<queue_config::GuestIndices>,
-    pub egress: Option<egress::GuestIndices>,
-    pub message_lifecycle: Option<message_lifecycle::GuestIndices>,
+macro_rules! interfaces {
+    ($($field:ident: $module:ident => [$($event:ident),*];)*) => {
+        /// The export interfaces a component has (found once per component).
+        #[derive(Default)]
+        pub struct Exports {
+            $(pub $field: Option<$module::GuestIndices>,)*
+        }
+
+        /// Those interfaces loaded for one instance (looked up once per instance).
+        pub struct Guests {
+            $(pub $field: Option<$module::Guest>,)*
+        }
+
+        impl Exports {
+            /// Finds the interfaces a component exports.
+            pub fn find(pre: &wasmtime::component::InstancePre<HostState>) -> Exports {
+                Exports { $($field: $module::GuestIndices::new(pre).ok(),)* }
+            }
+
+            /// Loads the typed exports of an instance.
+            pub fn load(&self, store: &mut Store<HostState>, instance: &Instance) -> wasmtime::Result<Guests> {
+                Ok(Guests { $($field: self.$field.as_ref().map(|i| i.load(&mut *store, instance)).transpose()?,)* })
+            }
+
+            /// The events those interfaces cover.
+            pub fn events(&self) -> Vec<Event> {
+                let mut out = vec![];
+                $(if self.$field.is_some() { out.extend([$(Event::$event),*]); })*
+                out
+            }
+        }
+    };
 }
 
-impl Exports {
-    /// Finds the interfaces a component exports.
-    pub fn find(pre: &wasmtime::component::InstancePre<HostState>) -> Exports {
-        Exports {
-            smtp_connection: smtp_connection::GuestIndices::new(pre).ok(),
-            listener_domains: listener_domains::GuestIndices::new(pre).ok(),
-            smtp_message: smtp_message::GuestIndices::new(pre).ok(),
-            deferred_inject: deferred_inject::GuestIndices::new(pre).ok(),
-            queue_config: queue_config::GuestIndices::new(pre).ok(),
-            egress: egress::GuestIndices::new(pre).ok(),
-            message_lifecycle: message_lifecycle::GuestIndices::new(pre).ok(),
-        }
-    }
-
-    /// The events those interfaces cover.
-    pub fn events(&self) -> Vec<Event> {
-        use Event::*;
-        let mut out = vec![];
-        if self.smtp_connection.is_some() {
-            out.extend([
-                SmtpServerGetDynamicParameters,
-                SmtpServerConnectionAccepted,
-                SmtpServerEhlo,
-                SmtpServerMailFrom,
-                SmtpServerRcptTo,
-            ]);
-        }
-        if self.listener_domains.is_some() {
-            out.push(GetListenerDomain);
-        }
-        if self.smtp_message.is_some() {
-            out.extend([SmtpServerData, SmtpServerSplitTransaction, SmtpServerMessageReceived]);
-        }
-        if self.deferred_inject.is_some() {
-            out.push(SmtpServerMessageDeferredInject);
-        }
-        if self.queue_config.is_some() {
-            out.push(GetQueueConfig);
-        }
-        if self.egress.is_some() {
-            out.extend([GetEgressPool, GetEgressSource, GetEgressPathConfig]);
-        }
-        if self.message_lifecycle.is_some() {
-            out.extend([RequeueMessage, SpoolMessageEnumerated]);
-        }
-        out
-    }
+interfaces! {
+    smtp_connection: smtp_connection => [
+        SmtpServerGetDynamicParameters, SmtpServerConnectionAccepted, SmtpServerEhlo, SmtpServerMailFrom, SmtpServerRcptTo
+    ];
+    listener_domains: listener_domains => [GetListenerDomain];
+    smtp_data: smtp_data => [SmtpServerData];
+    split_transaction: split_transaction => [SmtpServerSplitTransaction];
+    message_received: message_received => [SmtpServerMessageReceived];
+    deferred_inject: deferred_inject => [SmtpServerMessageDeferredInject];
+    queue_config: queue_config => [GetQueueConfig];
+    egress: egress => [GetEgressPool, GetEgressSource, GetEgressPathConfig];
+    message_lifecycle: message_lifecycle => [RequeueMessage, SpoolMessageEnumerated];
 }
 
 type Answer = Result<Option<Value>, types::Rejection>;
@@ -235,9 +223,8 @@ impl Handles {
 /// Calls `event` on the component. The outer error is a trap or host failure; the
 /// inner result is the policy's answer.
 pub async fn call(
-    exports: &Exports,
+    guests: &Guests,
     store: &mut Store<HostState>,
-    instance: &Instance,
     event: Event,
     args: Args<'_>,
 ) -> wasmtime::Result<Result<Option<Value>, PolicyError>> {
@@ -252,22 +239,22 @@ pub async fn call(
     let h = Handles::new(store, message, conn)?;
     let answer: Answer = match (event, args) {
         (SmtpServerGetDynamicParameters, Args::DynamicParameters { listener, .. }) => {
-            let g = exports.smtp_connection.as_ref().expect("handled").load(&mut *store, instance)?;
+            let g = guests.smtp_connection.as_ref().expect("handled");
             match g.call_smtp_server_get_dynamic_parameters(&mut *store, listener, h.conn()).await? {
                 Ok(Some(text)) => Ok(Some(serde_json::from_str(&text).unwrap_or(Value::String(text)))),
                 other => other.map(|_| None),
             }
         }
         (SmtpServerConnectionAccepted, Args::Conn(_)) => {
-            let g = exports.smtp_connection.as_ref().expect("handled").load(&mut *store, instance)?;
+            let g = guests.smtp_connection.as_ref().expect("handled");
             g.call_smtp_server_connection_accepted(&mut *store, h.conn()).await?.map(|()| None)
         }
         (SmtpServerEhlo, Args::Ehlo { domain, extensions, .. }) => {
-            let g = exports.smtp_connection.as_ref().expect("handled").load(&mut *store, instance)?;
+            let g = guests.smtp_connection.as_ref().expect("handled");
             g.call_smtp_server_ehlo(&mut *store, domain, h.conn(), extensions).await?.map(|l| l.map(|l| json!(l)))
         }
         (SmtpServerMailFrom | SmtpServerRcptTo, Args::Address { address: a, .. }) => {
-            let g = exports.smtp_connection.as_ref().expect("handled").load(&mut *store, instance)?;
+            let g = guests.smtp_connection.as_ref().expect("handled");
             let a = address(a);
             let r = if event == SmtpServerMailFrom {
                 g.call_smtp_server_mail_from(&mut *store, &a, h.conn()).await?
@@ -277,28 +264,27 @@ pub async fn call(
             r.map(|()| None)
         }
         (GetListenerDomain, Args::ListenerDomain { domain, listener, .. }) => {
-            let g = exports.listener_domains.as_ref().expect("handled").load(&mut *store, instance)?;
+            let g = guests.listener_domains.as_ref().expect("handled");
             g.call_get_listener_domain(&mut *store, domain, listener, h.conn()).await?.map(|d| d.map(listener_domain))
         }
-        (SmtpServerData | SmtpServerMessageReceived | SmtpServerSplitTransaction, Args::MessageConn { .. }) => {
-            let g = exports.smtp_message.as_ref().expect("handled").load(&mut *store, instance)?;
-            match event {
-                SmtpServerData => g.call_smtp_server_data(&mut *store, h.msg(), h.conn()).await?.map(|()| None),
-                SmtpServerMessageReceived => {
-                    g.call_smtp_server_message_received(&mut *store, h.msg(), h.conn()).await?.map(|()| None)
-                }
-                _ => g
-                    .call_smtp_server_split_transaction(&mut *store, h.msg(), h.conn())
-                    .await?
-                    .map(|b| b.map(|b| json!(b))),
-            }
+        (SmtpServerData, Args::MessageConn { .. }) => {
+            let g = guests.smtp_data.as_ref().expect("handled");
+            g.call_smtp_server_data(&mut *store, h.msg(), h.conn()).await?.map(|()| None)
+        }
+        (SmtpServerSplitTransaction, Args::MessageConn { .. }) => {
+            let g = guests.split_transaction.as_ref().expect("handled");
+            g.call_smtp_server_split_transaction(&mut *store, h.msg(), h.conn()).await?.map(|b| b.map(|b| json!(b)))
+        }
+        (SmtpServerMessageReceived, Args::MessageConn { .. }) => {
+            let g = guests.message_received.as_ref().expect("handled");
+            g.call_smtp_server_message_received(&mut *store, h.msg(), h.conn()).await?.map(|()| None)
         }
         (SmtpServerMessageDeferredInject, Args::MessageConn { .. }) => {
-            let g = exports.deferred_inject.as_ref().expect("handled").load(&mut *store, instance)?;
+            let g = guests.deferred_inject.as_ref().expect("handled");
             g.call_smtp_server_message_deferred_inject(&mut *store, h.msg(), h.conn()).await?.map(|()| None)
         }
         (GetQueueConfig, Args::QueueConfig { domain, tenant, campaign, routing_domain }) => {
-            let g = exports.queue_config.as_ref().expect("handled").load(&mut *store, instance)?;
+            let g = guests.queue_config.as_ref().expect("handled");
             let s = |v: Option<&str>| v.map(str::to_string);
             let parts = types::QueueNameParts {
                 domain: s(domain),
@@ -309,7 +295,7 @@ pub async fn call(
             g.call_get_queue_config(&mut *store, &parts).await?.map(|c| c.map(queue_config))
         }
         (GetEgressPool | GetEgressSource, Args::Name(name)) => {
-            let g = exports.egress.as_ref().expect("handled").load(&mut *store, instance)?;
+            let g = guests.egress.as_ref().expect("handled");
             if event == GetEgressPool {
                 g.call_get_egress_pool(&mut *store, name).await?.map(|p| {
                     p.map(|p| {
@@ -340,7 +326,7 @@ pub async fn call(
             }
         }
         (GetEgressPathConfig, Args::EgressPath { routing_domain, source, site }) => {
-            let g = exports.egress.as_ref().expect("handled").load(&mut *store, instance)?;
+            let g = guests.egress.as_ref().expect("handled");
             match g.call_get_egress_path_config(&mut *store, routing_domain, source, site).await? {
                 Ok(Some(p)) => match egress_path(p) {
                     Ok(v) => Ok(Some(v)),
@@ -353,13 +339,13 @@ pub async fn call(
             }
         }
         (RequeueMessage, Args::Requeue { response, context, increment_attempts, delay, .. }) => {
-            let g = exports.message_lifecycle.as_ref().expect("handled").load(&mut *store, instance)?;
+            let g = guests.message_lifecycle.as_ref().expect("handled");
             g.call_requeue_message(&mut *store, h.msg(), response, context, increment_attempts, delay)
                 .await?
                 .map(|()| None)
         }
         (SpoolMessageEnumerated, Args::Message(_)) => {
-            let g = exports.message_lifecycle.as_ref().expect("handled").load(&mut *store, instance)?;
+            let g = guests.message_lifecycle.as_ref().expect("handled");
             g.call_spool_message_enumerated(&mut *store, h.msg()).await?.map(|()| None)
         }
         _ => Ok(None),

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Instance, InstancePre, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 
 /// Memory one instance may use.
@@ -31,6 +31,15 @@ fn engine() -> &'static wasmtime::Engine {
     ENGINE.get_or_init(|| {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true).epoch_interruption(true).max_wasm_stack(512 * 1024);
+        // pooled memories, tables and async stacks: no mmap per instance or per call
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(256)
+            .total_core_instances(512)
+            .total_memories(512)
+            .total_tables(512)
+            .total_stacks(256)
+            .max_memory_size(MEMORY_LIMIT);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = wasmtime::Engine::new(&config).expect("wasmtime engine");
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -49,7 +58,7 @@ fn engine() -> &'static wasmtime::Engine {
 
 struct Live {
     store: Store<HostState>,
-    instance: Instance,
+    guests: calls::Guests,
 }
 
 /// A loaded policy component.
@@ -131,7 +140,8 @@ impl WasmEngine {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| format!("{}: instantiation failed: {e}", self.name))?;
-        Ok(Live { store, instance })
+        let guests = self.exports.load(&mut store, &instance).map_err(|e| format!("{}: {e}", self.name))?;
+        Ok(Live { store, guests })
     }
 }
 
@@ -154,11 +164,8 @@ impl Engine for WasmEngine {
         };
         live.store.data_mut().deadline = Instant::now() + self.budget;
         // the epoch stops CPU-bound guests; the timer stops guests parked in host awaits
-        let outcome = tokio::time::timeout(
-            self.budget + TICK * 5,
-            calls::call(&self.exports, &mut live.store, &live.instance, event, args),
-        )
-        .await;
+        let outcome =
+            tokio::time::timeout(self.budget + TICK * 5, calls::call(&live.guests, &mut live.store, event, args)).await;
         match outcome {
             Ok(Ok(result)) => {
                 self.pool.lock().push(live);

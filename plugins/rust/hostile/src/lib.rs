@@ -4,7 +4,7 @@
 
 wit_bindgen::generate!({ path: "../../../wit", world: "message-policy" });
 
-use exports::wasmta::policy::smtp_message::Guest;
+use exports::wasmta::policy::message_received::Guest;
 use wasmta::policy::types::{ConnMeta, Message, Rejection};
 
 struct Hostile;
@@ -17,14 +17,6 @@ fn recurse(n: u64, trail: &mut Vec<u64>) -> u64 {
 }
 
 impl Guest for Hostile {
-    fn smtp_server_data(_msg: &Message, _conn: &ConnMeta) -> Result<(), Rejection> {
-        Ok(())
-    }
-
-    fn smtp_server_split_transaction(_msg: &Message, _conn: &ConnMeta) -> Result<Option<Vec<Vec<String>>>, Rejection> {
-        Ok(None)
-    }
-
     fn smtp_server_message_received(msg: &Message, _conn: &ConnMeta) -> Result<(), Rejection> {
         match msg.get_first_named_header_value("X-Hostile").as_deref() {
             Some("loop") => {

@@ -4,21 +4,13 @@
 
 wit_bindgen::generate!({ path: "../../../wit", world: "message-policy" });
 
-use exports::wasmta::policy::smtp_message::Guest;
+use exports::wasmta::policy::message_received::Guest;
 use wasmta::policy::host::{Level, log};
 use wasmta::policy::types::{ConnMeta, Message, Rejection};
 
 struct Policy;
 
 impl Guest for Policy {
-    fn smtp_server_data(_msg: &Message, _conn: &ConnMeta) -> Result<(), Rejection> {
-        Ok(())
-    }
-
-    fn smtp_server_split_transaction(_msg: &Message, _conn: &ConnMeta) -> Result<Option<Vec<Vec<String>>>, Rejection> {
-        Ok(None)
-    }
-
     fn smtp_server_message_received(msg: &Message, _conn: &ConnMeta) -> Result<(), Rejection> {
         if let Some(reason) = msg.get_first_named_header_value("X-Block") {
             return Err(Rejection {
