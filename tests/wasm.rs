@@ -178,3 +178,25 @@ end)
     assert_eq!(d["queue"], format!("dest.example!{port}.smarthost.test"));
     drop(server);
 }
+
+#[test]
+fn check_compiles_components_and_refuses_a_broken_one() {
+    let dir = harness::temp_dir();
+    let bad = dir.path().join("broken.wasm");
+    std::fs::write(&bad, b"\0asm not really").unwrap();
+    for (path, ok) in [(plugin(), true), (bad, false)] {
+        let policy = dir.path().join("init.lua");
+        std::fs::write(
+            &policy,
+            format!("kumo.on('init', function() kumo.wasm.load {{ path = '{}' }} end)\n", path.display()),
+        )
+        .unwrap();
+        let out =
+            std::process::Command::new(harness::binary()).args(["check", "--policy"]).arg(&policy).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.success(), ok, "{text}");
+        if !ok {
+            assert!(text.contains("broken.wasm: not a valid policy component"), "{text}");
+        }
+    }
+}

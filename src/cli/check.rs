@@ -1,5 +1,6 @@
 //! `wasmta check`: loads the policy, runs `init` with every configuration call
-//! validated, reports problems naming file, line and key, and binds nothing.
+//! validated, compiles and links every policy component it loads, reports problems
+//! naming file, line and key, and binds nothing.
 
 use crate::policy::lua::LuaEngine;
 use std::path::PathBuf;
@@ -20,6 +21,20 @@ pub async fn run(policy: PathBuf) -> ExitCode {
         }
         Ok(loaded) => {
             let i = &loaded.init;
+            let mut failed = false;
+            for plugin in &i.wasm {
+                let budget = plugin.budget.unwrap_or(i.event_timeout);
+                match crate::policy::wasm::WasmEngine::load(std::path::Path::new(&plugin.path), budget).await {
+                    Ok(_) => println!("{}: component OK", plugin.path),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: OK ({} esmtp listener(s), {} spool(s), {} log destination(s), {} http listener(s))",
                 policy.display(),
