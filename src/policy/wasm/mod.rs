@@ -163,6 +163,9 @@ impl Engine for WasmEngine {
             None => self.instantiate().await.map_err(failed)?,
         };
         live.store.data_mut().deadline = Instant::now() + self.budget;
+        // re-arm the epoch check relative to now: a stale deadline would make every call
+        // of a reused instance stop at its first epoch check and yield to the runtime
+        live.store.set_epoch_deadline(1);
         // the epoch stops CPU-bound guests; the timer stops guests parked in host awaits
         let outcome =
             tokio::time::timeout(self.budget + TICK * 5, calls::call(&live.guests, &mut live.store, event, args)).await;
