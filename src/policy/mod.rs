@@ -20,13 +20,27 @@ use crate::message::{EnvelopeAddress, Message};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
+/// What every engine knows about itself: its name and the events it has handlers for.
+pub struct EngineInfo {
+    /// Engine name for errors and logs (`lua:policy/init.lua`, `wasm:plugin.wasm`).
+    pub name: String,
+    /// Events with a handler.
+    pub handled: std::collections::HashSet<Event>,
+}
+
 /// A policy engine bound to the catalogue.
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync {
-    /// Engine name for errors and logs (`lua:policy/init.lua`).
-    fn name(&self) -> &str;
+    /// Name and handled events.
+    fn info(&self) -> &EngineInfo;
+    /// Engine name for errors and logs.
+    fn name(&self) -> &str {
+        &self.info().name
+    }
     /// True when a handler for `event` is registered.
-    fn handles(&self, event: Event) -> bool;
+    fn handles(&self, event: Event) -> bool {
+        self.info().handled.contains(&event)
+    }
     /// Calls the handlers of `event` (Multiple: in order until one returns a value).
     /// `Ok(None)`: no handler returned a value.
     async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError>;

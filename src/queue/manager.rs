@@ -526,15 +526,12 @@ mod tests {
     use crate::policy::{Args, DisconnectMode, Engine, Event, Rejection};
 
     /// A policy whose deferred-inject handler always tempfails, noting when it ran.
-    struct AlwaysLater(Mutex<Vec<Instant>>, tokio::sync::Notify);
+    struct AlwaysLater(Mutex<Vec<Instant>>, tokio::sync::Notify, crate::policy::EngineInfo);
 
     #[async_trait::async_trait]
     impl Engine for AlwaysLater {
-        fn name(&self) -> &str {
-            "test"
-        }
-        fn handles(&self, event: Event) -> bool {
-            event == Event::SmtpServerMessageDeferredInject
+        fn info(&self) -> &crate::policy::EngineInfo {
+            &self.2
         }
         async fn call(&self, _: Event, _: Args<'_>) -> Result<Option<Value>, PolicyError> {
             self.0.lock().push(Instant::now());
@@ -547,7 +544,9 @@ mod tests {
     async fn deferred_retries_follow_the_one_minute_exponential_schedule_in_paused_time() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(&[], dir.path()).unwrap();
-        let engine = Arc::new(AlwaysLater(Mutex::new(vec![]), tokio::sync::Notify::new()));
+        let info =
+            crate::policy::EngineInfo { name: "test".into(), handled: [Event::SmtpServerMessageDeferredInject].into() };
+        let engine = Arc::new(AlwaysLater(Mutex::new(vec![]), tokio::sync::Notify::new(), info));
         let policy = Policy::new(vec![engine.clone() as Arc<dyn Engine>]).unwrap();
         let manager =
             QueueManager::new(policy, spool.clone(), Logs::default(), Arc::new(TestZones::default()), "test".into());

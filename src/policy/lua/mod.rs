@@ -11,7 +11,7 @@ mod userdata;
 
 use crate::config::InitConfig;
 use crate::policy::events::{Event, is_user_defined_name};
-use crate::policy::{Args, Engine, PolicyError, Rejection};
+use crate::policy::{Args, Engine, EngineInfo, PolicyError, Rejection};
 use convert::from_lua;
 use mlua::{Function, HookTriggers, Lua, MultiValue, Table, Value as LuaValue, VmState};
 use parking_lot::Mutex;
@@ -255,10 +255,9 @@ impl Context {
 
 /// A loaded Lua policy.
 pub struct LuaEngine {
-    name: String,
+    info: EngineInfo,
     host: Arc<Host>,
     pool: Mutex<Vec<Context>>,
-    handled: HashSet<Event>,
     timeout: Duration,
 }
 
@@ -327,8 +326,12 @@ impl LuaEngine {
         }
         let init = host.init.lock().clone();
         let timeout = init.event_timeout;
-        let engine =
-            LuaEngine { name: format!("lua:{}", path.display()), host, pool: Mutex::new(Vec::new()), handled, timeout };
+        let engine = LuaEngine {
+            info: EngineInfo { name: format!("lua:{}", path.display()), handled },
+            host,
+            pool: Mutex::new(Vec::new()),
+            timeout,
+        };
         Ok(Loaded { engine, init, problems })
     }
 
@@ -363,18 +366,16 @@ impl LuaEngine {
 
 #[async_trait::async_trait]
 impl Engine for LuaEngine {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn handles(&self, event: Event) -> bool {
-        self.handled.contains(&event)
+    fn info(&self) -> &EngineInfo {
+        &self.info
     }
 
     async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
         let failed = |message: String| PolicyError::Failed { event: event.name(), message };
-        let ctx =
-            self.checkout().await.map_err(|e| failed(format!("{}: cannot create a Lua context: {e}", self.name)))?;
+        let ctx = self
+            .checkout()
+            .await
+            .map_err(|e| failed(format!("{}: cannot create a Lua context: {e}", self.info.name)))?;
         ctx.arm(self.timeout);
         // the hook stops CPU-bound handlers; the timer stops handlers parked in an await
         let outcome =
@@ -393,12 +394,12 @@ impl Engine for LuaEngine {
                     return Err(PolicyError::Rejected(r));
                 }
                 let text = error_text(&e);
-                tracing::error!("{}: {} handler failed: {text}", self.name, event.name());
-                Err(failed(format!("{}: {text}", self.name)))
+                tracing::error!("{}: {} handler failed: {text}", self.info.name, event.name());
+                Err(failed(format!("{}: {text}", self.info.name)))
             }
             Err(_) => {
-                tracing::error!("{}: {} handler exceeded {:?}", self.name, event.name(), self.timeout);
-                Err(failed(format!("{}: deadline of {:?} exceeded", self.name, self.timeout)))
+                tracing::error!("{}: {} handler exceeded {:?}", self.info.name, event.name(), self.timeout);
+                Err(failed(format!("{}: deadline of {:?} exceeded", self.info.name, self.timeout)))
             }
         }
     }

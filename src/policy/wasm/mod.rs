@@ -8,7 +8,7 @@ mod bindings;
 mod calls;
 mod host;
 
-use crate::policy::{Args, DisconnectMode, Engine, Event, PolicyError, Rejection};
+use crate::policy::{Args, DisconnectMode, Engine, EngineInfo, Event, PolicyError, Rejection};
 use bindings::wasmta::policy::types;
 use host::HostState;
 use parking_lot::Mutex;
@@ -63,10 +63,9 @@ struct Live {
 
 /// A loaded policy component.
 pub struct WasmEngine {
-    name: String,
+    info: EngineInfo,
     pre: InstancePre<HostState>,
     exports: calls::Exports,
-    handled: HashSet<Event>,
     pool: Mutex<Vec<Live>>,
     budget: Duration,
 }
@@ -110,7 +109,7 @@ impl WasmEngine {
         if handled.is_empty() {
             return Err(format!("{}: exports no event interface wasmta can call yet", path.display()));
         }
-        let engine = WasmEngine { name, pre, exports, handled, pool: Mutex::new(vec![]), budget };
+        let engine = WasmEngine { info: EngineInfo { name, handled }, pre, exports, pool: Mutex::new(vec![]), budget };
         // a smoke-test instance proves it starts before it serves
         let live = engine.instantiate().await?;
         engine.pool.lock().push(live);
@@ -123,7 +122,7 @@ impl WasmEngine {
             wasi: wasmtime_wasi::WasiCtxBuilder::new().inherit_stderr().build(),
             limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).instances(16).tables(64).build(),
             deadline: Instant::now() + self.budget,
-            plugin: self.name.clone(),
+            plugin: self.info.name.clone(),
         };
         let mut store = Store::new(engine(), state);
         store.limiter(|s| s.limiter());
@@ -139,20 +138,16 @@ impl WasmEngine {
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| format!("{}: instantiation failed: {e}", self.name))?;
-        let guests = self.exports.load(&mut store, &instance).map_err(|e| format!("{}: {e}", self.name))?;
+            .map_err(|e| format!("{}: instantiation failed: {e}", self.info.name))?;
+        let guests = self.exports.load(&mut store, &instance).map_err(|e| format!("{}: {e}", self.info.name))?;
         Ok(Live { store, guests })
     }
 }
 
 #[async_trait::async_trait]
 impl Engine for WasmEngine {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn handles(&self, event: Event) -> bool {
-        self.handled.contains(&event)
+    fn info(&self) -> &EngineInfo {
+        &self.info
     }
 
     async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
@@ -175,12 +170,12 @@ impl Engine for WasmEngine {
                 result
             }
             Ok(Err(trap)) => {
-                tracing::error!("{}: {} trapped: {trap:#}", self.name, event.name());
-                Err(failed(format!("{}: {trap}", self.name)))
+                tracing::error!("{}: {} trapped: {trap:#}", self.info.name, event.name());
+                Err(failed(format!("{}: {trap}", self.info.name)))
             }
             Err(_) => {
-                tracing::error!("{}: {} exceeded {:?}", self.name, event.name(), self.budget);
-                Err(failed(format!("{}: deadline of {:?} exceeded", self.name, self.budget)))
+                tracing::error!("{}: {} exceeded {:?}", self.info.name, event.name(), self.budget);
+                Err(failed(format!("{}: deadline of {:?} exceeded", self.info.name, self.budget)))
             }
         }
     }
