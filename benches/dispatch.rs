@@ -1,0 +1,77 @@
+//! Per-event dispatch cost: the same `smtp_server_message_received` policy in Lua and as
+//! the Rust component `plugins/rust/message-policy`, called through the real engines.
+//! Prints the median and p99 per call. Run with `cargo bench --bench dispatch`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmta::message::{EnvelopeAddress, Message};
+use wasmta::policy::lua::LuaEngine;
+use wasmta::policy::wasm::WasmEngine;
+use wasmta::policy::{ConnMeta, Engine, Policy};
+
+const CALLS: usize = 20_000;
+
+const LUA: &str = r#"
+kumo.on('smtp_server_message_received', function(msg)
+  local reason = msg:get_first_named_header_value('X-Block')
+  if reason then kumo.reject(550, '5.7.1 blocked by wasm policy: ' .. reason) end
+  local tenant = msg:get_first_named_header_value('X-Tenant')
+  if tenant then msg:set_meta('tenant', tenant) end
+  msg:prepend_header('X-Wasm-Policy', 'checked')
+end)
+"#;
+
+fn message() -> Message {
+    let body = format!("Subject: bench\r\nX-Tenant: acme\r\nFrom: <a@s.example>\r\n\r\n{}", "x".repeat(2000));
+    Message::new(
+        EnvelopeAddress::parse("a@s.example").unwrap(),
+        vec![EnvelopeAddress::parse("r@d.example").unwrap()],
+        Default::default(),
+        body.into_bytes(),
+    )
+}
+
+async fn measure(name: &str, policy: &Policy) {
+    let conn = ConnMeta::default();
+    let mut times = Vec::with_capacity(CALLS);
+    for i in 0..CALLS + 1000 {
+        let m = message();
+        let start = Instant::now();
+        policy.message_received(&m, &conn).await.expect("accepted");
+        if i >= 1000 {
+            times.push(start.elapsed());
+        }
+    }
+    times.sort();
+    let at = |p: f64| times[((times.len() - 1) as f64 * p) as usize];
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "{name:>6}: median {:.2} µs, p99 {:.2} µs per smtp_server_message_received ({CALLS} calls)",
+        us(at(0.5)),
+        us(at(0.99))
+    );
+}
+
+fn component() -> std::path::PathBuf {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(root.join("plugins/Cargo.toml"))
+        .status()
+        .expect("cargo");
+    assert!(status.success(), "building plugins/ failed");
+    root.join("plugins/target/wasm32-wasip2/release/message_policy.wasm")
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.lua");
+        std::fs::write(&path, LUA).unwrap();
+        let lua = LuaEngine::load(&path, false).await.unwrap().engine;
+        measure("lua", &Policy::new(vec![Arc::new(lua) as Arc<dyn Engine>]).unwrap()).await;
+        let wasm = WasmEngine::load(&component(), Duration::from_secs(5)).await.unwrap();
+        measure("wasm", &Policy::new(vec![Arc::new(wasm) as Arc<dyn Engine>]).unwrap()).await;
+    });
+}
