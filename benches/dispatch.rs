@@ -9,17 +9,10 @@ use wasmta::policy::lua::LuaEngine;
 use wasmta::policy::wasm::WasmEngine;
 use wasmta::policy::{ConnMeta, Engine, Policy};
 
-const CALLS: usize = 20_000;
+#[path = "../tests/harness/plugins.rs"]
+mod plugins;
 
-const LUA: &str = r#"
-kumo.on('smtp_server_message_received', function(msg)
-  local reason = msg:get_first_named_header_value('X-Block')
-  if reason then kumo.reject(550, '5.7.1 blocked by wasm policy: ' .. reason) end
-  local tenant = msg:get_first_named_header_value('X-Tenant')
-  if tenant then msg:set_meta('tenant', tenant) end
-  msg:prepend_header('X-Wasm-Policy', 'checked')
-end)
-"#;
+const CALLS: usize = 20_000;
 
 fn message() -> Message {
     let body = format!("Subject: bench\r\nX-Tenant: acme\r\nFrom: <a@s.example>\r\n\r\n{}", "x".repeat(2000));
@@ -52,26 +45,15 @@ async fn measure(name: &str, policy: &Policy) {
     );
 }
 
-fn component() -> std::path::PathBuf {
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-        .arg(root.join("plugins/Cargo.toml"))
-        .status()
-        .expect("cargo");
-    assert!(status.success(), "building plugins/ failed");
-    root.join("plugins/target/wasm32-wasip2/release/message_policy.wasm")
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.lua");
-        std::fs::write(&path, LUA).unwrap();
+        std::fs::write(&path, plugins::LUA_EQUIVALENT).unwrap();
         let lua = LuaEngine::load(&path, false).await.unwrap().engine;
         measure("lua", &Policy::new(vec![Arc::new(lua) as Arc<dyn Engine>]).unwrap()).await;
-        let wasm = WasmEngine::load(&component(), Duration::from_secs(5)).await.unwrap();
+        let wasm = WasmEngine::load(&plugins::component("message_policy"), Duration::from_secs(5)).await.unwrap();
         measure("wasm", &Policy::new(vec![Arc::new(wasm) as Arc<dyn Engine>]).unwrap()).await;
     });
 }
