@@ -1,5 +1,6 @@
-//! Per-event dispatch cost: the same `smtp_server_message_received` policy in Lua and as
-//! the Rust component `plugins/rust/message-policy`, called through the real engines.
+//! Per-event dispatch cost: the same `smtp_server_message_received` policy in Lua, as the
+//! Rust component `plugins/rust/message-policy` and as the Go component
+//! `plugins/go/message-policy`, called through the real engines.
 //! Prints the median and p99 per call. Run with `cargo bench --bench dispatch`.
 
 use std::sync::Arc;
@@ -50,10 +51,12 @@ fn main() {
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.lua");
-        std::fs::write(&path, plugins::LUA_EQUIVALENT).unwrap();
+        std::fs::write(&path, plugins::lua_message_policy()).unwrap();
         let lua = LuaEngine::load(&path, false).await.unwrap().engine;
         measure("lua", &Policy::new(vec![Arc::new(lua) as Arc<dyn Engine>]).unwrap()).await;
         let wasm = WasmEngine::load(&plugins::component("message_policy"), Duration::from_secs(5)).await.unwrap();
-        measure("wasm", &Policy::new(vec![Arc::new(wasm) as Arc<dyn Engine>]).unwrap()).await;
+        measure("rust", &Policy::new(vec![Arc::new(wasm) as Arc<dyn Engine>]).unwrap()).await;
+        let go = WasmEngine::load(&plugins::go_component("message-policy"), Duration::from_secs(5)).await.unwrap();
+        measure("go", &Policy::new(vec![Arc::new(go) as Arc<dyn Engine>]).unwrap()).await;
     });
 }

@@ -1,36 +1,63 @@
-//! The example policy components in `plugins/`, built once per process, and the Lua
-//! policy that `message-policy` mirrors. Shared by tests/wasm.rs and benches/dispatch.rs.
+//! The example policy components in `plugins/`, built once per process: the Rust ones with
+//! cargo (`wasm32-wasip2`), the Go ones with `plugins/go/build.sh` (wit-go, Go, wasm-tools).
+//! Shared by tests/wasm.rs and benches/dispatch.rs.
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
-/// The Lua equivalent of `plugins/rust/message-policy`.
-pub const LUA_EQUIVALENT: &str = r#"
-kumo.on('smtp_server_message_received', function(msg)
-  local reason = msg:get_first_named_header_value('X-Block')
-  if reason then kumo.reject(550, '5.7.1 blocked by wasm policy: ' .. reason) end
-  local tenant = msg:get_first_named_header_value('X-Tenant')
-  if tenant then msg:set_meta('tenant', tenant) end
-  msg:prepend_header('X-Wasm-Policy', 'checked')
-end)
-"#;
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
 
-/// Builds the plugins workspace (once) and returns the path of component `name`.
+/// The example policy every component implements (`plugins/example-policy.lua`).
+pub fn example_lua() -> String {
+    std::fs::read_to_string(root().join("plugins/example-policy.lua")).expect("read plugins/example-policy.lua")
+}
+
+/// The Lua equivalent of `plugins/rust/message-policy`: part (c) of the example policy.
+pub fn lua_message_policy() -> String {
+    let all = example_lua();
+    let start = all.find("-- (c)").expect("part (c)");
+    let end = all.find("-- (a)").expect("part (a)");
+    all[start..end].to_string()
+}
+
+/// Builds the Rust plugins workspace (once) and returns the path of component `name`
+/// (`message_policy`, `deferred_router`, `router`, `hostile`).
 pub fn component(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let status = std::process::Command::new(env!("CARGO"))
             .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-            .arg(root.join("plugins/Cargo.toml"))
+            .arg(root().join("plugins/Cargo.toml"))
             .status()
             .expect("run cargo for the plugins");
         assert!(status.success(), "building plugins/ failed (is the wasm32-wasip2 target installed?)");
-        root.join("plugins/target/wasm32-wasip2/release")
+        root().join("plugins/target/wasm32-wasip2/release")
     });
     let path = dir.join(format!("{name}.wasm"));
     assert!(path.exists(), "{} was not built", path.display());
     path
+}
+
+/// Builds the Go plugin `plugins/go/<name>` (once per process) and returns its component.
+pub fn go_component(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(name) {
+        return p.clone();
+    }
+    let out = root().join(format!("plugins/go/target/{name}.wasm"));
+    let status = std::process::Command::new(root().join("plugins/go/build.sh"))
+        .arg(root().join("plugins/go").join(name))
+        .arg(&out)
+        .env("CARGO", env!("CARGO"))
+        .status()
+        .expect("run plugins/go/build.sh");
+    assert!(status.success(), "plugins/go/build.sh {name} failed");
+    built.insert(name.to_string(), out.clone());
+    out
 }

@@ -1,0 +1,3 @@
+module wasmta.local/plugins
+
+go 1.24
