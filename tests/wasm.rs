@@ -233,3 +233,48 @@ fn check_compiles_components_and_refuses_a_broken_one() {
         }
     }
 }
+
+#[test]
+fn a_wasm_only_deployment_receives_delivers_and_logs() {
+    let d = harness::temp_dir();
+    let sink = Sink::start(d.path());
+    let port = sink.addr.rsplit(':').next().unwrap().to_string();
+    let dir = harness::temp_dir();
+    let data = format!("data={}", dir.path().display());
+    let args = ["--set", "listen=127.0.0.1:0", "--set", data.as_str(), "--set", "test-dns=1"];
+    let server = harness::Server::start_args(dir.path(), &component("standalone"), &args);
+    let mut c = Client::ehlo(server.addr());
+    let to = format!("r@{port}.smarthost.test");
+    assert_eq!(c.send_mail("a@s.example", &[to.as_str()], "Subject: one\r\nX-Tenant: acme\r\n\r\nx").code, 250);
+    let r = c.send_mail("a@s.example", &[to.as_str()], "Subject: two\r\nX-Block: no\r\n\r\nx");
+    assert!(r.starts("550 5.7.1 blocked by wasm policy: no"), "{r:?}");
+    assert!(sink.wait_for(1, Duration::from_secs(10)), "the component's route was not used");
+    let m = &sink.messages()[0];
+    assert_eq!(m.ehlo, "standalone.wasm.test");
+    assert!(String::from_utf8_lossy(&m.data).contains("X-Wasm-Policy: checked"));
+    let delivery = harness::wait_for_record(dir.path(), Duration::from_secs(5), |r| r["type"] == "Delivery")
+        .expect("Delivery record");
+    assert_eq!(delivery["queue"], format!("acme@{port}.smarthost.test"));
+    let counts = record_counts(dir.path());
+    assert_eq!(counts.get("Reception"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("Rejection"), Some(&1), "{counts:?}");
+    assert!(server.stop().success());
+    assert!(!dir.path().join("init.lua").exists(), "no Lua file was involved");
+}
+
+#[test]
+fn a_component_without_init_cannot_be_a_whole_deployment() {
+    let out = std::process::Command::new(harness::binary()).args(["check", "--policy"]).arg(plugin()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a component that exports wasmta:policy/init"), "{err}");
+    let out = std::process::Command::new(harness::binary())
+        .args(["check", "--policy"])
+        .arg(component("standalone"))
+        .args(["--set", "listen=127.0.0.1:2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("(1 esmtp listener(s), 1 spool(s), 1 log destination(s)"), "{text}");
+}

@@ -1,14 +1,14 @@
-//! `wasmta check`: loads the policy, runs `init` with every configuration call
-//! validated, compiles and links every policy component it loads, reports problems
-//! naming file, line and key, and binds nothing.
+//! `wasmta check`: loads the policy (a Lua file, or a component for a Wasm-only
+//! deployment), runs `init` with every configuration call validated, compiles and links
+//! every policy component it loads, reports problems naming file, line and key, and binds
+//! nothing.
 
-use crate::policy::lua::LuaEngine;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Runs the check.
-pub async fn run(policy: PathBuf) -> ExitCode {
-    match LuaEngine::load(&policy, true).await {
+pub async fn run(policy: PathBuf, settings: crate::policy::loader::Settings) -> ExitCode {
+    match crate::policy::loader::load(&policy, true, settings).await {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -20,21 +20,10 @@ pub async fn run(policy: PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
         Ok(loaded) => {
+            for c in &loaded.components {
+                println!("component OK: {c}");
+            }
             let i = &loaded.init;
-            let mut failed = false;
-            for plugin in &i.wasm {
-                let budget = plugin.budget.unwrap_or(i.event_timeout);
-                match crate::policy::wasm::WasmEngine::load(std::path::Path::new(&plugin.path), budget).await {
-                    Ok(_) => println!("{}: component OK", plugin.path),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            if failed {
-                return ExitCode::FAILURE;
-            }
             println!(
                 "{}: OK ({} esmtp listener(s), {} spool(s), {} log destination(s), {} http listener(s))",
                 policy.display(),

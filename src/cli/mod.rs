@@ -20,18 +20,24 @@ struct Cli {
 enum Command {
     /// Run the MTA.
     Serve {
-        /// Policy file (Lua).
+        /// Policy: a Lua file, or a component (`.wasm`) for a Wasm-only deployment.
         #[arg(long, default_value = "policy/init.lua")]
         policy: PathBuf,
         /// Spool directory used when the policy defines none.
         #[arg(long, default_value = "data/spool")]
         spool_dir: PathBuf,
+        /// A setting components read with `config.setting` (repeatable): `--set listen=0.0.0.0:25`.
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
     },
     /// Load and validate a policy without binding any port.
     Check {
-        /// Policy file (Lua).
+        /// Policy: a Lua file, or a component (`.wasm`).
         #[arg(long, default_value = "policy/init.lua")]
         policy: PathBuf,
+        /// Settings, as for `serve`.
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
     },
     /// Generate SMTP load and report throughput and latency.
     Load(load::LoadArgs),
@@ -61,9 +67,19 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { policy, spool_dir } => rt.block_on(serve::run(policy, spool_dir)),
-        Command::Check { policy } => rt.block_on(check::run(policy)),
+        Command::Serve { policy, spool_dir, settings } => {
+            rt.block_on(serve::run(policy, spool_dir, settings.into_iter().collect()))
+        }
+        Command::Check { policy, settings } => rt.block_on(check::run(policy, settings.into_iter().collect())),
         Command::Load(args) => rt.block_on(load::run(args)),
         Command::Sink(args) => rt.block_on(sink::run(args)),
+    }
+}
+
+/// `name=value`.
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
     }
 }

@@ -4,9 +4,6 @@
 use crate::delivery::dns::{Dns, HickoryDns, TestZones};
 use crate::http::HttpListener;
 use crate::logs::Logs;
-use crate::policy::lua::LuaEngine;
-use crate::policy::wasm::WasmEngine;
-use crate::policy::{Engine, Policy};
 use crate::queue::{InsertReason, QueueManager};
 use crate::smtp::server::{EsmtpListener, ServerContext};
 use crate::spool::Spool;
@@ -51,8 +48,8 @@ fn resolver(config: &crate::config::DnsConfig) -> Result<Arc<dyn Dns>, String> {
 }
 
 /// Runs the server.
-pub async fn run(policy_path: PathBuf, spool_dir: PathBuf) -> ExitCode {
-    match start(policy_path, spool_dir).await {
+pub async fn run(policy_path: PathBuf, spool_dir: PathBuf, settings: crate::policy::loader::Settings) -> ExitCode {
+    match start(policy_path, spool_dir, settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -62,23 +59,19 @@ pub async fn run(policy_path: PathBuf, spool_dir: PathBuf) -> ExitCode {
     }
 }
 
-async fn start(policy_path: PathBuf, spool_dir: PathBuf) -> Result<(), String> {
-    let loaded = LuaEngine::load(&policy_path, false).await?;
+async fn start(
+    policy_path: PathBuf,
+    spool_dir: PathBuf,
+    settings: crate::policy::loader::Settings,
+) -> Result<(), String> {
+    let loaded = crate::policy::loader::load(&policy_path, false, settings).await?;
     for p in &loaded.problems {
         tracing::warn!("{p}");
     }
-    let init = loaded.init;
-    let engine = Arc::new(loaded.engine);
-    let parallelism = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    engine.prewarm(parallelism).await?;
-    let mut engines: Vec<Arc<dyn Engine>> = vec![engine.clone()];
-    for plugin in &init.wasm {
-        let budget = plugin.budget.unwrap_or(init.event_timeout);
-        let wasm = WasmEngine::load(std::path::Path::new(&plugin.path), budget).await?;
-        tracing::info!("wasm policy component {} loaded", plugin.path);
-        engines.push(Arc::new(wasm));
+    for c in &loaded.components {
+        tracing::info!("wasm policy component {c}");
     }
-    let policy = Policy::new(engines)?;
+    let (policy, init) = (loaded.policy, loaded.init);
 
     let (spool, startup) = Spool::open(&init.spools, &spool_dir).map_err(|e| e.to_string())?;
     let logs = Logs::start(&init.logs, node_id(spool.path())).map_err(|e| format!("starting logs: {e}"))?;

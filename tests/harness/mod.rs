@@ -84,9 +84,15 @@ pub fn start_policy_text(text: &str) -> (tempfile::TempDir, Server) {
 impl Server {
     /// Starts the server and waits until it is ready.
     pub fn start(dir: &Path, policy: &Path) -> Server {
+        Server::start_args(dir, policy, &[])
+    }
+
+    /// Starts the server with extra `serve` arguments.
+    pub fn start_args(dir: &Path, policy: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(binary())
             .args(["serve", "--policy"])
             .arg(policy)
+            .args(args)
             .arg("--spool-dir")
             .arg(dir.join("spool"))
             .current_dir(dir)

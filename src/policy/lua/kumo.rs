@@ -6,7 +6,7 @@
 use super::convert::{from_lua, to_lua};
 use super::userdata::ConfigObject;
 use super::{Host, Phase, caller_site, phase};
-use crate::config::{self, listener::EsmtpListenerConfig, storage};
+use crate::config::{self, init_calls, storage};
 use crate::policy::events::{Multiplicity, multiplicity_of};
 use crate::policy::{DisconnectMode, Rejection};
 use mlua::{Function, Lua, Table, Value as LuaValue, Variadic};
@@ -174,49 +174,30 @@ fn init_call(
     })
 }
 
-fn object(value: Value) -> Result<serde_json::Map<String, Value>, String> {
-    match value {
-        Value::Object(m) => Ok(m),
-        Value::Null => Ok(Default::default()),
-        other => Err(format!("expected a table of options, got {other}")),
-    }
-}
-
 fn install_init_calls(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()> {
     kumo.set(
         "start_esmtp_listener",
         init_call(lua, host, "start_esmtp_listener", |host, v| {
-            let listener = EsmtpListenerConfig::from_table(object(v)?)?;
-            host.init.lock().listeners.push(listener);
-            Ok(())
+            init_calls::start_esmtp_listener(&mut host.init.lock(), v)
         })?,
     )?;
     kumo.set(
         "define_spool",
-        init_call(lua, host, "define_spool", |host, v| {
-            let spool: storage::SpoolConfig = config::decode(v)?;
-            host.init.lock().spools.push(spool);
-            Ok(())
-        })?,
+        init_call(lua, host, "define_spool", |host, v| init_calls::define_spool(&mut host.init.lock(), v))?,
     )?;
     kumo.set(
         "configure_local_logs",
         init_call(lua, host, "configure_local_logs", |host, v| {
-            let logs: storage::LocalLogsConfig = config::decode(v)?;
-            if let Some(ev) = &logs.filter_event {
-                host.custom_events.lock().insert(ev.clone());
+            if let Some(ev) = init_calls::configure_local_logs(&mut host.init.lock(), v)? {
+                host.custom_events.lock().insert(ev);
             }
-            host.init.lock().logs.push(logs);
             Ok(())
         })?,
     )?;
     kumo.set(
         "start_http_listener",
         init_call(lua, host, "start_http_listener", |host, v| {
-            let http: storage::HttpListenerConfig = config::decode(v)?;
-            crate::config::cidr::CidrSet::parse(&http.trusted_hosts).map_err(|e| format!("trusted_hosts: {e}"))?;
-            host.init.lock().http_listeners.push(http);
-            Ok(())
+            init_calls::start_http_listener(&mut host.init.lock(), v)
         })?,
     )?;
     let wasm = lua.create_table()?;
@@ -237,9 +218,7 @@ fn install_init_calls(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result
         "configure_test_resolver",
         init_call(lua, host, "dns.configure_test_resolver", |host, v| {
             let text = v.as_str().ok_or("expected zone text")?;
-            crate::delivery::dns::TestZones::parse(text)?;
-            host.init.lock().dns.zones.push(text.to_string());
-            Ok(())
+            init_calls::configure_test_resolver(&mut host.init.lock(), text)
         })?,
     )?;
     dns.set(

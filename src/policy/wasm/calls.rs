@@ -3,8 +3,8 @@
 //! dispatcher decodes (the same shape a Lua handler's table has).
 
 use super::bindings::exports::wasmta::policy::{
-    deferred_inject, egress, listener_domains, message_lifecycle, message_received, queue_config, smtp_connection,
-    smtp_data, split_transaction,
+    deferred_inject, egress, init, listener_domains, message_lifecycle, message_received, queue_config,
+    smtp_connection, smtp_data, split_transaction,
 };
 use super::bindings::wasmta::policy::types;
 use super::host::HostState;
@@ -49,6 +49,7 @@ macro_rules! interfaces {
 }
 
 interfaces! {
+    init: init => [Init];
     smtp_connection: smtp_connection => [
         SmtpServerGetDynamicParameters, SmtpServerConnectionAccepted, SmtpServerEhlo, SmtpServerMailFrom, SmtpServerRcptTo
     ];

@@ -3,6 +3,7 @@
 //! error result, never a panic.
 
 use super::bindings::wasmta::policy::{config, host, types};
+use crate::config::{InitConfig, init_calls};
 use crate::message::{EnvelopeAddress, Message, headers};
 use crate::policy::ConnMeta;
 use std::time::Instant;
@@ -19,6 +20,10 @@ pub struct HostState {
     pub deadline: Instant,
     /// Plugin name, for logs.
     pub plugin: String,
+    /// What the `config` imports collect; present only while `init` runs.
+    pub init: Option<InitConfig>,
+    /// `--set` settings.
+    pub settings: std::sync::Arc<crate::policy::loader::Settings>,
 }
 
 impl WasiView for HostState {
@@ -171,30 +176,65 @@ impl host::Host for HostState {
     fn available_parallelism(&mut self) -> wasmtime::Result<u32> {
         Ok(std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))
     }
-    fn lookup_mx(&mut self, domain: String) -> wasmtime::Result<Result<host::MxAnswer, String>> {
-        Ok(Err(format!("lookup-mx({domain}) is not available to components yet")))
+    async fn lookup_mx(&mut self, domain: String) -> wasmtime::Result<Result<host::MxAnswer, String>> {
+        if domain.len() > 255 {
+            return Ok(Err("lookup-mx: a domain name is at most 255 octets".into()));
+        }
+        let dns = crate::delivery::dns::global();
+        let protocol = crate::config::queue::SmtpProtocol::default();
+        Ok(match crate::delivery::mx::resolve_site(&*dns, &domain, &protocol).await {
+            Ok(site) => {
+                Ok(host::MxAnswer { site_name: site.name, hosts: site.hosts.into_iter().map(|h| h.name).collect() })
+            }
+            Err(crate::delivery::mx::SiteError::NullMx) => {
+                Err(format!("lookup-mx({domain}): null MX, accepts no mail"))
+            }
+            Err(crate::delivery::mx::SiteError::NxDomain) => Err(format!("lookup-mx({domain}): no such domain")),
+            Err(crate::delivery::mx::SiteError::Dns(e)) => Err(format!("lookup-mx({domain}): {e}")),
+        })
     }
     fn parse_address(&mut self, text: String) -> wasmtime::Result<Result<types::EnvelopeAddress, String>> {
         Ok(parse(&text).map(|a| address(&a)))
     }
 }
 
-impl config::Host for HostState {
-    fn start_esmtp_listener(&mut self, _: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(Err(NOT_YET.into()))
-    }
-    fn define_spool(&mut self, _: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(Err(NOT_YET.into()))
-    }
-    fn configure_local_logs(&mut self, _: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(Err(NOT_YET.into()))
-    }
-    fn start_http_listener(&mut self, _: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(Err(NOT_YET.into()))
-    }
-    fn configure_test_resolver(&mut self, _: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(Err(NOT_YET.into()))
+impl HostState {
+    /// Runs an `init`-only configuration call on its JSON options.
+    fn configure(
+        &mut self,
+        call: &str,
+        params: &str,
+        apply: impl FnOnce(&mut InitConfig, serde_json::Value) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let Some(init) = self.init.as_mut() else {
+            return Err(format!("config.{call} may only be called from init"));
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(params).map_err(|e| format!("config.{call}: options are a JSON object: {e}"))?;
+        apply(init, value).map_err(|e| format!("config.{call}: {e}"))
     }
 }
 
-const NOT_YET: &str = "init-time configuration from components (Wasm-only deployments) is not available yet";
+impl config::Host for HostState {
+    fn start_esmtp_listener(&mut self, params: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.configure("start-esmtp-listener", &params, init_calls::start_esmtp_listener))
+    }
+    fn define_spool(&mut self, params: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.configure("define-spool", &params, init_calls::define_spool))
+    }
+    fn configure_local_logs(&mut self, params: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.configure("configure-local-logs", &params, |i, v| init_calls::configure_local_logs(i, v).map(|_| ())))
+    }
+    fn start_http_listener(&mut self, params: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.configure("start-http-listener", &params, init_calls::start_http_listener))
+    }
+    fn configure_test_resolver(&mut self, zone: String) -> wasmtime::Result<Result<(), String>> {
+        let Some(init) = self.init.as_mut() else {
+            return Ok(Err("config.configure-test-resolver may only be called from init".into()));
+        };
+        Ok(init_calls::configure_test_resolver(init, &zone).map_err(|e| format!("config.configure-test-resolver: {e}")))
+    }
+    fn setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.settings.get(&name).cloned())
+    }
+}

@@ -8,6 +8,7 @@ mod bindings;
 mod calls;
 mod host;
 
+use crate::config::InitConfig;
 use crate::policy::{Args, DisconnectMode, Engine, EngineInfo, Event, PolicyError, Rejection};
 use bindings::wasmta::policy::types;
 use host::HostState;
@@ -15,7 +16,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
@@ -68,6 +69,7 @@ pub struct WasmEngine {
     exports: calls::Exports,
     pool: Mutex<Vec<Live>>,
     budget: Duration,
+    settings: Arc<crate::policy::loader::Settings>,
 }
 
 pub(crate) fn rejection(r: types::Rejection) -> PolicyError {
@@ -105,11 +107,19 @@ impl WasmEngine {
             .instantiate_pre(&component)
             .map_err(|e| format!("{}: does not match the wasmta:policy world: {e}", path.display()))?;
         let exports = calls::Exports::find(&pre);
-        let handled: HashSet<Event> = exports.events().into_iter().collect();
-        if handled.is_empty() {
+        // `init` is not dispatched: the loader runs it once (`run_init`)
+        let handled: HashSet<Event> = exports.events().into_iter().filter(|e| *e != Event::Init).collect();
+        if handled.is_empty() && exports.init.is_none() {
             return Err(format!("{}: exports no event interface wasmta can call yet", path.display()));
         }
-        let engine = WasmEngine { info: EngineInfo { name, handled }, pre, exports, pool: Mutex::new(vec![]), budget };
+        let engine = WasmEngine {
+            info: EngineInfo { name, handled },
+            pre,
+            exports,
+            pool: Mutex::new(vec![]),
+            budget,
+            settings: Default::default(),
+        };
         // a smoke-test instance proves it starts before it serves
         let live = engine.instantiate().await?;
         engine.pool.lock().push(live);
@@ -123,6 +133,8 @@ impl WasmEngine {
             limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).instances(16).tables(64).build(),
             deadline: Instant::now() + self.budget,
             plugin: self.info.name.clone(),
+            init: None,
+            settings: self.settings.clone(),
         };
         let mut store = Store::new(engine(), state);
         store.limiter(|s| s.limiter());
@@ -143,6 +155,40 @@ impl WasmEngine {
         Ok(Live { store, guests })
     }
 }
+
+impl WasmEngine {
+    /// The settings `config.setting` answers from.
+    pub fn set_settings(&mut self, settings: Arc<crate::policy::loader::Settings>) {
+        self.settings = settings;
+        self.pool.lock().clear();
+    }
+
+    /// Whether the component exports `wasmta:policy/init`.
+    pub fn exports_init(&self) -> bool {
+        self.exports.init.is_some()
+    }
+
+    /// Runs the component's `init` export on a fresh instance; returns what its `config`
+    /// calls configured.
+    pub async fn run_init(&self) -> Result<InitConfig, String> {
+        let mut live = self.instantiate().await?;
+        let Some(init) = live.guests.init.as_ref() else { return Ok(InitConfig::default()) };
+        live.store.data_mut().init = Some(InitConfig::default());
+        live.store.data_mut().deadline = Instant::now() + INIT_BUDGET;
+        live.store.set_epoch_deadline(1);
+        let ran = tokio::time::timeout(INIT_BUDGET + TICK * 5, init.call_init(&mut live.store)).await;
+        let name = &self.info.name;
+        match ran {
+            Ok(Ok(Ok(()))) => Ok(live.store.data_mut().init.take().unwrap_or_default()),
+            Ok(Ok(Err(r))) => Err(format!("{name}: init failed: {} {}", r.code, r.text)),
+            Ok(Err(trap)) => Err(format!("{name}: init trapped: {trap}")),
+            Err(_) => Err(format!("{name}: init exceeded {INIT_BUDGET:?}")),
+        }
+    }
+}
+
+/// Wall-clock budget of a component's `init`.
+const INIT_BUDGET: Duration = Duration::from_secs(30);
 
 #[async_trait::async_trait]
 impl Engine for WasmEngine {

@@ -1,0 +1,106 @@
+//! A whole wasmta deployment in one component (world `standalone`), with no Lua at all:
+//! `wasmta serve --policy standalone.wasm [--set listen=ADDR] [--set data=DIR]`.
+//!
+//! * `init` starts an ESMTP listener (setting `listen`, default 127.0.0.1:2525), a spool
+//!   and logs under the setting `data` (default `data`), and, with `--set test-dns=1`,
+//!   the test resolver (no real DNS).
+//! * `smtp_server_message_received`: part (c) of `plugins/example-policy.lua`.
+//! * routing: part (b) — `<port>.smarthost.test` goes to 127.0.0.1:<port>.
+
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "standalone",
+    with: {
+        "wasmta:policy/types@0.1.0": wasmta_sdk::types,
+        "wasmta:policy/host@0.1.0": wasmta_sdk::host,
+        "wasmta:policy/config@0.1.0": wasmta_sdk::config,
+    },
+});
+
+use exports::wasmta::policy::egress::Guest as Egress;
+use exports::wasmta::policy::init::Guest as Init;
+use exports::wasmta::policy::message_received::Guest as Received;
+use exports::wasmta::policy::queue_config::Guest as Queues;
+use wasmta_sdk::{
+    ConnMeta, DeliveryProtocol, EgressPathConfig, EgressPool, EgressSource, Message, MessageExt, MxEntry, QueueConfig,
+    QueueNameParts, Rejection, TlsMode, config, egress_path, json_string, queue_config, reject, tempfail,
+};
+
+struct Deployment;
+
+fn setting(name: &str, default: &str) -> String {
+    config::setting(name).unwrap_or_else(|| default.to_string())
+}
+
+impl Init for Deployment {
+    fn init() -> Result<(), Rejection> {
+        let data = setting("data", "data");
+        config::define_spool(&format!(r#"{{"name": "data", "path": {}}}"#, json_string(&format!("{data}/spool"))))
+            .map_err(tempfail)?;
+        config::configure_local_logs(&format!(r#"{{"log_dir": {}}}"#, json_string(&format!("{data}/logs"))))
+            .map_err(tempfail)?;
+        if config::setting("test-dns").is_some() {
+            config::configure_test_resolver("").map_err(tempfail)?;
+        }
+        let listen = setting("listen", "127.0.0.1:2525");
+        config::start_esmtp_listener(&format!(r#"{{"listen": {}, "hostname": "mx.test"}}"#, json_string(&listen)))
+            .map_err(tempfail)?;
+        Ok(())
+    }
+}
+
+impl Received for Deployment {
+    fn smtp_server_message_received(msg: &Message, _conn: &ConnMeta) -> Result<(), Rejection> {
+        if let Some(reason) = msg.header("X-Block") {
+            return Err(reject(550, "5.7.1", format!("blocked by wasm policy: {reason}")));
+        }
+        if msg.data_size() > 65536 {
+            return Err(reject(552, "5.3.4", "message exceeds the policy size limit"));
+        }
+        if let Some(tenant) = msg.header("X-Tenant") {
+            msg.set_meta_str("tenant", &tenant)?;
+        }
+        msg.prepend_header("X-Wasm-Policy", "checked");
+        Ok(())
+    }
+}
+
+fn smarthost_port(domain: &str) -> Option<u16> {
+    domain.strip_suffix(".smarthost.test")?.parse().ok()
+}
+
+impl Queues for Deployment {
+    fn get_queue_config(parts: QueueNameParts) -> Result<Option<QueueConfig>, Rejection> {
+        let domain = parts.routing_domain.or(parts.domain).unwrap_or_default();
+        let Some(port) = smarthost_port(&domain) else { return Ok(None) };
+        Ok(Some(QueueConfig {
+            retry_interval: Some("1s".into()),
+            protocol: Some(DeliveryProtocol::Smtp(vec![MxEntry { name: format!("127.0.0.1:{port}"), addr: None }])),
+            ..queue_config()
+        }))
+    }
+}
+
+impl Egress for Deployment {
+    fn get_egress_pool(_name: String) -> Result<Option<EgressPool>, Rejection> {
+        Ok(None)
+    }
+
+    fn get_egress_source(_name: String) -> Result<Option<EgressSource>, Rejection> {
+        Ok(None)
+    }
+
+    fn get_egress_path_config(
+        routing_domain: String,
+        _source: String,
+        _site: String,
+    ) -> Result<Option<EgressPathConfig>, Rejection> {
+        Ok(smarthost_port(&routing_domain).map(|_| EgressPathConfig {
+            enable_tls: Some(TlsMode::Disabled),
+            ehlo_domain: Some("standalone.wasm.test".into()),
+            ..egress_path()
+        }))
+    }
+}
+
+export!(Deployment);

@@ -1,0 +1,84 @@
+//! The `init`-only configuration calls (`kumo.start_esmtp_listener`, `define_spool`,
+//! `configure_local_logs`, `start_http_listener`, `dns.configure_test_resolver`) applied to
+//! an [`InitConfig`] from their JSON option tables. The Lua `kumo` module and the Wasm
+//! `config` import both go through here, so both check options the same way.
+
+use super::listener::EsmtpListenerConfig;
+use super::{InitConfig, decode, storage};
+use serde_json::Value;
+
+fn object(value: Value) -> Result<serde_json::Map<String, Value>, String> {
+    match value {
+        Value::Object(m) => Ok(m),
+        Value::Null => Ok(Default::default()),
+        other => Err(format!("expected a table of options, got {other}")),
+    }
+}
+
+/// `kumo.start_esmtp_listener{...}`.
+pub fn start_esmtp_listener(init: &mut InitConfig, options: Value) -> Result<(), String> {
+    let listener = EsmtpListenerConfig::from_table(object(options)?)?;
+    init.listeners.push(listener);
+    Ok(())
+}
+
+/// `kumo.define_spool{...}`.
+pub fn define_spool(init: &mut InitConfig, options: Value) -> Result<(), String> {
+    let spool: storage::SpoolConfig = decode(options)?;
+    init.spools.push(spool);
+    Ok(())
+}
+
+/// `kumo.configure_local_logs{...}`; returns the `filter_event` it names, if any.
+pub fn configure_local_logs(init: &mut InitConfig, options: Value) -> Result<Option<String>, String> {
+    let logs: storage::LocalLogsConfig = decode(options)?;
+    let filter = logs.filter_event.clone();
+    init.logs.push(logs);
+    Ok(filter)
+}
+
+/// `kumo.start_http_listener{...}`.
+pub fn start_http_listener(init: &mut InitConfig, options: Value) -> Result<(), String> {
+    let http: storage::HttpListenerConfig = decode(options)?;
+    super::cidr::CidrSet::parse(&http.trusted_hosts).map_err(|e| format!("trusted_hosts: {e}"))?;
+    init.http_listeners.push(http);
+    Ok(())
+}
+
+/// `kumo.dns.configure_test_resolver(zone_text)`.
+pub fn configure_test_resolver(init: &mut InitConfig, zone: &str) -> Result<(), String> {
+    crate::delivery::dns::TestZones::parse(zone)?;
+    init.dns.zones.push(zone.to_string());
+    Ok(())
+}
+
+impl InitConfig {
+    /// Adds what another engine's `init` configured (a component's, after Lua's).
+    pub fn merge(&mut self, other: InitConfig) {
+        self.listeners.extend(other.listeners);
+        self.spools.extend(other.spools);
+        self.logs.extend(other.logs);
+        self.http_listeners.extend(other.http_listeners);
+        self.dns.zones.extend(other.dns.zones);
+        self.dns.name_servers.extend(other.dns.name_servers);
+        self.wasm.extend(other.wasm);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn options_are_checked_by_key() {
+        let mut init = InitConfig::default();
+        start_esmtp_listener(&mut init, json!({"listen": "127.0.0.1:2525"})).unwrap();
+        assert_eq!(init.listeners.len(), 1);
+        let e = start_esmtp_listener(&mut init, json!({"listen": "127.0.0.1:2525", "no_such_key": 1})).unwrap_err();
+        assert!(e.contains("no_such_key"), "{e}");
+        let e = define_spool(&mut init, json!({"name": "data"})).unwrap_err();
+        assert!(e.contains("path"), "{e}");
+        assert!(start_esmtp_listener(&mut init, json!("nonsense")).is_err());
+    }
+}

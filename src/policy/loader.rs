@@ -1,0 +1,83 @@
+//! Loading a whole policy: a Lua file (which may load components with `kumo.wasm.load`)
+//! or, for a Wasm-only deployment, one component whose `init` export configures
+//! everything through the `config` import. Components loaded from Lua that export `init`
+//! run it too, after Lua's. The result is one immutable set of engines and the
+//! configuration their `init` produced.
+
+use super::lua::LuaEngine;
+use super::wasm::WasmEngine;
+use super::{Engine, Policy};
+use crate::config::InitConfig;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Deployment settings (`--set name=value`), read by components with `config.setting`.
+pub type Settings = std::collections::BTreeMap<String, String>;
+
+/// A loaded policy.
+pub struct Loaded {
+    /// The dispatcher over every engine.
+    pub policy: Policy,
+    /// What `init` configured.
+    pub init: InitConfig,
+    /// Problems `serve` logs and `check` reports as errors.
+    pub problems: Vec<String>,
+    /// One line per component: its path and the events it handles.
+    pub components: Vec<String>,
+}
+
+/// Whether `path` names a component rather than a Lua file.
+pub fn is_component(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "wasm")
+}
+
+/// Loads the policy at `path`. `check` runs `validate_config` too and skips warming up.
+pub async fn load(path: &Path, check: bool, settings: Settings) -> Result<Loaded, String> {
+    let settings = Arc::new(settings);
+    let mut engines: Vec<Arc<dyn Engine>> = vec![];
+    let mut components = vec![];
+    let (mut init, problems) = if is_component(path) {
+        let budget = InitConfig::default().event_timeout;
+        let mut wasm = WasmEngine::load(path, budget).await?;
+        wasm.set_settings(settings.clone());
+        if !wasm.exports_init() {
+            return Err(format!(
+                "{}: a Wasm-only deployment needs a component that exports wasmta:policy/init (world `policy`)",
+                path.display()
+            ));
+        }
+        let init = wasm.run_init().await?;
+        components.push(describe(&wasm));
+        engines.push(Arc::new(wasm));
+        (init, vec![])
+    } else {
+        let loaded = LuaEngine::load(path, check).await?;
+        let engine = Arc::new(loaded.engine);
+        if !check {
+            let parallelism = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+            engine.prewarm(parallelism).await?;
+        }
+        engines.push(engine);
+        (loaded.init, loaded.problems)
+    };
+    let plugins = init.wasm.clone();
+    for plugin in &plugins {
+        let budget = plugin.budget.unwrap_or(init.event_timeout);
+        let mut wasm = WasmEngine::load(Path::new(&plugin.path), budget).await?;
+        wasm.set_settings(settings.clone());
+        if wasm.exports_init() {
+            let more = wasm.run_init().await?;
+            init.merge(more);
+        }
+        components.push(describe(&wasm));
+        engines.push(Arc::new(wasm));
+    }
+    let policy = Policy::new(engines)?;
+    Ok(Loaded { policy, init, problems, components })
+}
+
+fn describe(wasm: &WasmEngine) -> String {
+    let mut events: Vec<&str> = wasm.info().handled.iter().map(|e| e.name()).collect();
+    events.sort();
+    format!("{}: {}", wasm.info().name.trim_start_matches("wasm:"), events.join(", "))
+}
