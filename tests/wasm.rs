@@ -278,3 +278,30 @@ fn a_component_without_init_cannot_be_a_whole_deployment() {
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("(1 esmtp listener(s), 1 spool(s), 1 log destination(s)"), "{text}");
 }
+
+#[test]
+fn compiled_components_are_cached_on_disk() {
+    let cache = harness::temp_dir();
+    let run = || {
+        let out = std::process::Command::new(harness::binary())
+            .args(["check", "--policy"])
+            .arg(component("standalone"))
+            .env("WASMTA_CACHE_DIR", cache.path())
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let first = run();
+    assert!(first.contains("standalone.wasm: compiled in"), "{first}");
+    let artefacts: Vec<_> = std::fs::read_dir(cache.path().join("components")).unwrap().collect();
+    assert_eq!(artefacts.len(), 1, "one artefact per component and engine");
+    let second = run();
+    assert!(second.contains("standalone.wasm: from the compiled-component cache"), "{second}");
+    // a damaged artefact is recompiled, not trusted
+    let path = artefacts[0].as_ref().unwrap().path();
+    std::fs::write(&path, b"garbage").unwrap();
+    let third = run();
+    assert!(third.contains("unusable") && third.contains("standalone.wasm: compiled in"), "{third}");
+}

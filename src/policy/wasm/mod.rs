@@ -5,6 +5,7 @@
 //! fails closed and temporary, and the instance is thrown away.
 
 mod bindings;
+mod cache;
 mod calls;
 mod host;
 
@@ -18,7 +19,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 
 /// Memory one instance may use.
@@ -95,10 +96,16 @@ impl WasmEngine {
     pub async fn load(path: &Path, budget: Duration) -> Result<WasmEngine, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let name = format!("wasm:{}", path.display());
-        let component = tokio::task::spawn_blocking(move || Component::new(engine(), &bytes))
+        let started = Instant::now();
+        let (component, source) = tokio::task::spawn_blocking(move || cache::component(engine(), &bytes))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("{}: not a valid policy component: {e}", path.display()))?;
+        let how = match source {
+            cache::Source::Cache => "from the compiled-component cache",
+            cache::Source::Compiled => "compiled",
+        };
+        tracing::info!("{}: {how} in {:.1} ms", path.display(), started.elapsed().as_secs_f64() * 1e3);
         let mut linker: Linker<HostState> = Linker::new(engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
         bindings::Policy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
