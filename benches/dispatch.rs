@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmta::message::{EnvelopeAddress, Message};
 use wasmta::policy::lua::LuaEngine;
-use wasmta::policy::wasm::WasmEngine;
+use wasmta::policy::wasm::{WasmEngine, WasmOptions};
 use wasmta::policy::{ConnMeta, Engine, Policy};
 
 #[path = "../tests/harness/plugins.rs"]
@@ -54,9 +54,17 @@ fn main() {
         std::fs::write(&path, plugins::lua_message_policy()).unwrap();
         let lua = LuaEngine::load(&path, false).await.unwrap().engine;
         measure("lua", &Policy::new(vec![Arc::new(lua) as Arc<dyn Engine>]).unwrap()).await;
-        let wasm = WasmEngine::load(&plugins::component("message_policy"), Duration::from_secs(5)).await.unwrap();
+        let wasm =
+            WasmEngine::load(&plugins::component("message_policy"), WasmOptions::with_budget(Duration::from_secs(5)))
+                .await
+                .unwrap();
         measure("rust", &Policy::new(vec![Arc::new(wasm) as Arc<dyn Engine>]).unwrap()).await;
-        let go = WasmEngine::load(&plugins::go_component("message-policy"), Duration::from_secs(5)).await.unwrap();
+        let go = WasmEngine::load(
+            &plugins::go_component("message-policy"),
+            WasmOptions::with_budget(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
         measure("go", &Policy::new(vec![Arc::new(go) as Arc<dyn Engine>]).unwrap()).await;
     });
 }

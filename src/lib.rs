@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod http;
 pub mod logs;
 pub mod message;
+pub mod metrics;
 pub mod policy;
 pub mod queue;
 pub mod shaping;

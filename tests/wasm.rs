@@ -7,7 +7,7 @@ mod harness;
 use harness::plugins::{component, example_lua, go_component, lua_message_policy};
 use harness::sink::Sink;
 use harness::smtp::Client;
-use harness::{log_records, record_counts, spooled, start_policy_text};
+use harness::{log_records, record_counts, start_policy_text};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -182,34 +182,6 @@ fn a_single_event_claimed_by_both_engines_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("smtp_server_message_received event is handled by more than one engine"), "{err}");
-}
-
-#[test]
-fn a_hostile_component_never_takes_the_server_down() {
-    // T-43 infinite loop, T-45 memory bomb, T-47 panic, T-48 stack overflow
-    let text = format!(
-        r#"
-kumo.on('init', function()
-  kumo.define_spool {{ name = 'data', path = '{{d}}/spool' }}
-  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0' }}
-  kumo.wasm.load {{ path = '{}', budget = '500ms' }}
-end)
-"#,
-        component("hostile").display()
-    );
-    let (dir, server) = start_policy_text(&text);
-    let mut c = Client::ehlo(server.addr());
-    for mode in ["loop", "panic", "memory", "stack", "loop", "panic"] {
-        let started = std::time::Instant::now();
-        let r = c.send_mail("a@s.example", &["r@dest.example"], &format!("Subject: x\r\nX-Hostile: {mode}\r\n\r\nx"));
-        assert!(r.starts("451 4.3.0"), "{mode}: {r:?}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{mode} took {:?}", started.elapsed());
-    }
-    let r = c.send_mail("a@s.example", &["r@dest.example"], "Subject: fine\r\n\r\nx");
-    assert_eq!(r.code, 250, "a fresh instance serves the next message: {r:?}");
-    assert!(server.stop().success());
-    let stored = spooled(dir.path());
-    assert_eq!(stored.len(), 1, "only the accepted message was stored");
 }
 
 #[test]

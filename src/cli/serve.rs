@@ -118,6 +118,7 @@ async fn start(
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
+    crate::policy::begin_shutdown();
     let _ = shutdown_tx.send(true);
     queues.stop();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -49,6 +49,18 @@ pub struct WasmPluginConfig {
     /// Wall-clock budget of one call (default: the policy timeout).
     #[serde(default, with = "units::opt_duration")]
     pub budget: Option<Duration>,
+    /// Instruction budget of one call, for deterministic runs (default: none).
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// Failures within `circuit_window` that open the circuit (default 5).
+    #[serde(default)]
+    pub circuit_failures: Option<u32>,
+    /// Window for counting failures (default 60 s).
+    #[serde(default, with = "units::opt_duration")]
+    pub circuit_window: Option<Duration>,
+    /// How long an open circuit refuses calls before probing (default 30 s, doubling).
+    #[serde(default, with = "units::opt_duration")]
+    pub circuit_cooldown: Option<Duration>,
 }
 
 /// `kumo.dns.configure_resolver` / `configure_test_resolver`.

@@ -1,5 +1,5 @@
 //! The HTTP listener (`kumo.start_http_listener`). Serves `GET /api/check-liveness/v1`
-//! now; the inject and admin APIs come later.
+//! and `GET /metrics` (Prometheus text) now; the inject and admin APIs come later.
 
 use crate::config::storage::HttpListenerConfig;
 use crate::spool::Spool;
@@ -34,7 +34,10 @@ impl HttpListener {
     /// Serves until `shutdown` flips.
     pub async fn serve(self, spool: Spool, mut shutdown: watch::Receiver<bool>) {
         let _ = &self.config;
-        let app = Router::new().route("/api/check-liveness/v1", get(liveness)).with_state(spool);
+        let app = Router::new()
+            .route("/api/check-liveness/v1", get(liveness))
+            .route("/metrics", get(metrics))
+            .with_state(spool);
         let result = axum::serve(self.socket, app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown.changed().await;
@@ -51,4 +54,8 @@ async fn liveness(State(spool): State<Spool>) -> (StatusCode, String) {
         Ok(()) => (StatusCode::OK, "{\"status\":\"ok\"}".into()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": e.to_string()}).to_string()),
     }
+}
+
+async fn metrics() -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render_prometheus())
 }

@@ -5,7 +5,7 @@
 //! configuration their `init` produced.
 
 use super::lua::LuaEngine;
-use super::wasm::WasmEngine;
+use super::wasm::{WasmEngine, WasmOptions};
 use super::{Engine, Policy};
 use crate::config::InitConfig;
 use std::path::Path;
@@ -37,8 +37,8 @@ pub async fn load(path: &Path, check: bool, settings: Settings) -> Result<Loaded
     let mut engines: Vec<Arc<dyn Engine>> = vec![];
     let mut components = vec![];
     let (mut init, problems) = if is_component(path) {
-        let budget = InitConfig::default().event_timeout;
-        let mut wasm = WasmEngine::load(path, budget).await?;
+        let options = WasmOptions::with_budget(InitConfig::default().event_timeout);
+        let mut wasm = WasmEngine::load(path, options).await?;
         wasm.set_settings(settings.clone());
         if !wasm.exports_init() {
             return Err(format!(
@@ -62,8 +62,8 @@ pub async fn load(path: &Path, check: bool, settings: Settings) -> Result<Loaded
     };
     let plugins = init.wasm.clone();
     for plugin in &plugins {
-        let budget = plugin.budget.unwrap_or(init.event_timeout);
-        let mut wasm = WasmEngine::load(Path::new(&plugin.path), budget).await?;
+        let options = WasmOptions::from_config(plugin, init.event_timeout);
+        let mut wasm = WasmEngine::load(Path::new(&plugin.path), options).await?;
         wasm.set_settings(settings.clone());
         if wasm.exports_init() {
             let more = wasm.run_init().await?;

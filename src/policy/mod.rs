@@ -282,3 +282,16 @@ fn decode_value<T: serde::de::DeserializeOwned>(event: Event, v: Value) -> Resul
 fn bad_result(event: Event, wanted: &str, got: &Value) -> PolicyError {
     PolicyError::Failed { event: event.name(), message: format!("handler returned {got}, expected {wanted}") }
 }
+
+static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks the process as shutting down: policy calls in flight are cancelled at their next
+/// check (the Wasm epoch tick, the Lua instruction hook) and fail as temporary.
+pub fn begin_shutdown() {
+    SHUTTING_DOWN.store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// Whether [`begin_shutdown`] was called.
+pub fn shutting_down() -> bool {
+    SHUTTING_DOWN.load(std::sync::atomic::Ordering::Acquire)
+}

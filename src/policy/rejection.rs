@@ -97,6 +97,10 @@ impl PolicyError {
     pub fn reply(&self) -> Reply {
         match self {
             PolicyError::Rejected(r) => r.reply(),
+            // a hook cancelled by the shutdown (T-54): come back later, elsewhere
+            PolicyError::Failed { .. } if crate::policy::shutting_down() => {
+                Reply::new(421, "4.3.2", "shutting down, policy call cancelled")
+            }
             PolicyError::Failed { .. } => Reply::new(451, "4.3.0", "temporary policy failure, try again later"),
         }
     }

@@ -168,6 +168,19 @@ impl Server {
         }
     }
 
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// The value of a Prometheus series (`name{labels}` exactly as rendered) from the first
+    /// HTTP listener's `/metrics`.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = http_get(&self.http[0], "/metrics");
+        body.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+    }
+
     /// SIGKILL.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
@@ -249,4 +262,17 @@ pub fn spooled(dir: &Path) -> Vec<wasmta::message::Message> {
         let (_spool, startup) = wasmta::spool::Spool::open(&[], &dir.join("spool")).expect("open spool");
         startup.messages
     })
+}
+
+/// A plain HTTP/1.1 GET; returns the status and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read http");
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
 }

@@ -129,6 +129,9 @@ impl Context {
             if limit != 0 && clock_ms() > limit {
                 return Err(mlua::Error::runtime("policy call exceeded its deadline"));
             }
+            if limit != 0 && crate::policy::shutting_down() {
+                return Err(mlua::Error::runtime("policy call cancelled: shutting down"));
+            }
             Ok(VmState::Continue)
         });
         let triggers = HookTriggers::new().every_nth_instruction(1000);

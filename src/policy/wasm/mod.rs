@@ -1,13 +1,22 @@
 //! The Wasm engine: policy components (WIT package `wasmta:policy`, see `wit/`) bound to
 //! the same event catalogue as Lua. The host reads which events a component handles from
 //! the interfaces it exports. Every call has a wall-clock deadline (epoch interruption), a
-//! memory cap (StoreLimits) and an empty WASI context; a trap, timeout or out-of-memory
-//! fails closed and temporary, and the instance is thrown away.
+//! memory cap (StoreLimits), a stack cap, optionally a fuel budget, and an empty WASI
+//! context whose stdout/stderr go to the log; a trap, timeout, out-of-fuel or
+//! out-of-memory fails closed and temporary, the instance is thrown away, a metric counts
+//! it, and repeated failures open the plugin's circuit breaker.
 
 mod bindings;
+mod breaker;
 mod cache;
 mod calls;
+mod engine;
 mod host;
+mod stderr;
+
+pub use breaker::BreakerConfig;
+use breaker::{Admit, Breaker};
+use engine::{MEMORY_LIMIT, TICK, engine};
 
 use crate::config::InitConfig;
 use crate::policy::{Args, DisconnectMode, Engine, EngineInfo, Event, PolicyError, Rejection};
@@ -17,45 +26,75 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 
-/// Memory one instance may use.
-const MEMORY_LIMIT: usize = 64 << 20;
-/// Epoch tick: the granularity of deadlines.
-const TICK: Duration = Duration::from_millis(10);
+/// How a plugin runs (`kumo.wasm.load` options).
+#[derive(Debug, Clone, Copy)]
+pub struct WasmOptions {
+    /// Wall-clock budget of one call.
+    pub budget: Duration,
+    /// Instruction budget of one call (deterministic); none by default.
+    pub fuel: Option<u64>,
+    /// Circuit breaker.
+    pub breaker: BreakerConfig,
+}
 
-/// The process's one wasmtime engine, with a ticker that drives epoch deadlines.
-fn engine() -> &'static wasmtime::Engine {
-    static ENGINE: OnceLock<wasmtime::Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        let mut config = wasmtime::Config::new();
-        config.wasm_component_model(true).epoch_interruption(true).max_wasm_stack(512 * 1024);
-        // pooled memories, tables and async stacks: no mmap per instance or per call
-        let mut pool = wasmtime::PoolingAllocationConfig::default();
-        pool.total_component_instances(256)
-            .total_core_instances(512)
-            .total_memories(512)
-            .total_tables(512)
-            .total_stacks(256)
-            .max_memory_size(MEMORY_LIMIT);
-        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        let engine = wasmtime::Engine::new(&config).expect("wasmtime engine");
-        let ticker = engine.weak();
-        std::thread::Builder::new()
-            .name("wasm-epoch".into())
-            .spawn(move || {
-                while let Some(e) = ticker.upgrade() {
-                    e.increment_epoch();
-                    drop(e);
-                    std::thread::sleep(TICK);
-                }
-            })
-            .expect("epoch thread");
-        engine
-    })
+impl WasmOptions {
+    /// Defaults with this call budget.
+    pub fn with_budget(budget: Duration) -> WasmOptions {
+        WasmOptions { budget, fuel: None, breaker: BreakerConfig::default() }
+    }
+
+    /// The options of a `kumo.wasm.load` table; `budget` defaults to the policy timeout.
+    pub fn from_config(c: &crate::config::WasmPluginConfig, default_budget: Duration) -> WasmOptions {
+        let d = BreakerConfig::default();
+        WasmOptions {
+            budget: c.budget.unwrap_or(default_budget),
+            fuel: c.fuel,
+            breaker: BreakerConfig {
+                failures: c.circuit_failures.unwrap_or(d.failures).max(1),
+                window: c.circuit_window.unwrap_or(d.window),
+                cooldown: c.circuit_cooldown.unwrap_or(d.cooldown),
+            },
+        }
+    }
+}
+
+/// The metrics of one plugin.
+struct Metrics {
+    traps: Arc<AtomicI64>,
+    timeouts: Arc<AtomicI64>,
+    refused: Arc<AtomicI64>,
+    circuit_open: Arc<AtomicI64>,
+    fuel: Arc<AtomicI64>,
+}
+
+impl Metrics {
+    fn new(plugin: &str) -> Metrics {
+        const FAILURES: &str = "Policy component calls that failed, by reason.";
+        let failures = |reason| {
+            crate::metrics::counter("wasm_plugin_failures_total", FAILURES, &[("plugin", plugin), ("reason", reason)])
+        };
+        Metrics {
+            traps: failures("trap"),
+            timeouts: failures("timeout"),
+            refused: failures("circuit_open"),
+            circuit_open: crate::metrics::gauge(
+                "wasm_plugin_circuit_open",
+                "1 while a policy component's circuit breaker is open.",
+                &[("plugin", plugin)],
+            ),
+            fuel: crate::metrics::counter(
+                "wasm_plugin_fuel_consumed_total",
+                "Fuel consumed by policy component calls (plugins with a fuel budget).",
+                &[("plugin", plugin)],
+            ),
+        }
+    }
 }
 
 struct Live {
@@ -69,8 +108,10 @@ pub struct WasmEngine {
     pre: InstancePre<HostState>,
     exports: calls::Exports,
     pool: Mutex<Vec<Live>>,
-    budget: Duration,
+    options: WasmOptions,
     settings: Arc<crate::policy::loader::Settings>,
+    breaker: Breaker,
+    metrics: Metrics,
 }
 
 pub(crate) fn rejection(r: types::Rejection) -> PolicyError {
@@ -93,11 +134,12 @@ pub(crate) fn rejection(r: types::Rejection) -> PolicyError {
 
 impl WasmEngine {
     /// Compiles (off the async workers) and links the component at `path`.
-    pub async fn load(path: &Path, budget: Duration) -> Result<WasmEngine, String> {
+    pub async fn load(path: &Path, options: WasmOptions) -> Result<WasmEngine, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let name = format!("wasm:{}", path.display());
         let started = Instant::now();
-        let (component, source) = tokio::task::spawn_blocking(move || cache::component(engine(), &bytes))
+        let fuel = options.fuel.is_some();
+        let (component, source) = tokio::task::spawn_blocking(move || cache::component(engine(fuel), &bytes))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("{}: not a valid policy component: {e}", path.display()))?;
@@ -106,7 +148,7 @@ impl WasmEngine {
             cache::Source::Compiled => "compiled",
         };
         tracing::info!("{}: {how} in {:.1} ms", path.display(), started.elapsed().as_secs_f64() * 1e3);
-        let mut linker: Linker<HostState> = Linker::new(engine());
+        let mut linker: Linker<HostState> = Linker::new(engine(fuel));
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
         bindings::Policy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| e.to_string())?;
@@ -119,13 +161,16 @@ impl WasmEngine {
         if handled.is_empty() && exports.init.is_none() {
             return Err(format!("{}: exports no event interface wasmta can call yet", path.display()));
         }
+        let label = path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
         let engine = WasmEngine {
             info: EngineInfo { name, handled },
             pre,
             exports,
             pool: Mutex::new(vec![]),
-            budget,
+            options,
             settings: Default::default(),
+            breaker: Breaker::new(options.breaker),
+            metrics: Metrics::new(&label),
         };
         // a smoke-test instance proves it starts before it serves
         let live = engine.instantiate().await?;
@@ -136,18 +181,25 @@ impl WasmEngine {
     async fn instantiate(&self) -> Result<Live, String> {
         let state = HostState {
             table: wasmtime::component::ResourceTable::new(),
-            wasi: wasmtime_wasi::WasiCtxBuilder::new().inherit_stderr().build(),
+            wasi: {
+                let log = stderr::GuestLog::new(&self.info.name);
+                wasmtime_wasi::WasiCtxBuilder::new().stdout(log.clone()).stderr(log).build()
+            },
             limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).instances(16).tables(64).build(),
-            deadline: Instant::now() + self.budget,
+            deadline: Instant::now() + self.options.budget,
             plugin: self.info.name.clone(),
             init: None,
             settings: self.settings.clone(),
         };
-        let mut store = Store::new(engine(), state);
+        let mut store = Store::new(engine(self.options.fuel.is_some()), state);
         store.limiter(|s| s.limiter());
+        if let Some(fuel) = self.options.fuel {
+            store.set_fuel(fuel).map_err(|e| e.to_string())?;
+        }
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
-            if Instant::now() > ctx.data().deadline {
+            // a shutdown cancels calls in flight (T-54)
+            if Instant::now() > ctx.data().deadline || crate::policy::shutting_down() {
                 Ok(UpdateDeadline::Interrupt)
             } else {
                 Ok(UpdateDeadline::Yield(1))
@@ -183,6 +235,9 @@ impl WasmEngine {
         live.store.data_mut().init = Some(InitConfig::default());
         live.store.data_mut().deadline = Instant::now() + INIT_BUDGET;
         live.store.set_epoch_deadline(1);
+        if live.store.get_fuel().is_ok() {
+            live.store.set_fuel(u64::MAX).map_err(|e| e.to_string())?;
+        }
         let ran = tokio::time::timeout(INIT_BUDGET + TICK * 5, init.call_init(&mut live.store)).await;
         let name = &self.info.name;
         match ran {
@@ -205,31 +260,70 @@ impl Engine for WasmEngine {
 
     async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
         let failed = |message: String| PolicyError::Failed { event: event.name(), message };
+        let name = &self.info.name;
+        if let Admit::No(left) = self.breaker.admit(Instant::now()) {
+            self.metrics.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(failed(format!("{name}: circuit open after repeated failures (retry in {left:.0?})")));
+        }
         let pooled = self.pool.lock().pop();
         let mut live = match pooled {
             Some(l) => l,
-            None => self.instantiate().await.map_err(failed)?,
+            None => match self.instantiate().await {
+                Ok(l) => l,
+                Err(e) => {
+                    self.failure(event, &e);
+                    return Err(failed(e));
+                }
+            },
         };
-        live.store.data_mut().deadline = Instant::now() + self.budget;
+        let budget = self.options.budget;
+        live.store.data_mut().deadline = Instant::now() + budget;
         // re-arm the epoch check relative to now: a stale deadline would make every call
         // of a reused instance stop at its first epoch check and yield to the runtime
         live.store.set_epoch_deadline(1);
+        if let Some(fuel) = self.options.fuel {
+            live.store.set_fuel(fuel).map_err(|e| failed(e.to_string()))?;
+        }
         // the epoch stops CPU-bound guests; the timer stops guests parked in host awaits
         let outcome =
-            tokio::time::timeout(self.budget + TICK * 5, calls::call(&live.guests, &mut live.store, event, args)).await;
+            tokio::time::timeout(budget + TICK * 5, calls::call(&live.guests, &mut live.store, event, args)).await;
+        if let Some(fuel) = self.options.fuel {
+            let used = fuel.saturating_sub(live.store.get_fuel().unwrap_or(0));
+            self.metrics.fuel.fetch_add(used as i64, Ordering::Relaxed);
+        }
         match outcome {
             Ok(Ok(result)) => {
                 self.pool.lock().push(live);
+                self.breaker.success();
+                self.metrics.circuit_open.store(0, Ordering::Relaxed);
                 result
             }
             Ok(Err(trap)) => {
-                tracing::error!("{}: {} trapped: {trap:#}", self.info.name, event.name());
-                Err(failed(format!("{}: {trap}", self.info.name)))
+                self.metrics.traps.fetch_add(1, Ordering::Relaxed);
+                let why = format!("{name}: {} trapped: {trap:#}", event.name());
+                self.failure(event, &why);
+                Err(failed(format!("{name}: {trap}")))
             }
             Err(_) => {
-                tracing::error!("{}: {} exceeded {:?}", self.info.name, event.name(), self.budget);
-                Err(failed(format!("{}: deadline of {:?} exceeded", self.info.name, self.budget)))
+                self.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.failure(event, &format!("{name}: {} exceeded {budget:?}", event.name()));
+                Err(failed(format!("{name}: deadline of {budget:?} exceeded")))
             }
+        }
+    }
+}
+
+impl WasmEngine {
+    /// Logs a failed call and feeds the breaker.
+    fn failure(&self, event: Event, why: &str) {
+        tracing::error!("{why}");
+        if let Some(cooldown) = self.breaker.failure(Instant::now()) {
+            self.metrics.circuit_open.store(1, Ordering::Relaxed);
+            tracing::error!(
+                "{}: circuit opened after repeated failures; its events tempfail for {cooldown:?} (last: {})",
+                self.info.name,
+                event.name()
+            );
         }
     }
 }

@@ -284,6 +284,11 @@ impl Session {
 
     fn policy_reply(&mut self, out: &mut Vec<u8>, err: PolicyError, command: &str) -> Next {
         let reply = err.reply();
+        if matches!(err, PolicyError::Failed { .. }) && crate::policy::shutting_down() {
+            // the hook was cancelled by the shutdown (T-54): 421 and close
+            self.reply(out, reply, Some(command.to_string()));
+            return Next::Close;
+        }
         self.reply(out, reply, Some(command.to_string()));
         match err {
             PolicyError::Rejected(r) if r.closes_connection() => {

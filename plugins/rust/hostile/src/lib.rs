@@ -1,11 +1,23 @@
 //! A policy component that misbehaves on request (header `X-Hostile`): `loop` spins
 //! forever, `panic` traps, `memory` grows memory past any sane cap, `stack` recurses
-//! without end. Anything else is accepted. wasmta's sandbox tests use it.
+//! without end; `bad-handle`, `bad-json`, `bad-address` and `huge-log` pass hostile
+//! arguments to host calls (a garbage-accepting host answers 550). Anything else is
+//! accepted. wasmta's sandbox tests use it.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "message-policy" });
 
 use exports::wasmta::policy::message_received::Guest;
+use wasmta::policy::host::{Level, log};
 use wasmta::policy::types::{ConnMeta, Message, Rejection};
+
+fn accepted_garbage(what: &str) -> Result<(), Rejection> {
+    Err(Rejection {
+        code: 550,
+        enhanced_code: Some("5.7.1".into()),
+        text: format!("host accepted {what}"),
+        disconnect: None,
+    })
+}
 
 struct Hostile;
 
@@ -37,6 +49,25 @@ impl Guest for Hostile {
                 let mut trail = Vec::new();
                 let n = recurse(0, &mut trail);
                 std::hint::black_box(n);
+                Ok(())
+            }
+            Some("bad-handle") => {
+                // SAFETY (of the guest): none; this handle was never given to us
+                let forged = unsafe { Message::from_handle(0x7fff_fff0) };
+                let id = forged.id();
+                std::hint::black_box(id);
+                accepted_garbage("a forged handle")
+            }
+            Some("bad-json") => match msg.set_meta("k", "{not json") {
+                Err(_) => Ok(()),
+                Ok(()) => accepted_garbage("invalid JSON"),
+            },
+            Some("bad-address") => match msg.set_sender("not an address\r\nRCPT TO:<x@y>") {
+                Err(_) => Ok(()),
+                Ok(()) => accepted_garbage("an invalid address"),
+            },
+            Some("huge-log") => {
+                log(Level::Error, &"x".repeat(4 << 20));
                 Ok(())
             }
             _ => Ok(()),
