@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# What a policy handler on every message costs end to end: `wasmta load` -> wasmta -> `wasmta
+# sink`, all on this machine, durable spool, 2 KiB messages, 100 connections. Variants:
+#   none  no smtp_server_message_received handler
+#   lua   part (c) of plugins/example-policy.lua in Lua
+#   rust  the same as the component plugins/rust/message-policy
+#   go    the same as the component plugins/go/message-policy
+#   lua-min / rust-min  a handler that only looks up one header (Lua; plugins/rust/hostile)
+# Runs ROUNDS rounds of every variant, alternating, and prints injected msg/s and the
+# server's CPU time per message (user+system from /proc, steadier than throughput when
+# other jobs share the cores; counted until the server is idle again, so it includes the
+# deliveries to the sink), then the medians.
+#
+#   bench/handler-cost.sh [ROUNDS] [MESSAGES]      (VARIANTS="none rust-min" to choose)
+set -euo pipefail
+rounds="${1:-3}"
+messages="${2:-20000}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="$root/target/release/wasmta"
+cargo build --quiet --release --manifest-path "$root/Cargo.toml"
+cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$root/plugins/Cargo.toml"
+"$root/plugins/go/build.sh" "$root/plugins/go/message-policy" >/dev/null
+rust_wasm="$root/plugins/target/wasm32-wasip2/release/message_policy.wasm"
+min_wasm="$root/plugins/target/wasm32-wasip2/release/hostile.wasm"
+variants="${VARIANTS:-none lua rust go lua-min rust-min}"
+go_wasm="$root/plugins/go/target/message-policy.wasm"
+lua_policy="$(sed -n '/^-- (c)/,/^-- (a)/p' "$root/plugins/example-policy.lua")"
+
+work="$(mktemp -d)"
+sink_pid=""
+cleanup() { [ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+"$bin" sink --listen 127.0.0.1:2594 >/dev/null 2>&1 &
+sink_pid=$!
+ticks="$(getconf CLK_TCK)"
+
+policy() { # variant dir
+  local load="" lua=""
+  case "$1" in
+    rust) load="kumo.wasm.load { path = '$rust_wasm' }" ;;
+    go) load="kumo.wasm.load { path = '$go_wasm' }" ;;
+    lua) lua="$lua_policy" ;;
+    rust-min) load="kumo.wasm.load { path = '$min_wasm' }" ;;
+    lua-min) lua="kumo.on('smtp_server_message_received', function(msg) msg:get_first_named_header_value('X-Hostile') end)" ;;
+  esac
+  cat <<LUA
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = '$2/spool' }
+  kumo.configure_local_logs { log_dir = '$2/logs' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:2525', relay_hosts = { '127.0.0.1' } }
+  $load
+end)
+kumo.on('get_queue_config', function()
+  return kumo.make_queue_config { protocol = { smtp = { mx_list = { '127.0.0.1:2594' } } } }
+end)
+kumo.on('get_egress_path_config', function()
+  return kumo.make_egress_path { enable_tls = 'Disabled', connection_limit = 32 }
+end)
+$lua
+LUA
+}
+
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+results="$work/results"
+for round in $(seq "$rounds"); do
+  for variant in $variants; do
+    dir="$work/$variant-$round"
+    mkdir -p "$dir"
+    policy "$variant" "$dir" >"$dir/init.lua"
+    (cd "$dir" && RUST_LOG=warn exec "$bin" serve --policy "$dir/init.lua" 2>"$dir/stderr") &
+    pid=$!
+    for _ in $(seq 300); do
+      (exec 3<>/dev/tcp/127.0.0.1/2525) 2>/dev/null && break
+      sleep 0.1
+    done
+    before="$(cpu "$pid")"
+    line="$("$bin" load --target 127.0.0.1:2525 --connections 100 --messages "$messages" --size 2048)"
+    # deliveries go on after the last 250: count CPU until the server is idle
+    after="$(cpu "$pid")"
+    while sleep 0.5; now="$(cpu "$pid")"; [ "$now" != "$after" ]; do after="$now"; done
+    kill -TERM "$pid"
+    wait "$pid" || true
+    rate="$(sed -n 's/.*rate=\([0-9]*\) msg\/s.*/\1/p' <<<"$line")"
+    us="$(awk -v a="$after" -v b="$before" -v t="$ticks" -v n="$messages" 'BEGIN { printf "%.1f", (a - b) / t * 1e6 / n }')"
+    printf '%-8s round %d: %6s msg/s  %6s µs CPU/msg   (%s)\n' "$variant" "$round" "$rate" "$us" "$line"
+    echo "$variant $rate $us" >>"$results"
+  done
+done
+echo
+echo "medians over $rounds rounds:"
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+for variant in $variants; do
+  rate="$(awk -v v="$variant" '$1 == v { print $2 }' "$results" | median)"
+  us="$(awk -v v="$variant" '$1 == v { print $3 }' "$results" | median)"
+  printf '%-8s %6s msg/s  %6s µs CPU/msg\n' "$variant" "$rate" "$us"
+done
