@@ -122,3 +122,26 @@ fn fuel_makes_verdicts_and_costs_deterministic() {
     assert!(fuel >= 20_000_000.0, "the loop burnt its whole budget: {fuel}");
     assert_eq!(run(), (first, fuel), "same verdicts, same fuel");
 }
+
+#[test]
+fn throttles_work_the_same_from_lua_and_from_a_component() {
+    // the component's `throttle` import and Lua's kumo.make_throttle share one registry
+    let text = hostile("circuit_failures = 100")
+        + r#"
+kumo.on('smtp_server_mail_from', function(sender)
+  if sender.user == 'lua-throttled' then
+    local t = kumo.make_throttle('lua-test', '2/min'):throttle()
+    if t.throttled then kumo.reject(451, '4.7.1 throttled by lua') end
+  end
+end)
+"#;
+    let (_dir, server) = start_policy_text(&text);
+    let mut c = Client::ehlo(server.addr());
+    let codes: Vec<u16> = (0..3).map(|_| mail(&mut c, "throttle").code).collect();
+    assert_eq!(codes, vec![250, 250, 451], "2/min: the third is throttled");
+    let lua: Vec<u16> = (0..3)
+        .map(|_| c.send_mail("lua-throttled@s.example", &["r@dest.example"], "Subject: t\r\n\r\nx").code)
+        .collect();
+    assert_eq!(lua, vec![250, 250, 451]);
+    assert!(server.stop().success());
+}

@@ -78,6 +78,13 @@ impl Gcra {
     }
 }
 
+/// The named throttles policy code uses (`kumo.make_throttle`, the Wasm `throttle`
+/// import), shared by every engine of the process.
+pub fn policy_throttles() -> &'static Throttles {
+    static T: std::sync::OnceLock<Throttles> = std::sync::OnceLock::new();
+    T.get_or_init(Throttles::default)
+}
+
 /// Named throttles shared by every ready queue of this process.
 #[derive(Default)]
 pub struct Throttles {

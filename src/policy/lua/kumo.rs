@@ -21,7 +21,6 @@ const UNIMPLEMENTED: &[&str] = &[
     "suspend_delivery_when_spool_unhealthy",
     "configure_log_hook",
     "configure_log_disposition_hook",
-    "make_throttle",
     "make_message",
     "inject_message",
     "apply_supplemental_trace_header",
@@ -322,6 +321,14 @@ fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()
         lua.create_function(|_, ()| Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)))?,
     )?;
     kumo.set("version", lua.create_function(|_, ()| Ok(format!("wasmta {}", env!("CARGO_PKG_VERSION"))))?)?;
+    kumo.set(
+        "make_throttle",
+        lua.create_function(|_, (name, spec): (String, String)| {
+            let spec = crate::shaping::throttle::ThrottleSpec::parse(&spec)
+                .map_err(|e| mlua::Error::runtime(format!("kumo.make_throttle: {e}")))?;
+            Ok(super::userdata::LuaThrottle { name, spec })
+        })?,
+    )?;
     kumo.set(
         "sleep",
         lua.create_async_function(|_, secs: f64| async move {

@@ -190,3 +190,37 @@ impl UserData for ConfigObject {
         m.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(format!("{}({})", this.kind, this.value)));
     }
 }
+
+/// `kumo.make_throttle(name, spec)`: a named GCRA throttle shared by the whole process.
+pub struct LuaThrottle {
+    pub name: String,
+    pub spec: crate::shaping::throttle::ThrottleSpec,
+}
+
+impl LuaThrottle {
+    fn take(&self) -> Option<std::time::Duration> {
+        crate::shaping::throttle::policy_throttles().acquire(&self.name, self.spec).err()
+    }
+}
+
+impl UserData for LuaThrottle {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        // KumoMTA's result: { throttled, limit, retry_after (seconds) }
+        m.add_method("throttle", |lua, this, ()| {
+            let t = lua.create_table()?;
+            let wait = this.take();
+            t.set("throttled", wait.is_some())?;
+            t.set("limit", this.spec.limit)?;
+            t.set("retry_after", wait.map(|w| w.as_secs_f64()))?;
+            Ok(t)
+        });
+        m.add_async_method("sleep_if_throttled", |_, this, ()| async move {
+            let mut slept = false;
+            while let Some(wait) = this.take() {
+                slept = true;
+                tokio::time::sleep(wait).await;
+            }
+            Ok(slept)
+        });
+    }
+}

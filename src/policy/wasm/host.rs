@@ -193,6 +193,19 @@ impl host::Host for HostState {
             Err(crate::delivery::mx::SiteError::Dns(e)) => Err(format!("lookup-mx({domain}): {e}")),
         })
     }
+    fn throttle(&mut self, name: String, spec: String) -> wasmtime::Result<Result<Option<u64>, String>> {
+        if name.len() > 1024 {
+            return Ok(Err("throttle: a name is at most 1024 bytes".into()));
+        }
+        let spec = match crate::shaping::throttle::ThrottleSpec::parse(&spec) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(format!("throttle: {e}"))),
+        };
+        Ok(Ok(match crate::shaping::throttle::policy_throttles().acquire(&name, spec) {
+            Ok(()) => None,
+            Err(wait) => Some(wait.as_millis().max(1) as u64),
+        }))
+    }
     fn parse_address(&mut self, text: String) -> wasmtime::Result<Result<types::EnvelopeAddress, String>> {
         Ok(parse(&text).map(|a| address(&a)))
     }

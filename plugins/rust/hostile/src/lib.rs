@@ -1,7 +1,8 @@
 //! A policy component that misbehaves on request (header `X-Hostile`): `loop` spins
 //! forever, `panic` traps, `memory` grows memory past any sane cap, `stack` recurses
 //! without end; `bad-handle`, `bad-json`, `bad-address` and `huge-log` pass hostile
-//! arguments to host calls (a garbage-accepting host answers 550). Anything else is
+//! arguments to host calls (a garbage-accepting host answers 550); `throttle` takes from a
+//! 2/min throttle and tempfails when it is empty. Anything else is
 //! accepted. wasmta's sandbox tests use it.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "message-policy" });
@@ -65,6 +66,16 @@ impl Guest for Hostile {
             Some("bad-address") => match msg.set_sender("not an address\r\nRCPT TO:<x@y>") {
                 Err(_) => Ok(()),
                 Ok(()) => accepted_garbage("an invalid address"),
+            },
+            Some("throttle") => match wasmta::policy::host::throttle("hostile", "2/min") {
+                Ok(None) => Ok(()),
+                Ok(Some(ms)) => Err(Rejection {
+                    code: 451,
+                    enhanced_code: Some("4.7.1".into()),
+                    text: format!("throttled for {}s", ms.div_ceil(1000)),
+                    disconnect: None,
+                }),
+                Err(e) => Err(Rejection { code: 451, enhanced_code: Some("4.3.0".into()), text: e, disconnect: None }),
             },
             Some("huge-log") => {
                 log(Level::Error, &"x".repeat(4 << 20));
