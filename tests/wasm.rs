@@ -227,10 +227,10 @@ fn a_wasm_only_deployment_receives_delivers_and_logs() {
     let delivery = harness::wait_for_record(dir.path(), Duration::from_secs(5), |r| r["type"] == "Delivery")
         .expect("Delivery record");
     assert_eq!(delivery["queue"], format!("acme@{port}.smarthost.test"));
+    assert!(server.stop().success());
     let counts = record_counts(dir.path());
     assert_eq!(counts.get("Reception"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("Rejection"), Some(&1), "{counts:?}");
-    assert!(server.stop().success());
     assert!(!dir.path().join("init.lua").exists(), "no Lua file was involved");
 }
 
