@@ -145,3 +145,31 @@ end)
     assert_eq!(lua, vec![250, 250, 451]);
     assert!(server.stop().success());
 }
+
+#[test]
+fn a_routing_hook_that_traps_requeues_the_message_as_a_transient_failure() {
+    // T-49
+    let text = format!(
+        r#"
+kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{{d}}/spool' }}
+  kumo.configure_local_logs {{ log_dir = '{{d}}/logs' }}
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0' }}
+  kumo.wasm.load {{ path = '{}', circuit_failures = 100 }}
+end)
+"#,
+        component("hostile_router").display()
+    );
+    let (dir, server) = start_policy_text(&text);
+    let mut c = Client::ehlo(server.addr());
+    assert_eq!(c.send_mail("a@s.example", &["r@trap.example"], "Subject: t\r\n\r\nx").code, 250);
+    let t = harness::wait_for_record(dir.path(), Duration::from_secs(10), |r| r["type"] == "TransientFailure")
+        .expect("a TransientFailure record");
+    let text = t["response"]["content"].as_str().unwrap_or_default().to_string();
+    assert!(text.contains("get_queue_config"), "{t}");
+    assert_eq!(t["num_attempts"], 1, "the attempt counts");
+    assert!(server.stop().success(), "the server survived the trap");
+    let kept = spooled(dir.path());
+    assert_eq!(kept.len(), 1, "nothing lost: the message waits for its retry");
+    assert_eq!(kept[0].num_attempts(), 1);
+}
