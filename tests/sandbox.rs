@@ -173,3 +173,19 @@ end)
     assert_eq!(kept.len(), 1, "nothing lost: the message waits for its retry");
     assert_eq!(kept[0].num_attempts(), 1);
 }
+
+#[test]
+fn a_component_has_no_network_and_no_files() {
+    // T-52: the WASI context grants nothing; attempts fail inside the guest
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let (_dir, server) = start_policy_text(&hostile("circuit_failures = 100"));
+    let mut c = Client::ehlo(server.addr());
+    let body = format!("Subject: c\r\nX-Hostile: connect\r\nX-Target: {target}\r\n\r\nx");
+    let r = c.send_mail("a@s.example", &["r@dest.example"], &body);
+    assert_eq!(r.code, 250, "the connect was refused to the guest: {r:?}");
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "nothing reached the listener");
+    assert_eq!(mail(&mut c, "file").code, 250, "no file system either");
+    assert!(server.stop().success());
+}

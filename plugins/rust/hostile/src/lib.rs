@@ -1,7 +1,8 @@
 //! A policy component that misbehaves on request (header `X-Hostile`): `loop` spins
 //! forever, `panic` traps, `memory` grows memory past any sane cap, `stack` recurses
 //! without end; `bad-handle`, `bad-json`, `bad-address` and `huge-log` pass hostile
-//! arguments to host calls (a garbage-accepting host answers 550); `throttle` takes from a
+//! arguments to host calls (a garbage-accepting host answers 550); `connect` and `file` try to
+//! reach the network and the file system (denied: no capability); `throttle` takes from a
 //! 2/min throttle and tempfails when it is empty. Anything else is
 //! accepted. wasmta's sandbox tests use it.
 
@@ -76,6 +77,16 @@ impl Guest for Hostile {
                     disconnect: None,
                 }),
                 Err(e) => Err(Rejection { code: 451, enhanced_code: Some("4.3.0".into()), text: e, disconnect: None }),
+            },
+            Some("connect") => {
+                match std::net::TcpStream::connect(msg.get_first_named_header_value("X-Target").unwrap_or_default()) {
+                    Err(_) => Ok(()),
+                    Ok(_) => accepted_garbage("an outbound connection"),
+                }
+            }
+            Some("file") => match std::fs::read("/etc/passwd") {
+                Err(_) => Ok(()),
+                Ok(_) => accepted_garbage("a file read"),
             },
             Some("huge-log") => {
                 log(Level::Error, &"x".repeat(4 << 20));
