@@ -295,3 +295,17 @@ pub fn begin_shutdown() {
 pub fn shutting_down() -> bool {
     SHUTTING_DOWN.load(std::sync::atomic::Ordering::Acquire)
 }
+
+static CONFIG_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The configuration epoch: `Epoch`-refreshed objects (egress paths, queue configs) are
+/// fetched again when it moves (`kumo.bump_config_epoch`, a shaping file change).
+pub fn config_epoch() -> u64 {
+    CONFIG_EPOCH.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Moves the configuration epoch.
+pub fn bump_config_epoch() {
+    let e = CONFIG_EPOCH.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+    tracing::info!("configuration epoch is now {e}");
+}

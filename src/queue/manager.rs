@@ -58,7 +58,7 @@ pub struct Shared {
     scheduled: Mutex<HashMap<String, Arc<ScheduledQueue>>>,
     ready: Mutex<HashMap<String, Arc<ReadyQueue>>>,
     sites: Mutex<HashMap<String, (Site, Instant)>>,
-    configs: Mutex<HashMap<String, (QueueConfig, Instant)>>,
+    configs: Mutex<HashMap<String, (QueueConfig, Instant, u64)>>,
     pools: Mutex<HashMap<String, (EgressPool, Instant)>>,
     sources: Mutex<HashMap<String, (EgressSource, Instant)>>,
     stopping: AtomicBool,
@@ -143,17 +143,18 @@ impl Shared {
         if queue.name == super::DEFERRED_QUEUE {
             return Ok(super::deferred_queue_config());
         }
-        if let Some((c, at)) = self.configs.lock().get(&queue.name).cloned() {
+        if let Some((c, at, epoch)) = self.configs.lock().get(&queue.name).cloned() {
             let fresh = match c.refresh_strategy {
                 RefreshStrategy::Ttl => at.elapsed() < c.refresh_interval,
-                RefreshStrategy::Epoch => true,
+                RefreshStrategy::Epoch => epoch == crate::policy::config_epoch(),
             };
             if fresh {
                 return Ok(c);
             }
         }
+        let epoch = crate::policy::config_epoch();
         let c = self.policy.queue_config(&queue.parts).await?;
-        self.configs.lock().insert(queue.name.clone(), (c.clone(), Instant::now()));
+        self.configs.lock().insert(queue.name.clone(), (c.clone(), Instant::now(), epoch));
         Ok(c)
     }
 
@@ -161,7 +162,7 @@ impl Shared {
         if name == super::DEFERRED_QUEUE {
             return super::deferred_queue_config();
         }
-        self.configs.lock().get(name).map(|(c, _)| c.clone()).unwrap_or_default()
+        self.configs.lock().get(name).map(|(c, _, _)| c.clone()).unwrap_or_default()
     }
 
     async fn site(&self, domain: &str, smtp: &SmtpProtocol) -> Result<Site, SiteError> {

@@ -61,6 +61,8 @@ struct State {
 pub struct ReadyQueue {
     spec: ReadySpec,
     path: Mutex<(EgressPathConfig, Instant)>,
+    /// The configuration epoch `path` was fetched in.
+    path_epoch: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
     notify: Notify,
     space: Notify,
@@ -83,6 +85,7 @@ impl ReadyQueue {
         Arc::new(ReadyQueue {
             spec,
             path: Mutex::new((path, Instant::now())),
+            path_epoch: std::sync::atomic::AtomicU64::new(crate::policy::config_epoch()),
             state: Mutex::new(State { messages: VecDeque::new(), connections: 0 }),
             notify: Notify::new(),
             space: Notify::new(),
@@ -170,10 +173,16 @@ impl ReadyQueue {
 
     async fn refresh_path(&self, shared: &Shared) -> EgressPathConfig {
         let (current, fetched) = self.path.lock().clone();
-        if current.refresh_strategy == RefreshStrategy::Ttl && fetched.elapsed() >= current.refresh_interval {
+        let epoch = crate::policy::config_epoch();
+        let stale = match current.refresh_strategy {
+            RefreshStrategy::Ttl => fetched.elapsed() >= current.refresh_interval,
+            RefreshStrategy::Epoch => self.path_epoch.load(Ordering::Acquire) != epoch,
+        };
+        if stale {
             match shared.policy.egress_path_config(&self.routing_domain, &self.source.name, &self.site.name).await {
                 Ok(fresh) => {
                     *self.path.lock() = (fresh.clone(), Instant::now());
+                    self.path_epoch.store(epoch, Ordering::Release);
                     return fresh;
                 }
                 Err(e) => tracing::warn!("ready queue {}: refreshing the egress path config failed: {e}", self.name),

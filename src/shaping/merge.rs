@@ -10,6 +10,19 @@ use crate::delivery::mx::{SiteError, resolve_site};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
+/// The kinds of problem a load option (`Ignore`, `Warn`, `Error`) decides about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issue {
+    /// Two rolled-up entries resolve to the same site.
+    AliasedSite,
+    /// An entry's MX lookup failed.
+    DnsFail,
+    /// A rolled-up entry's domain has a null MX.
+    NullMx,
+    /// An entry matches more than one provider.
+    ProviderOverlap,
+}
+
 /// Merged shaping data.
 #[derive(Debug, Default)]
 pub struct Shaping {
@@ -17,11 +30,14 @@ pub struct Shaping {
     by_site: HashMap<String, Section>,
     by_domain: HashMap<String, Section>,
     providers: Vec<(String, Provider)>,
-    /// Problems that make the data unusable.
-    pub errors: Vec<String>,
-    /// Problems worth a look.
-    pub warnings: Vec<String>,
+    /// Problems the load options sort into errors, warnings or nothing.
+    pub issues: Vec<(Issue, String)>,
+    /// Resolved egress paths, by (domain, source, site).
+    cache: parking_lot::Mutex<HashMap<(String, String, String), Map<String, Value>>>,
 }
+
+/// Entries kept in the lookup cache before it starts over.
+const CACHE_LIMIT: usize = 100_000;
 
 /// Lays `over` on `base`.
 pub fn merge_params(base: &mut Map<String, Value>, over: &Map<String, Value>) {
@@ -90,15 +106,21 @@ impl Shaping {
         }
         for (name, s) in domains {
             if !s.mx_rollup {
+                out.check_overlap(&name, &[]);
                 out.by_domain.insert(name, s);
                 continue;
             }
             match resolve_site(dns, &name, &SmtpProtocol::default()).await {
                 Ok(site) => {
+                    let hosts: Vec<String> = site.hosts.iter().map(|h| h.name.clone()).collect();
+                    out.check_overlap(&name, &hosts);
                     if out.by_site.contains_key(&site.name) {
-                        out.warnings.push(format!(
-                            "{name}: rolls up to site {} which another entry already names (aliased_site)",
-                            site.name
+                        out.issues.push((
+                            Issue::AliasedSite,
+                            format!(
+                                "{name}: rolls up to site {} which another entry already names (aliased_site)",
+                                site.name
+                            ),
                         ));
                     }
                     match out.by_site.get_mut(&site.name) {
@@ -109,17 +131,36 @@ impl Shaping {
                     }
                 }
                 Err(SiteError::NullMx) => {
-                    out.warnings
-                        .push(format!("{name}: has a null MX and cannot use mx_rollup (null_mx); keyed by domain"));
+                    out.issues.push((
+                        Issue::NullMx,
+                        format!("{name}: has a null MX and cannot use mx_rollup (null_mx); keyed by domain"),
+                    ));
                     out.by_domain.insert(name, s);
                 }
                 Err(e) => {
-                    out.warnings.push(format!("{name}: MX lookup failed ({e:?}); keyed by domain (dns_fail)"));
+                    out.issues.push((
+                        Issue::DnsFail,
+                        format!("{name}: MX lookup failed ({e:?}); keyed by domain (dns_fail)"),
+                    ));
                     out.by_domain.insert(name, s);
                 }
             }
         }
         out
+    }
+
+    /// Records an entry that more than one provider matches.
+    fn check_overlap(&mut self, name: &str, hosts: &[String]) {
+        let matching: Vec<&str> = self
+            .providers
+            .iter()
+            .filter(|(_, p)| Self::provider_matches(&p.matches, name, hosts))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if matching.len() > 1 {
+            let text = format!("{name}: matches more than one provider ({}) (provider_overlap)", matching.join(", "));
+            self.issues.push((Issue::ProviderOverlap, text));
+        }
     }
 
     fn provider_matches(rules: &[MatchRule], domain: &str, mx_hosts: &[String]) -> bool {
@@ -147,6 +188,21 @@ impl Shaping {
         site: &str,
         dns: &dyn Dns,
     ) -> Map<String, Value> {
+        let key = (domain.to_ascii_lowercase(), source.to_string(), site.to_string());
+        if let Some(hit) = self.cache.lock().get(&key) {
+            return hit.clone();
+        }
+        let params = self.resolve_params(&key.0, source, site, dns).await;
+        let mut cache = self.cache.lock();
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(key, params.clone());
+        params
+    }
+
+    /// [`Shaping::egress_path_params`] without the cache.
+    pub async fn resolve_params(&self, domain: &str, source: &str, site: &str, dns: &dyn Dns) -> Map<String, Value> {
         let domain = domain.to_ascii_lowercase();
         let mut params = self.default.params.clone();
         if !self.providers.is_empty() {
@@ -232,7 +288,7 @@ max_deliveries_per_connection = 7
         );
         let over = parse("b.toml", "[\"gmail.com\"]\nidle_timeout = \"9s\"\n");
         let s = Shaping::build(vec![base, over], &dns).await;
-        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        assert!(s.issues.is_empty(), "{:?}", s.issues);
         let site = "gmail-smtp-in.l.google.com";
         let p = s.egress_path_params("gmail.com", "ip-1", site, &dns).await;
         assert_eq!(p["connection_limit"], 30, "the site entry beats the provider's source override");
@@ -263,6 +319,6 @@ max_deliveries_per_connection = 7
         assert!(p.get("max_ready").is_none(), "replace_base dropped the earlier file's keys");
         let p = s.egress_path_params("unresolvable.example", "s", "whatever", &dns).await;
         assert_eq!(p["connection_limit"], 6);
-        assert!(s.warnings.iter().any(|w| w.contains("dns_fail")), "{:?}", s.warnings);
+        assert!(s.issues.iter().any(|(i, w)| *i == Issue::DnsFail && w.contains("dns_fail")), "{:?}", s.issues);
     }
 }

@@ -1,5 +1,8 @@
-//! Traffic shaping: throttles now; the TOML shaping files come later.
+//! Traffic shaping: KumoMTA's shaping files (parse, merge, look up), the loaded-data store
+//! that watches the files and bumps the configuration epoch when they change, and GCRA
+//! throttles.
 
 pub mod file;
 pub mod merge;
+pub mod store;
 pub mod throttle;

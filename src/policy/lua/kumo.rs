@@ -35,7 +35,6 @@ const UNIMPLEMENTED: &[&str] = &[
     "format_egress_path_config_toml",
     "format_egress_path_config_constraints",
     "spawn_task",
-    "bump_config_epoch",
     "set_config_monitor_globs",
     "eval_config_monitor_globs",
     "set_smtpsrv_threads",
@@ -321,6 +320,13 @@ fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()
         lua.create_function(|_, ()| Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)))?,
     )?;
     kumo.set("version", lua.create_function(|_, ()| Ok(format!("wasmta {}", env!("CARGO_PKG_VERSION"))))?)?;
+    kumo.set(
+        "bump_config_epoch",
+        lua.create_function(|_, ()| {
+            crate::policy::bump_config_epoch();
+            Ok(())
+        })?,
+    )?;
     kumo.set(
         "make_throttle",
         lua.create_function(|_, (name, spec): (String, String)| {

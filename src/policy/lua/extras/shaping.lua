@@ -21,12 +21,10 @@ function mod:setup_with_automation(options)
     table.insert(files, f)
   end
 
-  local data
+  -- the core keeps one load per (files, options), shared by every context, and reloads
+  -- it when a file changes (then bumps the config epoch); asking each time is cheap
   local function load_shaping_data()
-    if not data then
-      data = kumo.shaping.load(files, options.load_validation_options)
-    end
-    return data
+    return kumo.shaping.load(files, options.load_validation_options)
   end
 
   local function get_egress_path_config(domain, egress_source, site_name)
