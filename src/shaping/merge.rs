@@ -33,8 +33,11 @@ pub struct Shaping {
     /// Problems the load options sort into errors, warnings or nothing.
     pub issues: Vec<(Issue, String)>,
     /// Resolved egress paths, by (domain, source, site).
-    cache: parking_lot::Mutex<HashMap<(String, String, String), Map<String, Value>>>,
+    cache: parking_lot::Mutex<HashMap<PathKey, Map<String, Value>>>,
 }
+
+/// (domain, source, site).
+type PathKey = (String, String, String);
 
 /// Entries kept in the lookup cache before it starts over.
 const CACHE_LIMIT: usize = 100_000;

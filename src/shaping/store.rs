@@ -232,10 +232,10 @@ fn watch(files: &[PathBuf]) {
     let Some(w) = guard.as_mut() else { return };
     for f in new {
         let dir = f.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-        if !watched.iter().any(|p| p.parent() == Some(dir.as_path())) {
-            if let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive) {
-                tracing::warn!("shaping: cannot watch {} ({e})", dir.display());
-            }
+        if !watched.iter().any(|p| p.parent() == Some(dir.as_path()))
+            && let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive)
+        {
+            tracing::warn!("shaping: cannot watch {} ({e})", dir.display());
         }
         watched.push(f);
     }
