@@ -5,7 +5,6 @@ mod harness;
 
 use harness::sink::Sink;
 use harness::smtp::Client;
-use harness::start_policy_text;
 use std::time::{Duration, Instant};
 
 fn shaping_file(port: &str, ehlo: &str) -> String {
