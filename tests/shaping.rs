@@ -79,3 +79,63 @@ fn an_edited_shaping_file_changes_live_ready_queues_within_seconds() {
     assert!(server.stderr_text().contains("reload refused"), "the error was logged");
     assert!(server.stop().success());
 }
+
+fn wasmta(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(harness::binary()).args(args).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+const ZONE: &str = "$ORIGIN example.\n@ 300 IN SOA ns hostmaster 1 1 1 1 1\n";
+
+#[test]
+fn shaping_check_loads_kumomtas_default_file_and_reports_errors_by_line() {
+    let dir = harness::temp_dir();
+    let zone = dir.path().join("zone");
+    std::fs::write(&zone, ZONE).unwrap();
+    let zone = zone.display().to_string();
+    let kumo = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/kumomta-shaping.toml");
+    let (ok, text) = wasmta(&["shaping", "check", "--dns-zone", &zone, kumo]);
+    assert!(ok, "{text}");
+    assert!(text.contains("0 error(s)"), "{text}");
+    assert!(text.contains("dns_fail"), "offline, rolled-up entries cannot resolve: {text}");
+    let (ok, text) = wasmta(&["shaping", "check", "--dns-zone", &zone, "--options", r#"{"dns_fail": "Ignore"}"#, kumo]);
+    assert!(ok && text.contains("0 warning(s)"), "{text}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[\"default\"]\nconnection_limit = 10\n\n[\"example.com\"]\nmax_ready = \"many\"\nconection_limit = 3\n",
+    )
+    .unwrap();
+    let bad = bad.display().to_string();
+    let (ok, text) = wasmta(&["shaping", "check", "--dns-zone", &zone, kumo, &bad]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("bad.toml:6: example.com: unknown key \"conection_limit\""), "{text}");
+    assert!(text.contains("bad.toml:5: example.com: max_ready"), "{text}");
+}
+
+#[test]
+fn shaping_resolve_prints_the_merged_egress_path() {
+    let dir = harness::temp_dir();
+    let zone = dir.path().join("zone");
+    std::fs::write(&zone, "gmail.com MX 5 gmail-smtp-in.l.google.com\n").unwrap();
+    let extra = dir.path().join("extra.toml");
+    std::fs::write(
+        &extra,
+        "[\"gmail.com\"]\nconnection_limit = 7\n[\"gmail.com\".sources.\"ip-1\"]\nmax_deliveries_per_connection = 9\n",
+    )
+    .unwrap();
+    let kumo = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/kumomta-shaping.toml");
+    let zone = zone.display().to_string();
+    let extra = extra.display().to_string();
+    let (ok, text) =
+        wasmta(&["shaping", "resolve", "--dns-zone", &zone, "gmail.com", "--source", "ip-1", kumo, &extra]);
+    assert!(ok, "{text}");
+    assert!(text.contains("site gmail-smtp-in.l.google.com"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
+    assert_eq!(json["provider_name"], "google", "{json}");
+    assert_eq!(json["enable_tls"], "Required", "the google provider block: {json}");
+    assert_eq!(json["connection_limit"], 7, "the extra file's domain entry wins: {json}");
+    assert_eq!(json["max_deliveries_per_connection"], 9, "the source override comes last: {json}");
+    assert_eq!(json["refresh_strategy"], "Epoch");
+}

@@ -1,8 +1,9 @@
-//! The command line (clap): `serve`, `check`, `load`, `sink`.
+//! The command line (clap): `serve`, `check`, `load`, `sink`, `shaping`.
 
 mod check;
 mod load;
 mod serve;
+mod shaping;
 mod sink;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,9 @@ enum Command {
     Load(load::LoadArgs),
     /// An SMTP sink that accepts (and optionally stores) what it is sent.
     Sink(sink::SinkArgs),
+    /// Check shaping files, or show what a domain gets from them.
+    #[command(subcommand)]
+    Shaping(shaping::ShapingCommand),
 }
 
 fn init_tracing() {
@@ -73,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Check { policy, settings } => rt.block_on(check::run(policy, settings.into_iter().collect())),
         Command::Load(args) => rt.block_on(load::run(args)),
         Command::Sink(args) => rt.block_on(sink::run(args)),
+        Command::Shaping(command) => rt.block_on(shaping::run(command)),
     }
 }
 

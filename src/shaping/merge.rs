@@ -152,6 +152,11 @@ impl Shaping {
         out
     }
 
+    /// (domain and site entries, providers).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.by_site.len() + self.by_domain.len(), self.providers.len())
+    }
+
     /// Records an entry that more than one provider matches.
     fn check_overlap(&mut self, name: &str, hosts: &[String]) {
         let matching: Vec<&str> = self
