@@ -139,3 +139,65 @@ fn shaping_resolve_prints_the_merged_egress_path() {
     assert_eq!(json["max_deliveries_per_connection"], 9, "the source override comes last: {json}");
     assert_eq!(json["refresh_strategy"], "Epoch");
 }
+
+/// Two ready queues (the same sink seen as two sites) with these egress path options.
+fn two_sites_policy(sink: &str, path_opts: &str) -> String {
+    let port = sink.rsplit(':').next().unwrap();
+    format!(
+        r#"
+kumo.on('get_queue_config', function(domain)
+  local mx = domain == 'a.example' and '127.0.0.1:{port}' or '[127.0.0.1]:{port}'
+  return kumo.make_queue_config {{ retry_interval = '1s', protocol = {{ smtp = {{ mx_list = {{ mx }} }} }} }}
+end)
+kumo.on('get_egress_path_config', function(domain, source, site)
+  return kumo.make_egress_path {{ enable_tls = 'Disabled', connection_limit = 10, {path_opts} }}
+end)
+"#
+    )
+}
+
+fn inject_both(server: &harness::Server, each: usize) {
+    let loads: Vec<_> = ["r@a.example", "r@b.example"]
+        .iter()
+        .map(|rcpt| {
+            std::process::Command::new(harness::binary())
+                .args(["load", "--connections", "10", "--size", "512", "--target", server.addr(), "--recipient", rcpt])
+                .args(["--messages", &each.to_string()])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut l in loads {
+        assert!(l.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn additional_connection_limits_are_shared_across_ready_queues() {
+    let d = harness::temp_dir();
+    let sink = Sink::start(d.path());
+    let (_dir, server) =
+        harness::start("", &two_sites_policy(&sink.addr, "additional_connection_limits = { shared = 2 }"));
+    inject_both(&server, 150);
+    assert!(sink.wait_for(300, Duration::from_secs(30)), "delivered {}", sink.count());
+    let peak = sink.stats()["peak_connections"].as_u64().unwrap();
+    assert!(peak <= 2, "two ready queues of 10 connections each shared a limit of 2, the sink saw {peak}");
+    assert_eq!(peak, 2);
+}
+
+#[test]
+fn additional_message_rate_throttles_are_shared_across_ready_queues() {
+    let d = harness::temp_dir();
+    let sink = Sink::start(d.path());
+    let opts = "additional_message_rate_throttles = { shared = '20/s' }";
+    let (_dir, server) = harness::start("", &two_sites_policy(&sink.addr, opts));
+    inject_both(&server, 70);
+    assert!(sink.wait_for(140, Duration::from_secs(30)), "delivered {}", sink.count());
+    let mut times: Vec<std::time::SystemTime> = sink.messages().iter().map(|m| m.at).collect();
+    times.sort();
+    // after the burst of 20, both queues together get 20/s: 100 messages in about 5 s
+    let steady = times[139].duration_since(times[39]).unwrap().as_secs_f64();
+    let rate = 100.0 / steady;
+    assert!((19.0..=21.0).contains(&rate), "steady combined rate {rate:.2}/s over {steady:.2}s (limit 20/s ±5 %)");
+}

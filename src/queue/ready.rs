@@ -13,6 +13,7 @@ use crate::message::Message;
 use crate::shaping::throttle::ThrottleSpec;
 use crate::smtp::protocol::Reply;
 use parking_lot::Mutex;
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -296,6 +297,10 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
     }
     'connect: while !rq.is_empty() && !shared.stopping() {
         let path = rq.refresh_path(&shared).await;
+        // named limits shared with other ready queues, held for the connection's life
+        let wanted: BTreeMap<String, usize> =
+            path.additional_connection_limits.iter().map(|(k, v)| (k.clone(), v.0)).collect();
+        let Some(_lease) = shared.named_limits.acquire(&wanted, || shared.stopping()).await else { return };
         wait_for_throttle(&shared, format!("connection-rate:{}", rq.name), path.max_connection_rate.as_ref()).await;
         let mut conn = match rq.connect(&shared, &path).await {
             Ok(c) => {

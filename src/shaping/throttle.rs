@@ -139,4 +139,32 @@ mod tests {
         }
         assert!((99..=102).contains(&granted), "{granted}");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_spec_holds_within_five_percent_over_ten_seconds() {
+        // (spec, events expected in 10 s: the burst plus the rate)
+        let table = [
+            ("100/s", 100 + 1000),
+            ("6000/min", 6000 + 1000),
+            ("local:50/s,max_burst=5", 5 + 500),
+            ("360/min,max_burst=10", 10 + 60),
+            ("36000/h", 36000 + 100),
+            ("1/s", 10),
+        ];
+        for (spec, expected) in table {
+            let throttles = Throttles::default();
+            let spec_parsed = ThrottleSpec::parse(spec).unwrap();
+            let start = Instant::now();
+            let mut granted = 0u32;
+            while Instant::now() - start < Duration::from_secs(10) {
+                match throttles.acquire("t", spec_parsed) {
+                    Ok(()) => granted += 1,
+                    Err(w) => tokio::time::advance(w).await,
+                }
+            }
+            let expected = expected as f64;
+            let error = (granted as f64 - expected).abs() / expected;
+            assert!(error <= 0.05, "{spec}: {granted} events in 10 s, expected about {expected}");
+        }
+    }
 }
