@@ -201,3 +201,118 @@ fn additional_message_rate_throttles_are_shared_across_ready_queues() {
     let rate = 100.0 / steady;
     assert!((19.0..=21.0).contains(&rate), "steady combined rate {rate:.2}/s over {steady:.2}s (limit 20/s ±5 %)");
 }
+
+/// Two sites (as in `two_sites_policy`), egress paths from the shaping helper with this
+/// file, and the `tenant` meta from `X-Tenant`.
+fn automation_server(rules: &str) -> (tempfile::TempDir, Sink, harness::Server, String) {
+    let d = harness::temp_dir();
+    let sink = Sink::start(d.path());
+    let port = sink.addr.rsplit(':').next().unwrap().to_string();
+    let dir = harness::temp_dir();
+    std::fs::write(
+        dir.path().join("shaping.toml"),
+        format!("[\"default\"]\nenable_tls = \"Disabled\"\nehlo_domain = \"before.test\"\n{rules}"),
+    )
+    .unwrap();
+    let text = format!(
+        r#"
+local shaping = require 'policy-extras.shaping'
+local shaper = shaping:setup_with_automation {{ no_default_files = true, extra_files = {{ '{d}/shaping.toml' }} }}
+kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{d}/spool' }}
+  kumo.configure_local_logs {{ log_dir = '{d}/logs' }}
+  kumo.dns.configure_test_resolver ''
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0' }}
+end)
+kumo.on('smtp_server_message_received', function(msg)
+  local tenant = msg:get_first_named_header_value('X-Tenant')
+  if tenant then msg:set_meta('tenant', tenant) end
+end)
+kumo.on('get_queue_config', function(domain)
+  local mx = domain == 'a.example' and '127.0.0.1:{port}' or '[127.0.0.1]:{port}'
+  return kumo.make_queue_config {{ retry_interval = '1s', protocol = {{ smtp = {{ mx_list = {{ mx }} }} }} }}
+end)
+kumo.on('get_egress_path_config', shaper.get_egress_path_config)
+"#,
+        d = dir.path().display()
+    );
+    let policy = dir.path().join("init.lua");
+    std::fs::write(&policy, text).unwrap();
+    let server = harness::Server::start(dir.path(), &policy);
+    std::mem::forget(d);
+    (dir, sink, server, port)
+}
+
+fn send(server: &harness::Server, to: &str, headers: &str) {
+    let mut c = Client::ehlo(server.addr());
+    let r = c.send_mail("a@s.example", &[to], &format!("Subject: t\r\n{headers}\r\nx"));
+    assert_eq!(r.code, 250, "{r:?}");
+}
+
+fn delivered_to(sink: &Sink, rcpt: &str) -> Vec<harness::sink::Received> {
+    sink.messages().into_iter().filter(|m| m.to.iter().any(|t| t == rcpt)).collect()
+}
+
+#[test]
+fn a_suspend_rule_holds_that_path_and_only_that_path() {
+    let rules = "[[\"default\".automation]]\nregex = \"you said tempfail\"\naction = \"Suspend\"\nduration = \"1h\"\n";
+    let (dir, sink, server, _) = automation_server(rules);
+    send(&server, "tempfail@a.example", "");
+    harness::wait_for_record(dir.path(), Duration::from_secs(10), |r| r["type"] == "TransientFailure").unwrap();
+    assert!(server.wait_for_stderr("automation: a rule of shaping entry default matched", Duration::from_secs(5)));
+    send(&server, "ok@a.example", "");
+    send(&server, "ok@b.example", "");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while delivered_to(&sink, "ok@b.example").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(delivered_to(&sink, "ok@b.example").len(), 1, "the other site's path is not suspended");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(delivered_to(&sink, "ok@a.example").is_empty(), "the suspended path delivered nothing");
+    assert!(server.stop().success());
+    let kept: Vec<String> = harness::spooled(dir.path()).iter().map(|m| m.recipient().unwrap().email()).collect();
+    assert!(kept.contains(&"ok@a.example".to_string()), "held, not lost: {kept:?}");
+}
+
+#[test]
+fn a_set_config_rule_changes_that_path_until_it_expires() {
+    let rules = "[[\"default\".automation]]\nregex = \"try again later\"\naction = [{SetConfig={name=\"ehlo_domain\", value=\"automated.test\"}}, {SetConfig={name=\"max_deliveries_per_connection\", value=1}}]\nduration = \"3s\"\n";
+    let (dir, sink, server, _) = automation_server(rules);
+    // fails once ("try again later (1 of 1)"), then is delivered: the rule fires once
+    send(&server, "flaky1-x@a.example", "");
+    harness::wait_for_record(dir.path(), Duration::from_secs(10), |r| r["type"] == "TransientFailure").unwrap();
+    assert!(server.wait_for_stderr("automation: a rule", Duration::from_secs(5)));
+    send(&server, "one@a.example", "");
+    send(&server, "one@b.example", "");
+    assert!(sink.wait_for(2, Duration::from_secs(10)));
+    assert_eq!(delivered_to(&sink, "one@a.example")[0].ehlo, "automated.test", "the rule's override applies to a");
+    assert_eq!(delivered_to(&sink, "one@b.example")[0].ehlo, "before.test", "and only to a");
+    assert!(server.wait_for_stderr("expired", Duration::from_secs(10)), "the override expires by itself");
+    std::thread::sleep(Duration::from_millis(300));
+    send(&server, "two@a.example", "");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while delivered_to(&sink, "two@a.example").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(delivered_to(&sink, "two@a.example")[0].ehlo, "before.test");
+    drop(server);
+}
+
+#[test]
+fn a_threshold_bounce_tenant_rule_bounces_that_tenants_mail() {
+    let rules = "[[\"default\".automation]]\nregex = \"you said tempfail\"\naction = \"BounceTenant\"\ntrigger = {Threshold=\"2/min\"}\nduration = \"1h\"\n";
+    let (dir, sink, server, _) = automation_server(rules);
+    send(&server, "tempfail@a.example", "X-Tenant: acme\r\n");
+    // the first failure does not reach the threshold; the retry (1 s later) does
+    assert!(server.wait_for_stderr("BounceTenant", Duration::from_secs(10)), "{}", server.stderr_text());
+    send(&server, "later@a.example", "X-Tenant: acme\r\n");
+    send(&server, "other@a.example", "X-Tenant: other\r\n");
+    let bounced = harness::wait_for_record(dir.path(), Duration::from_secs(10), |r| {
+        r["type"] == "Bounce" && r["recipient"] == "later@a.example"
+    })
+    .expect("acme's new mail bounced");
+    assert!(bounced["response"]["content"].as_str().unwrap().contains("automation rule"), "{bounced}");
+    assert!(sink.wait_for(1, Duration::from_secs(10)));
+    assert_eq!(delivered_to(&sink, "other@a.example").len(), 1, "another tenant's mail still goes");
+    drop(server);
+}

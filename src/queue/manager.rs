@@ -55,6 +55,7 @@ pub struct Shared {
     pub(crate) dns: Arc<dyn Dns>,
     pub(crate) throttles: Throttles,
     pub(crate) named_limits: Arc<super::limits::NamedLimits>,
+    pub(crate) automation: super::automation::Automation,
     pub(crate) hostname: String,
     scheduled: Mutex<HashMap<String, Arc<ScheduledQueue>>>,
     ready: Mutex<HashMap<String, Arc<ReadyQueue>>>,
@@ -83,6 +84,7 @@ impl QueueManager {
             dns,
             throttles: Throttles::default(),
             named_limits: Default::default(),
+            automation: Default::default(),
             hostname,
             scheduled: Mutex::new(HashMap::new()),
             ready: Mutex::new(HashMap::new()),
@@ -215,6 +217,14 @@ impl Shared {
         };
         if queue.name == super::DEFERRED_QUEUE {
             return self.promote_deferred(queue, message).await;
+        }
+        if let Some(why) = self.automation.bounce(&queue.parts) {
+            let reply = Reply::new(550, "5.0.0", format!("KumoMTA internal: {why}"));
+            return self.bounce_unqueued(message, &reply, "unspecified", "unspecified").await;
+        }
+        if let Some(until) = self.automation.sched_suspended(&queue.parts) {
+            queue.insert(message, until);
+            return;
         }
         let smtp = match &config.protocol {
             Protocol::Smtp(s) => s.clone(),
@@ -409,6 +419,7 @@ impl Shared {
             self.logs.log(r, Some(&message));
         }
         for (rcpt, reply, cmd) in &bounced {
+            self.automation.observe(rq, &message, reply);
             let mut r = self.record(
                 RecordType::Bounce,
                 &message,
@@ -442,6 +453,7 @@ impl Shared {
         command: &str,
         peer: Option<&PeerAddress>,
     ) {
+        self.automation.observe(rq, &message, reply);
         let mut r =
             self.record(RecordType::Bounce, &message, &message.recipients(), reply, command, At { rq: Some(rq), peer });
         r.num_attempts = message.num_attempts() + 1;
@@ -460,6 +472,11 @@ impl Shared {
     /// A transient failure: TransientFailure record, `requeue_message`, then either a
     /// re-route, an Expiration, or a retry on the backoff schedule.
     pub(crate) async fn transient(self: &Arc<Self>, at: At<'_>, message: Message, reply: &Reply, command: &str) {
+        if let Some(rq) = at.rq
+            && rq.kind == ReadyKind::Smtp
+        {
+            self.automation.observe(rq, &message, reply);
+        }
         let attempts = message.num_attempts();
         message.set_num_attempts(attempts + 1);
         let r = self.record(RecordType::TransientFailure, &message, &message.recipients(), reply, command, at);

@@ -136,6 +136,11 @@ impl ReadyQueue {
         Ok(())
     }
 
+    /// Puts a message back at the head of the queue (it was taken but not attempted).
+    fn push_front(&self, message: Message) {
+        self.state.lock().messages.push_front(message);
+    }
+
     fn pop(&self) -> Option<Message> {
         let m = self.state.lock().messages.pop_front();
         if m.is_some() {
@@ -173,6 +178,17 @@ impl ReadyQueue {
     }
 
     async fn refresh_path(&self, shared: &Shared) -> EgressPathConfig {
+        let path = self.fetch_path(shared).await;
+        let overrides = shared.automation.overrides(&self.site.name, &self.routing_domain);
+        if overrides.is_empty() {
+            return path;
+        }
+        let Ok(serde_json::Value::Object(mut v)) = serde_json::to_value(&path) else { return path };
+        v.extend(overrides);
+        serde_json::from_value(serde_json::Value::Object(v)).unwrap_or(path)
+    }
+
+    async fn fetch_path(&self, shared: &Shared) -> EgressPathConfig {
         let (current, fetched) = self.path.lock().clone();
         let epoch = crate::policy::config_epoch();
         let stale = match current.refresh_strategy {
@@ -296,6 +312,11 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
         return inject(&rq, &shared).await;
     }
     'connect: while !rq.is_empty() && !shared.stopping() {
+        if let Some(until) = shared.automation.ready_suspended(&rq.name) {
+            tokio::time::sleep(super::automation::Automation::nap(until)).await;
+            continue 'connect;
+        }
+        let epoch = crate::policy::config_epoch();
         let path = rq.refresh_path(&shared).await;
         // named limits shared with other ready queues, held for the connection's life
         let wanted: BTreeMap<String, usize> =
@@ -330,6 +351,12 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
                 conn.quit(path.rset_timeout).await;
                 return;
             };
+            if crate::policy::config_epoch() != epoch {
+                // the options changed (shaping edit, automation): reconnect with the new ones
+                rq.push_front(message);
+                conn.quit(path.rset_timeout).await;
+                continue 'connect;
+            }
             wait_for_throttle(&shared, format!("message-rate:{}", rq.name), path.max_message_rate.as_ref()).await;
             for (name, spec) in &path.additional_message_rate_throttles {
                 wait_for_throttle(&shared, format!("named:{name}"), Some(spec)).await;
@@ -341,7 +368,8 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
                     continue 'connect;
                 }
             }
-            if conn.deliveries >= path.max_deliveries_per_connection || shared.stopping() {
+            let suspended = shared.automation.ready_suspended(&rq.name).is_some();
+            if conn.deliveries >= path.max_deliveries_per_connection || shared.stopping() || suspended {
                 conn.quit(path.rset_timeout).await;
                 continue 'connect;
             }

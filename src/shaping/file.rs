@@ -101,7 +101,14 @@ fn section(
         match k.as_str() {
             "mx_rollup" => s.mx_rollup = v.as_bool().unwrap_or(true),
             "replace_base" => s.replace_base = v.as_bool().unwrap_or(false),
-            "automation" => s.automation = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]),
+            "automation" => {
+                s.automation = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
+                for (i, rule) in s.automation.iter().enumerate() {
+                    if let Err(e) = super::automation::parse_rule(rule, name) {
+                        errors.push((format!("{name}: automation[{i}]: {e}"), Some(k.clone())));
+                    }
+                }
+            }
             "sources" => match v.as_object() {
                 Some(m) => s.sources = m.clone(),
                 None => errors.push((format!("{name}: sources must be a table of source sections"), Some(k.clone()))),

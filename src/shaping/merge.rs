@@ -3,12 +3,14 @@
 //! site entry (MX rollup) → exact-domain entry → site `sources.<source>` → domain
 //! `sources.<source>`. Only `additional_*` tables merge key by key; other keys replace.
 
+use super::automation::{Rule, parse_rule};
 use super::file::{MatchRule, Provider, Section, ShapingFile};
 use crate::config::queue::SmtpProtocol;
 use crate::delivery::dns::Dns;
 use crate::delivery::mx::{SiteError, resolve_site};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The kinds of problem a load option (`Ignore`, `Warn`, `Error`) decides about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,8 @@ pub struct Shaping {
     providers: Vec<(String, Provider)>,
     /// Problems the load options sort into errors, warnings or nothing.
     pub issues: Vec<(Issue, String)>,
+    /// Automation rules by entry: `default`, `provider:<name>`, `site:<site>`, `domain:<domain>`.
+    rules: HashMap<String, Vec<Arc<Rule>>>,
     /// Resolved egress paths, by (domain, source, site).
     cache: parking_lot::Mutex<HashMap<PathKey, Map<String, Value>>>,
 }
@@ -149,6 +153,49 @@ impl Shaping {
                 }
             }
         }
+        out.compile_rules();
+        out
+    }
+
+    fn compile_rules(&mut self) {
+        let mut rules = HashMap::new();
+        let mut add = |key: String, section: &Section| {
+            let compiled: Vec<Arc<Rule>> =
+                section.automation.iter().filter_map(|r| parse_rule(r, &key).ok()).map(Arc::new).collect();
+            if !compiled.is_empty() {
+                rules.insert(key, compiled);
+            }
+        };
+        add("default".into(), &self.default);
+        for (name, p) in &self.providers {
+            add(format!("provider:{name}"), &p.section);
+        }
+        for (site, s) in &self.by_site {
+            add(format!("site:{site}"), s);
+        }
+        for (domain, s) in &self.by_domain {
+            add(format!("domain:{domain}"), s);
+        }
+        self.rules = rules;
+    }
+
+    /// The automation rules for a delivery to `domain` at `site` (whose MX hosts are
+    /// `hosts`), in KumoMTA's order: default, providers, site, domain.
+    pub fn automation_rules(&self, domain: &str, site: &str, hosts: &[String]) -> Vec<Arc<Rule>> {
+        if self.rules.is_empty() {
+            return vec![];
+        }
+        let domain = domain.to_ascii_lowercase();
+        let mut out = vec![];
+        let mut take = |key: &str| out.extend(self.rules.get(key).into_iter().flatten().cloned());
+        take("default");
+        for (name, p) in &self.providers {
+            if Self::provider_matches(&p.matches, &domain, hosts) {
+                take(&format!("provider:{name}"));
+            }
+        }
+        take(&format!("site:{site}"));
+        take(&format!("domain:{domain}"));
         out
     }
 

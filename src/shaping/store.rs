@@ -135,6 +135,7 @@ struct Store {
     entries: Mutex<HashMap<String, Entry>>,
     watched: Mutex<Vec<PathBuf>>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    latest: Mutex<Option<Arc<Loaded>>>,
 }
 
 fn store() -> &'static Store {
@@ -179,7 +180,13 @@ pub async fn load(paths: &[String], options: &LoadOptions) -> Result<Arc<Loaded>
     }
     let data = Arc::new(fresh);
     store().entries.lock().insert(k, Entry { data: data.clone(), stale: false });
+    *store().latest.lock() = Some(data.clone());
     Ok(data)
+}
+
+/// The most recently loaded shaping data: where the automation rules come from.
+pub fn latest() -> Option<Arc<Loaded>> {
+    store().latest.lock().clone()
 }
 
 /// Marks every load that read `path` stale and bumps the configuration epoch.
