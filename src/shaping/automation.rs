@@ -39,7 +39,7 @@ pub enum Trigger {
 /// One parsed rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
-    pub regexes: Vec<regex::Regex>,
+    pub regexes: Vec<fancy_regex::Regex>,
     pub actions: Vec<Action>,
     pub trigger: Trigger,
     pub duration: Duration,
@@ -96,7 +96,7 @@ pub fn parse_rule(v: &Value, origin: &str) -> Result<Rule, String> {
     }
     let regexes = strings(m.get("regex").ok_or("automation: regex is required")?, "regex")?
         .iter()
-        .map(|r| regex::Regex::new(r).map_err(|e| format!("regex: {e}")))
+        .map(|r| fancy_regex::Regex::new(r).map_err(|e| format!("regex: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     let actions = match m.get("action").ok_or("automation: action is required")? {
         Value::Array(a) => a.iter().map(action).collect::<Result<Vec<_>, _>>()?,
@@ -126,7 +126,7 @@ impl Rule {
         if !self.match_internal && response.split_once(' ').is_some_and(|(_, rest)| is_internal(rest)) {
             return false;
         }
-        self.regexes.iter().any(|r| r.is_match(response))
+        self.regexes.iter().any(|r| r.is_match(response).unwrap_or(false))
     }
 }
 
