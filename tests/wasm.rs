@@ -277,3 +277,33 @@ fn compiled_components_are_cached_on_disk() {
     let third = run();
     assert!(third.contains("unusable") && third.contains("standalone.wasm: compiled in"), "{third}");
 }
+
+#[test]
+fn a_wasm_only_deployment_uses_shaping_files_and_overrides_one_field() {
+    let d = harness::temp_dir();
+    let sink = Sink::start(d.path());
+    let port = sink.addr.rsplit(':').next().unwrap().to_string();
+    let dir = harness::temp_dir();
+    let shaping = dir.path().join("shaping.toml");
+    std::fs::write(
+        &shaping,
+        format!(
+            "[\"{port}.smarthost.test\"]\nmx_rollup = false\nenable_tls = \"Disabled\"\nehlo_domain = \"shaped.test\"\n"
+        ),
+    )
+    .unwrap();
+    let data = format!("data={}", dir.path().display());
+    let shaping_arg = format!("shaping={}", shaping.display());
+    let args = ["--set", "listen=127.0.0.1:0", "--set", &data, "--set", "test-dns=1", "--set", &shaping_arg];
+    let server = harness::Server::start_args(dir.path(), &component("standalone"), &args);
+    let mut c = Client::ehlo(server.addr());
+    let to = format!("r@{port}.smarthost.test");
+    assert_eq!(c.send_mail("a@s.example", &[to.as_str()], "Subject: one\r\n\r\nx").code, 250);
+    assert!(sink.wait_for(1, Duration::from_secs(10)));
+    assert_eq!(
+        sink.messages()[0].ehlo,
+        "wasm-over-shaped.test",
+        "shaped options, one field overridden by the component"
+    );
+    assert!(server.stop().success());
+}

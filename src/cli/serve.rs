@@ -72,11 +72,16 @@ async fn start(
         tracing::info!("wasm policy component {c}");
     }
     let (policy, init) = (loaded.policy, loaded.init);
+    crate::policy::set_core_shaping(init.shaping.clone());
 
     let (spool, startup) = Spool::open(&init.spools, &spool_dir).map_err(|e| e.to_string())?;
     let logs = Logs::start(&init.logs, node_id(spool.path())).map_err(|e| format!("starting logs: {e}"))?;
     let dns = resolver(&init.dns)?;
     crate::delivery::dns::set_global(dns.clone());
+    if let Some(files) = crate::policy::core_shaping() {
+        let loaded = crate::shaping::store::load(&files, &Default::default()).await?;
+        tracing::info!("shaping: {} loaded (hash {})", files.join(", "), loaded.hash);
+    }
     let hostname = crate::config::listener::machine_hostname();
     let queues = QueueManager::new(policy.clone(), spool.clone(), logs.clone(), dns, hostname);
     let enumerated = startup.messages.len();

@@ -62,6 +62,7 @@ impl InitConfig {
         self.dns.zones.extend(other.dns.zones);
         self.dns.name_servers.extend(other.dns.name_servers);
         self.wasm.extend(other.wasm);
+        self.shaping.extend(other.shaping);
     }
 }
 

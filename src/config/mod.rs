@@ -38,6 +38,8 @@ pub struct InitConfig {
     pub dns: DnsConfig,
     /// Policy components loaded with `kumo.wasm.load`.
     pub wasm: Vec<WasmPluginConfig>,
+    /// Shaping files every egress path starts from (`config.use-shaping`).
+    pub shaping: Vec<String>,
 }
 
 /// `kumo.wasm.load{path = ..., budget = ...}`.
@@ -82,6 +84,7 @@ impl Default for InitConfig {
             event_timeout: Duration::from_secs(10),
             dns: DnsConfig::default(),
             wasm: vec![],
+            shaping: vec![],
         }
     }
 }

@@ -229,14 +229,31 @@ impl Policy {
         }
     }
 
-    /// `get_egress_path_config` (defaults without a handler).
+    /// `get_egress_path_config` (defaults without a handler). With core shaping files
+    /// (`config.use-shaping`) the shaped options come first and the handler's answer is
+    /// laid over them.
     pub async fn egress_path_config(
         &self,
         routing_domain: &str,
         source: &str,
         site: &str,
     ) -> Result<EgressPathConfig, PolicyError> {
-        self.decoded(Event::GetEgressPathConfig, Args::EgressPath { routing_domain, source, site }).await
+        let event = Event::GetEgressPathConfig;
+        let Some(files) = core_shaping() else {
+            return self.decoded(event, Args::EgressPath { routing_domain, source, site }).await;
+        };
+        let options = crate::shaping::store::LoadOptions::default();
+        let loaded = crate::shaping::store::load(&files, &options)
+            .await
+            .map_err(|e| PolicyError::Failed { event: event.name(), message: format!("shaping: {e}") })?;
+        let dns = crate::delivery::dns::global();
+        let mut params = loaded.shaping.egress_path_params(routing_domain, source, site, dns.as_ref()).await;
+        match self.call(event, Args::EgressPath { routing_domain, source, site }).await? {
+            Some(Value::Object(over)) => crate::shaping::merge::merge_params(&mut params, &over),
+            None | Some(Value::Null) => {}
+            Some(other) => return Err(bad_result(event, "an egress path", &other)),
+        }
+        decode_value(event, Value::Object(params))
     }
 
     /// `requeue_message`: the message's meta may be changed to re-route it.
@@ -308,4 +325,18 @@ pub fn config_epoch() -> u64 {
 pub fn bump_config_epoch() {
     let e = CONFIG_EPOCH.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
     tracing::info!("configuration epoch is now {e}");
+}
+
+static CORE_SHAPING: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Sets the deployment's shaping files (`config.use-shaping`); the first call wins.
+pub fn set_core_shaping(files: Vec<String>) {
+    if !files.is_empty() {
+        let _ = CORE_SHAPING.set(files);
+    }
+}
+
+/// The deployment's shaping files, if any.
+pub fn core_shaping() -> Option<Vec<String>> {
+    CORE_SHAPING.get().cloned()
 }

@@ -1,11 +1,15 @@
 //! Host bindings generated from `wit/` (world `policy`): the resource types map to our
 //! own `Message` and `ConnMeta`, host imports may trap and are synchronous except the DNS
-//! lookup, exports are called asynchronously.
+//! lookups (DNS, shaping), exports are called asynchronously.
 
 wasmtime::component::bindgen!({
     path: "wit",
     world: "policy",
-    imports: { "wasmta:policy/host.lookup-mx": async | trappable, default: trappable },
+    imports: {
+        "wasmta:policy/host.lookup-mx": async | trappable,
+        "wasmta:policy/host.shaped-egress-path-config": async | trappable,
+        default: trappable,
+    },
     exports: { default: async },
     with: {
         "wasmta:policy/types.message": crate::message::Message,

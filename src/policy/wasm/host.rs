@@ -206,6 +206,19 @@ impl host::Host for HostState {
             Err(wait) => Some(wait.as_millis().max(1) as u64),
         }))
     }
+    async fn shaped_egress_path_config(
+        &mut self,
+        domain: String,
+        source: String,
+        site: String,
+    ) -> wasmtime::Result<Option<String>> {
+        let Some(files) = crate::policy::core_shaping() else { return Ok(None) };
+        let options = crate::shaping::store::LoadOptions::default();
+        let Ok(loaded) = crate::shaping::store::load(&files, &options).await else { return Ok(None) };
+        let dns = crate::delivery::dns::global();
+        let params = loaded.shaping.egress_path_params(&domain, &source, &site, dns.as_ref()).await;
+        Ok(Some(serde_json::Value::Object(params).to_string()))
+    }
     fn parse_address(&mut self, text: String) -> wasmtime::Result<Result<types::EnvelopeAddress, String>> {
         Ok(parse(&text).map(|a| address(&a)))
     }
@@ -246,6 +259,19 @@ impl config::Host for HostState {
             return Ok(Err("config.configure-test-resolver may only be called from init".into()));
         };
         Ok(init_calls::configure_test_resolver(init, &zone).map_err(|e| format!("config.configure-test-resolver: {e}")))
+    }
+    fn use_shaping(&mut self, files: Vec<String>) -> wasmtime::Result<Result<(), String>> {
+        let Some(init) = self.init.as_mut() else {
+            return Ok(Err("config.use-shaping may only be called from init".into()));
+        };
+        for f in &files {
+            let local = f != crate::shaping::store::DEFAULT_SHAPING && !f.contains("://");
+            if local && !std::path::Path::new(f).exists() {
+                return Ok(Err(format!("config.use-shaping: {f} does not exist")));
+            }
+        }
+        init.shaping.extend(files);
+        Ok(Ok(()))
     }
     fn setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {
         Ok(self.settings.get(&name).cloned())

@@ -5,7 +5,10 @@
 //!   and logs under the setting `data` (default `data`), and, with `--set test-dns=1`,
 //!   the test resolver (no real DNS).
 //! * `smtp_server_message_received`: part (c) of `plugins/example-policy.lua`.
-//! * routing: part (b) — `<port>.smarthost.test` goes to 127.0.0.1:<port>.
+//! * routing: part (b) — `<port>.smarthost.test` goes to 127.0.0.1:<port>. With
+//!   `--set shaping=FILE` the deployment uses that shaping file (`config.use-shaping`) and
+//!   the component only overrides what it must: it reads the shaped options
+//!   (`shaped-egress-path-config`) and prefixes their `ehlo_domain` with `wasm-over-`.
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -39,6 +42,9 @@ impl Init for Deployment {
             .map_err(tempfail)?;
         config::configure_local_logs(&format!(r#"{{"log_dir": {}}}"#, json_string(&format!("{data}/logs"))))
             .map_err(tempfail)?;
+        if let Some(file) = config::setting("shaping") {
+            config::use_shaping(&[file]).map_err(tempfail)?;
+        }
         if config::setting("test-dns").is_some() {
             config::configure_test_resolver("").map_err(tempfail)?;
         }
@@ -92,9 +98,15 @@ impl Egress for Deployment {
 
     fn get_egress_path_config(
         routing_domain: String,
-        _source: String,
-        _site: String,
+        source: String,
+        site: String,
     ) -> Result<Option<EgressPathConfig>, Rejection> {
+        if let Some(shaped) = wasmta_sdk::host::shaped_egress_path_config(&routing_domain, &source, &site) {
+            // start from the shaped options: override one field, keep the rest
+            let shaped: serde_json::Value = serde_json::from_str(&shaped).map_err(|e| tempfail(e.to_string()))?;
+            let ehlo = shaped["ehlo_domain"].as_str().unwrap_or("none");
+            return Ok(Some(EgressPathConfig { ehlo_domain: Some(format!("wasm-over-{ehlo}")), ..egress_path() }));
+        }
         Ok(smarthost_port(&routing_domain).map(|_| EgressPathConfig {
             enable_tls: Some(TlsMode::Disabled),
             ehlo_domain: Some("standalone.wasm.test".into()),
