@@ -32,7 +32,7 @@ if [ -z "${GO:-}" ] || [ -z "${WASM_TOOLS:-}" ]; then
   WASM_TOOLS="${WASM_TOOLS:-$venv/bin/wasm-tools}"
 fi
 
-"${CARGO:-cargo}" build --quiet --release --manifest-path "$here/wit-go/Cargo.toml"
+"${CARGO:-cargo}" build --quiet --release --manifest-path "$here/wit-go/Cargo.toml" --target-dir "$here/wit-go/target"
 "$here/wit-go/target/release/wit-go" --wit "$root/wit" --world "$world" --out "$dir/wasmta_bindings.go"
 
 work="$(mktemp -d)"

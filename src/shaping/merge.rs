@@ -199,6 +199,19 @@ impl Shaping {
         out
     }
 
+    /// Every egress source named in a `sources` table, sorted.
+    pub fn referenced_sources(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::iter::once(&self.default)
+            .chain(self.providers.iter().map(|(_, p)| &p.section))
+            .chain(self.by_site.values())
+            .chain(self.by_domain.values())
+            .flat_map(|s| s.sources.keys().cloned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// (domain and site entries, providers).
     pub fn counts(&self) -> (usize, usize) {
         (self.by_site.len() + self.by_domain.len(), self.providers.len())
@@ -344,6 +357,7 @@ max_deliveries_per_connection = 7
         let over = parse("b.toml", "[\"gmail.com\"]\nidle_timeout = \"9s\"\n");
         let s = Shaping::build(vec![base, over], &dns).await;
         assert!(s.issues.is_empty(), "{:?}", s.issues);
+        assert_eq!(s.referenced_sources(), vec!["ip-1".to_string()]);
         let site = "gmail-smtp-in.l.google.com";
         let p = s.egress_path_params("gmail.com", "ip-1", site, &dns).await;
         assert_eq!(p["connection_limit"], 30, "the site entry beats the provider's source override");

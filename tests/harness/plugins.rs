@@ -30,9 +30,13 @@ pub fn lua_message_policy() -> String {
 pub fn component(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
+        // its own target directory, whatever CARGO_TARGET_DIR the tests run with
         let status = std::process::Command::new(env!("CARGO"))
             .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
             .arg(root().join("plugins/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(root().join("plugins/target"))
+            .env_remove("CARGO_TARGET_DIR")
             .status()
             .expect("run cargo for the plugins");
         assert!(status.success(), "building plugins/ failed (is the wasm32-wasip2 target installed?)");

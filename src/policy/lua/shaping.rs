@@ -1,5 +1,6 @@
 //! `kumo.shaping.load(paths, opts)` and the object it returns
-//! (`get_egress_path_config`, `get_errors`, `get_warnings`, `hash`), backed by the
+//! (`get_egress_path_config`, `get_errors`, `get_warnings`, `hash`,
+//! `get_referenced_sources`), backed by the
 //! process-wide `crate::shaping::store`: every Lua context shares one load, and a changed
 //! file is picked up without a restart.
 
@@ -25,6 +26,7 @@ impl UserData for LuaShaping {
         m.add_method("get_errors", |_, this, ()| Ok(this.0.errors.clone()));
         m.add_method("get_warnings", |_, this, ()| Ok(this.0.warnings.clone()));
         m.add_method("hash", |_, this, ()| Ok(this.0.hash.clone()));
+        m.add_method("get_referenced_sources", |_, this, ()| Ok(this.0.shaping.referenced_sources()));
     }
 }
 
