@@ -316,3 +316,23 @@ fn a_threshold_bounce_tenant_rule_bounces_that_tenants_mail() {
     assert_eq!(delivered_to(&sink, "other@a.example").len(), 1, "another tenant's mail still goes");
     drop(server);
 }
+
+#[test]
+fn the_queue_level_max_message_rate_holds_within_five_percent() {
+    let d = harness::temp_dir();
+    let sink = Sink::start(d.path());
+    let policy = harness::sink::relay_to(&sink.addr, "max_message_rate = '20/s'", "connection_limit = 4");
+    let (_dir, server) = harness::start("", &policy);
+    let load = std::process::Command::new(harness::binary())
+        .args(["load", "--connections", "10", "--messages", "140", "--size", "512", "--target", server.addr()])
+        .output()
+        .unwrap();
+    assert!(load.status.success());
+    assert!(sink.wait_for(140, Duration::from_secs(30)), "delivered {}", sink.count());
+    let mut times: Vec<std::time::SystemTime> = sink.messages().iter().map(|m| m.at).collect();
+    times.sort();
+    // after the burst of 20: 100 messages at 20/s take 5 s
+    let steady = times[139].duration_since(times[39]).unwrap().as_secs_f64();
+    let rate = 100.0 / steady;
+    assert!((19.0..=21.0).contains(&rate), "steady rate {rate:.2}/s over {steady:.2}s (limit 20/s ±5 %)");
+}
