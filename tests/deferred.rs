@@ -155,6 +155,11 @@ fn deferred_spool_keeps_messages_in_memory_until_the_first_transient_failure() {
     let inject = "if msg:get_first_named_header_value('Subject') == 'fail' then kumo.reject(451, '4.7.1 later') end
   kumo.sleep(1.5)";
     let p = policy(dir.path(), "deferred_queue = true, deferred_spool = true,", &deferred_policy(&sink.addr, inject));
+    // the in-flight handler sleeps 1.5 s: leave it room on a loaded machine
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("set_policy_timeout('2 seconds')", "set_policy_timeout('20 seconds')");
+    std::fs::write(&p, text).unwrap();
     let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
     assert_eq!(c.send_mail("a@s.example", &["x@dest.example"], "Subject: memory\r\n\r\nx").code, 250);

@@ -1,6 +1,7 @@
-//! The command line (clap): `serve`, `check`, `load`, `sink`, `shaping`.
+//! The command line (clap): `serve`, `check`, `load`, `sink`, `shaping`, `reload`.
 
 mod check;
+mod client;
 mod load;
 mod serve;
 mod shaping;
@@ -44,6 +45,8 @@ enum Command {
     Load(load::LoadArgs),
     /// An SMTP sink that accepts (and optionally stores) what it is sent.
     Sink(sink::SinkArgs),
+    /// Build a new policy generation in the running server now, and show how it went.
+    Reload(client::Endpoint),
     /// Check shaping files, or show what a domain gets from them.
     #[command(subcommand)]
     Shaping(shaping::ShapingCommand),
@@ -78,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Load(args) => rt.block_on(load::run(args)),
         Command::Sink(args) => rt.block_on(sink::run(args)),
         Command::Shaping(command) => rt.block_on(shaping::run(command)),
+        Command::Reload(endpoint) => rt.block_on(reload(endpoint)),
     }
 }
 
@@ -86,5 +90,31 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
+}
+
+/// `wasmta reload`.
+async fn reload(endpoint: client::Endpoint) -> ExitCode {
+    match client::call(&endpoint.endpoint, "POST", "/api/admin/reload/v1", None).await {
+        Ok((status, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+            let generation = &v["generation"];
+            if status == 200 {
+                println!("policy generation {generation} serving");
+                if let Some(list) = v["restart_needed"].as_array().filter(|l| !l.is_empty()) {
+                    let names: Vec<&str> = list.iter().filter_map(|x| x.as_str()).collect();
+                    println!("changed in init, applies after a restart: {}", names.join(", "));
+                }
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("reload refused, generation {generation} keeps serving:");
+                eprintln!("{}", v["error"].as_str().unwrap_or(&v.to_string()));
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -64,7 +64,7 @@ async fn start(
     spool_dir: PathBuf,
     settings: crate::policy::loader::Settings,
 ) -> Result<(), String> {
-    let loaded = crate::policy::loader::load(&policy_path, false, settings).await?;
+    let loaded = crate::policy::loader::load(&policy_path, false, settings.clone()).await?;
     for p in &loaded.problems {
         tracing::warn!("{p}");
     }
@@ -73,6 +73,7 @@ async fn start(
     }
     let (policy, init) = (loaded.policy, loaded.init);
     crate::policy::set_core_shaping(init.shaping.clone());
+    crate::policy::reload::Reloader::install(&policy_path, settings, policy.clone(), init.clone());
 
     let (spool, startup) = Spool::open(&init.spools, &spool_dir).map_err(|e| e.to_string())?;
     let logs = Logs::start(&init.logs, node_id(spool.path())).map_err(|e| format!("starting logs: {e}"))?;

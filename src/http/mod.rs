@@ -1,5 +1,6 @@
 //! The HTTP listener (`kumo.start_http_listener`). Serves `GET /api/check-liveness/v1`
-//! and `GET /metrics` (Prometheus text) now; the inject and admin APIs come later.
+//! `GET /metrics` (Prometheus text), `POST /api/admin/bump-config-epoch`, and
+//! `GET|POST /api/admin/reload/v1` (wasmta: reload now, or the latest reload's outcome).
 
 use crate::config::storage::HttpListenerConfig;
 use crate::spool::Spool;
@@ -37,6 +38,8 @@ impl HttpListener {
         let app = Router::new()
             .route("/api/check-liveness/v1", get(liveness))
             .route("/metrics", get(metrics))
+            .route("/api/admin/bump-config-epoch", axum::routing::post(bump_config_epoch))
+            .route("/api/admin/reload/v1", get(reload_status).post(reload))
             .with_state(spool);
         let result = axum::serve(self.socket, app)
             .with_graceful_shutdown(async move {
@@ -58,4 +61,27 @@ async fn liveness(State(spool): State<Spool>) -> (StatusCode, String) {
 
 async fn metrics() -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render_prometheus())
+}
+
+async fn bump_config_epoch() -> (StatusCode, String) {
+    crate::policy::reload::request("POST /api/admin/bump-config-epoch");
+    crate::policy::bump_config_epoch();
+    (StatusCode::OK, format!("{{\"epoch\":{}}}", crate::policy::config_epoch()))
+}
+
+/// wasmta: builds a new policy generation now and answers how it went.
+async fn reload() -> (StatusCode, axum::Json<serde_json::Value>) {
+    let Some(r) = crate::policy::reload::global() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"error": "no policy to reload"})));
+    };
+    let status = r.reload("POST /api/admin/reload/v1").await;
+    let code = if status.ok { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    (code, axum::Json(serde_json::to_value(status).unwrap_or_default()))
+}
+
+async fn reload_status() -> (StatusCode, axum::Json<serde_json::Value>) {
+    match crate::policy::reload::global() {
+        Some(r) => (StatusCode::OK, axum::Json(serde_json::to_value(r.status()).unwrap_or_default())),
+        None => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"error": "no policy"}))),
+    }
 }

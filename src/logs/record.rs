@@ -125,6 +125,9 @@ pub struct LogRecord {
     pub provider_name: Option<String>,
     /// SMTP session id.
     pub session_id: Option<String>,
+    /// wasmta: the policy generation that decided on the message (Reception).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_generation: Option<u64>,
 }
 
 impl LogRecord {
@@ -161,6 +164,7 @@ impl LogRecord {
             tls_peer_subject_name: None,
             provider_name: None,
             session_id: None,
+            policy_generation: None,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod events;
 pub mod loader;
 pub mod lua;
 pub mod rejection;
+pub mod reload;
 pub mod wasm;
 
 pub use conn_meta::ConnMeta;
@@ -47,10 +48,19 @@ pub trait Engine: Send + Sync {
     async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError>;
 }
 
-/// The loaded policy: the engines, in order.
+/// One immutable generation of the policy: its engines, in order.
+pub struct Generation {
+    /// 1 for the policy loaded at start, then one more per reload.
+    pub id: u64,
+    engines: Vec<Arc<dyn Engine>>,
+}
+
+/// The policy: a handle on the current generation. A reload swaps the generation
+/// atomically; a call holds the generation it started with until it finishes, and
+/// [`Policy::snapshot`] pins one generation for a whole message.
 #[derive(Clone)]
 pub struct Policy {
-    engines: Arc<Vec<Arc<dyn Engine>>>,
+    current: Arc<arc_swap::ArcSwap<Generation>>,
 }
 
 impl Policy {
@@ -69,22 +79,48 @@ impl Policy {
                 ));
             }
         }
-        Ok(Policy { engines: Arc::new(engines) })
+        Ok(Policy { current: Arc::new(arc_swap::ArcSwap::from_pointee(Generation { id: 1, engines })) })
     }
 
     /// A policy with no handlers (every event takes its default).
     pub fn empty() -> Self {
-        Policy { engines: Arc::new(vec![]) }
+        Policy::new(vec![]).expect("no engines, no conflicts")
+    }
+
+    /// The current generation's number.
+    pub fn generation(&self) -> u64 {
+        self.current.load().id
+    }
+
+    /// A policy pinned to the current generation (later reloads do not change it).
+    pub fn snapshot(&self) -> Policy {
+        Policy { current: Arc::new(arc_swap::ArcSwap::new(self.current.load_full())) }
+    }
+
+    /// Makes `next`'s engines the new current generation; returns its number.
+    pub fn replace(&self, next: &Policy) -> u64 {
+        let engines = next.current.load().engines.clone();
+        let id = self.generation() + 1;
+        self.current.store(Arc::new(Generation { id, engines }));
+        id
+    }
+
+    /// The component files of the current generation.
+    pub fn component_paths(&self) -> Vec<std::path::PathBuf> {
+        let generation = self.current.load();
+        generation.engines.iter().filter_map(|e| e.name().strip_prefix("wasm:").map(std::path::PathBuf::from)).collect()
     }
 
     /// True when some engine handles `event`.
     pub fn handles(&self, event: Event) -> bool {
-        self.engines.iter().any(|e| e.handles(event))
+        self.current.load().engines.iter().any(|e| e.handles(event))
     }
 
     /// Dispatches one event by the catalogue's rules.
     pub async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
-        let mut handlers = self.engines.iter().filter(|e| e.handles(event));
+        // the call keeps its generation alive until it returns, whatever reloads happen
+        let generation = self.current.load_full();
+        let mut handlers = generation.engines.iter().filter(|e| e.handles(event));
         match event.multiplicity() {
             Multiplicity::Single => match handlers.next() {
                 Some(engine) => engine.call(event, args).await,

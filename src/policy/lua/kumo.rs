@@ -323,6 +323,9 @@ fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()
     kumo.set(
         "bump_config_epoch",
         lua.create_function(|_, ()| {
+            // as in KumoMTA: handler code is loaded afresh (a new generation), and Epoch
+            // objects refresh
+            crate::policy::reload::request("kumo.bump_config_epoch()");
             crate::policy::bump_config_epoch();
             Ok(())
         })?,

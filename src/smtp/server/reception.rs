@@ -7,7 +7,7 @@ use super::session::Session;
 use crate::config::listener::BatchHandling;
 use crate::logs::{LogRecord, RecordType, Response};
 use crate::message::{EnvelopeAddress, Message, headers};
-use crate::policy::{DisconnectMode, PolicyError, Rejection};
+use crate::policy::{DisconnectMode, Policy, PolicyError, Rejection};
 use crate::queue::{DEFERRED_QUEUE, InsertReason, NULL_QUEUE};
 use crate::smtp::protocol::Reply;
 use base64::Engine as _;
@@ -25,7 +25,10 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
     meta.entry("reception_protocol").or_insert_with(|| "ESMTP".into());
     let message = Message::new(tx.sender, tx.recipients, meta, body);
 
-    let messages = match tokio::time::timeout(budget, run_policy(session, &message)).await {
+    // one generation decides on the whole message, whatever reloads happen meanwhile
+    let policy = session.ctx.policy.snapshot();
+    let generation = policy.generation();
+    let messages = match tokio::time::timeout(budget, run_policy(session, &policy, &message)).await {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => return e.reply(),
         Err(_) => return Reply::new(451, "4.4.5", "data_processing_timeout exceeded (rx)"),
@@ -70,6 +73,7 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
             LogRecord::for_message(RecordType::Reception, m, Response::from_reply(&reply, Some("DATA".into())));
         record.peer_address = Some(session.peer_address());
         record.session_id = Some(session.session_id.clone());
+        record.policy_generation = Some(generation);
         record.tls_cipher = session.conn.get_str("tls_cipher");
         record.tls_protocol_version = session.conn.get_str("tls_protocol_version");
         session.ctx.logs.log(record, Some(m));
@@ -91,8 +95,7 @@ async fn unwind(spool: &crate::spool::Spool, stored: &[&Message], results: &[Res
 }
 
 /// The policy stages: `smtp_server_data`, splitting, trace headers, message_received.
-async fn run_policy(session: &Session, message: &Message) -> Result<Vec<Message>, PolicyError> {
-    let policy = &session.ctx.policy;
+async fn run_policy(session: &Session, policy: &Policy, message: &Message) -> Result<Vec<Message>, PolicyError> {
     policy.smtp_server_data(message, &session.conn).await?;
     let batches = match policy.split_transaction(message, &session.conn).await? {
         Some(b) => b.into_iter().filter(|b| !b.is_empty()).collect(),
