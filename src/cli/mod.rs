@@ -1,5 +1,7 @@
-//! The command line (clap): `serve`, `check`, `load`, `sink`, `shaping`, `reload`.
+//! The command line (clap): `serve`, `check`, `load`, `sink`, `shaping`, `reload`, and the
+//! kcli-style admin commands (`queue-summary`, `bounce`, `suspend`, ...).
 
+mod admin;
 mod check;
 mod client;
 mod load;
@@ -47,6 +49,8 @@ enum Command {
     Sink(sink::SinkArgs),
     /// Build a new policy generation in the running server now, and show how it went.
     Reload(client::Endpoint),
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
     /// Check shaping files, or show what a domain gets from them.
     #[command(subcommand)]
     Shaping(shaping::ShapingCommand),
@@ -82,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Sink(args) => rt.block_on(sink::run(args)),
         Command::Shaping(command) => rt.block_on(shaping::run(command)),
         Command::Reload(endpoint) => rt.block_on(reload(endpoint)),
+        Command::Admin(command) => rt.block_on(admin::run(command)),
     }
 }
 

@@ -111,7 +111,8 @@ async fn start(
         let listener = HttpListener::bind(config).await?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!("http listener on {addr}");
-        http_tasks.push(tokio::spawn(listener.serve(spool.clone(), shutdown_rx.clone())));
+        let state = crate::http::AppState::new(spool.clone(), queues.clone(), ctx.policy.clone(), logs.clone());
+        http_tasks.push(tokio::spawn(listener.serve(state, shutdown_rx.clone())));
     }
     if sessions.is_empty() {
         tracing::warn!("the policy started no esmtp listener");

@@ -1,15 +1,46 @@
-//! The HTTP listener (`kumo.start_http_listener`). Serves `GET /api/check-liveness/v1`
-//! `GET /metrics` (Prometheus text), `POST /api/admin/bump-config-epoch`, and
-//! `GET|POST /api/admin/reload/v1` (wasmta: reload now, or the latest reload's outcome).
+//! The HTTP listener (`kumo.start_http_listener`): KumoMTA's paths and JSON field names.
+//! `GET /api/check-liveness/v1` is open to everyone; every other endpoint needs a peer in
+//! `trusted_hosts` or credentials accepted by `http_server_validate_auth_basic` /
+//! `http_server_validate_auth_bearer`. Admin endpoints are in `admin`, injection in
+//! `inject`.
 
+mod admin;
+mod inject;
+
+use crate::config::cidr::CidrSet;
 use crate::config::storage::HttpListenerConfig;
+use crate::logs::Logs;
+use crate::policy::Policy;
+use crate::queue::QueueManager;
 use crate::spool::Spool;
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// What handlers reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub spool: Spool,
+    pub queues: QueueManager,
+    pub policy: Policy,
+    pub logs: Logs,
+    trusted: Arc<CidrSet>,
+}
+
+impl AppState {
+    /// The state of one listener.
+    pub fn new(spool: Spool, queues: QueueManager, policy: Policy, logs: Logs) -> Self {
+        AppState { spool, queues, policy, logs, trusted: Arc::new(CidrSet::default()) }
+    }
+}
 
 /// A bound HTTP listener.
 pub struct HttpListener {
@@ -33,15 +64,20 @@ impl HttpListener {
     }
 
     /// Serves until `shutdown` flips.
-    pub async fn serve(self, spool: Spool, mut shutdown: watch::Receiver<bool>) {
-        let _ = &self.config;
-        let app = Router::new()
-            .route("/api/check-liveness/v1", get(liveness))
+    pub async fn serve(self, mut state: AppState, mut shutdown: watch::Receiver<bool>) {
+        state.trusted = Arc::new(CidrSet::parse(&self.config.trusted_hosts).unwrap_or_default());
+        let limit = self.config.request_body_limit as usize;
+        let protected = Router::new()
             .route("/metrics", get(metrics))
-            .route("/api/admin/bump-config-epoch", axum::routing::post(bump_config_epoch))
+            .route("/metrics.json", get(metrics_json))
+            .route("/api/admin/bump-config-epoch", post(bump_config_epoch))
             .route("/api/admin/reload/v1", get(reload_status).post(reload))
-            .with_state(spool);
-        let result = axum::serve(self.socket, app)
+            .merge(admin::routes())
+            .merge(inject::routes())
+            .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
+            .layer(axum::extract::DefaultBodyLimit::max(limit));
+        let app = Router::new().route("/api/check-liveness/v1", get(liveness)).merge(protected).with_state(state);
+        let result = axum::serve(self.socket, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = shutdown.changed().await;
             })
@@ -52,15 +88,70 @@ impl HttpListener {
     }
 }
 
-async fn liveness(State(spool): State<Spool>) -> (StatusCode, String) {
-    match spool.accepting() {
+/// Lets trusted peers through; others need credentials the policy accepts.
+async fn authorize(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.trusted.contains(peer.ip()) {
+        return next.run(request).await;
+    }
+    let auth = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let basic = auth
+        .strip_prefix("Basic ")
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    let basic = basic.as_deref().and_then(|b| b.split_once(':'));
+    let bearer = auth.strip_prefix("Bearer ").map(str::trim);
+    match state.policy.http_auth(basic, bearer).await {
+        Ok(true) => next.run(request).await,
+        Ok(false) => {
+            let challenge = [(header::WWW_AUTHENTICATE, "Basic realm=\"wasmta\"")];
+            (
+                StatusCode::UNAUTHORIZED,
+                challenge,
+                format!("{} is not a trusted host; credentials required\n", peer.ip()),
+            )
+                .into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("authorization failed: {e}\n")).into_response(),
+    }
+}
+
+async fn liveness(State(state): State<AppState>) -> (StatusCode, String) {
+    match state.spool.accepting() {
         Ok(()) => (StatusCode::OK, "{\"status\":\"ok\"}".into()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": e.to_string()}).to_string()),
     }
 }
 
-async fn metrics() -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render_prometheus())
+/// Refreshes the queue gauges (`scheduled_count`, `ready_count`, `connection_count`).
+fn queue_gauges(state: &AppState) {
+    use std::sync::atomic::Ordering;
+    for (name, n) in state.queues.scheduled_counts() {
+        crate::metrics::gauge("scheduled_count", "Messages in scheduled queues.", &[("queue", &name)])
+            .store(n as i64, Ordering::Relaxed);
+    }
+    let mut connections = 0;
+    for (name, s) in state.queues.ready_states() {
+        crate::metrics::gauge("ready_count", "Messages in ready queues.", &[("queue", &name)])
+            .store(s.messages as i64, Ordering::Relaxed);
+        connections += s.connections;
+    }
+    crate::metrics::gauge("connection_count", "Open delivery connections.", &[("service", "smtp_client")])
+        .store(connections as i64, Ordering::Relaxed);
+}
+
+async fn metrics(State(state): State<AppState>) -> ([(header::HeaderName, &'static str); 1], String) {
+    queue_gauges(&state);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render_prometheus())
+}
+
+async fn metrics_json(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    queue_gauges(&state);
+    axum::Json(crate::metrics::render_json())
 }
 
 async fn bump_config_epoch() -> (StatusCode, String) {

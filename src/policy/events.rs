@@ -165,6 +165,9 @@ pub enum Args<'a> {
         /// Site name.
         site: &'a str,
     },
+    /// Events taking strings (`http_server_validate_auth_basic(user, password)`,
+    /// `http_server_validate_auth_bearer(token)`).
+    Strings(&'a [&'a str]),
     /// `requeue_message(message, smtp_response, insert_context, increment_attempts, delay)`.
     Requeue {
         /// The message.

@@ -123,12 +123,12 @@ impl Policy {
         let mut handlers = generation.engines.iter().filter(|e| e.handles(event));
         match event.multiplicity() {
             Multiplicity::Single => match handlers.next() {
-                Some(engine) => engine.call(event, args).await,
+                Some(engine) => timed(engine.as_ref(), event, args).await,
                 None => Ok(None),
             },
             Multiplicity::Multiple => {
                 for engine in handlers {
-                    if let Some(v) = engine.call(event, args).await? {
+                    if let Some(v) = timed(engine.as_ref(), event, args).await? {
                         return Ok(Some(v));
                     }
                 }
@@ -316,6 +316,24 @@ impl Policy {
         }
     }
 
+    /// `http_server_validate_auth_basic(user, password)` / `..._bearer(token)`: whether the
+    /// credentials are good (no handler: no).
+    pub async fn http_auth(&self, basic: Option<(&str, &str)>, bearer: Option<&str>) -> Result<bool, PolicyError> {
+        let answer = match (basic, bearer) {
+            (Some((user, password)), _) => {
+                self.call(Event::HttpServerValidateAuthBasic, Args::Strings(&[user, password])).await?
+            }
+            (None, Some(token)) => self.call(Event::HttpServerValidateAuthBearer, Args::Strings(&[token])).await?,
+            (None, None) => None,
+        };
+        Ok(matches!(answer, Some(Value::Bool(true))))
+    }
+
+    /// `http_message_generated` (no handler means success).
+    pub async fn http_message_generated(&self, message: &Message) -> Result<(), PolicyError> {
+        self.call(Event::HttpMessageGenerated, Args::Message(message)).await.map(drop)
+    }
+
     /// `smtp_server_message_deferred_inject` (no handler means success).
     pub async fn deferred_inject(&self, message: &Message, conn: &ConnMeta) -> Result<(), PolicyError> {
         self.call(Event::SmtpServerMessageDeferredInject, Args::MessageConn { message, conn }).await.map(drop)
@@ -325,6 +343,20 @@ impl Policy {
     pub async fn spool_message_enumerated(&self, message: &Message) -> Result<(), PolicyError> {
         self.call(Event::SpoolMessageEnumerated, Args::Message(message)).await.map(drop)
     }
+}
+
+/// One engine call, its latency recorded per event and engine
+/// (`policy_event_latency_seconds`; KumoMTA's `lua_event_latency` covers Lua only).
+async fn timed(engine: &dyn Engine, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
+    let started = std::time::Instant::now();
+    let result = engine.call(event, args).await;
+    crate::metrics::histogram(
+        "policy_event_latency_seconds",
+        "Policy event handler latency by event and engine.",
+        &[("event", event.name()), ("engine", engine.name())],
+    )
+    .observe(started.elapsed());
+    result
 }
 
 fn decode_value<T: serde::de::DeserializeOwned>(event: Event, v: Value) -> Result<T, PolicyError> {

@@ -16,19 +16,22 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Which scheduled queues an effect covers.
-#[derive(Debug, Clone, PartialEq)]
-struct Scope {
-    domain: String,
-    tenant: Option<String>,
-    campaign: Option<String>,
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Scope {
+    /// The (routing) domain; none: every domain.
+    pub domain: Option<String>,
+    pub tenant: Option<String>,
+    pub campaign: Option<String>,
     /// The exact queue (plain `Bounce`), or every queue of the tenant/campaign.
-    exact: bool,
+    #[serde(skip)]
+    pub exact: bool,
 }
 
 impl Scope {
-    fn covers(&self, parts: &QueueNameParts) -> bool {
+    /// Whether mail of a queue with these parts is covered.
+    pub fn covers(&self, parts: &QueueNameParts) -> bool {
         let domain = parts.routing_domain.as_deref().unwrap_or(&parts.domain);
-        if !domain.eq_ignore_ascii_case(&self.domain) {
+        if self.domain.as_deref().is_some_and(|d| !domain.eq_ignore_ascii_case(d)) {
             return false;
         }
         if self.exact {
@@ -39,12 +42,26 @@ impl Scope {
     }
 }
 
+/// One held effect, as the admin API lists it.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    pub id: String,
+    pub scope: Scope,
+    /// For ready-queue suspensions: the queue name.
+    pub name: Option<String>,
+    pub until: Instant,
+    pub reason: String,
+}
+
+fn hold(scope: Scope, name: Option<String>, until: Instant, reason: String) -> Hold {
+    Hold { id: uuid::Uuid::new_v4().to_string(), scope, name, until, reason }
+}
+
 #[derive(Default)]
 struct Effects {
-    /// Ready queue name -> until.
-    suspended_ready: HashMap<String, Instant>,
-    suspended_sched: Vec<(Scope, Instant)>,
-    bounces: Vec<(Scope, Instant, String)>,
+    suspended_ready: Vec<Hold>,
+    suspended_sched: Vec<Hold>,
+    bounces: Vec<Hold>,
     /// Site or domain -> (option, value, until).
     site_config: HashMap<String, Vec<(String, Value, Instant)>>,
     domain_config: HashMap<String, Vec<(String, Value, Instant)>>,
@@ -101,7 +118,7 @@ impl Automation {
         let parts = QueueNameParts::parse(&message.queue_name());
         let domain = parts.routing_domain.clone().unwrap_or_else(|| parts.domain.clone());
         let scope = |tenant: bool, campaign: bool, exact: bool| Scope {
-            domain: domain.clone(),
+            domain: Some(domain.clone()),
             tenant: if tenant || exact { parts.tenant.clone() } else { None },
             campaign: if campaign || exact { parts.campaign.clone() } else { None },
             exact,
@@ -110,7 +127,8 @@ impl Automation {
         for action in &rule.actions {
             let target = match action {
                 Action::Suspend => {
-                    e.suspended_ready.insert(rq.name.clone(), until);
+                    let why = format!("suspended by an automation rule of {}: {line}", rule.origin);
+                    e.suspended_ready.push(hold(Scope::default(), Some(rq.name.clone()), until, why));
                     format!("ready queue {}", rq.name)
                 }
                 Action::SetConfig { name, value } => {
@@ -128,7 +146,8 @@ impl Automation {
                 Action::SuspendTenant | Action::SuspendCampaign => {
                     let s = scope(true, matches!(action, Action::SuspendCampaign), false);
                     let target = format!("scheduled queues of {s:?}");
-                    e.suspended_sched.push((s, until));
+                    let why = format!("suspended by an automation rule of {}: {line}", rule.origin);
+                    e.suspended_sched.push(hold(s, None, until, why));
                     target
                 }
                 Action::Bounce | Action::BounceTenant | Action::BounceCampaign => {
@@ -138,7 +157,8 @@ impl Automation {
                         _ => scope(true, true, false),
                     };
                     let target = format!("mail for {s:?}");
-                    e.bounces.push((s, until, format!("bounced by an automation rule of {}: {line}", rule.origin)));
+                    let why = format!("bounced by an automation rule of {}: {line}", rule.origin);
+                    e.bounces.push(hold(s, None, until, why));
                     target
                 }
             };
@@ -164,28 +184,62 @@ impl Automation {
     /// Until when the ready queue `name` is suspended.
     pub fn ready_suspended(&self, name: &str) -> Option<Instant> {
         let mut e = self.effects.lock();
-        match e.suspended_ready.get(name) {
-            Some(until) if *until > Instant::now() => Some(*until),
-            Some(_) => {
-                e.suspended_ready.remove(name);
-                None
-            }
-            None => None,
+        if e.suspended_ready.is_empty() {
+            return None;
         }
+        live(&mut e.suspended_ready, |x| x.until);
+        e.suspended_ready.iter().filter(|h| h.name.as_deref() == Some(name)).map(|h| h.until).max()
     }
 
     /// Until when the scheduled queue with these parts is suspended.
     pub fn sched_suspended(&self, parts: &QueueNameParts) -> Option<Instant> {
         let mut e = self.effects.lock();
-        live(&mut e.suspended_sched, |x| x.1);
-        e.suspended_sched.iter().filter(|(s, _)| s.covers(parts)).map(|(_, u)| *u).max()
+        live(&mut e.suspended_sched, |x| x.until);
+        e.suspended_sched.iter().filter(|h| h.scope.covers(parts)).map(|h| h.until).max()
     }
 
     /// Why mail for these parts is to be bounced now.
     pub fn bounce(&self, parts: &QueueNameParts) -> Option<String> {
         let mut e = self.effects.lock();
-        live(&mut e.bounces, |x| x.1);
-        e.bounces.iter().find(|(s, _, _)| s.covers(parts)).map(|(_, _, why)| why.clone())
+        live(&mut e.bounces, |x| x.until);
+        e.bounces.iter().find(|h| h.scope.covers(parts)).map(|h| h.reason.clone())
+    }
+
+    /// Holds an admin effect: `kind` is "bounce", "suspend" or "suspend-ready-q".
+    pub fn add(&self, kind: &str, scope: Scope, name: Option<String>, duration: Duration, reason: String) -> Hold {
+        let h = hold(scope, name, Instant::now() + duration, reason);
+        let mut e = self.effects.lock();
+        match kind {
+            "bounce" => e.bounces.push(h.clone()),
+            "suspend" => e.suspended_sched.push(h.clone()),
+            _ => e.suspended_ready.push(h.clone()),
+        }
+        h
+    }
+
+    /// The live holds of one kind.
+    pub fn list(&self, kind: &str) -> Vec<Hold> {
+        let mut e = self.effects.lock();
+        let list = match kind {
+            "bounce" => &mut e.bounces,
+            "suspend" => &mut e.suspended_sched,
+            _ => &mut e.suspended_ready,
+        };
+        live(list, |x| x.until);
+        list.clone()
+    }
+
+    /// Ends a hold early; false when there is no such id.
+    pub fn cancel(&self, kind: &str, id: &str) -> bool {
+        let mut e = self.effects.lock();
+        let list = match kind {
+            "bounce" => &mut e.bounces,
+            "suspend" => &mut e.suspended_sched,
+            _ => &mut e.suspended_ready,
+        };
+        let before = list.len();
+        list.retain(|h| h.id != id);
+        before != list.len()
     }
 
     /// The egress path options automation overrides for this site and domain.

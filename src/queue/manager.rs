@@ -33,6 +33,10 @@ pub enum InsertReason {
     Enumerated,
     /// Scheduled after a transient failure.
     LoggedTransientFailure,
+    /// Re-queued by the admin API (rebind).
+    AdminRebind,
+    /// Injected over HTTP.
+    Injected,
 }
 
 /// Where a delivery attempt happened, for log records.
@@ -57,8 +61,8 @@ pub struct Shared {
     pub(crate) named_limits: Arc<super::limits::NamedLimits>,
     pub(crate) automation: super::automation::Automation,
     pub(crate) hostname: String,
-    scheduled: Mutex<HashMap<String, Arc<ScheduledQueue>>>,
-    ready: Mutex<HashMap<String, Arc<ReadyQueue>>>,
+    pub(crate) scheduled: Mutex<HashMap<String, Arc<ScheduledQueue>>>,
+    pub(crate) ready: Mutex<HashMap<String, Arc<ReadyQueue>>>,
     sites: Mutex<HashMap<String, (Site, Instant)>>,
     configs: Mutex<HashMap<String, (QueueConfig, Instant, u64)>>,
     pools: Mutex<HashMap<String, (EgressPool, Instant)>>,
@@ -99,6 +103,10 @@ impl QueueManager {
     /// Puts a message into its scheduled queue, due at its `due` time or now.
     pub fn insert(&self, message: Message, reason: InsertReason) {
         self.0.insert(message, reason);
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.0
     }
 
     /// Stops starting new deliveries (at shutdown).
@@ -356,6 +364,11 @@ impl Shared {
         }
     }
 
+    /// A record for a message outside any delivery attempt (admin actions).
+    pub(crate) fn record_plain(&self, kind: RecordType, message: &Message, reply: &Reply) -> LogRecord {
+        self.record(kind, message, &message.recipients(), reply, "", At::default())
+    }
+
     fn record(
         &self,
         kind: RecordType,
@@ -412,6 +425,7 @@ impl Shared {
                 At { rq: Some(rq), peer: Some(peer) },
             );
             r.num_attempts = message.num_attempts() + 1;
+            crate::static_counter!("total_messages_delivered", "Messages delivered.").fetch_add(1, Ordering::Relaxed);
             if let Some((cipher, version)) = tls {
                 r.tls_cipher = Some(cipher);
                 r.tls_protocol_version = Some(version);
@@ -420,6 +434,8 @@ impl Shared {
         }
         for (rcpt, reply, cmd) in &bounced {
             self.automation.observe(rq, &message, reply);
+            crate::static_counter!("total_messages_fail", "Messages (recipients) that failed permanently.")
+                .fetch_add(1, Ordering::Relaxed);
             let mut r = self.record(
                 RecordType::Bounce,
                 &message,
@@ -454,6 +470,8 @@ impl Shared {
         peer: Option<&PeerAddress>,
     ) {
         self.automation.observe(rq, &message, reply);
+        crate::static_counter!("total_messages_fail", "Messages (recipients) that failed permanently.")
+            .fetch_add(1, Ordering::Relaxed);
         let mut r =
             self.record(RecordType::Bounce, &message, &message.recipients(), reply, command, At { rq: Some(rq), peer });
         r.num_attempts = message.num_attempts() + 1;
@@ -477,6 +495,8 @@ impl Shared {
         {
             self.automation.observe(rq, &message, reply);
         }
+        crate::static_counter!("total_messages_transfail", "Transient delivery failures.")
+            .fetch_add(1, Ordering::Relaxed);
         let attempts = message.num_attempts();
         message.set_num_attempts(attempts + 1);
         let r = self.record(RecordType::TransientFailure, &message, &message.recipients(), reply, command, at);

@@ -2,6 +2,7 @@
 //! egress path, connection limits and rates), the manager that moves messages between
 //! them, and the retry arithmetic.
 
+pub mod admin;
 pub mod automation;
 pub mod limits;
 pub mod manager;

@@ -160,6 +160,20 @@ impl ReadyQueue {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), notified).await;
     }
 
+    /// Takes the queued messages `keep` says no to.
+    pub fn drain_where(&self, take: impl Fn(&Message) -> bool) -> Vec<Message> {
+        let mut st = self.state.lock();
+        let (taken, kept): (Vec<Message>, Vec<Message>) = st.messages.drain(..).partition(|m| take(m));
+        st.messages.extend(kept);
+        taken
+    }
+
+    /// The waiting messages and open connections.
+    pub fn state(&self) -> (Vec<Message>, usize) {
+        let st = self.state.lock();
+        (st.messages.iter().cloned().collect(), st.connections)
+    }
+
     /// Takes every queued message (for failing them together).
     pub fn drain(&self) -> Vec<Message> {
         self.state.lock().messages.drain(..).collect()

@@ -66,6 +66,16 @@ impl ScheduledQueue {
         self.notify.notify_one();
     }
 
+    /// Takes every waiting message.
+    pub fn drain(&self) -> Vec<Message> {
+        self.heap.lock().0.drain().map(|e| e.0.message).collect()
+    }
+
+    /// The waiting messages (clones of the handles).
+    pub fn messages(&self) -> Vec<Message> {
+        self.heap.lock().0.iter().map(|e| e.0.message.clone()).collect()
+    }
+
     /// Messages waiting.
     pub fn len(&self) -> usize {
         self.heap.lock().0.len()

@@ -266,10 +266,29 @@ pub fn spooled(dir: &Path) -> Vec<wasmta::message::Message> {
 
 /// A plain HTTP/1.1 GET; returns the status and the body.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, None, &[])
+}
+
+/// An HTTP/1.1 request with an optional JSON body and extra headers.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let body = json.unwrap_or("");
+    if json.is_some() {
+        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    write!(s, "{head}\r\n{body}").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).expect("read http");
     let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

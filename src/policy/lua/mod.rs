@@ -216,6 +216,7 @@ impl Context {
                 vec![opt(domain)?, opt(tenant)?, opt(campaign)?, opt(routing_domain)?]
             }
             Args::Name(name) => vec![text(name)?],
+            Args::Strings(list) => list.iter().map(|s| text(s)).collect::<mlua::Result<Vec<_>>>()?,
             Args::EgressPath { routing_domain, source, site } => {
                 vec![text(routing_domain)?, text(source)?, text(site)?]
             }

@@ -77,6 +77,8 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
         record.tls_cipher = session.conn.get_str("tls_cipher");
         record.tls_protocol_version = session.conn.get_str("tls_protocol_version");
         session.ctx.logs.log(record, Some(m));
+        crate::static_counter!("total_messages_received", "Messages received.")
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if m.queue_name() != NULL_QUEUE {
             session.ctx.queues.insert(m.clone(), InsertReason::Received);
         }

@@ -1,0 +1,272 @@
+//! Admin endpoints with KumoMTA's paths and JSON field names: bounce, suspend,
+//! suspend-ready-q (POST/GET/DELETE), rebind, inspect-message, inspect-sched-q,
+//! inspect-ready-q, ready-q-states.
+
+use super::AppState;
+use crate::queue::automation::{Hold, Scope};
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+type Reply = (StatusCode, Json<Value>);
+
+fn bad(text: impl std::fmt::Display) -> Reply {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": text.to_string() })))
+}
+
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/api/admin/bounce/v1", post(bounce).get(bounce_list).delete(bounce_cancel))
+        .route("/api/admin/suspend/v1", post(suspend).get(suspend_list).delete(suspend_cancel))
+        .route(
+            "/api/admin/suspend-ready-q/v1",
+            post(suspend_ready).get(suspend_ready_list).delete(suspend_ready_cancel),
+        )
+        .route("/api/admin/rebind/v1", post(rebind))
+        .route("/api/admin/inspect-message/v1", get(inspect_message))
+        .route("/api/admin/inspect-sched-q/v1", get(inspect_sched_q))
+        .route("/api/admin/inspect-ready-q/v1", get(inspect_ready_q))
+        .route("/api/admin/ready-q-states/v1", get(ready_q_states))
+}
+
+fn duration(text: Option<&str>, default: Duration) -> Result<Duration, String> {
+    match text {
+        None => Ok(default),
+        Some(t) => crate::config::units::parse_duration(t).map_err(|e| format!("duration: {e}")),
+    }
+}
+
+fn remaining(h: &Hold) -> String {
+    crate::config::units::format_duration(h.until.saturating_duration_since(tokio::time::Instant::now()))
+}
+
+/// Counts of what each bounce hold bounced so far, by id.
+fn bounced_counts() -> &'static parking_lot::Mutex<HashMap<String, BTreeMap<String, usize>>> {
+    static C: OnceLock<parking_lot::Mutex<HashMap<String, BTreeMap<String, usize>>>> = OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BounceRequest {
+    campaign: Option<String>,
+    tenant: Option<String>,
+    domain: Option<String>,
+    routing_domain: Option<String>,
+    reason: String,
+    duration: Option<String>,
+    #[serde(default)]
+    suppress_logging: bool,
+}
+
+fn scope(campaign: Option<String>, tenant: Option<String>, domain: Option<String>) -> Scope {
+    Scope { domain: domain.map(|d| d.to_ascii_lowercase()), tenant, campaign, exact: false }
+}
+
+async fn bounce(State(state): State<AppState>, Json(req): Json<BounceRequest>) -> Reply {
+    let d = match duration(req.duration.as_deref(), Duration::from_secs(300)) {
+        Ok(d) => d,
+        Err(e) => return bad(e),
+    };
+    let scope = scope(req.campaign, req.tenant, req.routing_domain.or(req.domain));
+    let bounced = state.queues.bounce_now(&scope, &req.reason, req.suppress_logging).await;
+    let total: usize = bounced.values().sum();
+    let hold =
+        state.queues.automation().add("bounce", scope, None, d, format!("Administrator bounced: {}", req.reason));
+    bounced_counts().lock().insert(hold.id.clone(), bounced.clone());
+    tracing::warn!("admin: bounce {} ({}): {total} message(s) bounced now, more for {d:?}", hold.id, req.reason);
+    (StatusCode::OK, Json(json!({ "id": hold.id, "bounced": bounced, "total_bounced": total })))
+}
+
+async fn bounce_list(State(state): State<AppState>) -> Json<Value> {
+    let counts = bounced_counts().lock();
+    let list: Vec<Value> = state
+        .queues
+        .automation()
+        .list("bounce")
+        .iter()
+        .map(|h| {
+            let bounced = counts.get(&h.id).cloned().unwrap_or_default();
+            json!({
+                "id": h.id, "campaign": h.scope.campaign, "tenant": h.scope.tenant, "domain": h.scope.domain,
+                "routing_domain": h.scope.domain, "reason": h.reason, "duration": remaining(h),
+                "total_bounced": bounced.values().sum::<usize>(), "bounced": bounced,
+            })
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+#[derive(Deserialize)]
+struct Cancel {
+    id: String,
+}
+
+fn cancel(state: &AppState, kind: &str, id: &str) -> Reply {
+    if state.queues.automation().cancel(kind, id) {
+        (StatusCode::OK, Json(json!({ "id": id })))
+    } else {
+        (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no {kind} entry with id {id}") })))
+    }
+}
+
+async fn bounce_cancel(State(state): State<AppState>, Json(req): Json<Cancel>) -> Reply {
+    cancel(&state, "bounce", &req.id)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuspendRequest {
+    campaign: Option<String>,
+    tenant: Option<String>,
+    domain: Option<String>,
+    reason: String,
+    duration: Option<String>,
+}
+
+async fn suspend(State(state): State<AppState>, Json(req): Json<SuspendRequest>) -> Reply {
+    let d = match duration(req.duration.as_deref(), Duration::from_secs(300)) {
+        Ok(d) => d,
+        Err(e) => return bad(e),
+    };
+    let hold =
+        state.queues.automation().add("suspend", scope(req.campaign, req.tenant, req.domain), None, d, req.reason);
+    (StatusCode::OK, Json(json!({ "id": hold.id })))
+}
+
+async fn suspend_list(State(state): State<AppState>) -> Json<Value> {
+    let list: Vec<Value> = state
+        .queues
+        .automation()
+        .list("suspend")
+        .iter()
+        .map(|h| {
+            json!({ "id": h.id, "campaign": h.scope.campaign, "tenant": h.scope.tenant, "domain": h.scope.domain,
+                    "reason": h.reason, "duration": remaining(h) })
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+async fn suspend_cancel(State(state): State<AppState>, Json(req): Json<Cancel>) -> Reply {
+    cancel(&state, "suspend", &req.id)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuspendReadyRequest {
+    name: String,
+    reason: String,
+    duration: Option<String>,
+}
+
+async fn suspend_ready(State(state): State<AppState>, Json(req): Json<SuspendReadyRequest>) -> Reply {
+    let d = match duration(req.duration.as_deref(), Duration::from_secs(300)) {
+        Ok(d) => d,
+        Err(e) => return bad(e),
+    };
+    let hold = state.queues.automation().add("suspend-ready-q", Scope::default(), Some(req.name), d, req.reason);
+    (StatusCode::OK, Json(json!({ "id": hold.id })))
+}
+
+async fn suspend_ready_list(State(state): State<AppState>) -> Json<Value> {
+    let list: Vec<Value> = state
+        .queues
+        .automation()
+        .list("suspend-ready-q")
+        .iter()
+        .map(|h| json!({ "id": h.id, "name": h.name, "reason": h.reason, "duration": remaining(h) }))
+        .collect();
+    Json(Value::Array(list))
+}
+
+async fn suspend_ready_cancel(State(state): State<AppState>, Json(req): Json<Cancel>) -> Reply {
+    cancel(&state, "suspend-ready-q", &req.id)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebindRequest {
+    campaign: Option<String>,
+    tenant: Option<String>,
+    domain: Option<String>,
+    routing_domain: Option<String>,
+    reason: String,
+    #[serde(default)]
+    data: serde_json::Map<String, Value>,
+    #[serde(default)]
+    suppress_logging: bool,
+}
+
+async fn rebind(State(state): State<AppState>, Json(req): Json<RebindRequest>) -> Reply {
+    let scope = scope(req.campaign, req.tenant, req.routing_domain.or(req.domain));
+    let rebound = state.queues.rebind_now(&scope, &req.data, &req.reason, req.suppress_logging).await;
+    let total: usize = rebound.values().sum();
+    (
+        StatusCode::OK,
+        Json(json!({ "id": uuid::Uuid::new_v4().to_string(), "rebound": rebound, "total_rebound": total })),
+    )
+}
+
+#[derive(Deserialize)]
+struct InspectMessage {
+    id: String,
+    #[serde(default)]
+    want_body: bool,
+}
+
+async fn inspect_message(State(state): State<AppState>, Query(q): Query<InspectMessage>) -> Reply {
+    let Some(m) = state.queues.find(&q.id) else {
+        return (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no queued message with id {}", q.id) })));
+    };
+    let recipients: Vec<String> = m.recipients().iter().map(|r| r.email()).collect();
+    let mut message = json!({
+        "sender": m.sender().email(), "recipients": recipients, "meta": m.meta(),
+        "queue": m.queue_name(), "num_attempts": m.num_attempts(), "due": m.due(),
+    });
+    if q.want_body {
+        message["data"] = Value::String(String::from_utf8_lossy(&m.data()).into_owned());
+    }
+    (StatusCode::OK, Json(json!({ "id": q.id, "message": message })))
+}
+
+#[derive(Deserialize)]
+struct InspectSchedQ {
+    queue_name: String,
+}
+
+async fn inspect_sched_q(State(state): State<AppState>, Query(q): Query<InspectSchedQ>) -> Reply {
+    match state.queues.scheduled_counts().get(&q.queue_name) {
+        Some(n) => {
+            let suspended = state
+                .queues
+                .automation()
+                .sched_suspended(&crate::message::queue_name::QueueNameParts::parse(&q.queue_name))
+                .is_some();
+            (StatusCode::OK, Json(json!({ "queue_name": q.queue_name, "message_count": n, "suspended": suspended })))
+        }
+        None => (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no scheduled queue {}", q.queue_name) }))),
+    }
+}
+
+#[derive(Deserialize)]
+struct InspectReadyQ {
+    name: String,
+}
+
+async fn inspect_ready_q(State(state): State<AppState>, Query(q): Query<InspectReadyQ>) -> Reply {
+    match state.queues.ready_states().remove(&q.name) {
+        Some(s) => (StatusCode::OK, Json(json!({ "name": q.name, "state": s }))),
+        None => (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no ready queue {}", q.name) }))),
+    }
+}
+
+async fn ready_q_states(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "states_by_ready_queue": state.queues.ready_states() }))
+}

@@ -1,0 +1,122 @@
+//! What the admin API does to queues: bounce what matches now (and, through the
+//! automation holds, what arrives for the hold's duration), suspend, list and inspect.
+
+use super::automation::{Automation, Scope};
+use super::manager::QueueManager;
+use crate::logs::RecordType;
+use crate::message::Message;
+use crate::message::queue_name::QueueNameParts;
+use crate::smtp::protocol::Reply;
+use std::collections::BTreeMap;
+
+/// A ready queue as `ready-q-states` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct ReadyState {
+    pub messages: usize,
+    pub connections: usize,
+    pub suspended: bool,
+}
+
+impl QueueManager {
+    /// The automation and admin holds.
+    pub fn automation(&self) -> &Automation {
+        &self.shared().automation
+    }
+
+    /// Bounces every queued message `scope` covers (AdminBounce records); returns the
+    /// count per scheduled queue name.
+    pub async fn bounce_now(&self, scope: &Scope, reason: &str, suppress_logging: bool) -> BTreeMap<String, usize> {
+        let shared = self.shared();
+        let mut taken: Vec<Message> = vec![];
+        let scheduled: Vec<_> = shared.scheduled.lock().values().cloned().collect();
+        for q in scheduled {
+            if scope.covers(&q.parts) {
+                taken.extend(q.drain());
+            }
+        }
+        let ready: Vec<_> = shared.ready.lock().values().cloned().collect();
+        for rq in ready {
+            taken.extend(rq.drain_where(|m| scope.covers(&QueueNameParts::parse(&m.queue_name()))));
+        }
+        let reply = Reply::new(551, "5.7.1", format!("Administrator bounced with reason: {reason}"));
+        let mut counts = BTreeMap::new();
+        for m in taken {
+            *counts.entry(m.queue_name()).or_insert(0) += 1;
+            if !suppress_logging {
+                let r = shared.record_plain(RecordType::AdminBounce, &m, &reply);
+                shared.logs.log(r, Some(&m));
+            }
+            let _ = shared.spool.remove(m.id()).await;
+        }
+        counts
+    }
+
+    /// Re-queues every queued message `scope` covers after setting the meta in `data`
+    /// (AdminRebind records); returns the count per old queue name.
+    pub async fn rebind_now(
+        &self,
+        scope: &Scope,
+        data: &serde_json::Map<String, serde_json::Value>,
+        reason: &str,
+        suppress_logging: bool,
+    ) -> BTreeMap<String, usize> {
+        let shared = self.shared();
+        let mut taken: Vec<Message> = vec![];
+        let scheduled: Vec<_> = shared.scheduled.lock().values().cloned().collect();
+        for q in scheduled {
+            if scope.covers(&q.parts) {
+                taken.extend(q.drain());
+            }
+        }
+        let reply = Reply::new(250, "2.0.0", format!("Administrator rebound with reason: {reason}"));
+        let mut counts = BTreeMap::new();
+        for m in taken {
+            *counts.entry(m.queue_name()).or_insert(0) += 1;
+            for (k, v) in data {
+                m.set_meta(k, v.clone());
+            }
+            if !suppress_logging {
+                let r = shared.record_plain(RecordType::AdminRebind, &m, &reply);
+                shared.logs.log(r, Some(&m));
+            }
+            if let Err(e) = shared.spool.store(&m).await {
+                tracing::error!("spool: storing rebound {}: {e}", m.id());
+            }
+            m.set_due(None);
+            self.insert(m, super::InsertReason::AdminRebind);
+        }
+        counts
+    }
+
+    /// Message counts of every scheduled queue.
+    pub fn scheduled_counts(&self) -> BTreeMap<String, usize> {
+        self.shared().scheduled.lock().iter().map(|(k, q)| (k.clone(), q.len())).collect()
+    }
+
+    /// Every ready queue's state.
+    pub fn ready_states(&self) -> BTreeMap<String, ReadyState> {
+        let shared = self.shared();
+        let ready: Vec<_> = shared.ready.lock().iter().map(|(k, q)| (k.clone(), q.clone())).collect();
+        ready
+            .into_iter()
+            .map(|(k, q)| {
+                let (messages, connections) = q.state();
+                let suspended = shared.automation.ready_suspended(&k).is_some();
+                (k, ReadyState { messages: messages.len(), connections, suspended })
+            })
+            .collect()
+    }
+
+    /// The message with this id, wherever it waits.
+    pub fn find(&self, id: &str) -> Option<Message> {
+        let shared = self.shared();
+        let scheduled: Vec<_> = shared.scheduled.lock().values().cloned().collect();
+        for q in scheduled {
+            if let Some(m) = q.messages().into_iter().find(|m| m.id().to_string() == id) {
+                return Some(m);
+            }
+        }
+        let ready: Vec<_> = shared.ready.lock().values().cloned().collect();
+        ready.into_iter().find_map(|q| q.state().0.into_iter().find(|m| m.id().to_string() == id))
+    }
+}
