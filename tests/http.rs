@@ -196,6 +196,12 @@ fn metrics_are_prometheus_text_and_json() {
     let (code, body) = http_get(&server.http[0], "/metrics.json");
     assert_eq!(code, 200);
     assert_eq!(json(&body)["total_messages_received"], 3);
+    let (code, body) = http_get(&server.http[0], "/api/openapi.json");
+    assert_eq!(code, 200);
+    let doc = json(&body);
+    for path in ["/api/inject/v1", "/api/admin/bounce/v1", "/api/admin/suspend-ready-q/v1", "/api/admin/reload/v1"] {
+        assert!(doc["paths"][path].is_object(), "the OpenAPI document covers {path}");
+    }
     drop(server);
 }
 

@@ -86,7 +86,15 @@ async fn start(
     let hostname = crate::config::listener::machine_hostname();
     let queues = QueueManager::new(policy.clone(), spool.clone(), logs.clone(), dns, hostname);
     let enumerated = startup.messages.len();
-    for message in startup.messages {
+    let started = std::time::Instant::now();
+    let mut last_progress = started;
+    for (done, message) in startup.messages.into_iter().enumerate() {
+        // a large spool takes a while: say how far recovery is
+        if last_progress.elapsed() >= Duration::from_secs(2) {
+            last_progress = std::time::Instant::now();
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+            tracing::info!("spool: recovered {done} of {enumerated} message(s) ({rate:.0}/s)");
+        }
         let id = message.id();
         policy
             .spool_message_enumerated(&message)

@@ -72,6 +72,7 @@ impl HttpListener {
             .route("/metrics.json", get(metrics_json))
             .route("/api/admin/bump-config-epoch", post(bump_config_epoch))
             .route("/api/admin/reload/v1", get(reload_status).post(reload))
+            .route("/api/openapi.json", get(openapi))
             .merge(admin::routes())
             .merge(inject::routes())
             .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
@@ -175,4 +176,9 @@ async fn reload_status() -> (StatusCode, axum::Json<serde_json::Value>) {
         Some(r) => (StatusCode::OK, axum::Json(serde_json::to_value(r.status()).unwrap_or_default())),
         None => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"error": "no policy"}))),
     }
+}
+
+/// The OpenAPI document of this API (docs/openapi.json).
+async fn openapi() -> ([(header::HeaderName, &'static str); 1], &'static str) {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("../../docs/openapi.json"))
 }
