@@ -57,7 +57,12 @@ impl ReplyReader {
             let raw: Vec<u8> = self.buf.drain(..=i).collect();
             let line = String::from_utf8_lossy(&raw).trim_end_matches(['\r', '\n']).to_string();
             let b = line.as_bytes();
-            if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) || (b.len() > 3 && b[3] != b' ' && b[3] != b'-') {
+            // RFC 5321 4.2: three digits, the first 2 to 5 (found by fuzzing: "750" passed)
+            if b.len() < 3
+                || !b[..3].iter().all(u8::is_ascii_digit)
+                || !(b'2'..=b'5').contains(&b[0])
+                || (b.len() > 3 && b[3] != b' ' && b[3] != b'-')
+            {
                 return Some(Err(ReplyError::Malformed(line)));
             }
             let more = b.len() > 3 && b[3] == b'-';
@@ -125,6 +130,15 @@ pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reply_codes_start_with_2_to_5() {
+        for (line, ok) in [("750 no\r\n", false), ("150 no\r\n", false), ("250 ok\r\n", true), ("599 x\r\n", true)] {
+            let mut r = ReplyReader::default();
+            r.push(line.as_bytes());
+            assert_eq!(r.next_reply().unwrap().is_ok(), ok, "{line}");
+        }
+    }
 
     #[test]
     fn reads_single_and_multiline_replies_in_any_chunking() {
