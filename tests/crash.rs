@@ -17,7 +17,8 @@ fn kill_9_under_load_loses_no_acknowledged_message() {
         "kumo.on('spool_message_enumerated', function(msg) kumo.log_info('enumerated ' .. msg:id()) end)",
     );
     let mut acknowledged: HashSet<String> = HashSet::new();
-    let rounds = 3;
+    // 3 in `cargo test`; `WASMTA_CRASH_ROUNDS=20 cargo test --test crash` for the long run
+    let rounds: usize = std::env::var("WASMTA_CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
     for round in 0..rounds {
         let server = Server::start(dir.path(), &p);
         let ledger = dir.path().join(format!("ledger-{round}.txt"));
