@@ -16,6 +16,8 @@ set -euo pipefail
 rounds="${1:-3}"
 messages="${2:-20000}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 bin="$root/target/release/wasmta"
 cargo build --quiet --release --manifest-path "$root/Cargo.toml" --target-dir "$root/target"
 cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$root/plugins/Cargo.toml" --target-dir "$root/plugins/target"
@@ -70,10 +72,7 @@ for round in $(seq "$rounds"); do
     policy "$variant" "$dir" >"$dir/init.lua"
     (cd "$dir" && RUST_LOG=warn exec "$bin" serve --policy "$dir/init.lua" 2>"$dir/stderr") &
     pid=$!
-    for _ in $(seq 300); do
-      (exec 3<>/dev/tcp/127.0.0.1/2525) 2>/dev/null && break
-      sleep 0.1
-    done
+    wait_port 2525
     before="$(cpu "$pid")"
     line="$("$bin" load --target 127.0.0.1:2525 --connections 100 --messages "$messages" --size 2048)"
     # deliveries go on after the last 250: count CPU until the server is idle
@@ -81,7 +80,7 @@ for round in $(seq "$rounds"); do
     while sleep 0.5; now="$(cpu "$pid")"; [ "$now" != "$after" ]; do after="$now"; done
     kill -TERM "$pid"
     wait "$pid" || true
-    rate="$(sed -n 's/.*rate=\([0-9]*\) msg\/s.*/\1/p' <<<"$line")"
+    rate="$(rate "$line")"
     us="$(awk -v a="$after" -v b="$before" -v t="$ticks" -v n="$messages" 'BEGIN { printf "%.1f", (a - b) / t * 1e6 / n }')"
     printf '%-8s round %d: %6s msg/s  %6s µs CPU/msg   (%s)\n' "$variant" "$round" "$rate" "$us" "$line"
     echo "$variant $rate $us" >>"$results"

@@ -27,13 +27,7 @@ impl QueueManager {
     /// count per scheduled queue name.
     pub async fn bounce_now(&self, scope: &Scope, reason: &str, suppress_logging: bool) -> BTreeMap<String, usize> {
         let shared = self.shared();
-        let mut taken: Vec<Message> = vec![];
-        let scheduled: Vec<_> = shared.scheduled.lock().values().cloned().collect();
-        for q in scheduled {
-            if scope.covers(&q.parts) {
-                taken.extend(q.drain());
-            }
-        }
+        let mut taken = self.take_scheduled(scope);
         let ready: Vec<_> = shared.ready.lock().values().cloned().collect();
         for rq in ready {
             taken.extend(rq.drain_where(|m| scope.covers(&QueueNameParts::parse(&m.queue_name()))));
@@ -61,13 +55,7 @@ impl QueueManager {
         suppress_logging: bool,
     ) -> BTreeMap<String, usize> {
         let shared = self.shared();
-        let mut taken: Vec<Message> = vec![];
-        let scheduled: Vec<_> = shared.scheduled.lock().values().cloned().collect();
-        for q in scheduled {
-            if scope.covers(&q.parts) {
-                taken.extend(q.drain());
-            }
-        }
+        let taken = self.take_scheduled(scope);
         let reply = Reply::new(250, "2.0.0", format!("Administrator rebound with reason: {reason}"));
         let mut counts = BTreeMap::new();
         for m in taken {
@@ -86,6 +74,12 @@ impl QueueManager {
             self.insert(m, super::InsertReason::AdminRebind);
         }
         counts
+    }
+
+    /// Takes every message of the scheduled queues `scope` covers.
+    fn take_scheduled(&self, scope: &Scope) -> Vec<Message> {
+        let scheduled: Vec<_> = self.shared().scheduled.lock().values().cloned().collect();
+        scheduled.into_iter().filter(|q| scope.covers(&q.parts)).flat_map(|q| q.drain()).collect()
     }
 
     /// Message counts of every scheduled queue.

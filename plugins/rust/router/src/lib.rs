@@ -12,11 +12,13 @@ wit_bindgen::generate!({
     },
 });
 
+#[path = "../../common/smarthost.rs"]
+mod smarthost;
+
 use exports::wasmta::policy::egress::Guest as Egress;
 use exports::wasmta::policy::queue_config::Guest as Queues;
 use wasmta_sdk::{
-    DeliveryProtocol, EgressPathConfig, EgressPool, EgressSource, MxEntry, QueueConfig, QueueNameParts, Rejection,
-    TlsMode, egress_path, queue_config,
+    EgressPathConfig, EgressPool, EgressSource, QueueConfig, QueueNameParts, Rejection, TlsMode, egress_path,
 };
 
 /// routing domain -> (connection_limit, max_message_rate, max_deliveries_per_connection)
@@ -25,19 +27,9 @@ const EGRESS: &[(&str, &str, Option<&str>, Option<u32>)] =
 
 struct Router;
 
-fn smarthost_port(domain: &str) -> Option<u16> {
-    domain.strip_suffix(".smarthost.test")?.parse().ok()
-}
-
 impl Queues for Router {
     fn get_queue_config(parts: QueueNameParts) -> Result<Option<QueueConfig>, Rejection> {
-        let domain = parts.routing_domain.or(parts.domain).unwrap_or_default();
-        let Some(port) = smarthost_port(&domain) else { return Ok(None) };
-        Ok(Some(QueueConfig {
-            retry_interval: Some("1s".into()),
-            protocol: Some(DeliveryProtocol::Smtp(vec![MxEntry { name: format!("127.0.0.1:{port}"), addr: None }])),
-            ..queue_config()
-        }))
+        Ok(smarthost::queue(parts))
     }
 }
 
@@ -55,7 +47,7 @@ impl Egress for Router {
         _source: String,
         _site: String,
     ) -> Result<Option<EgressPathConfig>, Rejection> {
-        if smarthost_port(&routing_domain).is_some() {
+        if smarthost::port(&routing_domain).is_some() {
             return Ok(Some(EgressPathConfig {
                 connection_limit: Some("2".into()),
                 enable_tls: Some(TlsMode::Disabled),

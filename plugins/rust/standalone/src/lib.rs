@@ -20,13 +20,16 @@ wit_bindgen::generate!({
     },
 });
 
+#[path = "../../common/smarthost.rs"]
+mod smarthost;
+
 use exports::wasmta::policy::egress::Guest as Egress;
 use exports::wasmta::policy::init::Guest as Init;
 use exports::wasmta::policy::message_received::Guest as Received;
 use exports::wasmta::policy::queue_config::Guest as Queues;
 use wasmta_sdk::{
-    ConnMeta, DeliveryProtocol, EgressPathConfig, EgressPool, EgressSource, Message, MessageExt, MxEntry, QueueConfig,
-    QueueNameParts, Rejection, TlsMode, config, egress_path, json_string, queue_config, reject, tempfail,
+    ConnMeta, EgressPathConfig, EgressPool, EgressSource, Message, MessageExt, QueueConfig, QueueNameParts, Rejection,
+    TlsMode, config, egress_path, json_string, reject, tempfail,
 };
 
 struct Deployment;
@@ -71,19 +74,9 @@ impl Received for Deployment {
     }
 }
 
-fn smarthost_port(domain: &str) -> Option<u16> {
-    domain.strip_suffix(".smarthost.test")?.parse().ok()
-}
-
 impl Queues for Deployment {
     fn get_queue_config(parts: QueueNameParts) -> Result<Option<QueueConfig>, Rejection> {
-        let domain = parts.routing_domain.or(parts.domain).unwrap_or_default();
-        let Some(port) = smarthost_port(&domain) else { return Ok(None) };
-        Ok(Some(QueueConfig {
-            retry_interval: Some("1s".into()),
-            protocol: Some(DeliveryProtocol::Smtp(vec![MxEntry { name: format!("127.0.0.1:{port}"), addr: None }])),
-            ..queue_config()
-        }))
+        Ok(smarthost::queue(parts))
     }
 }
 
@@ -107,7 +100,7 @@ impl Egress for Deployment {
             let ehlo = shaped["ehlo_domain"].as_str().unwrap_or("none");
             return Ok(Some(EgressPathConfig { ehlo_domain: Some(format!("wasm-over-{ehlo}")), ..egress_path() }));
         }
-        Ok(smarthost_port(&routing_domain).map(|_| EgressPathConfig {
+        Ok(smarthost::port(&routing_domain).map(|_| EgressPathConfig {
             enable_tls: Some(TlsMode::Disabled),
             ehlo_domain: Some("standalone.wasm.test".into()),
             ..egress_path()
