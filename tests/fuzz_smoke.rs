@@ -93,3 +93,10 @@ fn shaping_loader() {
         &[&kumo[..2000], b"[\"default\"]\nconnection_limit = 3\n", b"{\"default\": {\"max_ready\": 5}}"],
     );
 }
+
+#[test]
+fn inputs_the_fuzzers_found() {
+    // each once crashed a target; they stay as regression inputs
+    fuzzing::command(b"RCPT TO\xc6\xbc\"x\r\n");
+    fuzzing::reply(b"750 no\r\n");
+}

@@ -88,7 +88,9 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
 
 fn parse_path_arg(rest: &str, keyword: &str) -> Result<(EnvelopeAddress, Vec<Param>), Reply> {
     let syntax = || Reply::new(501, "5.5.4", format!("syntax: {keyword}<address>"));
-    if rest.len() < keyword.len() || !rest[..keyword.len()].eq_ignore_ascii_case(keyword) {
+    // `get`, not indexing: the keyword's length may end inside a multi-byte character
+    // (cargo-fuzz found `RCPT TO\u{1bc}...` panicking here)
+    if !rest.get(..keyword.len()).is_some_and(|head| head.eq_ignore_ascii_case(keyword)) {
         return Err(syntax());
     }
     let after = rest[keyword.len()..].trim_start();
@@ -128,6 +130,13 @@ fn find_path_end(s: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multibyte_character_where_the_keyword_ends_is_a_syntax_error() {
+        let r = parse("RCPT TO\u{1bc}\"x\r\n".as_bytes()).unwrap_err();
+        assert_eq!(r.code, 501);
+        assert_eq!(parse("MAIL FR\u{e9}:<a@b>".as_bytes()).unwrap_err().code, 501);
+    }
 
     fn addr(s: &str) -> EnvelopeAddress {
         EnvelopeAddress::parse(s).unwrap()
