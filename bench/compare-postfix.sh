@@ -14,8 +14,7 @@ size="${3:-2048}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=bench/lib.sh
 source "$root/bench/lib.sh"
-bin="$root/target/release/wasmta"
-cargo build --quiet --release --manifest-path "$root/Cargo.toml" --target-dir "$root/target"
+build_release
 
 if ! command -v postfix >/dev/null 2>&1; then
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections

@@ -18,8 +18,7 @@ messages="${2:-20000}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=bench/lib.sh
 source "$root/bench/lib.sh"
-bin="$root/target/release/wasmta"
-cargo build --quiet --release --manifest-path "$root/Cargo.toml" --target-dir "$root/target"
+build_release
 cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$root/plugins/Cargo.toml" --target-dir "$root/plugins/target"
 "$root/plugins/go/build.sh" "$root/plugins/go/message-policy" >/dev/null
 rust_wasm="$root/plugins/target/wasm32-wasip2/release/message_policy.wasm"

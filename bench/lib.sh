@@ -1,4 +1,10 @@
-# Helpers the bench scripts share (sourced).
+# Helpers the bench scripts share (sourced after setting $root to the repository).
+
+# Builds the release binary; sets $bin to it.
+build_release() {
+  cargo build --quiet --release --manifest-path "$root/Cargo.toml" --target-dir "$root/target"
+  bin="$root/target/release/wasmta"
+}
 
 # Waits until 127.0.0.1:$1 accepts connections (at most 30 s).
 wait_port() {

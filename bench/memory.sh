@@ -10,8 +10,7 @@ size="${2:-1024}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=bench/lib.sh
 source "$root/bench/lib.sh"
-bin="$root/target/release/wasmta"
-cargo build --quiet --release --manifest-path "$root/Cargo.toml" --target-dir "$root/target"
+build_release
 work="$(mktemp -d)"
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }

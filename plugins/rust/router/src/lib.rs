@@ -17,9 +17,7 @@ mod smarthost;
 
 use exports::wasmta::policy::egress::Guest as Egress;
 use exports::wasmta::policy::queue_config::Guest as Queues;
-use wasmta_sdk::{
-    EgressPathConfig, EgressPool, EgressSource, QueueConfig, QueueNameParts, Rejection, TlsMode, egress_path,
-};
+use wasmta_sdk::{EgressPathConfig, QueueConfig, QueueNameParts, Rejection, TlsMode, egress_path};
 
 /// routing domain -> (connection_limit, max_message_rate, max_deliveries_per_connection)
 const EGRESS: &[(&str, &str, Option<&str>, Option<u32>)] =
@@ -34,13 +32,7 @@ impl Queues for Router {
 }
 
 impl Egress for Router {
-    fn get_egress_pool(_name: String) -> Result<Option<EgressPool>, Rejection> {
-        Ok(None)
-    }
-
-    fn get_egress_source(_name: String) -> Result<Option<EgressSource>, Rejection> {
-        Ok(None)
-    }
+    wasmta_sdk::default_pools_and_sources!();
 
     fn get_egress_path_config(
         routing_domain: String,

@@ -153,6 +153,22 @@ pub fn queue_config() -> QueueConfig {
     }
 }
 
+/// Inside `impl egress::Guest for ...`: `get_egress_pool` and `get_egress_source` that
+/// leave pools and sources to wasmta's defaults (`unspecified`), for routing components
+/// that only decide egress paths.
+#[macro_export]
+macro_rules! default_pools_and_sources {
+    () => {
+        fn get_egress_pool(_name: String) -> Result<Option<$crate::EgressPool>, $crate::Rejection> {
+            Ok(None)
+        }
+
+        fn get_egress_source(_name: String) -> Result<Option<$crate::EgressSource>, $crate::Rejection> {
+            Ok(None)
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

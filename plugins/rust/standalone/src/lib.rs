@@ -28,8 +28,8 @@ use exports::wasmta::policy::init::Guest as Init;
 use exports::wasmta::policy::message_received::Guest as Received;
 use exports::wasmta::policy::queue_config::Guest as Queues;
 use wasmta_sdk::{
-    ConnMeta, EgressPathConfig, EgressPool, EgressSource, Message, MessageExt, QueueConfig, QueueNameParts, Rejection,
-    TlsMode, config, egress_path, json_string, reject, tempfail,
+    ConnMeta, EgressPathConfig, Message, MessageExt, QueueConfig, QueueNameParts, Rejection, TlsMode, config,
+    egress_path, json_string, reject, tempfail,
 };
 
 struct Deployment;
@@ -81,13 +81,7 @@ impl Queues for Deployment {
 }
 
 impl Egress for Deployment {
-    fn get_egress_pool(_name: String) -> Result<Option<EgressPool>, Rejection> {
-        Ok(None)
-    }
-
-    fn get_egress_source(_name: String) -> Result<Option<EgressSource>, Rejection> {
-        Ok(None)
-    }
+    wasmta_sdk::default_pools_and_sources!();
 
     fn get_egress_path_config(
         routing_domain: String,
