@@ -78,10 +78,9 @@ default_process_limit = $((connections + 20))
 smtpd_client_connection_count_limit = 0
 smtpd_client_message_rate_limit = 0
 smtp_tls_security_level = none
-maillog_file = $work/pfdata/maillog
 CF
 chown postfix "$work/pfdata"
-postfix -c "$pf" check
+postfix -c "$pf" check || { echo "postfix rejected the bench configuration" >&2; exit 1; }
 postfix -c "$pf" start >/dev/null
 wait_port 2527
 postfix_line="$("$bin" load --target 127.0.0.1:2527 --connections "$connections" --messages "$messages" --size "$size")"
