@@ -30,6 +30,8 @@ pub fn lua_message_policy() -> String {
 pub fn component(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
+        // a fresh machine may lack the target: add it (a no-op when present)
+        let _ = std::process::Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).output();
         // its own target directory, whatever CARGO_TARGET_DIR the tests run with
         let status = std::process::Command::new(env!("CARGO"))
             .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
