@@ -115,6 +115,13 @@ impl Spool {
         Ok((Spool { backend: Arc::new(journal), space, path }, Startup { messages, quarantined }))
     }
 
+    /// A spool over another backend (fault-injecting backends in tests, other stores);
+    /// `path` is where free space is watched.
+    pub fn with_backend(backend: Arc<dyn SpoolBackend>, path: &Path) -> Spool {
+        let space = DiskMonitor::new(path, MinFree::default(), MinFree::default());
+        Spool { backend, space, path: path.to_path_buf() }
+    }
+
     /// Starts background upkeep (free-space polling).
     pub fn start(&self) {
         self.space.start();
