@@ -37,19 +37,7 @@ pids+=($!)
 
 # --- wasmta: durable spool, relay to the sink
 mkdir -p "$work/wasmta"
-cat >"$work/wasmta/init.lua" <<LUA
-kumo.on('init', function()
-  kumo.define_spool { name = 'data', path = '$work/wasmta/spool' }
-  kumo.configure_local_logs { log_dir = '$work/wasmta/logs' }
-  kumo.start_esmtp_listener { listen = '127.0.0.1:2526', relay_hosts = { '127.0.0.1' } }
-end)
-kumo.on('get_queue_config', function()
-  return kumo.make_queue_config { protocol = { smtp = { mx_list = { '127.0.0.1:2594' } } } }
-end)
-kumo.on('get_egress_path_config', function()
-  return kumo.make_egress_path { enable_tls = 'Disabled', connection_limit = 32 }
-end)
-LUA
+relay_policy "$work/wasmta" 2526 >"$work/wasmta/init.lua"
 (cd "$work/wasmta" && RUST_LOG=warn exec "$bin" serve --policy "$work/wasmta/init.lua") &
 pids+=($!)
 wait_port 2526

@@ -44,21 +44,7 @@ policy() { # variant dir
     rust-min) load="kumo.wasm.load { path = '$min_wasm' }" ;;
     lua-min) lua="kumo.on('smtp_server_message_received', function(msg) msg:get_first_named_header_value('X-Hostile') end)" ;;
   esac
-  cat <<LUA
-kumo.on('init', function()
-  kumo.define_spool { name = 'data', path = '$2/spool' }
-  kumo.configure_local_logs { log_dir = '$2/logs' }
-  kumo.start_esmtp_listener { listen = '127.0.0.1:2525', relay_hosts = { '127.0.0.1' } }
-  $load
-end)
-kumo.on('get_queue_config', function()
-  return kumo.make_queue_config { protocol = { smtp = { mx_list = { '127.0.0.1:2594' } } } }
-end)
-kumo.on('get_egress_path_config', function()
-  return kumo.make_egress_path { enable_tls = 'Disabled', connection_limit = 32 }
-end)
-$lua
-LUA
+  relay_policy "$2" 2525 "$load" "$lua"
 }
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }

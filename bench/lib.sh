@@ -18,3 +18,24 @@ wait_port() {
 
 # The msg/s figure of a `wasmta load` result line.
 rate() { sed -n 's/.*rate=\([0-9]*\) msg\/s.*/\1/p' <<<"$1"; }
+
+# A policy that spools under DIR, listens on 127.0.0.1:PORT (relaying for localhost) and
+# relays everything to the sink on 127.0.0.1:2594; EXTRA_INIT goes inside init, EXTRA
+# after it.   relay_policy DIR PORT [EXTRA_INIT] [EXTRA]
+relay_policy() {
+  cat <<LUA
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = '$1/spool' }
+  kumo.configure_local_logs { log_dir = '$1/logs' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:$2', relay_hosts = { '127.0.0.1' } }
+  ${3:-}
+end)
+kumo.on('get_queue_config', function()
+  return kumo.make_queue_config { protocol = { smtp = { mx_list = { '127.0.0.1:2594' } } } }
+end)
+kumo.on('get_egress_path_config', function()
+  return kumo.make_egress_path { enable_tls = 'Disabled', connection_limit = 32 }
+end)
+${4:-}
+LUA
+}
