@@ -290,3 +290,31 @@ fn configured_tls_certificate_is_presented() {
     let presented = tls.peer_certificates().unwrap()[0].clone();
     assert_eq!(presented.as_ref(), cert.cert.der().as_ref());
 }
+
+#[test]
+fn t29_open_relay_address_forms_are_refused() {
+    // only ours.example is a listener domain that takes mail; nothing relays elsewhere
+    let extra = "kumo.on('get_listener_domain', function(domain) if domain == 'ours.example' then return kumo.make_listener_domain { relay_to = true } end end)";
+    let (_dir, server) = start("relay_hosts = {},", extra);
+    let mut c = Client::ehlo(server.addr());
+    assert_eq!(c.cmd("MAIL FROM:<a@s.example>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<user@ours.example>").code, 250, "our own domain is accepted");
+    for rcpt in [
+        "<victim%foreign.example@ours.example>",
+        "<@ours.example:victim@foreign.example>",
+        "<\"victim@foreign.example\"@ours.example>",
+        "<victim@[192.0.2.1]>",
+        "<victim@FOREIGN.example>",
+        "<victim@foreign.example.>",
+    ] {
+        let r = c.cmd(&format!("RCPT TO:{rcpt}"));
+        let relayed = r.code == 250;
+        // a%b@ours and "a@b"@ours are local parts of ours.example: accepted for ours, and
+        // the message goes to ours.example, never to foreign.example
+        if relayed {
+            assert!(rcpt.ends_with("@ours.example>"), "{rcpt} was accepted: {r:?}");
+        } else {
+            assert!(r.code >= 500 || r.code == 501, "{rcpt}: {r:?}");
+        }
+    }
+}
