@@ -584,8 +584,7 @@ mod tests {
     async fn deferred_retries_follow_the_one_minute_exponential_schedule_in_paused_time() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(&[], dir.path()).unwrap();
-        let info =
-            crate::policy::EngineInfo { name: "test".into(), handled: [Event::SmtpServerMessageDeferredInject].into() };
+        let info = crate::policy::EngineInfo::new("test".into(), [Event::SmtpServerMessageDeferredInject].into());
         let engine = Arc::new(AlwaysLater(Mutex::new(vec![]), tokio::sync::Notify::new(), info));
         let policy = Policy::new(vec![engine.clone() as Arc<dyn Engine>]).unwrap();
         let manager =

@@ -331,7 +331,7 @@ impl LuaEngine {
         let init = host.init.lock().clone();
         let timeout = init.event_timeout;
         let engine = LuaEngine {
-            info: EngineInfo { name: format!("lua:{}", path.display()), handled },
+            info: EngineInfo::new(format!("lua:{}", path.display()), handled),
             host,
             pool: Mutex::new(Vec::new()),
             timeout,

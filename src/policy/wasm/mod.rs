@@ -163,7 +163,7 @@ impl WasmEngine {
         }
         let label = path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
         let engine = WasmEngine {
-            info: EngineInfo { name, handled },
+            info: EngineInfo::new(name, handled),
             pre,
             exports,
             pool: Mutex::new(vec![]),
