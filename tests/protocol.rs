@@ -318,3 +318,78 @@ fn t29_open_relay_address_forms_are_refused() {
         }
     }
 }
+
+#[test]
+fn t32_header_bombs_and_mail_loops_are_refused_quickly() {
+    let (dir, server) = start("", "");
+    let mut c = Client::ehlo(server.addr());
+    let hops =
+        |n: usize| (0..n).map(|i| format!("Received: from hop{i}.example by x; Sat, 28 Nov 2026 00:00:00 +0000\r\n"));
+    // 50 hops is the limit (Postfix's hopcount_limit): accepted
+    let fifty: String = hops(50).collect();
+    assert_eq!(c.send_mail("a@s.example", &["b@d.example"], &format!("{fifty}Subject: ok\r\n\r\nx")).code, 250);
+    // 101 hops: a loop
+    let loop_msg: String = hops(101).collect::<String>() + "Subject: loop\r\n\r\nx";
+    let r = c.send_mail("a@s.example", &["b@d.example"], &loop_msg);
+    assert!(r.starts("554 5.4.6"), "{r:?}");
+    // a 1 MB header section of short fields: refused by size, without quadratic work
+    let bomb: String = (0..90_000).map(|i| format!("X-H{i}: v\r\n")).collect::<String>() + "\r\nbody";
+    assert!(bomb.len() > 1_000_000);
+    let started = std::time::Instant::now();
+    let r = c.send_mail("a@s.example", &["b@d.example"], &bomb);
+    assert!(r.starts("552 5.3.4"), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    // a 10,000-character header line is over the line limit
+    let long = format!("Subject: {}\r\n\r\nx", "s".repeat(10_000));
+    assert!(c.send_mail("a@s.example", &["b@d.example"], &long).starts("500 5.5.2"));
+    assert_eq!(c.cmd("NOOP").code, 250, "the session survives all of them");
+    assert!(server.stop().success());
+    assert_eq!(spooled(dir.path()).len(), 1, "only the 50-hop message was queued");
+}
+
+#[test]
+fn t32_header_limits_are_listener_options() {
+    let (_dir, server) = start("max_received_headers = 2, max_header_size = '200',", "");
+    let mut c = Client::ehlo(server.addr());
+    let two = "Received: a\r\nReceived: b\r\nSubject: x\r\n\r\nx";
+    assert_eq!(c.send_mail("a@s.example", &["b@d.example"], two).code, 250);
+    assert!(c.send_mail("a@s.example", &["b@d.example"], &format!("Received: c\r\n{two}")).starts("554 5.4.6"));
+    let big = format!("Subject: {}\r\n\r\nx", "s".repeat(200));
+    assert!(c.send_mail("a@s.example", &["b@d.example"], &big).starts("552 5.3.4"));
+}
+
+#[test]
+fn t33_a_trickling_client_is_cut_off_by_the_session_duration_cap() {
+    let (_dir, server) = start("client_timeout = '2 seconds', max_session_duration = '3 seconds',", "");
+    // each byte arrives well inside client_timeout, so only the total cap can end this
+    let mut c = Client::ehlo(server.addr());
+    c.cmd("MAIL FROM:<a@s.example>");
+    c.cmd("RCPT TO:<b@d.example>");
+    c.cmd("DATA");
+    let started = std::time::Instant::now();
+    let reply = loop {
+        if c.has_input() || !c.try_send(b"x") {
+            break c.reply();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(started.elapsed() < Duration::from_secs(10), "never cut off");
+    };
+    assert!(reply.starts("421 4.3.2"), "{reply:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[test]
+fn t36_bdat_is_not_offered_and_is_refused_without_desynchronising() {
+    // KumoMTA offers no CHUNKING, nor do we: BDAT is an unknown command
+    let (_dir, server) = start("", "");
+    let mut c = Client::open(server.addr());
+    let ehlo = c.cmd("EHLO client.example");
+    assert!(!ehlo.text.to_ascii_uppercase().contains("CHUNKING"), "{ehlo:?}");
+    c.cmd("MAIL FROM:<a@s.example>");
+    c.cmd("RCPT TO:<b@d.example>");
+    let r = c.cmd("BDAT 0 LAST");
+    assert!(r.code == 500 || r.code == 502, "{r:?}");
+    assert!(c.cmd("DATA").starts("354"), "the transaction is intact");
+    c.send(b"Subject: x\r\n\r\nx\r\n.\r\n");
+    assert_eq!(c.reply().code, 250);
+}

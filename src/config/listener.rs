@@ -104,6 +104,10 @@ pub struct ListenerSettings {
     /// Read timeout.
     #[serde(with = "units::duration")]
     pub client_timeout: Duration,
+    /// Longest a session may last, however busy (a trickling client cannot hold a
+    /// connection forever); then `421 4.3.2`.
+    #[serde(with = "units::duration")]
+    pub max_session_duration: Duration,
     /// Time allowed for post-DATA processing.
     #[serde(with = "units::duration")]
     pub data_processing_timeout: Duration,
@@ -114,6 +118,12 @@ pub struct ListenerSettings {
     /// Largest message.
     #[serde(with = "units::size")]
     pub max_message_size: u64,
+    /// Most `Received:` header fields a message may carry before it is refused as a
+    /// mail loop (`554 5.4.6`).
+    pub max_received_headers: usize,
+    /// Largest header section (`552 5.3.4` above it).
+    #[serde(with = "units::size")]
+    pub max_header_size: u64,
     /// Read buffer size.
     #[serde(with = "units::size")]
     pub data_buffer_size: u64,
@@ -155,10 +165,13 @@ impl Default for ListenerSettings {
             deferred_queue: false,
             trace_headers: TraceHeaders::default(),
             client_timeout: Duration::from_secs(60),
+            max_session_duration: Duration::from_secs(3600),
             data_processing_timeout: Duration::from_secs(300),
             max_messages_per_connection: 10_000,
             max_recipients_per_message: 1024,
             max_message_size: 20 * 1024 * 1024,
+            max_received_headers: 50,
+            max_header_size: 100 * 1024,
             data_buffer_size: 128 * 1024,
             invalid_line_endings: LineEndings::Deny,
             line_length_hard_limit: 998,

@@ -110,6 +110,23 @@ impl Client {
         self.reply()
     }
 
+    /// Sends without failing when the peer has gone; false if the write failed.
+    pub fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok()
+    }
+
+    /// True when a reply (or the end of the stream) is waiting to be read.
+    pub fn has_input(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        self.stream.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        let ready = !matches!(self.stream.peek(&mut byte), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        self.stream.set_nonblocking(false).expect("blocking");
+        ready
+    }
+
     /// True when the server closed the connection.
     pub fn closed(&mut self) -> bool {
         self.line().is_none()

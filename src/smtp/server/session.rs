@@ -4,7 +4,7 @@
 //! STARTTLS the plaintext buffer is discarded and the session starts over (RFC 3207).
 
 use super::ServerContext;
-use super::reception;
+use super::{header_limits, reception};
 use crate::config::cidr::CidrSet;
 use crate::config::listener::ListenerSettings;
 use crate::logs::{LogRecord, PeerAddress, RecordType, Response};
@@ -14,7 +14,9 @@ use crate::smtp::protocol::{Command, DataReceiver, Line, LineSplitter, Reply, co
 use crate::spool::SpoolError;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 /// Consecutive error replies before the session is closed.
@@ -24,6 +26,38 @@ const MAX_ERRORS: usize = 20;
 pub(super) struct Transaction {
     pub sender: EnvelopeAddress,
     pub recipients: Vec<EnvelopeAddress>,
+}
+
+/// What one read from the client brought.
+enum Read {
+    /// Bytes (0 at end of stream).
+    Bytes(usize),
+    /// Nothing within `client_timeout`.
+    Idle,
+    /// The session reached `max_session_duration`.
+    Expired,
+}
+
+/// One read, bounded by `client_timeout` and by the session's `deadline`
+/// (`max_session_duration`).
+async fn read_some<S>(
+    stream: &mut S,
+    buf: &mut [u8],
+    client_timeout: Duration,
+    deadline: Instant,
+) -> std::io::Result<Read>
+where
+    S: AsyncRead + Unpin,
+{
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Ok(Read::Expired);
+    }
+    match tokio::time::timeout(client_timeout.min(left), stream.read(buf)).await {
+        Ok(r) => Ok(Read::Bytes(r?)),
+        Err(_) if Instant::now() >= deadline => Ok(Read::Expired),
+        Err(_) => Ok(Read::Idle),
+    }
 }
 
 /// What the session does after a command.
@@ -49,6 +83,7 @@ pub(super) struct Session {
     pub tx: Option<Transaction>,
     messages: usize,
     errors: usize,
+    deadline: Instant,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -67,6 +102,7 @@ impl Session {
             ctx,
             listener,
             relay: settings.relay_set(),
+            deadline: Instant::now() + settings.max_session_duration,
             settings,
             conn,
             peer,
@@ -181,11 +217,16 @@ impl Session {
                 out.clear();
             }
             let n = tokio::select! {
-                r = tokio::time::timeout(self.settings.client_timeout, stream.read(&mut buf)) => match r {
-                    Ok(r) => r?,
-                    Err(_) => {
+                r = read_some(&mut stream, &mut buf, self.settings.client_timeout, self.deadline) => match r? {
+                    Read::Bytes(n) => n,
+                    Read::Idle => {
                         let r = Reply::new(421, "4.4.2", format!("{} idle too long, closing connection", self.settings.hostname));
                         self.reply(&mut out, r, None);
+                        stream.write_all(&out).await?;
+                        return Ok(None);
+                    }
+                    Read::Expired => {
+                        self.reply(&mut out, self.expired_reply(), None);
                         stream.write_all(&out).await?;
                         return Ok(None);
                     }
@@ -222,11 +263,16 @@ impl Session {
             if let Some(n) = rx.feed(&pending) {
                 break pending.split_off(n);
             }
-            let n = match tokio::time::timeout(self.settings.client_timeout, stream.read(buf)).await {
-                Ok(r) => r?,
-                Err(_) => {
+            let n = match read_some(stream, buf, self.settings.client_timeout, self.deadline).await? {
+                Read::Bytes(n) => n,
+                Read::Idle => {
                     let r = Reply::new(421, "4.4.2", format!("{} timed out waiting for data", self.settings.hostname));
                     self.reply(out, r, Some("DATA".into()));
+                    stream.write_all(out).await?;
+                    return Ok(None);
+                }
+                Read::Expired => {
+                    self.reply(out, self.expired_reply(), Some("DATA".into()));
                     stream.write_all(out).await?;
                     return Ok(None);
                 }
@@ -237,7 +283,13 @@ impl Session {
             pending = buf[..n].to_vec();
         };
         let reply = match rx.finish() {
-            Ok(body) => reception::accept(self, body).await,
+            Ok(body) => match header_limits::check(&body, &self.settings) {
+                Some(refusal) => {
+                    self.tx = None;
+                    refusal
+                }
+                None => reception::accept(self, body).await,
+            },
             Err(e) => {
                 self.tx = None;
                 match e {
@@ -253,6 +305,14 @@ impl Session {
         };
         self.reply(out, reply, Some("DATA".into()));
         Ok(Some(leftover))
+    }
+
+    fn expired_reply(&self) -> Reply {
+        Reply::new(
+            421,
+            "4.3.2",
+            format!("{} session exceeded max_session_duration, closing connection", self.settings.hostname),
+        )
     }
 
     /// Records a reply: writes it, counts errors, logs a Rejection for 4xx/5xx.
