@@ -1,23 +1,46 @@
 //! A fault-injecting spool backend under the real SMTP server (in process, real sockets):
 //! an fsync error answers 451 for that message, latches the spool unhealthy, and every
-//! later transaction is refused at MAIL until a restart; nothing gets a 250 without being
-//! stored.
+//! later transaction is refused at MAIL until a restart; a full disk answers 452 without
+//! latching; a transaction that becomes several messages is stored all or nothing (T-5,
+//! T-6, T-7). Nothing gets a 250 without being stored.
 
 mod harness;
 
+use harness::Server;
 use harness::smtp::Client;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use wasmta::message::SpoolId;
 use wasmta::spool::{Spool, SpoolBackend, SpoolError};
 
-/// Stores in memory; the first write of the `fail_at`th message fails like an fsync error
-/// and latches (rewrites of stored messages, e.g. after a delivery attempt, do not count).
+/// Stores in memory; the first write of the `fail_at`th message fails with `fail_with`
+/// (rewrites of stored messages, e.g. after a delivery attempt, do not count). An I/O error
+/// latches the backend, as the journal does; a full disk does not.
 struct Faulty {
     fail_at: usize,
+    fail_with: fn() -> SpoolError,
     ids: parking_lot::Mutex<std::collections::HashSet<SpoolId>>,
+    removed: parking_lot::Mutex<Vec<SpoolId>>,
     stored: AtomicUsize,
     broken: AtomicBool,
+}
+
+impl Faulty {
+    fn new(fail_at: usize, fail_with: fn() -> SpoolError) -> Arc<Faulty> {
+        Arc::new(Faulty {
+            fail_at,
+            fail_with,
+            ids: Default::default(),
+            removed: Default::default(),
+            stored: AtomicUsize::new(0),
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    /// Messages stored and not removed.
+    fn live(&self) -> usize {
+        self.stored.load(Ordering::Acquire) - self.removed.lock().len()
+    }
 }
 
 #[async_trait::async_trait]
@@ -29,14 +52,18 @@ impl SpoolBackend for Faulty {
         let mut ids = self.ids.lock();
         if ids.insert(id) {
             if ids.len() == self.fail_at {
-                self.broken.store(true, Ordering::Release);
-                return Err(SpoolError::Io("injected: fdatasync failed (EIO)".into()));
+                let e = (self.fail_with)();
+                if matches!(e, SpoolError::Io(_)) {
+                    self.broken.store(true, Ordering::Release);
+                }
+                return Err(e);
             }
             self.stored.fetch_add(1, Ordering::AcqRel);
         }
         Ok(())
     }
-    async fn remove(&self, _id: SpoolId) -> Result<(), SpoolError> {
+    async fn remove(&self, id: SpoolId) -> Result<(), SpoolError> {
+        self.removed.lock().push(id);
         Ok(())
     }
     fn healthy(&self) -> bool {
@@ -44,34 +71,40 @@ impl SpoolBackend for Faulty {
     }
 }
 
-#[test]
-fn an_fsync_error_answers_451_and_latches_the_spool() {
+/// Runs one listener on `backend` (deliveries stopped); returns the runtime and address.
+fn serve(backend: Arc<Faulty>, listener: &[(&str, &str)]) -> (tokio::runtime::Runtime, String) {
     let dir = harness::temp_dir();
-    let backend = Arc::new(Faulty {
-        fail_at: 3,
-        ids: Default::default(),
-        stored: AtomicUsize::new(0),
-        broken: AtomicBool::new(false),
-    });
-    let spool = Spool::with_backend(backend.clone(), dir.path());
+    let spool = Spool::with_backend(backend, dir.path());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (_shutdown, rx) = tokio::sync::watch::channel(false);
     let addr = rt.block_on(async {
         let policy = wasmta::policy::Policy::empty();
         let logs = wasmta::logs::Logs::start(&[], "test-node".into()).unwrap();
         let dns: Arc<dyn wasmta::delivery::dns::Dns> = Arc::new(wasmta::delivery::dns::TestZones::default());
         let queues =
             wasmta::queue::QueueManager::new(policy.clone(), spool.clone(), logs.clone(), dns, "mx.test".into());
-        queues.stop(); // no deliveries: this test is about reception
+        queues.stop(); // no deliveries: these tests are about reception
         let ctx = Arc::new(wasmta::smtp::server::ServerContext { policy, spool, logs, queues });
         let mut table = serde_json::Map::new();
         table.insert("listen".into(), "127.0.0.1:0".into());
+        for (k, v) in listener {
+            table.insert(k.to_string(), v.to_string().into());
+        }
         let config = wasmta::config::listener::EsmtpListenerConfig::from_table(table).unwrap();
         let listener = wasmta::smtp::server::EsmtpListener::bind(config).await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
+        let (shutdown, rx) = tokio::sync::watch::channel(false);
+        std::mem::forget(shutdown); // serve until the runtime is dropped
         tokio::spawn(listener.serve(ctx, rx));
         addr
     });
+    std::mem::forget(dir);
+    (rt, addr)
+}
+
+#[test]
+fn an_fsync_error_answers_451_and_latches_the_spool() {
+    let backend = Faulty::new(3, || SpoolError::Io("injected: fdatasync failed (EIO)".into()));
+    let (rt, addr) = serve(backend.clone(), &[]);
     let mut c = Client::ehlo(&addr);
     for i in 0..2 {
         let r = c.send_mail("a@s.example", &["r@dest.example"], &format!("Subject: {i}\r\n\r\nx"));
@@ -86,4 +119,125 @@ fn an_fsync_error_answers_451_and_latches_the_spool() {
     assert_eq!(c2.cmd("MAIL FROM:<b@s.example>").code, 451, "a new connection too");
     assert_eq!(backend.stored.load(Ordering::Acquire), 2, "exactly the two acknowledged messages were stored");
     drop(rt);
+}
+
+#[test]
+fn a_full_disk_answers_452_for_the_whole_transaction_and_does_not_latch() {
+    // one transaction, three recipients, one message each (BifurcateAlways): the second
+    // write finds the disk full
+    let backend = Faulty::new(2, || SpoolError::NoSpace("injected: No space left on device (ENOSPC)".into()));
+    let (rt, addr) = serve(backend.clone(), &[]);
+    let mut c = Client::ehlo(&addr);
+    let rcpts = ["r1@dest.example", "r2@dest.example", "r3@dest.example"];
+    let r = c.send_mail("a@s.example", &rcpts, "Subject: three\r\n\r\nx");
+    assert!(r.starts("452 4.3.1"), "{r:?}");
+    assert_eq!(backend.live(), 0, "all or nothing: the siblings that were stored were removed (T-7)");
+    assert!(backend.stored.load(Ordering::Acquire) >= 1, "the test did exercise an unwind");
+    // space is back: the same transaction is now accepted
+    let r = c.send_mail("a@s.example", &rcpts, "Subject: three\r\n\r\nx");
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(harness::smtp::ids(&r).len(), 3);
+    assert_eq!(backend.live(), 3);
+    drop(rt);
+}
+
+#[test]
+fn a_really_full_filesystem_answers_452_and_the_spool_keeps_working() {
+    // the real binary with its spool on a private 4 MiB tmpfs (a mount namespace of its own)
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a private tmpfs needs root");
+        return;
+    }
+    let dir = harness::temp_dir();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let policy = dir.path().join("init.lua");
+    std::fs::write(
+        &policy,
+        format!(
+            "kumo.on('init', function()
+  kumo.dns.configure_test_resolver ''
+  kumo.define_spool {{ name = 'data', path = '{d}/spool', min_free_space = '0' }}
+  kumo.configure_local_logs {{ log_dir = '{d}/logs' }}
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', hostname = 'mx.test' }}
+  kumo.start_http_listener {{ listen = '127.0.0.1:0' }}
+end)
+kumo.on('get_queue_config', function() return kumo.make_queue_config {{ egress_pool = 'nowhere' }} end)",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mount = r#"mount -t tmpfs -o size=4m tmpfs "$1" && shift && exec "$@""#;
+    let spool_arg = spool.display().to_string();
+    let server = harness::Server::start_wrapped(
+        dir.path(),
+        &policy,
+        &[],
+        &["unshare", "-m", "sh", "-c", mount, "sh", &spool_arg],
+    );
+    let mut c = Client::ehlo(server.addr());
+    assert_eq!(c.send_mail("a@s.example", &["r@dest.example"], "Subject: small\r\n\r\nx").code, 250);
+    let big = format!("Subject: big\r\n\r\n{}", vec!["y".repeat(900); 6_000].join("\r\n"));
+    let r = c.send_mail("a@s.example", &["r@dest.example"], &big);
+    assert!(r.starts("452 4.3.1"), "a 5 MB message on a 4 MiB filesystem: {r:?}");
+    for i in 0..3 {
+        let r = c.send_mail("a@s.example", &["r@dest.example"], &format!("Subject: after {i}\r\n\r\nx"));
+        assert_eq!(r.code, 250, "the partial write was undone and the spool still works: {r:?}");
+    }
+    assert!(server.stderr_text().contains("is full"), "{}", server.stderr_text());
+    assert!(server.stop().success());
+}
+
+/// Byte offsets of every occurrence of `needle` in `hay`.
+fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
+    hay.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect()
+}
+
+#[test]
+fn corruption_at_rest_is_quarantined_and_the_server_keeps_serving() {
+    // T-9: while the server is stopped, flip a byte in one message's record and cut the
+    // segment in the middle of another's; the restart quarantines both, keeps the rest
+    let (dir, server) = harness::start("", "");
+    let mut c = Client::ehlo(server.addr());
+    for subject in ["one", "two", "three"] {
+        let body = format!("Subject: {subject}\r\n\r\n{}", "z".repeat(300));
+        assert_eq!(c.send_mail("a@s.example", &["r@d.example"], &body).code, 250);
+    }
+    assert!(server.stop().success());
+    let spool = dir.path().join("spool");
+    let mut segments: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    let (mut flipped, mut cut) = (0, false);
+    for seg in &segments {
+        let mut bytes = std::fs::read(seg).unwrap();
+        for at in find_all(&bytes, b"Subject: two") {
+            bytes[at + 100] ^= 0x20;
+            flipped += 1;
+        }
+        if let Some(&at) = find_all(&bytes, b"Subject: three").first()
+            && !cut
+        {
+            bytes.truncate(at + 50);
+            cut = true;
+        }
+        std::fs::write(seg, bytes).unwrap();
+    }
+    assert!(flipped >= 1 && cut, "found the records to damage");
+
+    let server = Server::start(dir.path(), &dir.path().join("init.lua"));
+    let quarantined: Vec<_> = std::fs::read_dir(spool.join("corrupt")).unwrap().collect();
+    assert!(quarantined.len() >= 2, "both damaged records kept for inspection: {quarantined:?}");
+    assert!(server.stderr_text().contains("quarantined as"), "{}", server.stderr_text());
+    let mut c = Client::ehlo(server.addr());
+    assert_eq!(c.send_mail("a@s.example", &["r@d.example"], "Subject: four\r\n\r\nx").code, 250, "still serving");
+    assert!(server.stop().success());
+    let subjects: Vec<String> =
+        harness::spooled(dir.path()).iter().map(|m| m.first_header("Subject").unwrap_or_default()).collect();
+    assert!(subjects.contains(&"one".into()) && subjects.contains(&"four".into()), "{subjects:?}");
+    assert!(!subjects.iter().any(|s| s == "two" || s == "three"), "damaged records are never delivered: {subjects:?}");
 }

@@ -103,6 +103,11 @@ async fn start(
         queues.insert(message, InsertReason::Enumerated);
     }
     tracing::info!("spool: {enumerated} message(s) enumerated, {} record(s) quarantined", startup.quarantined);
+    crate::static_counter!(
+        "spool_quarantined_records_total",
+        "Spool records found torn or corrupt at start-up and moved to the corrupt/ directory."
+    )
+    .fetch_add(startup.quarantined as i64, std::sync::atomic::Ordering::Relaxed);
     spool.start();
 
     let ctx = Arc::new(ServerContext { policy, spool: spool.clone(), logs: logs.clone(), queues: queues.clone() });

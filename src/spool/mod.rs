@@ -21,6 +21,10 @@ pub enum SpoolError {
     /// An earlier failure latched the spool unhealthy.
     #[error("spool is unhealthy after an earlier I/O error")]
     Unhealthy,
+    /// The filesystem ran out of space (or quota) during the write; the partial write was
+    /// undone and the spool stays healthy.
+    #[error("spool filesystem is full: {0}")]
+    NoSpace(String),
     /// Free space is below the configured minimum.
     #[error("spool is low on free space")]
     LowSpace,

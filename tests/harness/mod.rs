@@ -89,7 +89,21 @@ impl Server {
 
     /// Starts the server with extra `serve` arguments.
     pub fn start_args(dir: &Path, policy: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(binary())
+        Server::start_wrapped(dir, policy, args, &[])
+    }
+
+    /// Starts the server through `wrapper` (a command that ends by exec'ing its
+    /// arguments, e.g. `unshare -m sh -c '...; exec "$@"' sh`), so its pid is the server's.
+    pub fn start_wrapped(dir: &Path, policy: &Path, args: &[&str], wrapper: &[&str]) -> Server {
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = command
             .args(["serve", "--policy"])
             .arg(policy)
             .args(args)

@@ -10,6 +10,7 @@ use crate::message::{EnvelopeAddress, Message, headers};
 use crate::policy::{DisconnectMode, Policy, PolicyError, Rejection};
 use crate::queue::{DEFERRED_QUEUE, InsertReason, NULL_QUEUE};
 use crate::smtp::protocol::Reply;
+use crate::spool::SpoolError;
 use base64::Engine as _;
 use serde_json::Value;
 use std::time::Instant;
@@ -48,6 +49,9 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
             if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
                 tracing::error!("spool write failed: {e}");
                 unwind(&session.ctx.spool, &to_spool, &results).await;
+                if results.iter().any(|r| matches!(r, Err(SpoolError::NoSpace(_)))) {
+                    return Reply::new(452, "4.3.1", "insufficient system storage (spool)");
+                }
                 return Reply::new(451, "4.3.0", "temporary failure storing the message (spool)");
             }
         }
@@ -88,7 +92,7 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
     Reply::new(250, "2.0.0", format!("OK ids={}", ids.join(",")))
 }
 
-async fn unwind(spool: &crate::spool::Spool, stored: &[&Message], results: &[Result<(), crate::spool::SpoolError>]) {
+async fn unwind(spool: &crate::spool::Spool, stored: &[&Message], results: &[Result<(), SpoolError>]) {
     for (m, r) in stored.iter().zip(results) {
         if r.is_ok() {
             let _ = spool.remove(m.id()).await;
