@@ -7,99 +7,10 @@
 mod harness;
 
 use harness::Server;
+use harness::inproc::{Faulty, serve};
 use harness::smtp::Client;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use wasmta::message::SpoolId;
-use wasmta::spool::{Spool, SpoolBackend, SpoolError};
-
-/// Stores in memory; the first write of the `fail_at`th message fails with `fail_with`
-/// (rewrites of stored messages, e.g. after a delivery attempt, do not count). An I/O error
-/// latches the backend, as the journal does; a full disk does not.
-struct Faulty {
-    fail_at: usize,
-    fail_with: fn() -> SpoolError,
-    ids: parking_lot::Mutex<std::collections::HashSet<SpoolId>>,
-    removed: parking_lot::Mutex<Vec<SpoolId>>,
-    stored: AtomicUsize,
-    broken: AtomicBool,
-}
-
-impl Faulty {
-    fn new(fail_at: usize, fail_with: fn() -> SpoolError) -> Arc<Faulty> {
-        Arc::new(Faulty {
-            fail_at,
-            fail_with,
-            ids: Default::default(),
-            removed: Default::default(),
-            stored: AtomicUsize::new(0),
-            broken: AtomicBool::new(false),
-        })
-    }
-
-    /// Messages stored and not removed.
-    fn live(&self) -> usize {
-        self.stored.load(Ordering::Acquire) - self.removed.lock().len()
-    }
-}
-
-#[async_trait::async_trait]
-impl SpoolBackend for Faulty {
-    async fn put(&self, id: SpoolId, _meta: &[u8], _data: &[u8]) -> Result<(), SpoolError> {
-        if self.broken.load(Ordering::Acquire) {
-            return Err(SpoolError::Unhealthy);
-        }
-        let mut ids = self.ids.lock();
-        if ids.insert(id) {
-            if ids.len() == self.fail_at {
-                let e = (self.fail_with)();
-                if matches!(e, SpoolError::Io(_)) {
-                    self.broken.store(true, Ordering::Release);
-                }
-                return Err(e);
-            }
-            self.stored.fetch_add(1, Ordering::AcqRel);
-        }
-        Ok(())
-    }
-    async fn remove(&self, id: SpoolId) -> Result<(), SpoolError> {
-        self.removed.lock().push(id);
-        Ok(())
-    }
-    fn healthy(&self) -> bool {
-        !self.broken.load(Ordering::Acquire)
-    }
-}
-
-/// Runs one listener on `backend` (deliveries stopped); returns the runtime and address.
-fn serve(backend: Arc<Faulty>, listener: &[(&str, &str)]) -> (tokio::runtime::Runtime, String) {
-    let dir = harness::temp_dir();
-    let spool = Spool::with_backend(backend, dir.path());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let addr = rt.block_on(async {
-        let policy = wasmta::policy::Policy::empty();
-        let logs = wasmta::logs::Logs::start(&[], "test-node".into()).unwrap();
-        let dns: Arc<dyn wasmta::delivery::dns::Dns> = Arc::new(wasmta::delivery::dns::TestZones::default());
-        let queues =
-            wasmta::queue::QueueManager::new(policy.clone(), spool.clone(), logs.clone(), dns, "mx.test".into());
-        queues.stop(); // no deliveries: these tests are about reception
-        let ctx = Arc::new(wasmta::smtp::server::ServerContext { policy, spool, logs, queues });
-        let mut table = serde_json::Map::new();
-        table.insert("listen".into(), "127.0.0.1:0".into());
-        for (k, v) in listener {
-            table.insert(k.to_string(), v.to_string().into());
-        }
-        let config = wasmta::config::listener::EsmtpListenerConfig::from_table(table).unwrap();
-        let listener = wasmta::smtp::server::EsmtpListener::bind(config).await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let (shutdown, rx) = tokio::sync::watch::channel(false);
-        std::mem::forget(shutdown); // serve until the runtime is dropped
-        tokio::spawn(listener.serve(ctx, rx));
-        addr
-    });
-    std::mem::forget(dir);
-    (rt, addr)
-}
+use std::sync::atomic::Ordering;
+use wasmta::spool::SpoolError;
 
 #[test]
 fn an_fsync_error_answers_451_and_latches_the_spool() {

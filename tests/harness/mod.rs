@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod inproc;
 pub mod plugins;
 pub mod sink;
 pub mod smtp;
