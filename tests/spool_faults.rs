@@ -152,3 +152,41 @@ fn corruption_at_rest_is_quarantined_and_the_server_keeps_serving() {
     assert!(subjects.contains(&"one".into()) && subjects.contains(&"four".into()), "{subjects:?}");
     assert!(!subjects.iter().any(|s| s == "two" || s == "three"), "damaged records are never delivered: {subjects:?}");
 }
+
+#[test]
+fn deliveries_pause_while_the_spool_is_unhealthy() {
+    // suspend_delivery_when_spool_unhealthy (on by default, as in KumoMTA): a delivery whose
+    // removal cannot be recorded would be repeated after a restart
+    let d = harness::temp_dir();
+    let sink = harness::sink::Sink::start(d.path());
+    let policy = d.path().join("route.lua");
+    std::fs::write(
+        &policy,
+        format!(
+            "kumo.on('get_queue_config', function()
+  return kumo.make_queue_config {{ protocol = {{ smtp = {{ mx_list = {{ '{}' }} }} }} }}
+end)
+kumo.on('get_egress_path_config', function()
+  return kumo.make_egress_path {{ enable_tls = 'Disabled', max_message_rate = '1/s,max_burst=1' }}
+end)",
+            sink.addr
+        ),
+    )
+    .unwrap();
+    let backend = harness::inproc::reliable();
+    let (rt, addr) = harness::inproc::serve_policy(backend.clone(), &[], Some(&policy));
+    let mut c = Client::ehlo(&addr);
+    for i in 0..3 {
+        let r = c.send_mail("a@s.example", &["r@d.example"], &format!("Subject: {i}\r\n\r\nx"));
+        assert_eq!(r.code, 250, "{r:?}");
+    }
+    // the first goes at once, the others wait for the 1/s throttle: the spool fails now
+    assert!(sink.wait_for(1, std::time::Duration::from_secs(5)));
+    backend.broken.store(true, Ordering::Release);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(sink.count(), 1, "nothing is delivered while the spool is unhealthy");
+    // (a test-only recovery; the journal stays latched until a restart)
+    backend.broken.store(false, Ordering::Release);
+    assert!(sink.wait_for(3, std::time::Duration::from_secs(10)), "deliveries resume: {}", sink.count());
+    drop(rt);
+}

@@ -326,6 +326,10 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
         return inject(&rq, &shared).await;
     }
     'connect: while !rq.is_empty() && !shared.stopping() {
+        if shared.spool.delivery_paused() {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue 'connect;
+        }
         if let Some(until) = shared.automation.ready_suspended(&rq.name) {
             tokio::time::sleep(super::automation::Automation::nap(until)).await;
             continue 'connect;
@@ -374,6 +378,12 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
             wait_for_throttle(&shared, format!("message-rate:{}", rq.name), path.max_message_rate.as_ref()).await;
             for (name, spec) in &path.additional_message_rate_throttles {
                 wait_for_throttle(&shared, format!("named:{name}"), Some(spec)).await;
+            }
+            if shared.spool.delivery_paused() {
+                // suspend_delivery_when_spool_unhealthy: its removal could not be recorded
+                rq.push_front(message);
+                conn.quit(path.rset_timeout).await;
+                continue 'connect;
             }
             match conn.send(&message, &path).await {
                 Ok(result) => shared.outcome(&rq, message, &peer, conn.tls.clone(), result).await,

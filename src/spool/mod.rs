@@ -30,6 +30,9 @@ pub enum SpoolError {
     LowSpace,
 }
 
+/// `kumo.suspend_delivery_when_spool_unhealthy` (default true).
+pub static SUSPEND_DELIVERY_WHEN_UNHEALTHY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// What a backend found when it opened.
 #[derive(Default)]
 pub struct Recovered {
@@ -134,6 +137,14 @@ impl Spool {
     /// Where the spool lives.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// True while deliveries should wait: the spool is unhealthy and
+    /// `kumo.suspend_delivery_when_spool_unhealthy` is on (the default). A delivery whose
+    /// removal could not be recorded would be repeated after a restart, so pausing bounds
+    /// the duplicates.
+    pub fn delivery_paused(&self) -> bool {
+        SUSPEND_DELIVERY_WHEN_UNHEALTHY.load(std::sync::atomic::Ordering::Relaxed) && !self.backend.healthy()
     }
 
     /// Ok when new messages can be taken.

@@ -20,7 +20,7 @@ pub struct Faulty {
     ids: parking_lot::Mutex<std::collections::HashSet<SpoolId>>,
     pub removed: parking_lot::Mutex<Vec<SpoolId>>,
     pub stored: AtomicUsize,
-    broken: AtomicBool,
+    pub broken: AtomicBool,
 }
 
 impl Faulty {
@@ -71,16 +71,33 @@ impl SpoolBackend for Faulty {
 
 /// Runs one listener on `backend` (deliveries stopped); returns the runtime and address.
 pub fn serve(backend: Arc<Faulty>, listener: &[(&str, &str)]) -> (tokio::runtime::Runtime, String) {
+    serve_policy(backend, listener, None)
+}
+
+/// Runs one listener on `backend`; with a Lua `policy` file, that policy routes and
+/// deliveries run, without one there is no policy and nothing is delivered.
+pub fn serve_policy(
+    backend: Arc<Faulty>,
+    listener: &[(&str, &str)],
+    policy: Option<&std::path::Path>,
+) -> (tokio::runtime::Runtime, String) {
     let dir = super::temp_dir();
     let spool = Spool::with_backend(backend, dir.path());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let addr = rt.block_on(async {
-        let policy = wasmta::policy::Policy::empty();
+        let loaded = match policy {
+            Some(path) => Some(wasmta::policy::loader::load(path, false, Default::default()).await.expect("policy")),
+            None => None,
+        };
+        let deliver = loaded.is_some();
+        let policy = loaded.map(|l| l.policy).unwrap_or_else(wasmta::policy::Policy::empty);
         let logs = wasmta::logs::Logs::start(&[], "test-node".into()).unwrap();
         let dns: Arc<dyn wasmta::delivery::dns::Dns> = Arc::new(wasmta::delivery::dns::TestZones::default());
         let queues =
             wasmta::queue::QueueManager::new(policy.clone(), spool.clone(), logs.clone(), dns, "mx.test".into());
-        queues.stop(); // no deliveries: these tests are about reception
+        if !deliver {
+            queues.stop(); // no deliveries: the test is about reception
+        }
         let ctx = Arc::new(wasmta::smtp::server::ServerContext { policy, spool, logs, queues });
         let mut table = serde_json::Map::new();
         table.insert("listen".into(), "127.0.0.1:0".into());

@@ -18,7 +18,6 @@ const UNIMPLEMENTED: &[&str] = &[
     "configure_accounting_db_path",
     "configure_bounce_classifier",
     "configure_redis_throttles",
-    "suspend_delivery_when_spool_unhealthy",
     "configure_log_hook",
     "configure_log_disposition_hook",
     "make_message",
@@ -238,6 +237,14 @@ fn install_init_calls(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result
                 ips.push(ip);
             }
             host.init.lock().dns.name_servers = ips;
+            Ok(())
+        })?,
+    )?;
+    kumo.set(
+        "suspend_delivery_when_spool_unhealthy",
+        init_call(lua, host, "suspend_delivery_when_spool_unhealthy", |_, v| {
+            let on = v.as_bool().ok_or_else(|| format!("expected true or false, got {v}"))?;
+            crate::spool::SUSPEND_DELIVERY_WHEN_UNHEALTHY.store(on, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         })?,
     )?;
