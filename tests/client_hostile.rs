@@ -1,0 +1,143 @@
+//! The delivery client against hostile destinations (reliability-tests T-25, T-37): a
+//! fake server in a thread speaks whatever the test scripts, the real binary delivers to
+//! it, and the outcome is read from the real log records.
+
+mod harness;
+
+use harness::sink::relay_to;
+use harness::smtp::Client;
+use harness::{start, wait_for_record};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Serves every connection to a new listener with `handler`; returns its address.
+fn fake_destination(handler: impl Fn(TcpStream) + Send + Sync + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let handler = Arc::new(handler);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let h = handler.clone();
+            std::thread::spawn(move || h(stream));
+        }
+    });
+    addr
+}
+
+fn line(r: &mut impl BufRead) -> String {
+    let mut l = String::new();
+    let _ = r.read_line(&mut l);
+    l
+}
+
+#[test]
+fn t25_replies_injected_before_the_tls_handshake_are_discarded() {
+    let config = wasmta::smtp::server::tls::acceptor(&Default::default()).unwrap().config().clone();
+    // what the fake server saw: "fooled" if the client acted on the injected reply
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let addr = fake_destination(move |mut tcp| {
+        let note = |s: String| log.lock().unwrap().push(s);
+        tcp.write_all(b"220 fake.test ESMTP\r\n").unwrap();
+        let mut plain = BufReader::new(tcp.try_clone().unwrap());
+        note(line(&mut plain));
+        tcp.write_all(b"250-fake.test\r\n250 STARTTLS\r\n").unwrap();
+        note(line(&mut plain));
+        // the injection: a reply the client must not read as the TLS-era answer to EHLO
+        tcp.write_all(b"220 go ahead\r\n250 injected\r\n").unwrap();
+        let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+        let mut tls = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+        note(line(&mut tls)); // EHLO again, over TLS
+        // a client fooled by the injection would not wait for this reply: MAIL arrives now
+        tls.get_ref().sock.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+        let early = tls.buffer().len() + tls.get_mut().read(&mut [0u8; 64]).unwrap_or(0);
+        if early > 0 {
+            note("fooled".into());
+            return;
+        }
+        tls.get_ref().sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tls.get_mut().write_all(b"250 fake.test\r\n").unwrap();
+        loop {
+            let cmd = line(&mut tls);
+            if cmd.is_empty() {
+                return;
+            }
+            note(cmd.clone());
+            let reply: &[u8] = match cmd.get(..4).unwrap_or("").to_ascii_uppercase().as_str() {
+                "DATA" => {
+                    tls.get_mut().write_all(b"354 go\r\n").unwrap();
+                    while line(&mut tls) != ".\r\n" {}
+                    note("message".into());
+                    b"250 2.0.0 accepted\r\n"
+                }
+                "QUIT" => b"221 bye\r\n",
+                _ => b"250 ok\r\n",
+            };
+            tls.get_mut().write_all(reply).unwrap();
+        }
+    });
+    let (dir, server) =
+        start("", &relay_to(&addr, "", "").replace("enable_tls = 'Disabled'", "enable_tls = 'RequiredInsecure'"));
+    let mut c = Client::ehlo(server.addr());
+    assert_eq!(c.send_mail("a@s.example", &["r@dest.example"], "Subject: tls\r\n\r\nx").code, 250);
+    let d = wait_for_record(dir.path(), Duration::from_secs(10), |r| r["type"] == "Delivery");
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.contains(&"fooled".to_string()), "the client used the injected reply: {seen:?}");
+    let d = d.unwrap_or_else(|| panic!("no delivery; the fake server saw {seen:?}"));
+    assert_eq!(d["tls_protocol_version"], "TLSv1_3", "{d}");
+    assert!(seen.iter().filter(|s| s.starts_with("EHLO")).count() == 2, "EHLO again after TLS: {seen:?}");
+    assert!(seen.contains(&"message".to_string()));
+}
+
+#[test]
+fn t37_hostile_replies_are_bounded_and_tempfail() {
+    // three hostile destinations, one per recipient domain's queue
+    let endless = fake_destination(|mut tcp| {
+        // a greeting continued forever
+        let _ = tcp.write_all(b"220-fake\r\n");
+        let chunk = b"220-and more and more and more\r\n".repeat(1000);
+        while tcp.write_all(&chunk).is_ok() {}
+    });
+    let garbage = fake_destination(|mut tcp| {
+        let _ = tcp.write_all(b"ABC not a reply code\r\n");
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let long_line = fake_destination(|mut tcp| {
+        let _ = tcp.write_all(format!("220 {}\r\n", "x".repeat(100_000)).as_bytes());
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let routes = [("endless", &endless), ("garbage", &garbage), ("long", &long_line)];
+    let table: String = routes.iter().map(|(d, a)| format!("['{d}.example'] = '{a}', ")).collect();
+    let policy = format!(
+        "local routes = {{ {table} }}
+kumo.on('get_queue_config', function(domain)
+  return kumo.make_queue_config {{ retry_interval = '1 minute', protocol = {{ smtp = {{ mx_list = {{ routes[domain] }} }} }} }}
+end)
+kumo.on('get_egress_path_config', function()
+  return kumo.make_egress_path {{ enable_tls = 'Disabled', connect_timeout = '3s', banner_timeout = '3s' }}
+end)"
+    );
+    let (dir, server) = start("", &policy);
+    let mut c = Client::ehlo(server.addr());
+    for (d, _) in routes {
+        assert_eq!(c.send_mail("a@s.example", &[&format!("r@{d}.example")], "Subject: x\r\n\r\nx").code, 250);
+    }
+    for (d, _) in routes {
+        let r = wait_for_record(dir.path(), Duration::from_secs(15), |r| {
+            r["type"] == "TransientFailure" && r["recipient"].as_str().is_some_and(|x| x.contains(d))
+        });
+        assert!(r.is_some(), "{d}: no transient failure logged");
+    }
+    // the server is unharmed and its memory bounded
+    assert_eq!(c.cmd("NOOP").code, 250);
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(rss_kib < 512 * 1024, "RSS {rss_kib} KiB");
+    assert!(server.stop().success());
+}
