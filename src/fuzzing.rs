@@ -120,3 +120,22 @@ pub fn shaping(data: &[u8]) {
         }
     }
 }
+
+/// The in-house header reader and editor (reliability-tests T-42): fields lie in order
+/// inside the header section, values unfold without panicking, removing nothing changes
+/// nothing, and a prepended field comes first with the body left as it was.
+pub fn headers(data: &[u8]) {
+    use crate::message::headers;
+    let end = headers::header_end(data);
+    assert!(end <= data.len());
+    let mut last = 0;
+    for f in headers::fields(data) {
+        assert!(f.span.start >= last && f.span.end <= end && f.span.start < f.span.end, "{:?}", f.span);
+        last = f.span.end;
+        let _ = f.value();
+    }
+    assert_eq!(headers::remove_where(data, |_| false), data);
+    let with = headers::prepend(data, "X-Fuzz", "v");
+    assert_eq!(headers::fields(&with).first().map(|f| f.name), Some("X-Fuzz"));
+    assert_eq!(&with[headers::header_end(&with)..], &data[end..], "the body changed");
+}

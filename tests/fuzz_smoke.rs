@@ -100,3 +100,18 @@ fn inputs_the_fuzzers_found() {
     fuzzing::command(b"RCPT TO\xc6\xbc\"x\r\n");
     fuzzing::reply(b"750 no\r\n");
 }
+
+#[test]
+fn header_reader_and_editor() {
+    run(
+        fuzzing::headers,
+        &[
+            b"Subject: hi\r\n folded\r\nFrom: a@b\r\n\r\nbody\r\n",
+            b"\r\nbody only\r\n",
+            b" leading continuation\r\nX: y\r\n\r\n",
+            b"no colon line\r\nX: y\nbare: lf\n\nbody",
+            b"Received: a\r\nReceived: b\r\n",
+            b"",
+        ],
+    );
+}
