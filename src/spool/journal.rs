@@ -7,15 +7,20 @@
 //!   before any record in it is acknowledged.
 //! * Segments are deleted oldest first, and only when they hold no live message, so a
 //!   Remove record never outlives the Put it cancels in a way that resurrects it.
+//! * Compaction: when the oldest segment holds few live bytes compared with the dead bytes
+//!   it keeps on disk (it pins every later segment), its live records are copied, byte for
+//!   byte and synced, to the current segment; it then holds nothing live and is deleted. A
+//!   crash in between leaves two identical copies, and replay keeps the later one.
 //! * An I/O or sync error latches the journal unhealthy: every later write fails fast
 //!   (no fsync retry — the kernel may have dropped the dirty pages).
 //! * At start-up every segment is replayed; torn or corrupt bytes are copied to
 //!   `corrupt/` and logged, never delivered and never silently dropped.
 
+use super::index::{Index, Loc};
 use super::record::{self, Decoded, Record};
 use super::{Recovered, SpoolError};
 use crate::message::SpoolId;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,6 +32,10 @@ use tokio::sync::oneshot;
 const SEGMENT_LIMIT: u64 = 64 * 1024 * 1024;
 /// Most bytes written under one sync.
 const BATCH_LIMIT: usize = 16 * 1024 * 1024;
+/// Most live bytes one compaction step copies.
+const COMPACT_LIMIT: u64 = 16 * 1024 * 1024;
+/// How long the writer waits for work before it looks for compaction.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum Op {
     Put(SpoolId, Vec<u8>),
@@ -36,14 +45,6 @@ enum Op {
 struct Pending {
     op: Op,
     done: oneshot::Sender<Result<(), SpoolError>>,
-}
-
-#[derive(Default)]
-struct Index {
-    /// Live message → segment holding its newest Put.
-    location: HashMap<SpoolId, u64>,
-    /// Segment → live messages in it.
-    live: BTreeMap<u64, usize>,
 }
 
 /// The journal.
@@ -64,6 +65,11 @@ impl Journal {
     /// Opens (creating if needed) the journal in `dir`, replays it, and starts the
     /// writer thread.
     pub fn open(dir: &Path) -> Result<(Journal, Recovered), SpoolError> {
+        Journal::open_with(dir, SEGMENT_LIMIT)
+    }
+
+    /// [`Journal::open`] rolling segments at `segment_limit` bytes.
+    pub fn open_with(dir: &Path, segment_limit: u64) -> Result<(Journal, Recovered), SpoolError> {
         let io = |what: &str, e: std::io::Error| SpoolError::Io(format!("{what} {}: {e}", dir.display()));
         fs::create_dir_all(dir.join("corrupt")).map_err(|e| io("creating", e))?;
         let mut seqs: Vec<u64> = fs::read_dir(dir)
@@ -88,11 +94,19 @@ impl Journal {
 
         let next_seq = seqs.last().map(|s| s + 1).unwrap_or(1);
         let (file, path) = create_segment(dir, next_seq)?;
-        index.live.insert(next_seq, 0);
+        index.open_segment(next_seq);
         let healthy = Arc::new(AtomicBool::new(true));
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut writer =
-            Writer { dir: dir.to_path_buf(), seq: next_seq, file, path, size: 0, index, healthy: healthy.clone() };
+        let mut writer = Writer {
+            dir: dir.to_path_buf(),
+            seq: next_seq,
+            file,
+            path,
+            size: 0,
+            segment_limit,
+            index,
+            healthy: healthy.clone(),
+        };
         writer.delete_dead_segments();
         std::thread::Builder::new()
             .name("spool-writer".into())
@@ -162,25 +176,20 @@ fn replay_segment(
     let path = segment_path(dir, seq);
     let buf = fs::read(&path).map_err(|e| SpoolError::Io(format!("reading {}: {e}", path.display())))?;
     let mut pos = 0;
-    index.live.entry(seq).or_insert(0);
+    index.open_segment(seq);
     while pos < buf.len() {
         match record::decode(&buf[pos..]) {
             Decoded::Record(Record::Put { id, meta, data }, len) => {
                 if serde_json::from_slice::<serde_json::Value>(meta).is_err() {
                     quarantine(dir, seq, pos, &buf[pos..pos + len], "a record with unreadable meta", recovered);
                 } else {
-                    if let Some(old) = index.location.insert(id, seq) {
-                        *index.live.get_mut(&old).expect("segment") -= 1;
-                    }
-                    *index.live.get_mut(&seq).expect("segment") += 1;
+                    index.put(id, Loc { seq, offset: pos as u64, len: len as u64 });
                     messages.insert(id, (meta.to_vec(), data.to_vec()));
                 }
                 pos += len;
             }
             Decoded::Record(Record::Remove { id }, len) => {
-                if let Some(old) = index.location.remove(&id) {
-                    *index.live.get_mut(&old).expect("segment") -= 1;
-                }
+                index.remove(id);
                 messages.remove(&id);
                 pos += len;
             }
@@ -189,7 +198,8 @@ fn replay_segment(
                 quarantine(dir, seq, pos, &buf[pos..], "a torn (incomplete) record", recovered);
                 let f = OpenOptions::new().write(true).open(&path).map_err(|e| SpoolError::Io(e.to_string()))?;
                 f.set_len(pos as u64).and_then(|_| f.sync_all()).map_err(|e| SpoolError::Io(e.to_string()))?;
-                break;
+                index.set_size(seq, pos as u64);
+                return Ok(());
             }
             Decoded::Corrupt { skip, reason } => {
                 quarantine(dir, seq, pos, &buf[pos..pos + skip], reason, recovered);
@@ -197,6 +207,7 @@ fn replay_segment(
             }
         }
     }
+    index.set_size(seq, buf.len() as u64);
     Ok(())
 }
 
@@ -206,14 +217,24 @@ struct Writer {
     file: File,
     path: PathBuf,
     size: u64,
+    segment_limit: u64,
     index: Index,
     healthy: Arc<AtomicBool>,
 }
 
 impl Writer {
     fn run(mut self, rx: std::sync::mpsc::Receiver<Pending>) {
+        use std::sync::mpsc::RecvTimeoutError;
         let mut buf = Vec::with_capacity(1 << 20);
-        while let Ok(first) = rx.recv() {
+        loop {
+            let first = match rx.recv_timeout(IDLE) {
+                Ok(p) => p,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.compact();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
             let mut batch = vec![first];
             let mut bytes = batch[0].len();
             while bytes < BATCH_LIMIT {
@@ -233,55 +254,117 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &[Pending], buf: &mut Vec<u8>) -> Result<(), SpoolError> {
-        if !self.healthy.load(Ordering::Acquire) {
-            return Err(SpoolError::Unhealthy);
-        }
         buf.clear();
         for p in batch {
             buf.extend_from_slice(p.bytes());
+        }
+        let start = self.append(buf)?;
+        let mut offset = start;
+        for p in batch {
+            let len = p.len() as u64;
+            match &p.op {
+                Op::Put(id, _) => self.index.put(*id, Loc { seq: self.seq, offset, len }),
+                Op::Remove(id, _) => self.index.remove(*id),
+            }
+            offset += len;
+        }
+        if self.size >= self.segment_limit {
+            self.roll()?;
+            self.compact();
+        }
+        self.delete_dead_segments();
+        Ok(())
+    }
+
+    /// Appends `buf` to the current segment and syncs it; returns the offset it starts at.
+    fn append(&mut self, buf: &[u8]) -> Result<u64, SpoolError> {
+        if !self.healthy.load(Ordering::Acquire) {
+            return Err(SpoolError::Unhealthy);
         }
         if let Err(e) = self.file.write_all(buf) {
             if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) && self.undo_partial_write() {
                 tracing::error!("spool: {} is full ({e}); the write was undone", self.path.display());
                 return Err(SpoolError::NoSpace(e.to_string()));
             }
-            self.healthy.store(false, Ordering::Release);
-            tracing::error!(
-                "spool: writing {} failed: {e}; the spool is now unhealthy and refuses new messages",
-                self.path.display()
-            );
-            return Err(SpoolError::Io(e.to_string()));
+            return Err(self.latch(e));
         }
         // a failed sync is never retried: the kernel may have dropped the dirty pages
         if let Err(e) = self.file.sync_data() {
-            self.healthy.store(false, Ordering::Release);
-            tracing::error!(
-                "spool: writing {} failed: {e}; the spool is now unhealthy and refuses new messages",
-                self.path.display()
-            );
-            return Err(SpoolError::Io(e.to_string()));
+            return Err(self.latch(e));
         }
+        let start = self.size;
         self.size += buf.len() as u64;
-        for p in batch {
-            match &p.op {
-                Op::Put(id, _) => {
-                    if let Some(old) = self.index.location.insert(*id, self.seq) {
-                        *self.index.live.get_mut(&old).expect("segment") -= 1;
-                    }
-                    *self.index.live.get_mut(&self.seq).expect("segment") += 1;
-                }
-                Op::Remove(id, _) => {
-                    if let Some(old) = self.index.location.remove(id) {
-                        *self.index.live.get_mut(&old).expect("segment") -= 1;
+        self.index.set_size(self.seq, self.size);
+        Ok(start)
+    }
+
+    fn latch(&self, e: std::io::Error) -> SpoolError {
+        self.healthy.store(false, Ordering::Release);
+        tracing::error!(
+            "spool: writing {} failed: {e}; the spool is now unhealthy and refuses new messages",
+            self.path.display()
+        );
+        SpoolError::Io(e.to_string())
+    }
+
+    /// Copies the live records of the oldest segment forward while that is cheap compared
+    /// with the dead bytes it keeps on disk, then deletes what became dead.
+    fn compact(&mut self) {
+        while let Some((oldest, seg)) = self.index.oldest() {
+            if oldest == self.seq || !self.healthy.load(Ordering::Acquire) {
+                return;
+            }
+            let worth_it =
+                seg.live_bytes <= COMPACT_LIMIT && seg.live_bytes * 2 <= self.index.dead_bytes_before(self.seq);
+            if seg.messages > 0 && !worth_it {
+                return;
+            }
+            if seg.messages > 0 {
+                match self.copy_forward(oldest) {
+                    Ok(n) => tracing::info!("spool: compaction moved {n} live message(s) out of segment {oldest}"),
+                    Err(e) => {
+                        tracing::error!("spool: compacting segment {oldest}: {e}");
+                        return;
                     }
                 }
             }
+            let before = self.index.segment_count();
+            self.delete_dead_segments();
+            if self.index.segment_count() == before {
+                return;
+            }
         }
-        if self.size >= SEGMENT_LIMIT {
+    }
+
+    /// Re-appends, unchanged, every live record of segment `seq`; returns how many.
+    fn copy_forward(&mut self, seq: u64) -> Result<usize, SpoolError> {
+        use std::os::unix::fs::FileExt;
+        let live = self.index.live_in(seq);
+        let path = segment_path(&self.dir, seq);
+        let file = File::open(&path).map_err(|e| SpoolError::Io(format!("opening {}: {e}", path.display())))?;
+        let mut buf = Vec::with_capacity(live.iter().map(|(_, l)| l.len as usize).sum());
+        for (id, loc) in &live {
+            let at = buf.len();
+            buf.resize(at + loc.len as usize, 0);
+            file.read_exact_at(&mut buf[at..], loc.offset)
+                .map_err(|e| SpoolError::Io(format!("reading {}: {e}", path.display())))?;
+            match record::decode(&buf[at..]) {
+                Decoded::Record(Record::Put { id: got, .. }, len) if got == *id && len as u64 == loc.len => {}
+                _ => {
+                    return Err(SpoolError::Io(format!("{}: the record of {id} no longer reads back", path.display())));
+                }
+            }
+        }
+        let start = self.append(&buf)?;
+        let mut offset = start;
+        for (id, loc) in &live {
+            self.index.put(*id, Loc { seq: self.seq, offset, len: loc.len });
+            offset += loc.len;
+        }
+        if self.size >= self.segment_limit {
             self.roll()?;
         }
-        self.delete_dead_segments();
-        Ok(())
+        Ok(live.len())
     }
 
     /// Cuts the segment back to its last committed length after a write that ran out of
@@ -303,22 +386,28 @@ impl Writer {
         self.file = file;
         self.path = path;
         self.size = 0;
-        self.index.live.insert(self.seq, 0);
+        self.index.open_segment(self.seq);
         Ok(())
     }
 
     /// Deletes the oldest segments while they hold no live message.
     fn delete_dead_segments(&mut self) {
-        while let Some((&seq, &live)) = self.index.live.first_key_value() {
-            if live != 0 || seq == self.seq {
+        while let Some((seq, seg)) = self.index.oldest() {
+            if seg.messages != 0 || seq == self.seq {
                 break;
             }
             let path = segment_path(&self.dir, seq);
+            // each deletion is made durable before the next: were a later segment gone and
+            // an earlier one back after a power cut, its Puts would lose their Removes
             if let Err(e) = fs::remove_file(&path) {
                 tracing::warn!("spool: removing {}: {e}", path.display());
                 break;
             }
-            self.index.live.remove(&seq);
+            self.index.drop_segment(seq);
+            if let Err(e) = sync_dir(&self.dir) {
+                tracing::warn!("spool: syncing {} after a removal: {e}", self.dir.display());
+                break;
+            }
         }
     }
 }
@@ -428,6 +517,54 @@ mod tests {
             assert_eq!(got, want, "cut at {cut}");
             assert_eq!(rec.quarantined, usize::from(*end as usize != cut), "cut at {cut}: the torn tail only");
         }
+    }
+
+    fn segment_files(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_long_lived_message_does_not_pin_the_segments_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = SpoolId::new();
+        {
+            let (j, _) = Journal::open_with(dir.path(), 4096).unwrap();
+            j.put(old, b"{\"long\":1}", b"retried for days").await.unwrap();
+            for _ in 0..300 {
+                let id = SpoolId::new();
+                j.put(id, b"{}", &[b'x'; 500]).await.unwrap();
+                j.remove(id).await.unwrap();
+            }
+            // about 40 segments were written; compaction moved the old message forward
+            assert!(segment_files(dir.path()) <= 3, "{} segment files kept", segment_files(dir.path()));
+        }
+        let (_j, rec) = Journal::open(dir.path()).unwrap();
+        assert_eq!(rec.messages.len(), 1);
+        assert_eq!((rec.messages[0].0, &rec.messages[0].2[..]), (old, &b"retried for days"[..]));
+        assert_eq!(rec.quarantined, 0);
+    }
+
+    #[tokio::test]
+    async fn mostly_live_segments_are_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open_with(dir.path(), 4096).unwrap();
+        let mut ids = vec![];
+        for _ in 0..40 {
+            let id = SpoolId::new();
+            j.put(id, b"{}", &[b'y'; 500]).await.unwrap();
+            ids.push(id);
+        }
+        // a backlog: everything is live, so nothing is worth copying
+        let before = segment_files(dir.path());
+        assert!(before >= 5, "{before}");
+        tokio::time::sleep(IDLE * 2).await;
+        assert_eq!(segment_files(dir.path()), before);
+        drop(j);
+        let (_j, rec) = Journal::open(dir.path()).unwrap();
+        assert_eq!(rec.messages.len(), 40);
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! journal (`journal`) is the default backend and serves both `LocalDisk` and `RocksDB`
 //! spool definitions. A message is acknowledged only after its record is synced.
 
+mod index;
 pub mod journal;
 pub mod record;
 pub mod space;
