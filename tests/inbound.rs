@@ -443,3 +443,45 @@ end)",
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(server.stop().success());
 }
+
+#[test]
+fn memoize_caches_plain_results_across_contexts_until_the_ttl() {
+    // math.random stands for an expensive lookup: equal values mean one computation
+    let (dir, server) = start(
+        "",
+        r#"
+local lookup = kumo.memoize(function(key)
+  return key .. ':' .. tostring(math.random(1, 1000000000)), { n = 1 }
+end, { name = 'test-lookup', ttl = '1 second', capacity = 2 })
+local uncacheable = kumo.memoize(function()
+  return kumo.make_listener_domain { relay_to = true }
+end, { name = 'test-userdata', ttl = '1 hour', capacity = 10 })
+kumo.on('smtp_server_message_received', function(msg)
+  local value, extra = lookup(msg:get_first_named_header_value('X-Key'))
+  assert(extra.n == 1, 'every result comes back')
+  assert(uncacheable() ~= nil)
+  msg:append_header('X-Memo', value)
+end)
+"#,
+    );
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::ehlo(server.addr())).collect();
+    let mut send = |i: usize, key: &str| {
+        let body = format!("X-Key: {key}\r\nSubject: m\r\n\r\nx");
+        assert_eq!(clients[i % 3].send_mail("a@s.example", &["b@d.example"], &body).code, 250);
+    };
+    for i in 0..6 {
+        send(i, "a"); // concurrent connections use different Lua contexts
+    }
+    send(0, "b");
+    std::thread::sleep(Duration::from_millis(1300));
+    send(1, "a"); // expired
+    assert!(server.stop().success());
+    let mut memo: Vec<(wasmta::message::SpoolId, String)> =
+        spooled(dir.path()).iter().map(|m| (m.id(), m.first_header("X-Memo").expect("header"))).collect();
+    memo.sort();
+    let values: Vec<&str> = memo.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(values.len(), 8);
+    assert!(values[..6].iter().all(|v| *v == values[0] && v.starts_with("a:")), "{values:?}");
+    assert!(values[6].starts_with("b:"));
+    assert!(values[7].starts_with("a:") && values[7] != values[0], "recomputed after the ttl: {values:?}");
+}

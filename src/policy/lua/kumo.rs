@@ -352,9 +352,7 @@ fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()
             Ok(())
         })?,
     )?;
-    // memoize: returns the function itself; results are not cached yet, which keeps the
-    // semantics (every call computes) at the cost of speed.
-    kumo.set("memoize", lua.create_function(|_, (f, _opts): (Function, LuaValue)| Ok(f))?)?;
+    kumo.set("memoize", lua.create_function(super::memoize::memoize)?)?;
 
     let json_err = |e: serde_json::Error| mlua::Error::runtime(format!("json: {e}"));
     kumo.set(

@@ -6,6 +6,7 @@
 mod convert;
 mod extras;
 mod kumo;
+mod memoize;
 mod shaping;
 mod userdata;
 
