@@ -280,3 +280,71 @@ fn cli_commands_talk_to_the_api() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach wasmta"));
     drop(server);
 }
+
+/// One HTTPS request over a client that accepts the self-signed certificate; the status
+/// line and headers+body.
+fn https_get(addr: &str, path: &str, auth: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let mut tls = harness::tls::client("localhost");
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn use_tls_serves_https_with_the_same_trust_rules() {
+    let d = harness::temp_dir();
+    let sink = Sink::start(d.path());
+    let (_dir, server) = start_policy_text(&policy(
+        &sink.addr,
+        "use_tls = true, hostname = 'localhost', trusted_hosts = {}",
+        "kumo.on('http_server_validate_auth_basic', function(user, password) return user == 'ops' and password == 's3cret' end)",
+    ));
+    let addr = &server.http[0];
+    let open = https_get(addr, "/api/check-liveness/v1", None);
+    assert!(open.starts_with("HTTP/1.1 200"), "{open}");
+    let refused = https_get(addr, "/metrics", None);
+    assert!(refused.starts_with("HTTP/1.1 401"), "the peer address reaches the trust check: {refused}");
+    let basic = format!("Basic {}", base64_encode(b"ops:s3cret"));
+    let metrics = https_get(addr, "/metrics", Some(&basic));
+    assert!(metrics.starts_with("HTTP/1.1 200") && metrics.contains("# HELP connection_count"), "{metrics}");
+    // plain HTTP on the TLS port gets no HTTP answer
+    use std::io::{Read, Write};
+    let mut plain = std::net::TcpStream::connect(addr).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    plain.write_all(b"GET /api/check-liveness/v1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP/"), "{:?}", String::from_utf8_lossy(&answer));
+}
+
+#[test]
+fn the_cli_talks_https_and_checks_the_certificate_unless_told_not_to() {
+    let d = harness::temp_dir();
+    let sink = Sink::start(d.path());
+    let (_dir, server) = start_policy_text(&policy(&sink.addr, "use_tls = true, hostname = 'localhost'", ""));
+    let endpoint = format!("https://{}", server.http[0]);
+    let run = |extra: &[&str]| {
+        std::process::Command::new(harness::binary())
+            .args(["queue-summary", "--endpoint", &endpoint])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let checked = run(&[]);
+    assert!(!checked.status.success(), "a self-signed certificate is refused by default");
+    let err = String::from_utf8_lossy(&checked.stderr);
+    assert!(err.contains("TLS") || err.contains("certificate"), "{err}");
+    let insecure = run(&["--insecure"]);
+    assert!(insecure.status.success(), "{}", String::from_utf8_lossy(&insecure.stderr));
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

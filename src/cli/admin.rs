@@ -114,7 +114,7 @@ fn scope_json(s: &Scope) -> Value {
 
 /// Prints a JSON answer, pretty, or the server's error.
 async fn show(endpoint: &Endpoint, method: &str, path: &str, body: Option<Value>) -> ExitCode {
-    match call(&endpoint.endpoint, method, path, body.as_ref()).await {
+    match call(endpoint, method, path, body.as_ref()).await {
         Ok((status, text)) if (200..300).contains(&status) => {
             match serde_json::from_str::<Value>(&text) {
                 Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or(text)),
@@ -134,7 +134,7 @@ async fn show(endpoint: &Endpoint, method: &str, path: &str, body: Option<Value>
 }
 
 async fn queue_summary(endpoint: &Endpoint) -> ExitCode {
-    let (status, text) = match call(&endpoint.endpoint, "GET", "/metrics.json", None).await {
+    let (status, text) = match call(endpoint, "GET", "/metrics.json", None).await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,6 +1,7 @@
 //! The admin HTTP client the CLI's server commands use (`--endpoint`, or
 //! `WASMTA_ENDPOINT`, default `http://127.0.0.1:8000` as kcli's): one request per call,
-//! HTTP/1.1 over hyper, JSON in and out.
+//! HTTP/1.1 over hyper, JSON in and out; `https://` endpoints over rustls (certificates
+//! checked against the webpki roots unless `--insecure`).
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -12,17 +13,46 @@ pub struct Endpoint {
     /// Base URL of wasmta's HTTP listener.
     #[arg(long, env = "WASMTA_ENDPOINT", default_value = "http://127.0.0.1:8000")]
     pub endpoint: String,
+    /// Accept any certificate from an https:// endpoint (e.g. the self-signed one
+    /// `use_tls` makes when no certificate is configured).
+    #[arg(long, env = "WASMTA_INSECURE")]
+    pub insecure: bool,
+}
+
+/// A connection to the endpoint, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+async fn connect(endpoint: &Endpoint) -> Result<(Box<dyn Io>, String), String> {
+    let url = endpoint.endpoint.as_str();
+    let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err(format!("--endpoint {url}: expected an http:// or https:// URL")),
+    };
+    let authority = rest.trim_end_matches('/').to_string();
+    let stream =
+        tokio::net::TcpStream::connect(&authority).await.map_err(|e| format!("cannot reach wasmta at {url}: {e}"))?;
+    if !tls {
+        return Ok((Box::new(stream), authority));
+    }
+    let host = authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(&authority);
+    let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+        .map_err(|e| format!("--endpoint {url}: {e}"))?;
+    let connector = tokio_rustls::TlsConnector::from(crate::delivery::tls::client_config(endpoint.insecure));
+    let stream = connector.connect(name, stream).await.map_err(|e| format!("TLS with {url}: {e}"))?;
+    Ok((Box::new(stream), authority))
 }
 
 /// Sends `method path` with an optional JSON body; returns the status and the body text.
-pub async fn call(endpoint: &str, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, String), String> {
-    let authority = endpoint
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("--endpoint {endpoint}: only http:// endpoints are supported"))?
-        .trim_end_matches('/');
-    let stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|e| format!("cannot reach wasmta at {endpoint}: {e}"))?;
+pub async fn call(
+    endpoint: &Endpoint,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, String), String> {
+    let (stream, authority) = connect(endpoint).await?;
+    let endpoint = &endpoint.endpoint;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
         .map_err(|e| format!("{endpoint}: {e}"))?;
@@ -31,7 +61,7 @@ pub async fn call(endpoint: &str, method: &str, path: &str, body: Option<&Value>
     let request = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", authority)
+        .header("host", &authority)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(bytes)))
         .map_err(|e| e.to_string())?;

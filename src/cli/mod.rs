@@ -100,7 +100,7 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
 
 /// `wasmta reload`.
 async fn reload(endpoint: client::Endpoint) -> ExitCode {
-    match client::call(&endpoint.endpoint, "POST", "/api/admin/reload/v1", None).await {
+    match client::call(&endpoint, "POST", "/api/admin/reload/v1", None).await {
         Ok((status, body)) => {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
             let generation = &v["generation"];

@@ -2,10 +2,11 @@
 //! `GET /api/check-liveness/v1` is open to everyone; every other endpoint needs a peer in
 //! `trusted_hosts` or credentials accepted by `http_server_validate_auth_basic` /
 //! `http_server_validate_auth_bearer`. Admin endpoints are in `admin`, injection in
-//! `inject`.
+//! `inject`. With `use_tls` it serves HTTPS (`tls`).
 
 mod admin;
 mod inject;
+mod tls;
 
 use crate::config::cidr::CidrSet;
 use crate::config::storage::HttpListenerConfig;
@@ -46,16 +47,26 @@ impl AppState {
 pub struct HttpListener {
     socket: TcpListener,
     config: HttpListenerConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl HttpListener {
     /// Binds the configured address.
     pub async fn bind(config: HttpListenerConfig) -> Result<Self, String> {
-        if config.use_tls {
-            tracing::warn!("start_http_listener: use_tls is accepted but not implemented yet; serving plain HTTP");
-        }
+        let tls = if config.use_tls {
+            let hostname = config.hostname.clone().unwrap_or_else(crate::config::listener::machine_hostname);
+            let acceptor = crate::smtp::server::tls::acceptor_for(
+                &hostname,
+                config.tls_certificate.as_ref(),
+                config.tls_private_key.as_ref(),
+            )
+            .map_err(|e| format!("start_http_listener {}: {e}", config.listen))?;
+            Some(acceptor)
+        } else {
+            None
+        };
         let socket = TcpListener::bind(&config.listen).await.map_err(|e| format!("binding {}: {e}", config.listen))?;
-        Ok(HttpListener { socket, config })
+        Ok(HttpListener { socket, config, tls })
     }
 
     /// The bound address.
@@ -78,11 +89,21 @@ impl HttpListener {
             .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
             .layer(axum::extract::DefaultBodyLimit::max(limit));
         let app = Router::new().route("/api/check-liveness/v1", get(liveness)).merge(protected).with_state(state);
-        let result = axum::serve(self.socket, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.changed().await;
-            })
-            .await;
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let result = match self.tls {
+            Some(acceptor) => {
+                use axum::serve::ListenerExt;
+                match tls::TlsListener::new(self.socket, acceptor) {
+                    // tap_io: axum knows the peer address of any listener it wraps
+                    Ok(l) => axum::serve(l.tap_io(|_| {}), service).with_graceful_shutdown(stop).await,
+                    Err(e) => Err(e),
+                }
+            }
+            None => axum::serve(self.socket, service).with_graceful_shutdown(stop).await,
+        };
         if let Err(e) = result {
             tracing::error!("http listener: {e}");
         }
