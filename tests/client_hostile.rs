@@ -1,6 +1,7 @@
-//! The delivery client against hostile destinations (reliability-tests T-25, T-37): a
-//! fake server in a thread speaks whatever the test scripts, the real binary delivers to
-//! it, and the outcome is read from the real log records.
+//! The delivery client against hostile destinations and what it puts on the wire
+//! (reliability-tests T-20, T-25, T-37): a fake server in a thread speaks whatever the test
+//! scripts, the real binary delivers to it, and the outcome is read from the real log
+//! records and the captured bytes.
 
 mod harness;
 
@@ -140,4 +141,62 @@ end)"
         .unwrap();
     assert!(rss_kib < 512 * 1024, "RSS {rss_kib} KiB");
     assert!(server.stop().success());
+}
+
+#[test]
+fn t20_what_leaves_has_only_crlf_and_every_dot_after_a_line_feed_stuffed() {
+    // a body accepted with bare line ends (invalid_line_endings = 'Allow') that would end
+    // DATA early at a lenient receiver, followed by a smuggled transaction
+    let captured = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+    let sink = captured.clone();
+    let addr = fake_destination(move |mut tcp| {
+        let mut r = BufReader::new(tcp.try_clone().unwrap());
+        tcp.write_all(b"220 fake.test ESMTP\r\n").unwrap();
+        loop {
+            let cmd = line(&mut r);
+            if cmd.is_empty() {
+                return;
+            }
+            let verb = cmd.get(..4).unwrap_or("").to_ascii_uppercase();
+            if verb == "DATA" {
+                tcp.write_all(b"354 go\r\n").unwrap();
+                let mut raw = Vec::new();
+                while !raw.ends_with(b"\r\n.\r\n") {
+                    let mut byte = [0u8; 1];
+                    if r.read_exact(&mut byte).is_err() {
+                        return;
+                    }
+                    raw.push(byte[0]);
+                }
+                sink.lock().unwrap().push(raw);
+                tcp.write_all(b"250 2.0.0 one message\r\n").unwrap();
+            } else if verb == "QUIT" {
+                let _ = tcp.write_all(b"221 bye\r\n");
+                return;
+            } else if verb == "EHLO" {
+                tcp.write_all(b"250 fake.test\r\n").unwrap();
+            } else {
+                tcp.write_all(b"250 ok\r\n").unwrap();
+            }
+        }
+    });
+    let (dir, server) = start("invalid_line_endings = 'Allow',", &relay_to(&addr, "", ""));
+    let mut c = Client::ehlo(server.addr());
+    let body = "Subject: smuggle\r\n\r\nfirst\n.\r\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<v@d.example>\r\nDATA\r\nspoof\n.\nlast\r.\rend";
+    assert_eq!(c.send_mail("a@s.example", &["r@dest.example"], body).code, 250);
+    assert!(wait_for_record(dir.path(), Duration::from_secs(10), |r| r["type"] == "Delivery").is_some());
+    let captured = captured.lock().unwrap().clone();
+    assert_eq!(captured.len(), 1, "exactly one DATA transaction reached the destination");
+    let raw = &captured[0];
+    let text = String::from_utf8_lossy(raw);
+    for (i, b) in raw.iter().enumerate() {
+        match b {
+            b'\n' => assert!(i > 0 && raw[i - 1] == b'\r', "bare LF at {i}: {text:?}"),
+            b'\r' => assert!(raw.get(i + 1) == Some(&b'\n'), "bare CR at {i}: {text:?}"),
+            _ => {}
+        }
+    }
+    let end = raw.len() - 5;
+    assert!(!raw[..end + 2].windows(5).any(|w| w == b"\r\n.\r\n"), "an early terminator: {text:?}");
+    assert!(text.contains("\r\n..\r\nMAIL FROM:<evil@x.example>"), "the dot line was stuffed: {text:?}");
 }
