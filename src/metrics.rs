@@ -51,6 +51,19 @@ pub fn gauge(name: &'static str, help: &'static str, labels: &[(&str, &str)]) ->
     series(name, Kind::Gauge, help, labels)
 }
 
+/// Sets a gauge family keyed by one label to exactly `values`: series for label values no
+/// longer present (a reaped queue) are dropped rather than left at their last value.
+pub fn set_gauge_family(name: &'static str, help: &'static str, label: &str, values: &[(String, i64)]) {
+    let mut keep = std::collections::HashSet::with_capacity(values.len());
+    for (v, n) in values {
+        gauge(name, help, &[(label, v)]).store(*n, Ordering::Relaxed);
+        keep.insert(format!("{label}=\"{}\"", escape(v)));
+    }
+    if let Some(f) = registry().write().get_mut(name) {
+        f.series.retain(|k, _| keep.contains(k));
+    }
+}
+
 /// Histogram bucket bounds (seconds) for latencies.
 const BUCKETS: [f64; 12] = [0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 10.0];
 

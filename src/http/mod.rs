@@ -152,16 +152,16 @@ async fn liveness(State(state): State<AppState>) -> (StatusCode, String) {
 /// Refreshes the queue gauges (`scheduled_count`, `ready_count`, `connection_count`).
 fn queue_gauges(state: &AppState) {
     use std::sync::atomic::Ordering;
-    for (name, n) in state.queues.scheduled_counts() {
-        crate::metrics::gauge("scheduled_count", "Messages in scheduled queues.", &[("queue", &name)])
-            .store(n as i64, Ordering::Relaxed);
-    }
+    let scheduled: Vec<(String, i64)> =
+        state.queues.scheduled_counts().into_iter().map(|(name, n)| (name, n as i64)).collect();
+    crate::metrics::set_gauge_family("scheduled_count", "Messages in scheduled queues.", "queue", &scheduled);
     let mut connections = 0;
+    let mut ready = vec![];
     for (name, s) in state.queues.ready_states() {
-        crate::metrics::gauge("ready_count", "Messages in ready queues.", &[("queue", &name)])
-            .store(s.messages as i64, Ordering::Relaxed);
+        ready.push((name, s.messages as i64));
         connections += s.connections;
     }
+    crate::metrics::set_gauge_family("ready_count", "Messages in ready queues.", "queue", &ready);
     crate::metrics::gauge("connection_count", "Open delivery connections.", &[("service", "smtp_client")])
         .store(connections as i64, Ordering::Relaxed);
 }

@@ -68,6 +68,7 @@ pub struct Shared {
     pools: Mutex<HashMap<String, (EgressPool, Instant)>>,
     sources: Mutex<HashMap<String, (EgressSource, Instant)>>,
     stopping: AtomicBool,
+    reaper_started: AtomicBool,
 }
 
 /// The queue manager handle.
@@ -97,6 +98,7 @@ impl QueueManager {
             pools: Mutex::new(HashMap::new()),
             sources: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            reaper_started: AtomicBool::new(false),
         }))
     }
 
@@ -136,19 +138,33 @@ impl Shared {
     fn insert_at(self: &Arc<Self>, message: Message, due: Instant, reason: InsertReason) {
         let name = message.queue_name();
         tracing::trace!("queue {name}: insert {} ({reason:?})", message.id());
-        let queue = {
-            let mut map = self.scheduled.lock();
-            match map.get(&name) {
-                Some(q) => q.clone(),
-                None => {
-                    let q = ScheduledQueue::new(&name);
-                    map.insert(name, q.clone());
-                    tokio::spawn(run_scheduled(q.clone(), self.clone()));
-                    q
+        // under the map's lock, so a reaper never removes a queue a message is entering
+        let mut map = self.scheduled.lock();
+        let queue = match map.get(&name) {
+            Some(q) => q.clone(),
+            None => {
+                let q = ScheduledQueue::new(&name);
+                map.insert(name, q.clone());
+                tokio::spawn(run_scheduled(q.clone(), self.clone()));
+                if !self.reaper_started.swap(true, Ordering::AcqRel) {
+                    tokio::spawn(reap_ready_queues(self.clone()));
                 }
+                q
             }
         };
         queue.insert(message, due);
+    }
+
+    /// Forgets `queue` (and its cached config) if it is still empty; true if it went.
+    fn reap_scheduled(&self, queue: &Arc<ScheduledQueue>) -> bool {
+        let mut map = self.scheduled.lock();
+        if !queue.is_empty() || !map.get(&queue.name).is_some_and(|q| Arc::ptr_eq(q, queue)) {
+            return false;
+        }
+        map.remove(&queue.name);
+        self.configs.lock().remove(&queue.name);
+        tracing::debug!("queue {}: idle for {QUEUE_REAP_AFTER:?}, reaped", queue.name);
+        true
     }
 
     async fn queue_config(&self, queue: &ScheduledQueue) -> Result<QueueConfig, PolicyError> {
@@ -550,12 +566,34 @@ impl Shared {
     }
 }
 
+/// How long an empty scheduled or ready queue is kept before it is forgotten (its task,
+/// its cached configuration): sending to millions of domains must not grow memory forever.
+pub const QUEUE_REAP_AFTER: Duration = Duration::from_secs(600);
+
 async fn run_scheduled(queue: Arc<ScheduledQueue>, shared: Arc<Shared>) {
     loop {
-        let due = queue.next_due().await;
+        let due = match tokio::time::timeout(QUEUE_REAP_AFTER, queue.next_due()).await {
+            Ok(due) => due,
+            Err(_) if shared.reap_scheduled(&queue) => return,
+            Err(_) => continue,
+        };
         for message in due {
             shared.promote(&queue, message).await;
         }
+    }
+}
+
+/// Forgets ready queues idle for [`QUEUE_REAP_AFTER`].
+async fn reap_ready_queues(shared: Arc<Shared>) {
+    while !shared.stopping() {
+        tokio::time::sleep(QUEUE_REAP_AFTER / 2).await;
+        shared.ready.lock().retain(|name, rq| {
+            let keep = !rq.idle_for(QUEUE_REAP_AFTER);
+            if !keep {
+                tracing::debug!("ready queue {name}: idle for {QUEUE_REAP_AFTER:?}, reaped");
+            }
+            keep
+        });
     }
 }
 
@@ -580,10 +618,59 @@ mod tests {
         }
     }
 
+    /// A policy whose deferred-inject handler bounces every message, counting calls.
+    struct AlwaysBounce(std::sync::atomic::AtomicUsize, crate::policy::EngineInfo);
+
+    #[async_trait::async_trait]
+    impl Engine for AlwaysBounce {
+        fn info(&self) -> &crate::policy::EngineInfo {
+            &self.1
+        }
+        async fn call(&self, _: Event, _: Args<'_>) -> Result<Option<Value>, PolicyError> {
+            self.0.fetch_add(1, Ordering::AcqRel);
+            Err(PolicyError::Rejected(Rejection::new(550, "5.7.1 no", DisconnectMode::If421).unwrap()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_queues_are_reaped_and_made_again_on_the_next_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::with_backend(Arc::new(crate::spool::memory::Memory::default()), dir.path());
+        let info = crate::policy::EngineInfo::new("test".into(), [Event::SmtpServerMessageDeferredInject].into());
+        let engine = Arc::new(AlwaysBounce(Default::default(), info));
+        let policy = Policy::new(vec![engine.clone() as Arc<dyn Engine>]).unwrap();
+        let manager =
+            QueueManager::new(policy, spool.clone(), Logs::default(), Arc::new(TestZones::default()), "test".into());
+        let send = || async {
+            let mut meta = serde_json::Map::new();
+            meta.insert("queue".into(), super::super::DEFERRED_QUEUE.into());
+            let rcpt = vec![EnvelopeAddress::parse("a@b.example").unwrap()];
+            let message = Message::new(EnvelopeAddress::null(), rcpt, meta, vec![]);
+            spool.store(&message).await.unwrap();
+            manager.insert(message, InsertReason::Received);
+        };
+        send().await;
+        while engine.0.load(Ordering::Acquire) < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // wait until the injector has finished (its idle timeout)
+        while manager.ready_states().values().any(|s| s.connections > 0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(QUEUE_REAP_AFTER * 2).await;
+        assert!(manager.scheduled_counts().is_empty(), "{:?}", manager.scheduled_counts());
+        assert!(manager.ready_states().is_empty(), "{:?}", manager.ready_states().keys().collect::<Vec<_>>());
+        send().await;
+        while engine.0.load(Ordering::Acquire) < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(manager.scheduled_counts().len(), 1, "the queue is made again");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn deferred_retries_follow_the_one_minute_exponential_schedule_in_paused_time() {
         let dir = tempfile::tempdir().unwrap();
-        let (spool, _) = Spool::open(&[], dir.path()).unwrap();
+        let spool = Spool::with_backend(Arc::new(crate::spool::memory::Memory::default()), dir.path());
         let info = crate::policy::EngineInfo::new("test".into(), [Event::SmtpServerMessageDeferredInject].into());
         let engine = Arc::new(AlwaysLater(Mutex::new(vec![]), tokio::sync::Notify::new(), info));
         let policy = Policy::new(vec![engine.clone() as Arc<dyn Engine>]).unwrap();

@@ -56,6 +56,8 @@ pub struct ReadySpec {
 struct State {
     messages: VecDeque<Message>,
     connections: usize,
+    /// Last insert or last connection closing.
+    touched: Instant,
 }
 
 /// One ready queue: its spec (name, destination, source) and its state.
@@ -87,7 +89,7 @@ impl ReadyQueue {
             spec,
             path: Mutex::new((path, Instant::now())),
             path_epoch: std::sync::atomic::AtomicU64::new(crate::policy::config_epoch()),
-            state: Mutex::new(State { messages: VecDeque::new(), connections: 0 }),
+            state: Mutex::new(State { messages: VecDeque::new(), connections: 0, touched: Instant::now() }),
             notify: Notify::new(),
             space: Notify::new(),
             consecutive_failures: AtomicUsize::new(0),
@@ -110,6 +112,12 @@ impl ReadyQueue {
         self.len() == 0
     }
 
+    /// True when nothing has happened here for `idle`: no message, no connection.
+    pub fn idle_for(&self, idle: std::time::Duration) -> bool {
+        let st = self.state.lock();
+        st.messages.is_empty() && st.connections == 0 && st.touched.elapsed() >= idle
+    }
+
     /// Adds a message; gives it back when the queue holds `max_ready` already.
     pub fn insert(self: &Arc<Self>, shared: &Arc<Shared>, message: Message) -> Result<(), Message> {
         let (max_ready, limit) = {
@@ -122,6 +130,7 @@ impl ReadyQueue {
                 return Err(message);
             }
             st.messages.push_back(message);
+            st.touched = Instant::now();
             let spawn = st.connections < limit && st.connections < st.messages.len();
             if spawn {
                 st.connections += 1;
@@ -291,6 +300,7 @@ impl Drop for TaskGuard {
         let respawn = {
             let mut st = self.rq.state.lock();
             st.connections -= 1;
+            st.touched = Instant::now();
             let again = !st.messages.is_empty() && st.connections == 0 && !self.shared.stopping();
             if again {
                 st.connections += 1;
