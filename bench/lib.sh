@@ -39,3 +39,11 @@ end)
 ${4:-}
 LUA
 }
+
+# A scratch directory in $work, removed at exit together with the server whose pid is in
+# $pid (if any).
+server_workdir() {
+  work="$(mktemp -d)"
+  pid=""
+  trap '[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+}

@@ -11,10 +11,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=bench/lib.sh
 source "$root/bench/lib.sh"
 build_release
-work="$(mktemp -d)"
-pid=""
-cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
+server_workdir
 cat >"$work/init.lua" <<LUA
 kumo.on('init', function()
   kumo.define_spool { name = 'data', path = '$work/spool' }
