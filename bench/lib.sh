@@ -47,3 +47,18 @@ server_workdir() {
   pid=""
   trap '[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 }
+
+# Writes $work/init.lua: spool and logs under $work, SMTP on 127.0.0.1:$1 relaying for
+# localhost, HTTP on 127.0.0.1:$2; $3 is appended after init.
+#   local_policy SMTP_PORT HTTP_PORT [EXTRA]
+local_policy() {
+  cat >"$work/init.lua" <<LUA
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = '$work/spool' }
+  kumo.configure_local_logs { log_dir = '$work/logs' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:$1', relay_hosts = { '127.0.0.1' } }
+  kumo.start_http_listener { listen = '127.0.0.1:$2' }
+end)
+${3:-}
+LUA
+}

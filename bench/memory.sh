@@ -12,14 +12,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/bench/lib.sh"
 build_release
 server_workdir
-cat >"$work/init.lua" <<LUA
-kumo.on('init', function()
-  kumo.define_spool { name = 'data', path = '$work/spool' }
-  kumo.configure_local_logs { log_dir = '$work/logs' }
-  kumo.start_esmtp_listener { listen = '127.0.0.1:2528', relay_hosts = { '127.0.0.1' } }
-  kumo.start_http_listener { listen = '127.0.0.1:8028' }
-end)
-LUA
+local_policy 2528 8028
 (cd "$work" && RUST_LOG=warn exec "$bin" serve --policy "$work/init.lua") &
 pid=$!
 wait_port 2528

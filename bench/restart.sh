@@ -12,18 +12,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/bench/lib.sh"
 build_release
 server_workdir
-cat >"$work/init.lua" <<LUA
-kumo.on('init', function()
-  kumo.define_spool { name = 'data', path = '$work/spool' }
-  kumo.configure_local_logs { log_dir = '$work/logs' }
-  kumo.start_esmtp_listener { listen = '127.0.0.1:2529', relay_hosts = { '127.0.0.1' } }
-  kumo.start_http_listener { listen = '127.0.0.1:8029' }
-end)
--- nothing listens on port 9: every attempt is a transient failure, retried in an hour
-kumo.on('get_queue_config', function()
+# nothing listens on port 9: every attempt is a transient failure, retried in an hour
+local_policy 2529 8029 "kumo.on('get_queue_config', function()
   return kumo.make_queue_config { retry_interval = '1 hour', protocol = { smtp = { mx_list = { '127.0.0.1:9' } } } }
-end)
-LUA
+end)"
 start() {
   (cd "$work" && RUST_LOG=info exec "$bin" serve --policy "$work/init.lua" 2>>"$work/stderr") &
   pid=$!
