@@ -104,6 +104,7 @@ impl Journal {
             path,
             size: 0,
             segment_limit,
+            compact_failed: None,
             index,
             healthy: healthy.clone(),
         };
@@ -218,6 +219,8 @@ struct Writer {
     path: PathBuf,
     size: u64,
     segment_limit: u64,
+    /// A segment whose compaction failed once (left alone).
+    compact_failed: Option<u64>,
     index: Index,
     healthy: Arc<AtomicBool>,
 }
@@ -269,8 +272,11 @@ impl Writer {
             offset += len;
         }
         if self.size >= self.segment_limit {
-            self.roll()?;
-            self.compact();
+            // this batch is durable whatever happens next: a failed roll latches the spool
+            // for later writes but must not turn these acknowledgements into errors
+            if self.roll().is_ok() {
+                self.compact();
+            }
         }
         self.delete_dead_segments();
         Ok(())
@@ -311,7 +317,7 @@ impl Writer {
     /// with the dead bytes it keeps on disk, then deletes what became dead.
     fn compact(&mut self) {
         while let Some((oldest, seg)) = self.index.oldest() {
-            if oldest == self.seq || !self.healthy.load(Ordering::Acquire) {
+            if oldest == self.seq || !self.healthy.load(Ordering::Acquire) || self.compact_failed == Some(oldest) {
                 return;
             }
             let worth_it =
@@ -323,7 +329,9 @@ impl Writer {
                 match self.copy_forward(oldest) {
                     Ok(n) => tracing::info!("spool: compaction moved {n} live message(s) out of segment {oldest}"),
                     Err(e) => {
-                        tracing::error!("spool: compacting segment {oldest}: {e}");
+                        // not retried for this segment (no error every idle second)
+                        tracing::error!("spool: compacting segment {oldest}: {e}; it stays as it is");
+                        self.compact_failed = Some(oldest);
                         return;
                     }
                 }
@@ -380,8 +388,10 @@ impl Writer {
     }
 
     fn roll(&mut self) -> Result<(), SpoolError> {
-        let (file, path) =
-            create_segment(&self.dir, self.seq + 1).inspect_err(|_| self.healthy.store(false, Ordering::Release))?;
+        let (file, path) = create_segment(&self.dir, self.seq + 1).inspect_err(|e| {
+            self.healthy.store(false, Ordering::Release);
+            tracing::error!("spool: {e}; the spool is now unhealthy and refuses new messages");
+        })?;
         self.seq += 1;
         self.file = file;
         self.path = path;
