@@ -281,6 +281,41 @@ fn cli_commands_talk_to_the_api() {
     drop(server);
 }
 
+#[test]
+fn top_shows_message_rates_connections_and_queues() {
+    let d = harness::temp_dir();
+    let sink = Sink::start(d.path());
+    let (_dir, server) = start_policy_text(&policy(&sink.addr, "", ""));
+    let mut c = Client::ehlo(server.addr());
+    for i in 0..3 {
+        // the sink tempfails these: they wait an hour in their scheduled queue
+        let r = c.send_mail("a@s.example", &[&format!("tempfail{i}@top.example")], "Subject: t\r\n\r\nx");
+        assert_eq!(r.code, 250);
+    }
+    assert!(
+        wait_for_record(&server.dir, Duration::from_secs(10), |r| r["type"] == "TransientFailure"
+            && r["recipient"] == "tempfail2@top.example")
+        .is_some()
+    );
+    let out = std::process::Command::new(harness::binary())
+        .args(["top", "--count", "2", "--interval", "200ms", "--endpoint", &format!("http://{}", server.http[0])])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let frames: Vec<&str> = text.split("wasmta at ").skip(1).collect();
+    assert_eq!(frames.len(), 2, "{text}");
+    let line = |frame: &str, label: &str| -> Vec<String> {
+        let l = frame.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("{label}: {frame}"));
+        l.split_whitespace().map(str::to_string).collect()
+    };
+    assert_eq!(line(frames[0], "received")[1], "3", "{text}");
+    assert_eq!(line(frames[0], "received")[2], "-", "no rate before a second sample");
+    assert_eq!(line(frames[1], "received")[2], "0.0", "nothing arrived between the samples");
+    assert_eq!(line(frames[1], "transfail")[1], "3", "{text}");
+    assert!(frames[1].contains("top.example") && frames[1].contains("SCHEDULED QUEUE"), "{text}");
+}
+
 /// One HTTPS request over a client that accepts the self-signed certificate; the status
 /// line and headers+body.
 fn https_get(addr: &str, path: &str, auth: Option<&str>) -> String {

@@ -133,45 +133,63 @@ async fn show(endpoint: &Endpoint, method: &str, path: &str, body: Option<Value>
     }
 }
 
+/// `/metrics.json` from the server, or a printable error.
+pub async fn fetch_metrics(endpoint: &Endpoint) -> Result<Value, String> {
+    let (status, text) = call(endpoint, "GET", "/metrics.json", None).await?;
+    if status != 200 {
+        return Err(format!("the server answered {status}: {}", text.trim()));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("/metrics.json: {e}"))
+}
+
+/// The `queue=` series of a gauge family, largest first.
+pub fn queue_rows(v: &Value, name: &str) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = v[name]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, n)| {
+                    let q = k.trim_start_matches("queue=\"").trim_end_matches('"').to_string();
+                    (q, n.as_i64().unwrap_or(0))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
+}
+
+/// Open delivery connections.
+pub fn delivery_connections(v: &Value) -> i64 {
+    v["connection_count"].as_object().and_then(|m| m.values().next()).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// Prints the largest `limit` queues of both kinds.
+pub fn print_queues(v: &Value, limit: usize) {
+    for (title, metric) in [("SCHEDULED QUEUE", "scheduled_count"), ("READY QUEUE", "ready_count")] {
+        let rows = queue_rows(v, metric);
+        let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(title.len());
+        println!("{title:<width$}  {:>8}", "COUNT");
+        for (q, n) in rows.iter().take(limit) {
+            println!("{q:<width$}  {n:>8}");
+        }
+        if rows.len() > limit {
+            println!("({} more)", rows.len() - limit);
+        }
+        println!();
+    }
+}
+
 async fn queue_summary(endpoint: &Endpoint) -> ExitCode {
-    let (status, text) = match call(endpoint, "GET", "/metrics.json", None).await {
-        Ok(x) => x,
+    let v = match fetch_metrics(endpoint).await {
+        Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if status != 200 {
-        eprintln!("error: the server answered {status}: {}", text.trim());
-        return ExitCode::FAILURE;
-    }
-    let v: Value = serde_json::from_str(&text).unwrap_or_default();
-    let rows = |name: &str| -> Vec<(String, i64)> {
-        let mut out: Vec<(String, i64)> = v[name]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, n)| {
-                        let q = k.trim_start_matches("queue=\"").trim_end_matches('"').to_string();
-                        (q, n.as_i64().unwrap_or(0))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        out
-    };
-    for (title, metric) in [("SCHEDULED QUEUE", "scheduled_count"), ("READY QUEUE", "ready_count")] {
-        let rows = rows(metric);
-        let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(title.len());
-        println!("{title:<width$}  {:>8}", "COUNT");
-        for (q, n) in rows {
-            println!("{q:<width$}  {n:>8}");
-        }
-        println!();
-    }
-    let conns = v["connection_count"].as_object().and_then(|m| m.values().next()).and_then(Value::as_i64).unwrap_or(0);
-    println!("delivery connections: {conns}");
+    print_queues(&v, usize::MAX);
+    println!("delivery connections: {}", delivery_connections(&v));
     ExitCode::SUCCESS
 }
 

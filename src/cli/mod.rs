@@ -1,5 +1,5 @@
-//! The command line (clap): `serve`, `check`, `load`, `sink`, `shaping`, `reload`, and the
-//! kcli-style admin commands (`queue-summary`, `bounce`, `suspend`, ...).
+//! The command line (clap): `serve`, `check`, `load`, `sink`, `shaping`, `reload`, `top`,
+//! and the kcli-style admin commands (`queue-summary`, `bounce`, `suspend`, ...).
 
 mod admin;
 mod check;
@@ -8,6 +8,7 @@ mod load;
 mod serve;
 mod shaping;
 mod sink;
+mod top;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ enum Command {
     Sink(sink::SinkArgs),
     /// Build a new policy generation in the running server now, and show how it went.
     Reload(client::Endpoint),
+    /// Watch the running server: message rates, connections, the largest queues.
+    Top(top::TopArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
     /// Check shaping files, or show what a domain gets from them.
@@ -86,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Sink(args) => rt.block_on(sink::run(args)),
         Command::Shaping(command) => rt.block_on(shaping::run(command)),
         Command::Reload(endpoint) => rt.block_on(reload(endpoint)),
+        Command::Top(args) => rt.block_on(top::run(args)),
         Command::Admin(command) => rt.block_on(admin::run(command)),
     }
 }
