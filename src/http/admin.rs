@@ -84,23 +84,21 @@ async fn bounce(State(state): State<AppState>, Json(req): Json<BounceRequest>) -
     (StatusCode::OK, Json(json!({ "id": hold.id, "bounced": bounced, "total_bounced": total })))
 }
 
+/// The holds of one kind, each as `describe` puts it.
+fn list_holds(state: &AppState, kind: &str, describe: impl Fn(&Hold) -> Value) -> Json<Value> {
+    Json(Value::Array(state.queues.automation().list(kind).iter().map(describe).collect()))
+}
+
 async fn bounce_list(State(state): State<AppState>) -> Json<Value> {
     let counts = bounced_counts().lock();
-    let list: Vec<Value> = state
-        .queues
-        .automation()
-        .list("bounce")
-        .iter()
-        .map(|h| {
-            let bounced = counts.get(&h.id).cloned().unwrap_or_default();
-            json!({
-                "id": h.id, "campaign": h.scope.campaign, "tenant": h.scope.tenant, "domain": h.scope.domain,
-                "routing_domain": h.scope.domain, "reason": h.reason, "duration": remaining(h),
-                "total_bounced": bounced.values().sum::<usize>(), "bounced": bounced,
-            })
+    list_holds(&state, "bounce", |h| {
+        let bounced = counts.get(&h.id).cloned().unwrap_or_default();
+        json!({
+            "id": h.id, "campaign": h.scope.campaign, "tenant": h.scope.tenant, "domain": h.scope.domain,
+            "routing_domain": h.scope.domain, "reason": h.reason, "duration": remaining(h),
+            "total_bounced": bounced.values().sum::<usize>(), "bounced": bounced,
         })
-        .collect();
-    Json(Value::Array(list))
+    })
 }
 
 #[derive(Deserialize)]
@@ -141,17 +139,10 @@ async fn suspend(State(state): State<AppState>, Json(req): Json<SuspendRequest>)
 }
 
 async fn suspend_list(State(state): State<AppState>) -> Json<Value> {
-    let list: Vec<Value> = state
-        .queues
-        .automation()
-        .list("suspend")
-        .iter()
-        .map(|h| {
-            json!({ "id": h.id, "campaign": h.scope.campaign, "tenant": h.scope.tenant, "domain": h.scope.domain,
-                    "reason": h.reason, "duration": remaining(h) })
-        })
-        .collect();
-    Json(Value::Array(list))
+    list_holds(&state, "suspend", |h| {
+        json!({ "id": h.id, "campaign": h.scope.campaign, "tenant": h.scope.tenant, "domain": h.scope.domain,
+                "reason": h.reason, "duration": remaining(h) })
+    })
 }
 
 async fn suspend_cancel(State(state): State<AppState>, Json(req): Json<Cancel>) -> Reply {
@@ -176,14 +167,11 @@ async fn suspend_ready(State(state): State<AppState>, Json(req): Json<SuspendRea
 }
 
 async fn suspend_ready_list(State(state): State<AppState>) -> Json<Value> {
-    let list: Vec<Value> = state
-        .queues
-        .automation()
-        .list("suspend-ready-q")
-        .iter()
-        .map(|h| json!({ "id": h.id, "name": h.name, "reason": h.reason, "duration": remaining(h) }))
-        .collect();
-    Json(Value::Array(list))
+    list_holds(
+        &state,
+        "suspend-ready-q",
+        |h| json!({ "id": h.id, "name": h.name, "reason": h.reason, "duration": remaining(h) }),
+    )
 }
 
 async fn suspend_ready_cancel(State(state): State<AppState>, Json(req): Json<Cancel>) -> Reply {
