@@ -37,7 +37,7 @@ queued() {
   curl -s http://127.0.0.1:8029/metrics.json | python3 -c '
 import json, sys
 m = json.load(sys.stdin)
-print(sum(sum(m.get(k, {}).values()) for k in ("scheduled_count", "ready_count")))'
+print(m["message_count"]["value"])'
 }
 wait_port 8029
 total="$(queued)"

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod dirlock;
 pub mod fuzzing;
 pub mod http;
 pub mod logs;

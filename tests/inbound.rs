@@ -452,7 +452,7 @@ fn memoize_caches_plain_results_across_contexts_until_the_ttl() {
         r#"
 local lookup = kumo.memoize(function(key)
   return key .. ':' .. tostring(math.random(1, 1000000000)), { n = 1 }
-end, { name = 'test-lookup', ttl = '1 second', capacity = 2 })
+end, { name = 'test-lookup', ttl = '3 seconds', capacity = 2 })
 local uncacheable = kumo.memoize(function()
   return kumo.make_listener_domain { relay_to = true }
 end, { name = 'test-userdata', ttl = '1 hour', capacity = 10 })
@@ -473,7 +473,8 @@ end)
         send(i, "a"); // concurrent connections use different Lua contexts
     }
     send(0, "b");
-    std::thread::sleep(Duration::from_millis(1300));
+    // past the ttl (the sends before it need the ttl's room on a loaded machine)
+    std::thread::sleep(Duration::from_millis(3300));
     send(1, "a"); // expired
     assert!(server.stop().success());
     let mut memo: Vec<(wasmta::message::SpoolId, String)> =

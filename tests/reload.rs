@@ -169,3 +169,101 @@ fn wasmta_reload_reports_a_refused_policy_and_restart_needed_settings() {
     assert!(text.contains("applies after a restart: esmtp listeners"), "{text}");
     assert!(server.stop().success());
 }
+
+/// A policy as KumoMTA's documentation writes one, with a helper module beside it and a
+/// Lua pool that churns contexts (each is used twice, and lives at most 200 ms).
+fn churning_policy(dir: &Path, sink: &str, version: u32) -> String {
+    format!(
+        r#"-- version {version}
+local kumo = require 'kumo'
+local helpers = require 'helpers'
+
+kumo.set_max_lua_context_use_count(2)
+kumo.set_max_lua_context_age(0.2)
+
+kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{d}/spool' }}
+  kumo.configure_local_logs {{ log_dir = '{d}/logs' }}
+  kumo.dns.configure_test_resolver ''
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0' }}
+  kumo.start_http_listener {{ listen = '127.0.0.1:0' }}
+end)
+
+kumo.on('smtp_server_rcpt_to', function(recipient)
+  -- keeps the injection going for a few seconds
+  kumo.sleep(0.004)
+end)
+
+kumo.on('smtp_server_message_received', function(msg)
+  msg:set_meta('tenant', helpers.tenant_of(msg))
+end)
+{relay}
+"#,
+        d = dir.display(),
+        relay = relay_to(sink, "", "")
+    )
+}
+
+const HELPERS: &str = r#"local mod = {}
+function mod.tenant_of(msg)
+  -- a little work per message, so the load spans the broken saves
+  local sum = 0
+  for i = 1, 2000 do sum = sum + i end
+  return 'acme'
+end
+return mod
+"#;
+
+#[test]
+fn a_broken_save_under_load_with_churning_contexts_tempfails_nothing() {
+    let d = harness::temp_dir();
+    let sink = Sink::start(d.path());
+    let dir = harness::temp_dir();
+    let policy = dir.path().join("init.lua");
+    let helpers = dir.path().join("helpers.lua");
+    std::fs::write(&helpers, HELPERS).unwrap();
+    std::fs::write(&policy, churning_policy(dir.path(), &sink.addr, 1)).unwrap();
+    let server = Server::start(dir.path(), &policy);
+
+    let addr = server.addr().to_string();
+    let load = std::thread::spawn(move || {
+        std::process::Command::new(harness::binary())
+            .args(["load", "--connections", "4", "--messages", "3000", "--size", "1024", "--target", &addr])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    // the main file saved half-written (an editor's partial save): refused
+    let good = churning_policy(dir.path(), &sink.addr, 2);
+    std::fs::write(&policy, &good[..good.len() / 2]).unwrap();
+    let refused = |server: &Server| {
+        let start = Instant::now();
+        while status(server)["ok"] != false {
+            assert!(start.elapsed() < Duration::from_secs(10), "the broken save was never refused");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    refused(&server);
+    // contexts keep being made for generation 1 while the file on disk is broken
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::write(&policy, &good).unwrap();
+    wait_generation(&server, 2);
+    // then a required module breaks instead
+    std::fs::write(&helpers, "local mod = {}\nfunction mod.tenant_of(msg)\n  return 'acme'\n").unwrap();
+    refused(&server);
+    assert_eq!(status(&server)["generation"], 2, "the old generation keeps serving");
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!load.is_finished(), "the load spanned both broken saves");
+
+    let out = load.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ok=3000 failed=0"), "no message tempfailed around the broken saves: {text}");
+    assert!(
+        !server.stderr_text().contains("cannot create a Lua context"),
+        "contexts of the serving generation never read the broken files"
+    );
+    assert!(sink.wait_for(3000, Duration::from_secs(60)), "delivered {}", sink.count());
+    assert!(server.stop().success());
+}

@@ -72,11 +72,11 @@ fn an_edited_shaping_file_changes_live_ready_queues_within_seconds() {
 
     // a broken edit is refused: the last good data keeps serving
     std::fs::write(&file, "[\"x\"]\nconection_limit = 1\n").unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    assert!(server.wait_for_stderr("configuration epoch is now 2", Duration::from_secs(10)), "the edit was seen");
     assert_eq!(c.send_mail("a@s.example", &[to.as_str()], "Subject: 3\r\n\r\nx").code, 250);
     assert!(sink.wait_for(3, Duration::from_secs(10)));
     assert_eq!(sink.messages()[2].ehlo, "after.test");
-    assert!(server.stderr_text().contains("reload refused"), "the error was logged");
+    assert!(server.wait_for_stderr("reload refused", Duration::from_secs(10)), "the error was logged");
     assert!(server.stop().success());
 }
 

@@ -8,99 +8,125 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 
-/// Which mail an action covers (all given fields must match).
+/// Which mail an action covers: every given field must match. With none given, the
+/// command refuses unless `--everything` says that all mail is meant (as kcli does).
 #[derive(Args)]
 pub struct Scope {
-    /// Campaign.
+    /// Only mail of this campaign.
     #[arg(long)]
     campaign: Option<String>,
-    /// Tenant.
+    /// Only mail of this tenant.
     #[arg(long)]
     tenant: Option<String>,
-    /// Domain.
+    /// Only mail to this (routing) domain.
     #[arg(long)]
     domain: Option<String>,
-    /// Reason (logged).
+    /// Act on all mail, of every domain, tenant and campaign.
+    #[arg(long, conflicts_with_all = ["campaign", "tenant", "domain"])]
+    everything: bool,
+    /// Why: written to the log records and shown by the listings.
     #[arg(long)]
     reason: String,
-    /// How long the action holds for new mail ("5m", "1 hour").
-    #[arg(long)]
+}
+
+/// How long a hold lasts.
+#[derive(Args)]
+pub struct Hold {
+    /// How long the action also applies to mail that arrives later ("5m", "1 hour");
+    /// the server's default is 5 minutes.
+    #[arg(long, value_parser = check_duration)]
     duration: Option<String>,
+}
+
+/// A hold's id.
+#[derive(Args)]
+pub struct Id {
+    /// The id the command that made it printed (see the matching `-list` command).
+    #[arg(long)]
+    id: String,
+}
+
+fn check_duration(text: &str) -> Result<String, String> {
+    crate::config::units::parse_duration(text).map(|_| text.to_string())
 }
 
 #[derive(Subcommand)]
 pub enum AdminCommand {
     /// Messages per scheduled and ready queue, and delivery connections.
     QueueSummary(Endpoint),
-    /// Bounce queued mail (and new mail for the duration).
+    /// Bounce queued mail now, and mail that arrives for the hold's duration.
     Bounce {
         #[command(flatten)]
         endpoint: Endpoint,
         #[command(flatten)]
         scope: Scope,
+        #[command(flatten)]
+        hold: Hold,
     },
     /// Active bounces.
     BounceList(Endpoint),
-    /// End a bounce.
+    /// End a bounce: mail that arrives from now on is delivered again.
     BounceCancel {
         #[command(flatten)]
         endpoint: Endpoint,
-        /// Its id.
-        #[arg(long)]
-        id: String,
+        #[command(flatten)]
+        id: Id,
     },
-    /// Hold scheduled queues.
+    /// Hold scheduled queues: nothing in them is delivered until the hold ends.
     Suspend {
         #[command(flatten)]
         endpoint: Endpoint,
         #[command(flatten)]
         scope: Scope,
+        #[command(flatten)]
+        hold: Hold,
     },
     /// Active suspensions.
     SuspendList(Endpoint),
-    /// End a suspension.
+    /// End a suspension: the mail it held is due at once.
     SuspendCancel {
         #[command(flatten)]
         endpoint: Endpoint,
-        #[arg(long)]
-        id: String,
+        #[command(flatten)]
+        id: Id,
     },
-    /// Hold a ready queue (source->site@protocol).
+    /// Hold one ready queue (`source->site@protocol`, as `queue-summary` lists them).
     SuspendReadyQ {
         #[command(flatten)]
         endpoint: Endpoint,
-        /// The ready queue name.
+        /// The ready queue name, `source->site@protocol`.
         #[arg(long)]
         name: String,
+        /// Why: shown by the listing and logged.
         #[arg(long)]
         reason: String,
-        #[arg(long)]
-        duration: Option<String>,
+        #[command(flatten)]
+        hold: Hold,
     },
     /// Active ready-queue suspensions.
     SuspendReadyQList(Endpoint),
-    /// End a ready-queue suspension.
+    /// End a ready-queue suspension: its mail is sent at once.
     SuspendReadyQCancel {
         #[command(flatten)]
         endpoint: Endpoint,
-        #[arg(long)]
-        id: String,
+        #[command(flatten)]
+        id: Id,
     },
-    /// Re-queue matching mail, optionally setting meta (`--set-meta key=value`).
+    /// Re-queue matching mail now, optionally setting meta on each message.
     Rebind {
         #[command(flatten)]
         endpoint: Endpoint,
         #[command(flatten)]
         scope: Scope,
+        /// Meta to set on each message before it is queued again (repeatable).
         #[arg(long = "set-meta", value_name = "KEY=VALUE")]
         meta: Vec<String>,
     },
-    /// Show a queued message.
+    /// Show a queued message: envelope, meta, queue, attempts.
     InspectMessage {
         #[command(flatten)]
         endpoint: Endpoint,
-        /// Spool id.
-        #[arg(long)]
+        /// The message's spool id (from a log record or `inspect-sched-q`).
         id: String,
         /// Include the message text.
         #[arg(long)]
@@ -108,8 +134,14 @@ pub enum AdminCommand {
     },
 }
 
-fn scope_json(s: &Scope) -> Value {
-    json!({ "campaign": s.campaign, "tenant": s.tenant, "domain": s.domain, "reason": s.reason, "duration": s.duration })
+/// The request body of a scoped action, or why the command refuses.
+fn scope_json(s: &Scope, what: &str) -> Result<Value, String> {
+    if s.campaign.is_none() && s.tenant.is_none() && s.domain.is_none() && !s.everything {
+        return Err(format!(
+            "refusing to {what} every message: give --domain, --tenant or --campaign, or --everything to mean all mail"
+        ));
+    }
+    Ok(json!({ "campaign": s.campaign, "tenant": s.tenant, "domain": s.domain, "reason": s.reason }))
 }
 
 /// Prints a JSON answer, pretty, or the server's error.
@@ -142,29 +174,31 @@ pub async fn fetch_metrics(endpoint: &Endpoint) -> Result<Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("/metrics.json: {e}"))
 }
 
-/// The `queue=` series of a gauge family, largest first.
+/// The `queue` series of a gauge family, largest first.
 pub fn queue_rows(v: &Value, name: &str) -> Vec<(String, i64)> {
-    let mut out: Vec<(String, i64)> = v[name]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, n)| {
-                    let q = k.trim_start_matches("queue=\"").trim_end_matches('"').to_string();
-                    (q, n.as_i64().unwrap_or(0))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut out: Vec<(String, i64)> = crate::metrics::json_lookup(v, name)
+        .into_iter()
+        .map(|(labels, n)| (labels.into_iter().map(|(_, lv)| lv).collect::<Vec<_>>().join(","), n))
+        .collect();
     out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     out
 }
 
-/// Open delivery connections.
-pub fn delivery_connections(v: &Value) -> i64 {
-    v["connection_count"].as_object().and_then(|m| m.values().next()).and_then(Value::as_i64).unwrap_or(0)
+/// A metric summed over its series (0 when the server does not have it).
+pub fn total(v: &Value, name: &str) -> i64 {
+    crate::metrics::json_lookup(v, name).iter().map(|(_, n)| n).sum()
 }
 
-/// Prints the largest `limit` queues of both kinds.
+/// Open delivery connections.
+pub fn delivery_connections(v: &Value) -> i64 {
+    crate::metrics::json_lookup(v, "connection_count")
+        .iter()
+        .filter(|(labels, _)| labels.iter().any(|(k, lv)| k == "service" && lv == "smtp_client"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Prints the largest `limit` queues of both kinds, then the messages between them.
 pub fn print_queues(v: &Value, limit: usize) {
     for (title, metric) in [("SCHEDULED QUEUE", "scheduled_count"), ("READY QUEUE", "ready_count")] {
         let rows = queue_rows(v, metric);
@@ -178,6 +212,12 @@ pub fn print_queues(v: &Value, limit: usize) {
         }
         println!();
     }
+    println!(
+        "between queues: {}   in delivery: {}   held in all: {}",
+        total(v, "transit_count"),
+        total(v, "delivering_count"),
+        total(v, "message_count")
+    );
 }
 
 async fn queue_summary(endpoint: &Endpoint) -> ExitCode {
@@ -193,45 +233,62 @@ async fn queue_summary(endpoint: &Endpoint) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A scoped action with its hold duration.
+async fn scoped(endpoint: &Endpoint, path: &str, scope: &Scope, hold: &Hold, what: &str) -> ExitCode {
+    match scope_json(scope, what) {
+        Ok(mut body) => {
+            body["duration"] = json!(hold.duration);
+            show(endpoint, "POST", path, Some(body)).await
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Runs an admin command.
 pub async fn run(command: AdminCommand) -> ExitCode {
     use AdminCommand::*;
     match command {
         QueueSummary(e) => queue_summary(&e).await,
-        Bounce { endpoint, scope } => show(&endpoint, "POST", "/api/admin/bounce/v1", Some(scope_json(&scope))).await,
+        Bounce { endpoint, scope, hold } => scoped(&endpoint, "/api/admin/bounce/v1", &scope, &hold, "bounce").await,
         BounceList(e) => show(&e, "GET", "/api/admin/bounce/v1", None).await,
         BounceCancel { endpoint, id } => {
-            show(&endpoint, "DELETE", "/api/admin/bounce/v1", Some(json!({ "id": id }))).await
+            show(&endpoint, "DELETE", "/api/admin/bounce/v1", Some(json!({ "id": id.id }))).await
         }
-        Suspend { endpoint, scope } => show(&endpoint, "POST", "/api/admin/suspend/v1", Some(scope_json(&scope))).await,
+        Suspend { endpoint, scope, hold } => scoped(&endpoint, "/api/admin/suspend/v1", &scope, &hold, "suspend").await,
         SuspendList(e) => show(&e, "GET", "/api/admin/suspend/v1", None).await,
         SuspendCancel { endpoint, id } => {
-            show(&endpoint, "DELETE", "/api/admin/suspend/v1", Some(json!({ "id": id }))).await
+            show(&endpoint, "DELETE", "/api/admin/suspend/v1", Some(json!({ "id": id.id }))).await
         }
-        SuspendReadyQ { endpoint, name, reason, duration } => {
-            let body = json!({ "name": name, "reason": reason, "duration": duration });
+        SuspendReadyQ { endpoint, name, reason, hold } => {
+            let body = json!({ "name": name, "reason": reason, "duration": hold.duration });
             show(&endpoint, "POST", "/api/admin/suspend-ready-q/v1", Some(body)).await
         }
         SuspendReadyQList(e) => show(&e, "GET", "/api/admin/suspend-ready-q/v1", None).await,
         SuspendReadyQCancel { endpoint, id } => {
-            show(&endpoint, "DELETE", "/api/admin/suspend-ready-q/v1", Some(json!({ "id": id }))).await
+            show(&endpoint, "DELETE", "/api/admin/suspend-ready-q/v1", Some(json!({ "id": id.id }))).await
         }
         Rebind { endpoint, scope, meta } => {
             let mut data = serde_json::Map::new();
             for kv in meta {
                 match kv.split_once('=') {
-                    Some((k, v)) => data.insert(k.to_string(), Value::String(v.to_string())),
-                    None => {
+                    Some((k, v)) if !k.is_empty() => data.insert(k.to_string(), Value::String(v.to_string())),
+                    _ => {
                         eprintln!("error: --set-meta expects KEY=VALUE, got {kv:?}");
-                        return ExitCode::FAILURE;
+                        return ExitCode::from(2);
                     }
                 };
             }
-            let mut body = scope_json(&scope);
+            let mut body = match scope_json(&scope, "rebind") {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             body["data"] = Value::Object(data);
-            if let Some(m) = body.as_object_mut() {
-                m.remove("duration");
-            }
             show(&endpoint, "POST", "/api/admin/rebind/v1", Some(body)).await
         }
         InspectMessage { endpoint, id, want_body } => {

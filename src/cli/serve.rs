@@ -5,7 +5,7 @@ use crate::delivery::dns::{Dns, HickoryDns, TestZones};
 use crate::http::HttpListener;
 use crate::logs::Logs;
 use crate::queue::{InsertReason, QueueManager};
-use crate::smtp::server::{EsmtpListener, ServerContext};
+use crate::smtp::server::{EsmtpListener, ServerContext, SessionBudget};
 use crate::spool::Spool;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -47,6 +47,30 @@ fn resolver(config: &crate::config::DnsConfig) -> Result<Arc<dyn Dns>, String> {
     }
 }
 
+/// Raises the soft limit on open descriptors to the hard limit (each connection needs one;
+/// 1,024 is a common soft default) and logs both; returns the limit in force.
+fn raise_descriptor_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            tracing::warn!("getrlimit(RLIMIT_NOFILE): {}", std::io::Error::last_os_error());
+            return 1024;
+        }
+        let soft = lim.rlim_cur;
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            } else {
+                tracing::warn!("setrlimit(RLIMIT_NOFILE): {}", std::io::Error::last_os_error());
+            }
+        }
+        tracing::info!("open descriptors: soft limit {soft}, hard limit {}; using {}", lim.rlim_max, lim.rlim_cur);
+        lim.rlim_cur as u64
+    }
+}
+
 /// Runs the server.
 pub async fn run(policy_path: PathBuf, spool_dir: PathBuf, settings: crate::policy::loader::Settings) -> ExitCode {
     match start(policy_path, spool_dir, settings).await {
@@ -64,6 +88,10 @@ async fn start(
     spool_dir: PathBuf,
     settings: crate::policy::loader::Settings,
 ) -> Result<(), String> {
+    // before anything else: a stop asked for during start-up is a clean shutdown, not a kill
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let descriptors = raise_descriptor_limit();
     let loaded = crate::policy::loader::load(&policy_path, false, settings.clone()).await?;
     for p in &loaded.problems {
         tracing::warn!("{p}");
@@ -72,6 +100,8 @@ async fn start(
         tracing::info!("wasm policy component {c}");
     }
     let (policy, init) = (loaded.policy, loaded.init);
+    crate::metrics::core::register();
+    crate::metrics::core::policy_generation().store(policy.generation() as i64, Ordering::Relaxed);
     crate::policy::set_core_shaping(init.shaping.clone());
     crate::policy::reload::Reloader::install(&policy_path, settings, policy.clone(), init.clone());
 
@@ -103,14 +133,13 @@ async fn start(
         queues.insert(message, InsertReason::Enumerated);
     }
     tracing::info!("spool: {enumerated} message(s) enumerated, {} record(s) quarantined", startup.quarantined);
-    crate::static_counter!(
-        "spool_quarantined_records_total",
-        "Spool records found torn or corrupt at start-up and moved to the corrupt/ directory."
-    )
-    .fetch_add(startup.quarantined as i64, std::sync::atomic::Ordering::Relaxed);
+    crate::metrics::core::quarantined().fetch_add(startup.quarantined as i64, Ordering::Relaxed);
     spool.start();
 
-    let ctx = Arc::new(ServerContext { policy, spool: spool.clone(), logs: logs.clone(), queues: queues.clone() });
+    let sessions = SessionBudget::for_descriptors(descriptors);
+    tracing::info!("inbound sessions: at most {} at once across listeners (descriptor budget)", sessions.limit());
+    let ctx =
+        Arc::new(ServerContext { policy, spool: spool.clone(), logs: logs.clone(), queues: queues.clone(), sessions });
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut sessions = Vec::new();
     for config in init.listeners {
@@ -132,8 +161,6 @@ async fn start(
     }
     tracing::info!("initialization complete");
 
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),

@@ -3,9 +3,8 @@
 //! `_fail`), open delivery connections and the largest scheduled and ready queues — read
 //! from `/metrics.json` like kcli's `top` reads the metrics endpoint.
 
-use super::admin::{delivery_connections, fetch_metrics, print_queues};
+use super::admin::{delivery_connections, fetch_metrics, print_queues, total};
 use super::client::Endpoint;
-use serde_json::Value;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -32,19 +31,80 @@ const COUNTERS: [(&str, &str); 4] = [
     ("fail", "total_messages_fail"),
 ];
 
-/// A counter's value, summed over its series.
-fn total(v: &Value, name: &str) -> i64 {
-    match &v[name] {
-        Value::Number(n) => n.as_i64().unwrap_or(0),
-        Value::Object(m) => m.values().filter_map(Value::as_i64).sum(),
-        _ => 0,
+/// Keypresses from a terminal, read without waiting for Enter; the terminal's settings
+/// come back when this is dropped.
+struct Keys {
+    saved: libc::termios,
+    rx: tokio::sync::mpsc::UnboundedReceiver<u8>,
+}
+
+impl Keys {
+    /// Starts reading keys when stdin is a terminal.
+    fn start() -> Option<Keys> {
+        use std::io::{IsTerminal, Read};
+        if !std::io::stdin().is_terminal() {
+            return None;
+        }
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a zeroed, then filled, termios.
+        let saved = unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return None;
+            }
+            let mut raw = t;
+            raw.c_lflag &= !(libc::ICANON | libc::ECHO);
+            raw.c_cc[libc::VMIN] = 1;
+            raw.c_cc[libc::VTIME] = 0;
+            if libc::tcsetattr(0, libc::TCSANOW, &raw) != 0 {
+                return None;
+            }
+            t
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 1];
+            while std::io::stdin().read(&mut b).is_ok_and(|n| n == 1) {
+                if tx.send(b[0]).is_err() {
+                    return;
+                }
+            }
+        });
+        Some(Keys { saved, rx })
     }
 }
 
-/// Runs `top`.
+impl Drop for Keys {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read in `start`.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.saved) };
+    }
+}
+
+/// Waits `interval`; true when the user asked to quit meanwhile (`q`, or Ctrl-C).
+async fn pause(interval: Duration, keys: &mut Option<Keys>) -> bool {
+    let key = async {
+        match keys.as_mut() {
+            Some(k) => loop {
+                match k.rx.recv().await {
+                    Some(b'q' | b'Q') | None => return,
+                    Some(_) => continue,
+                }
+            },
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(interval) => false,
+        _ = key => true,
+        _ = tokio::signal::ctrl_c() => true,
+    }
+}
+
+/// Runs `top`; `q` quits.
 pub async fn run(args: TopArgs) -> ExitCode {
     use std::io::IsTerminal;
     let clear = std::io::stdout().is_terminal();
+    let mut keys = if clear { Keys::start() } else { None };
     let mut last: Option<(Instant, [i64; 4])> = None;
     let mut shown = 0;
     loop {
@@ -60,7 +120,12 @@ pub async fn run(args: TopArgs) -> ExitCode {
         if clear {
             print!("\x1b[2J\x1b[H");
         }
-        println!("wasmta at {}   {}", args.endpoint.endpoint, chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"));
+        println!(
+            "wasmta at {}   {}{}",
+            args.endpoint.endpoint,
+            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
+            if keys.is_some() { "   (q quits)" } else { "" }
+        );
         println!("{:<10} {:>12} {:>10}", "MESSAGES", "TOTAL", "PER SEC");
         for (i, (label, _)) in COUNTERS.iter().enumerate() {
             let rate = last
@@ -78,6 +143,8 @@ pub async fn run(args: TopArgs) -> ExitCode {
         if args.count != 0 && shown >= args.count {
             return ExitCode::SUCCESS;
         }
-        tokio::time::sleep(args.interval).await;
+        if pause(args.interval, &mut keys).await {
+            return ExitCode::SUCCESS;
+        }
     }
 }

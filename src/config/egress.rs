@@ -1,7 +1,9 @@
 //! `kumo.make_egress_source`, `kumo.make_egress_pool` and `kumo.make_egress_path`: every
 //! option KumoMTA accepts, with its code defaults.
 
+use super::cidr::CidrList;
 use super::queue::RefreshStrategy;
+use super::throttle::ThrottleSpec;
 use super::units;
 use serde::{Deserialize, Deserializer, Serialize, de};
 use std::collections::BTreeMap;
@@ -15,7 +17,7 @@ pub struct EgressSource {
     pub name: String,
     /// Local address to bind.
     #[serde(default)]
-    pub source_address: Option<String>,
+    pub source_address: Option<std::net::IpAddr>,
     /// EHLO name.
     #[serde(default)]
     pub ehlo_domain: Option<String>,
@@ -141,6 +143,43 @@ impl Tls {
     }
 }
 
+/// `ip_lookup_strategy` (KumoMTA's values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum IpLookupStrategy {
+    Ipv4AndIpv6,
+    Ipv4Only,
+    Ipv6Only,
+    Ipv6ThenIpv4,
+    Ipv4ThenIpv6,
+}
+
+/// `reconnect_strategy` (KumoMTA's values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum ReconnectStrategy {
+    ConnectNextHost,
+    TerminateSession,
+    ReconnectSameHost,
+}
+
+/// `maintainer_wakeup_strategy` / `dispatcher_wakeup_strategy` (accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum WakeupStrategy {
+    Aggressive,
+    Relaxed,
+}
+
+/// `*_memory_reduction_policy` and queue `shrink_policy` entries (accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum MemoryReductionPolicy {
+    ShrinkDataAndMeta,
+    ShrinkData,
+    NoShrink,
+}
+
 /// A connection limit: a number, `"1,000"`, or `"local:20"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limit(pub usize);
@@ -167,11 +206,11 @@ impl<'de> Deserialize<'de> for Limit {
 pub struct EgressPathConfig {
     pub connection_limit: Limit,
     pub additional_connection_limits: BTreeMap<String, Limit>,
-    pub max_connection_rate: Option<String>,
-    pub max_message_rate: Option<String>,
-    pub additional_message_rate_throttles: BTreeMap<String, String>,
-    pub source_selection_rate: Option<String>,
-    pub additional_source_selection_rates: BTreeMap<String, String>,
+    pub max_connection_rate: Option<ThrottleSpec>,
+    pub max_message_rate: Option<ThrottleSpec>,
+    pub additional_message_rate_throttles: BTreeMap<String, ThrottleSpec>,
+    pub source_selection_rate: Option<ThrottleSpec>,
+    pub additional_source_selection_rates: BTreeMap<String, ThrottleSpec>,
     pub max_deliveries_per_connection: usize,
     pub max_recipients_per_batch: usize,
     pub max_ready: usize,
@@ -197,22 +236,20 @@ pub struct EgressPathConfig {
     pub allow_smtp_auth_plain_without_tls: bool,
     pub allow_smtp_auth_plain_without_valid_certificate: bool,
     pub ehlo_domain: Option<String>,
-    #[serde(with = "units::string_list")]
-    pub prohibited_hosts: Vec<String>,
-    #[serde(with = "units::string_list")]
-    pub skip_hosts: Vec<String>,
-    pub ip_lookup_strategy: Option<String>,
-    pub reconnect_strategy: Option<String>,
+    pub prohibited_hosts: CidrList,
+    pub skip_hosts: CidrList,
+    pub ip_lookup_strategy: Option<IpLookupStrategy>,
+    pub reconnect_strategy: Option<ReconnectStrategy>,
     pub try_next_host_on_transport_error: bool,
     pub use_lmtp: bool,
     pub ignore_8bit_checks: bool,
     #[serde(with = "units::duration")]
     pub refresh_interval: Duration,
     pub refresh_strategy: RefreshStrategy,
-    pub maintainer_wakeup_strategy: Option<String>,
-    pub dispatcher_wakeup_strategy: Option<String>,
-    pub low_memory_reduction_policy: Option<String>,
-    pub no_memory_reduction_policy: Option<String>,
+    pub maintainer_wakeup_strategy: Option<WakeupStrategy>,
+    pub dispatcher_wakeup_strategy: Option<WakeupStrategy>,
+    pub low_memory_reduction_policy: Option<MemoryReductionPolicy>,
+    pub no_memory_reduction_policy: Option<MemoryReductionPolicy>,
     pub readyq_pool_name: Option<String>,
     pub provider_name: Option<String>,
     pub aggressive_connection_opening: bool,
@@ -279,8 +316,8 @@ impl Default for EgressPathConfig {
             allow_smtp_auth_plain_without_tls: false,
             allow_smtp_auth_plain_without_valid_certificate: false,
             ehlo_domain: None,
-            prohibited_hosts: vec!["127.0.0.0/8".into(), "::1".into(), "0.0.0.0".into(), "::".into()],
-            skip_hosts: vec![],
+            prohibited_hosts: CidrList::of(&["127.0.0.0/8", "::1", "0.0.0.0", "::"]),
+            skip_hosts: CidrList::default(),
             ip_lookup_strategy: None,
             reconnect_strategy: None,
             try_next_host_on_transport_error: false,

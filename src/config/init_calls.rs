@@ -40,6 +40,7 @@ pub fn configure_local_logs(init: &mut InitConfig, options: Value) -> Result<Opt
 /// `kumo.start_http_listener{...}`.
 pub fn start_http_listener(init: &mut InitConfig, options: Value) -> Result<(), String> {
     let http: storage::HttpListenerConfig = decode(options)?;
+    super::listener::check_listen(&http.listen)?;
     super::cidr::CidrSet::parse(&http.trusted_hosts).map_err(|e| format!("trusted_hosts: {e}"))?;
     init.http_listeners.push(http);
     Ok(())

@@ -212,6 +212,21 @@ impl ListenerSettings {
     }
 }
 
+/// Checks a `listen` address: `ip:port` or `host:port` with a port in range, so a
+/// typo fails `wasmta check` rather than `serve`.
+pub fn check_listen(text: &str) -> Result<(), String> {
+    if text.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = || format!("listen: {text:?} is not an address like \"0.0.0.0:25\" or \"[::]:25\"");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| format!("listen: port {port:?} of {text:?} is not a port number (0-65535)"))?;
+    if host.is_empty() || host.contains(['[', ']', ' ', '/']) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 /// Option overrides keyed by network (`via`, `peer`).
 pub type Overrides = Vec<(IpNet, Map<String, Value>)>;
 
@@ -240,6 +255,7 @@ impl EsmtpListenerConfig {
                 return Err(format!("listen: expected a string like \"0.0.0.0:25\", got {other}"));
             }
         };
+        check_listen(&listen)?;
         let max_connections = match table.remove("max_connections") {
             None => 32 * 1024,
             Some(v) => v.as_u64().ok_or_else(|| format!("max_connections: expected a number, got {v}"))? as usize,
@@ -339,6 +355,13 @@ mod tests {
         assert!(err.contains("trace_headers") && err.contains("bogus"), "{err}");
         let err = EsmtpListenerConfig::from_table(table(json!({"relay_hosts": ["not-an-ip"]}))).unwrap_err();
         assert!(err.contains("relay_hosts"), "{err}");
+        for bad in ["127.0.0.1:99999", "127.0.0.1", "nonsense", ":25", "127.0.0.1:-1"] {
+            let err = EsmtpListenerConfig::from_table(table(json!({"listen": bad}))).unwrap_err();
+            assert!(err.starts_with("listen: "), "{bad}: {err}");
+        }
+        for good in ["0.0.0.0:25", "[::]:2525", "localhost:2525"] {
+            EsmtpListenerConfig::from_table(table(json!({"listen": good}))).unwrap();
+        }
     }
 
     #[test]

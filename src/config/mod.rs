@@ -7,6 +7,7 @@ pub mod init_calls;
 pub mod listener;
 pub mod queue;
 pub mod storage;
+pub mod throttle;
 pub mod units;
 
 use serde::de::DeserializeOwned;

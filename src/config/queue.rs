@@ -83,7 +83,12 @@ impl<'de> Deserialize<'de> for MxEntry {
         }
         match Form::deserialize(d)? {
             Form::Text(t) => MxEntry::parse(&t).map_err(de::Error::custom),
-            Form::Named(n) => Ok(MxEntry { name: n.name, addr: Some(n.addr), port: None }),
+            Form::Named(n) => {
+                n.addr.parse::<std::net::IpAddr>().map_err(|_| {
+                    de::Error::custom(format!("mx_list entry {}: addr {:?} is not an IP address", n.name, n.addr))
+                })?;
+                Ok(MxEntry { name: n.name, addr: Some(n.addr), port: None })
+            }
         }
     }
 }
@@ -150,6 +155,16 @@ fn deserialize_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::
     Err(de::Error::custom("protocol must have one of smtp, maildir_path, custom_lua, xfer"))
 }
 
+/// `strategy` (KumoMTA's values; wasmta has one implementation and accepts them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum QueueStrategy {
+    SingletonTimerWheel,
+    SingletonTimerWheelV2,
+    TimerWheel,
+    SkipList,
+}
+
 /// `kumo.make_queue_config{...}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -166,7 +181,7 @@ pub struct QueueConfig {
     /// Egress pool name.
     pub egress_pool: Option<String>,
     /// Throttle scheduled → ready for this queue.
-    pub max_message_rate: Option<String>,
+    pub max_message_rate: Option<super::throttle::ThrottleSpec>,
     /// Delivery protocol.
     #[serde(deserialize_with = "deserialize_protocol")]
     pub protocol: Protocol,
@@ -179,7 +194,7 @@ pub struct QueueConfig {
     /// Refresh strategy.
     pub refresh_strategy: RefreshStrategy,
     /// Queue implementation (accepted; wasmta has one).
-    pub strategy: Option<String>,
+    pub strategy: Option<QueueStrategy>,
     /// Timer wheel tick (accepted).
     #[serde(with = "units::opt_duration")]
     pub timerwheel_tick_interval: Option<Duration>,

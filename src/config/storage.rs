@@ -160,6 +160,21 @@ pub struct HttpListenerConfig {
     /// Largest request body.
     #[serde(default = "default_body_limit", with = "units::size")]
     pub request_body_limit: u64,
+    /// wasmta: time allowed for a request's header, for its body, and between requests
+    /// on a kept-alive connection (named as the ESMTP listener's option).
+    #[serde(default = "default_http_client_timeout", with = "units::duration")]
+    pub client_timeout: Duration,
+    /// wasmta: connections at once; more are answered `503` and closed.
+    #[serde(default = "default_http_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_http_client_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_http_max_connections() -> usize {
+    1024
 }
 
 fn default_http_listen() -> String {
@@ -181,8 +196,7 @@ pub struct ListenerDomain {
     /// Accept mail to this domain for relay.
     pub relay_to: bool,
     /// Peers allowed to relay mail from this domain.
-    #[serde(with = "units::string_list")]
-    pub relay_from: Vec<String>,
+    pub relay_from: super::cidr::CidrList,
     /// Out-of-band bounce handling.
     pub log_oob: LogDisposition,
     /// ARF feedback handling.
@@ -249,5 +263,7 @@ mod tests {
         assert_eq!(d.log_oob, LogDisposition::LogThenRelay);
         assert_eq!(d.log_arf, LogDisposition::LogThenDrop);
         assert!(super::super::decode::<ListenerDomain>(json!({"relay_too": true})).is_err());
+        let err = super::super::decode::<ListenerDomain>(json!({"relay_from": ["10.0.0.300"]})).unwrap_err();
+        assert!(err.contains("relay_from"), "{err}");
     }
 }

@@ -27,6 +27,13 @@ pub fn format_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
+/// Formats time left for people to read: whole seconds, rounded up (`"4m 59s"`), never
+/// nanoseconds.
+pub fn format_remaining(d: Duration) -> String {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
 /// Parses a size: a number of bytes, or a string like `"20 MB"`, `"128 KB"`, `"1,000"`.
 /// Units are binary multiples (KB = 1024), as KumoMTA's defaults are.
 pub fn parse_size(text: &str) -> Result<u64, String> {

@@ -43,7 +43,7 @@ fn duration(text: Option<&str>, default: Duration) -> Result<Duration, String> {
 }
 
 fn remaining(h: &Hold) -> String {
-    crate::config::units::format_duration(h.until.saturating_duration_since(tokio::time::Instant::now()))
+    crate::config::units::format_remaining(h.until.saturating_duration_since(tokio::time::Instant::now()))
 }
 
 /// Counts of what each bounce hold bounced so far, by id.
@@ -107,7 +107,7 @@ struct Cancel {
 }
 
 fn cancel(state: &AppState, kind: &str, id: &str) -> Reply {
-    if state.queues.automation().cancel(kind, id) {
+    if state.queues.cancel_hold(kind, id) {
         (StatusCode::OK, Json(json!({ "id": id })))
     } else {
         (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no {kind} entry with id {id}") })))
@@ -162,8 +162,19 @@ async fn suspend_ready(State(state): State<AppState>, Json(req): Json<SuspendRea
         Ok(d) => d,
         Err(e) => return bad(e),
     };
+    let well_formed = req.name.split_once("->").is_some_and(|(source, rest)| {
+        !source.is_empty() && rest.rsplit_once('@').is_some_and(|(site, proto)| !site.is_empty() && !proto.is_empty())
+    });
+    if !well_formed {
+        return bad(format!(
+            "name {:?} is not a ready queue name: expected source->site@protocol, as queue-summary lists them",
+            req.name
+        ));
+    }
+    let exists = state.queues.ready_states().contains_key(&req.name);
     let hold = state.queues.automation().add("suspend-ready-q", Scope::default(), Some(req.name), d, req.reason);
-    (StatusCode::OK, Json(json!({ "id": hold.id })))
+    // a queue not made yet (no mail for it since start) is held from its first message
+    (StatusCode::OK, Json(json!({ "id": hold.id, "queue_exists": exists })))
 }
 
 async fn suspend_ready_list(State(state): State<AppState>) -> Json<Value> {

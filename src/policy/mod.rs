@@ -61,6 +61,11 @@ pub trait Engine: Send + Sync {
     fn name(&self) -> &str {
         &self.info().name
     }
+    /// The files this engine was built from (policy texts, components): a change to one
+    /// of them asks for a new generation.
+    fn source_files(&self) -> Vec<std::path::PathBuf> {
+        vec![]
+    }
     /// True when a handler for `event` is registered.
     fn handles(&self, event: Event) -> bool {
         self.info().handled.contains(&event)
@@ -131,6 +136,11 @@ impl Policy {
     pub fn component_paths(&self) -> Vec<std::path::PathBuf> {
         let generation = self.current.load();
         generation.engines.iter().filter_map(|e| e.name().strip_prefix("wasm:").map(std::path::PathBuf::from)).collect()
+    }
+
+    /// The Lua texts (policy and required modules) the current generation runs.
+    pub fn source_files(&self) -> Vec<std::path::PathBuf> {
+        self.current.load().engines.iter().flat_map(|e| e.source_files()).collect()
     }
 
     /// True when some engine handles `event`.

@@ -147,17 +147,14 @@ impl Reloader {
                     started.elapsed().as_secs_f64() * 1e3
                 );
                 self.watch(&loaded.init);
-                crate::metrics::counter("policy_reloads_total", "Policy generations installed by reloads.", &[])
-                    .fetch_add(1, Ordering::Relaxed);
-                crate::metrics::gauge("policy_generation", "The policy generation serving.", &[])
-                    .store(generation as i64, Ordering::Relaxed);
+                crate::metrics::core::reloads().fetch_add(1, Ordering::Relaxed);
+                crate::metrics::core::policy_generation().store(generation as i64, Ordering::Relaxed);
                 super::bump_config_epoch();
                 Status { generation, ok: true, error: None, reason: reason.into(), restart_needed, at: now() }
             }
             Err(e) => {
                 tracing::error!("policy reload refused, generation {} keeps serving: {e}", self.policy.generation());
-                crate::metrics::counter("policy_reload_failures_total", "Policy reloads refused.", &[])
-                    .fetch_add(1, Ordering::Relaxed);
+                crate::metrics::core::reload_failures().fetch_add(1, Ordering::Relaxed);
                 Status {
                     generation: self.policy.generation(),
                     ok: false,
@@ -181,6 +178,11 @@ impl Reloader {
         dirs.extend(policy.parent().map(Path::to_path_buf));
         for w in &init.wasm {
             let p = std::path::absolute(&w.path).unwrap_or_else(|_| PathBuf::from(&w.path));
+            dirs.extend(p.parent().map(Path::to_path_buf));
+        }
+        // modules required from other directories
+        for f in self.policy.source_files() {
+            let p = std::path::absolute(&f).unwrap_or(f);
             dirs.extend(p.parent().map(Path::to_path_buf));
         }
         let mut watched = self.watched.lock();
@@ -221,6 +223,9 @@ impl Reloader {
         let is_lua = path.extension().is_some_and(|e| e == "lua");
         let policy = std::path::absolute(&self.path).unwrap_or_else(|_| self.path.clone());
         if is_lua && path.parent() == policy.parent() {
+            return true;
+        }
+        if is_lua && self.policy.source_files().iter().any(|f| std::path::absolute(f).ok().as_deref() == Some(path)) {
             return true;
         }
         if is_component(path) {

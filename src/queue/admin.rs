@@ -36,11 +36,14 @@ impl QueueManager {
         let mut counts = BTreeMap::new();
         for m in taken {
             *counts.entry(m.queue_name()).or_insert(0) += 1;
+            crate::metrics::core::failed().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if !suppress_logging {
                 let r = shared.record_plain(RecordType::AdminBounce, &m, &reply);
                 shared.logs.log(r, Some(&m));
             }
-            let _ = shared.spool.remove(m.id()).await;
+            if let Err(e) = shared.spool.remove(m.id()).await {
+                tracing::error!("spool: removing bounced message {}: {e}", m.id());
+            }
         }
         counts
     }
@@ -67,7 +70,7 @@ impl QueueManager {
                 let r = shared.record_plain(RecordType::AdminRebind, &m, &reply);
                 shared.logs.log(r, Some(&m));
             }
-            if let Err(e) = shared.spool.store(&m).await {
+            if let Err(e) = shared.spool.update(&m).await {
                 tracing::error!("spool: storing rebound {}: {e}", m.id());
             }
             m.set_due(None);
@@ -80,6 +83,27 @@ impl QueueManager {
     fn take_scheduled(&self, scope: &Scope) -> Vec<Message> {
         let scheduled: Vec<_> = self.shared().scheduled.lock().values().cloned().collect();
         scheduled.into_iter().filter(|q| scope.covers(&q.parts)).flat_map(|q| q.drain()).collect()
+    }
+
+    /// Ends an admin hold early (`kind` as for [`Automation::add`]); false when there is no
+    /// such id. A cancelled suspension's held messages are due at once, not when the
+    /// suspension would have ended; a cancelled bounce stops bouncing at once.
+    pub fn cancel_hold(&self, kind: &str, id: &str) -> bool {
+        let Some(hold) = self.shared().automation.cancel(kind, id) else { return false };
+        if kind == "suspend" {
+            let scheduled: Vec<_> = self.shared().scheduled.lock().values().cloned().collect();
+            let covered: Vec<_> = scheduled.iter().filter(|q| hold.scope.covers(&q.parts)).collect();
+            let released: usize = covered.iter().map(|q| q.release_held()).sum();
+            covered.iter().for_each(|q| q.wake());
+            tracing::info!("admin: suspension {id} cancelled; {released} held message(s) are due now");
+        }
+        if kind == "suspend-ready-q"
+            && let Some(name) = &hold.name
+            && let Some(rq) = self.shared().ready.lock().get(name).cloned()
+        {
+            rq.wake();
+        }
+        true
     }
 
     /// Message counts of every scheduled queue.

@@ -167,8 +167,7 @@ impl Automation {
                 rule.origin,
                 rule.duration
             );
-            crate::metrics::counter("automation_actions_total", "Automation rule actions applied.", &[])
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::metrics::core::automation_actions().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (what, origin, duration) = (format!("{action:?} on {target}"), rule.origin.clone(), rule.duration);
             tokio::spawn(async move {
                 tokio::time::sleep(duration).await;
@@ -229,17 +228,16 @@ impl Automation {
         list.clone()
     }
 
-    /// Ends a hold early; false when there is no such id.
-    pub fn cancel(&self, kind: &str, id: &str) -> bool {
+    /// Ends a hold early and returns it; `None` when there is no such id.
+    pub fn cancel(&self, kind: &str, id: &str) -> Option<Hold> {
         let mut e = self.effects.lock();
         let list = match kind {
             "bounce" => &mut e.bounces,
             "suspend" => &mut e.suspended_sched,
             _ => &mut e.suspended_ready,
         };
-        let before = list.len();
-        list.retain(|h| h.id != id);
-        before != list.len()
+        let at = list.iter().position(|h| h.id == id)?;
+        Some(list.remove(at))
     }
 
     /// The egress path options automation overrides for this site and domain.

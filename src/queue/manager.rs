@@ -13,14 +13,14 @@ use crate::delivery::mx::{Site, SiteError, resolve_site};
 use crate::logs::{LogRecord, Logs, PeerAddress, RecordType, Response};
 use crate::message::{EnvelopeAddress, Message};
 use crate::policy::{Policy, PolicyError};
-use crate::shaping::throttle::{ThrottleSpec, Throttles};
+use crate::shaping::throttle::Throttles;
 use crate::smtp::protocol::Reply;
 use crate::spool::Spool;
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -69,6 +69,27 @@ pub struct Shared {
     sources: Mutex<HashMap<String, (EgressSource, Instant)>>,
     stopping: AtomicBool,
     reaper_started: AtomicBool,
+    /// Messages between queues (being routed, waiting for room in a ready queue).
+    transit: Arc<AtomicI64>,
+    /// Messages in a delivery attempt or deferred injection.
+    delivering: Arc<AtomicI64>,
+}
+
+/// Counts one message in one of the states between queues while it lives, so the queue
+/// gauges add up to every message the queues hold.
+pub(crate) struct Counted(Arc<AtomicI64>);
+
+impl Counted {
+    fn new(counter: &Arc<AtomicI64>) -> Counted {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Counted(counter.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The queue manager handle.
@@ -99,6 +120,8 @@ impl QueueManager {
             sources: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             reaper_started: AtomicBool::new(false),
+            transit: Arc::default(),
+            delivering: Arc::default(),
         }))
     }
 
@@ -116,6 +139,12 @@ impl QueueManager {
         self.0.stopping.store(true, Ordering::Release);
     }
 
+    /// (messages between queues, messages in a delivery attempt): with the scheduled and
+    /// ready queues' counts, every message the queues hold.
+    pub fn in_between(&self) -> (i64, i64) {
+        (self.0.transit.load(Ordering::Relaxed), self.0.delivering.load(Ordering::Relaxed))
+    }
+
     /// (queue name, messages waiting) for every scheduled and ready queue.
     pub fn summary(&self) -> Vec<(String, usize)> {
         let mut out: Vec<(String, usize)> = self.0.scheduled.lock().iter().map(|(k, q)| (k.clone(), q.len())).collect();
@@ -127,6 +156,11 @@ impl QueueManager {
 impl Shared {
     pub(crate) fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Counts a message as in a delivery attempt while the result lives.
+    pub(crate) fn delivering(&self) -> Counted {
+        Counted::new(&self.delivering)
     }
 
     fn insert(self: &Arc<Self>, message: Message, reason: InsertReason) {
@@ -247,7 +281,7 @@ impl Shared {
             return self.bounce_unqueued(message, &reply, "unspecified", "unspecified").await;
         }
         if let Some(until) = self.automation.sched_suspended(&queue.parts) {
-            queue.insert(message, until);
+            queue.insert_held(message, until);
             return;
         }
         let smtp = match &config.protocol {
@@ -257,7 +291,7 @@ impl Shared {
                 return self.transient(At::default(), message, &internal(text), "").await;
             }
         };
-        if let Some(spec) = config.max_message_rate.as_deref().and_then(|s| ThrottleSpec::parse(s).ok())
+        if let Some(spec) = config.max_message_rate
             && let Err(wait) = self.throttles.acquire(&format!("queue-rate:{}", queue.name), spec)
         {
             queue.insert(message, Instant::now() + wait);
@@ -366,8 +400,7 @@ impl Shared {
             Err(PolicyError::Rejected(r)) if r.is_permanent() => {
                 let reply = r.reply();
                 let rec = self.record(RecordType::Bounce, &message, &message.recipients(), &reply, "", at);
-                self.logs.log(rec, Some(&message));
-                let _ = self.spool.remove(message.id()).await;
+                self.fail(rec, &message).await;
             }
             Err(e) => {
                 message.set_meta("queue", super::DEFERRED_QUEUE.into());
@@ -441,17 +474,16 @@ impl Shared {
                 At { rq: Some(rq), peer: Some(peer) },
             );
             r.num_attempts = message.num_attempts() + 1;
-            crate::static_counter!("total_messages_delivered", "Messages delivered.").fetch_add(1, Ordering::Relaxed);
+            crate::metrics::core::delivered().fetch_add(1, Ordering::Relaxed);
             if let Some((cipher, version)) = tls {
                 r.tls_cipher = Some(cipher);
                 r.tls_protocol_version = Some(version);
             }
-            self.logs.log(r, Some(&message));
+            self.logs.log_written(r, Some(&message)).await;
         }
         for (rcpt, reply, cmd) in &bounced {
             self.automation.observe(rq, &message, reply);
-            crate::static_counter!("total_messages_fail", "Messages (recipients) that failed permanently.")
-                .fetch_add(1, Ordering::Relaxed);
+            crate::metrics::core::failed().fetch_add(1, Ordering::Relaxed);
             let mut r = self.record(
                 RecordType::Bounce,
                 &message,
@@ -461,7 +493,7 @@ impl Shared {
                 At { rq: Some(rq), peer: Some(peer) },
             );
             r.num_attempts = message.num_attempts() + 1;
-            self.logs.log(r, Some(&message));
+            self.logs.log_written(r, Some(&message)).await;
         }
         if transient.is_empty() {
             if let Err(e) = self.spool.remove(message.id()).await {
@@ -486,21 +518,28 @@ impl Shared {
         peer: Option<&PeerAddress>,
     ) {
         self.automation.observe(rq, &message, reply);
-        crate::static_counter!("total_messages_fail", "Messages (recipients) that failed permanently.")
-            .fetch_add(1, Ordering::Relaxed);
         let mut r =
             self.record(RecordType::Bounce, &message, &message.recipients(), reply, command, At { rq: Some(rq), peer });
         r.num_attempts = message.num_attempts() + 1;
-        self.logs.log(r, Some(&message));
-        let _ = self.spool.remove(message.id()).await;
+        self.fail(r, &message).await;
     }
 
     async fn bounce_unqueued(&self, message: Message, reply: &Reply, pool: &str, source: &str) {
         let mut r = self.record(RecordType::Bounce, &message, &message.recipients(), reply, "", At::default());
         r.egress_pool = Some(pool.to_string());
         r.egress_source = Some(source.to_string());
-        self.logs.log(r, Some(&message));
-        let _ = self.spool.remove(message.id()).await;
+        self.fail(r, &message).await;
+    }
+
+    /// Ends a message that failed for good (Bounce, Expiration, AdminBounce): its record,
+    /// `total_messages_fail`, and its removal from the spool.
+    pub(crate) async fn fail(&self, record: LogRecord, message: &Message) {
+        crate::metrics::core::failed().fetch_add(1, Ordering::Relaxed);
+        // written before the spool forgets the message: a crash cannot lose the record
+        self.logs.log_written(record, Some(message)).await;
+        if let Err(e) = self.spool.remove(message.id()).await {
+            tracing::error!("spool: removing failed message {}: {e}", message.id());
+        }
     }
 
     /// A transient failure: TransientFailure record, `requeue_message`, then either a
@@ -511,8 +550,7 @@ impl Shared {
         {
             self.automation.observe(rq, &message, reply);
         }
-        crate::static_counter!("total_messages_transfail", "Transient delivery failures.")
-            .fetch_add(1, Ordering::Relaxed);
+        crate::metrics::core::transfailed().fetch_add(1, Ordering::Relaxed);
         let attempts = message.num_attempts();
         message.set_num_attempts(attempts + 1);
         let r = self.record(RecordType::TransientFailure, &message, &message.recipients(), reply, command, at);
@@ -530,16 +568,14 @@ impl Shared {
             Err(PolicyError::Rejected(rejection)) => {
                 let reply = rejection.reply();
                 let r = self.record(RecordType::Bounce, &message, &message.recipients(), &reply, "", at);
-                self.logs.log(r, Some(&message));
-                let _ = self.spool.remove(message.id()).await;
-                return;
+                return self.fail(r, &message).await;
             }
             Err(e) => tracing::error!("requeue_message for {}: {e}", message.id()),
             Ok(()) => {}
         }
         if message.queue_name() != queue {
             message.set_due(None);
-            self.persist(&message).await;
+            self.store(&message).await;
             self.insert(message, InsertReason::LoggedTransientFailure);
             return;
         }
@@ -548,19 +584,25 @@ impl Shared {
             let text = retry::expiration_text(age + delay, config.max_age);
             let reply = Reply::new(551, "5.4.7", text);
             let r = self.record(RecordType::Expiration, &message, &message.recipients(), &reply, "", at);
-            self.logs.log(r, Some(&message));
-            let _ = self.spool.remove(message.id()).await;
-            return;
+            return self.fail(r, &message).await;
         }
         let due = Instant::now() + delay;
         message.set_due(Some(unix_now() + delay.as_secs_f64().ceil() as i64));
-        self.persist(&message).await;
+        self.store(&message).await;
         self.insert_at(message, due, InsertReason::LoggedTransientFailure);
     }
 
-    /// Stores the message's new attempt count and due time.
-    async fn persist(&self, message: &Message) {
+    /// Stores the message after a transient failure (when a `deferred_spool` message is
+    /// first written).
+    async fn store(&self, message: &Message) {
         if let Err(e) = self.spool.store(message).await {
+            tracing::error!("spool: storing {} failed: {e}; it stays scheduled in memory", message.id());
+        }
+    }
+
+    /// Stores the message's new meta, attempt count and due time, if the spool holds it.
+    async fn persist(&self, message: &Message) {
+        if let Err(e) = self.spool.update(message).await {
             tracing::error!("spool: updating {} failed: {e}; it stays scheduled in memory", message.id());
         }
     }
@@ -572,12 +614,27 @@ pub const QUEUE_REAP_AFTER: Duration = Duration::from_secs(600);
 
 async fn run_scheduled(queue: Arc<ScheduledQueue>, shared: Arc<Shared>) {
     loop {
+        // a bounce outranks a suspension: what arrives for a bounced scope goes at once
+        if let Some(why) = shared.automation.bounce(&queue.parts) {
+            let reply = Reply::new(550, "5.0.0", format!("KumoMTA internal: {why}"));
+            for message in queue.drain() {
+                shared.bounce_unqueued(message, &reply, "unspecified", "unspecified").await;
+            }
+        }
+        // a suspended queue keeps its messages where admin actions (bounce, rebind,
+        // inspect) see them, until the hold ends or is cancelled
+        if let Some(until) = shared.automation.sched_suspended(&queue.parts) {
+            queue.nap(super::automation::Automation::nap(until)).await;
+            continue;
+        }
         let due = match tokio::time::timeout(QUEUE_REAP_AFTER, queue.next_due()).await {
             Ok(due) => due,
             Err(_) if shared.reap_scheduled(&queue) => return,
             Err(_) => continue,
         };
-        for message in due {
+        // the whole due batch is between queues until each message's promotion ends
+        let counted: Vec<Counted> = due.iter().map(|_| Counted::new(&shared.transit)).collect();
+        for (message, _counted) in due.into_iter().zip(counted) {
             shared.promote(&queue, message).await;
         }
     }

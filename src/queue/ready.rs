@@ -4,7 +4,6 @@
 //! `idle_timeout`, and hands every outcome to the manager.
 
 use super::manager::{At, Shared};
-use crate::config::cidr::CidrSet;
 use crate::config::egress::{EgressPathConfig, EgressSource};
 use crate::config::queue::RefreshStrategy;
 use crate::delivery::client::{ConnectParams, Connection, TransportError};
@@ -15,7 +14,7 @@ use crate::smtp::protocol::Reply;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
@@ -69,6 +68,8 @@ pub struct ReadyQueue {
     state: Mutex<State>,
     notify: Notify,
     space: Notify,
+    /// Woken when a suspension of this queue is cancelled.
+    resumed: Notify,
     consecutive_failures: AtomicUsize,
     /// Most connections seen open at once (for tests and metrics).
     pub peak_connections: AtomicUsize,
@@ -92,6 +93,7 @@ impl ReadyQueue {
             state: Mutex::new(State { messages: VecDeque::new(), connections: 0, touched: Instant::now() }),
             notify: Notify::new(),
             space: Notify::new(),
+            resumed: Notify::new(),
             consecutive_failures: AtomicUsize::new(0),
             peak_connections: AtomicUsize::new(0),
         })
@@ -143,6 +145,11 @@ impl ReadyQueue {
             tokio::spawn(dispatch(self.clone(), shared.clone()));
         }
         Ok(())
+    }
+
+    /// Wakes connection tasks napping through a suspension that was just cancelled.
+    pub fn wake(&self) {
+        self.resumed.notify_waiters();
     }
 
     /// Puts a message back at the head of the queue (it was taken but not attempted).
@@ -208,7 +215,14 @@ impl ReadyQueue {
         }
         let Ok(serde_json::Value::Object(mut v)) = serde_json::to_value(&path) else { return path };
         v.extend(overrides);
-        serde_json::from_value(serde_json::Value::Object(v)).unwrap_or(path)
+        // each override was checked when its rule was loaded; say so if they clash anyway
+        match crate::config::decode(serde_json::Value::Object(v)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("ready queue {}: automation overrides not applied: {e}", self.name);
+                path
+            }
+        }
     }
 
     async fn fetch_path(&self, shared: &Shared) -> EgressPathConfig {
@@ -232,15 +246,14 @@ impl ReadyQueue {
     }
 
     async fn connect(&self, shared: &Shared, path: &EgressPathConfig) -> Result<Connection, ConnectFailure> {
-        let prohibited = CidrSet::parse(&path.prohibited_hosts).unwrap_or_default();
-        let skip = CidrSet::parse(&path.skip_hosts).unwrap_or_default();
+        let (prohibited, skip) = (path.prohibited_hosts.set(), path.skip_hosts.set());
         let ehlo = self
             .source
             .ehlo_domain
             .clone()
             .or_else(|| path.ehlo_domain.clone())
             .unwrap_or_else(|| shared.hostname.clone());
-        let source_address = self.source.source_address.as_deref().and_then(|a| a.parse::<IpAddr>().ok());
+        let source_address = self.source.source_address;
         let params = ConnectParams { path, ehlo_domain: &ehlo, source_address };
         let mut last: Option<Reply> = None;
         let (mut tried, mut was_prohibited, mut was_skipped) = (0, 0, 0);
@@ -313,8 +326,8 @@ impl Drop for TaskGuard {
     }
 }
 
-async fn wait_for_throttle(shared: &Shared, key: String, spec: Option<&String>) {
-    let Some(spec) = spec.and_then(|s| ThrottleSpec::parse(s).ok()) else { return };
+async fn wait_for_throttle(shared: &Shared, key: String, spec: Option<&ThrottleSpec>) {
+    let Some(&spec) = spec else { return };
     while let Err(wait) = shared.throttles.acquire(&key, spec) {
         tokio::time::sleep(wait).await;
     }
@@ -326,6 +339,7 @@ async fn inject(rq: &Arc<ReadyQueue>, shared: &Arc<Shared>) {
     while !shared.stopping() {
         let path = rq.refresh_path(shared).await;
         let Some(message) = rq.pop_or_wait(path.idle_timeout).await else { return };
+        let _counted = shared.delivering();
         shared.deferred_inject(rq, message).await;
     }
 }
@@ -341,7 +355,9 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
             continue 'connect;
         }
         if let Some(until) = shared.automation.ready_suspended(&rq.name) {
-            tokio::time::sleep(super::automation::Automation::nap(until)).await;
+            // a cancelled suspension wakes the nap early
+            let resumed = rq.resumed.notified();
+            let _ = tokio::time::timeout(super::automation::Automation::nap(until), resumed).await;
             continue 'connect;
         }
         let epoch = crate::policy::config_epoch();
@@ -363,7 +379,8 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
                 } else {
                     rq.pop().into_iter().collect()
                 };
-                for m in victims {
+                let counted: Vec<_> = victims.iter().map(|_| shared.delivering()).collect();
+                for (m, _counted) in victims.into_iter().zip(counted) {
                     if failure.permanent {
                         shared.bounce(&rq, m, &failure.reply, "connect", None).await;
                     } else {
@@ -379,6 +396,7 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
                 conn.quit(path.rset_timeout).await;
                 return;
             };
+            let _counted = shared.delivering();
             if crate::policy::config_epoch() != epoch {
                 // the options changed (shaping edit, automation): reconnect with the new ones
                 rq.push_front(message);
@@ -389,8 +407,9 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
             for (name, spec) in &path.additional_message_rate_throttles {
                 wait_for_throttle(&shared, format!("named:{name}"), Some(spec)).await;
             }
-            if shared.spool.delivery_paused() {
-                // suspend_delivery_when_spool_unhealthy: its removal could not be recorded
+            if shared.spool.delivery_paused() || shared.automation.ready_suspended(&rq.name).is_some() {
+                // suspend_delivery_when_spool_unhealthy (its removal could not be recorded),
+                // or a suspension that began while this connection was open
                 rq.push_front(message);
                 conn.quit(path.rset_timeout).await;
                 continue 'connect;

@@ -15,6 +15,8 @@ struct Entry {
     due: Instant,
     seq: u64,
     message: Message,
+    /// Waiting for a suspension to end rather than for its retry time.
+    held: bool,
 }
 
 impl PartialEq for Entry {
@@ -57,12 +59,58 @@ impl ScheduledQueue {
 
     /// Adds a message due at `due`.
     pub fn insert(&self, message: Message, due: Instant) {
+        self.push(message, due, false);
+    }
+
+    /// Adds a message held by a suspension until `until` (see [`ScheduledQueue::release_held`]).
+    pub fn insert_held(&self, message: Message, until: Instant) {
+        self.push(message, until, true);
+    }
+
+    fn push(&self, message: Message, due: Instant, held: bool) {
         {
             let mut h = self.heap.lock();
             h.1 += 1;
             let seq = h.1;
-            h.0.push(Reverse(Entry { due, seq, message }));
+            h.0.push(Reverse(Entry { due, seq, message, held }));
         }
+        self.notify.notify_one();
+    }
+
+    /// Makes every message a suspension holds due now (the suspension was cancelled);
+    /// messages waiting for their retry time keep it. Returns how many were released.
+    pub fn release_held(&self) -> usize {
+        let released = {
+            let mut h = self.heap.lock();
+            let now = Instant::now();
+            let mut n = 0;
+            let entries: Vec<Entry> = std::mem::take(&mut h.0)
+                .into_iter()
+                .map(|Reverse(mut e)| {
+                    if e.held {
+                        e.due = now;
+                        e.held = false;
+                        n += 1;
+                    }
+                    e
+                })
+                .collect();
+            h.0 = entries.into_iter().map(Reverse).collect();
+            n
+        };
+        if released > 0 {
+            self.notify.notify_one();
+        }
+        released
+    }
+
+    /// Waits `at_most`, or less if woken ([`ScheduledQueue::wake`], or a new message).
+    pub async fn nap(&self, at_most: std::time::Duration) {
+        let _ = tokio::time::timeout(at_most, self.notify.notified()).await;
+    }
+
+    /// Wakes the queue's task (a suspension ended).
+    pub fn wake(&self) {
         self.notify.notify_one();
     }
 
@@ -158,5 +206,22 @@ mod tests {
         q.insert(msg(), Instant::now());
         assert_eq!(waiter.await.unwrap(), 1);
         assert!(Instant::now() - start < Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn releasing_held_messages_makes_them_due_now_and_leaves_retries_alone() {
+        let q = ScheduledQueue::new("b.example");
+        let start = Instant::now();
+        let (held, retry) = (msg(), msg());
+        q.insert_held(held.clone(), start + Duration::from_secs(600));
+        q.insert(retry.clone(), start + Duration::from_secs(300));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(q.release_held(), 1);
+        let due = q.next_due().await;
+        assert_eq!(due.iter().map(Message::id).collect::<Vec<_>>(), vec![held.id()]);
+        assert_eq!(Instant::now() - start, Duration::from_secs(4), "released at once, not after 600 s");
+        assert_eq!(q.release_held(), 0, "the retry is not a held message");
+        q.next_due().await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(300));
     }
 }

@@ -114,9 +114,19 @@ pub fn parse_rule(v: &Value, origin: &str) -> Result<Rule, String> {
             return Err(format!("trigger: expected \"Immediate\" or {{Threshold=\"N/period\"}}, got {other}"));
         }
     };
-    let duration = m.get("duration").and_then(Value::as_str).ok_or("automation: duration is required")?;
-    let duration = crate::config::units::parse_duration(duration).map_err(|e| format!("duration: {e}"))?;
-    let match_internal = m.get("match_internal").and_then(Value::as_bool).unwrap_or(false);
+    let duration = match m.get("duration") {
+        None => return Err("automation: duration is required".into()),
+        Some(Value::String(d)) => crate::config::units::parse_duration(d).map_err(|e| format!("duration: {e}"))?,
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0) => {
+            Duration::from_secs_f64(n.as_f64().unwrap_or_default())
+        }
+        Some(other) => return Err(format!("duration: expected a duration like \"2 hours\", got {other}")),
+    };
+    let match_internal = match m.get("match_internal") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(format!("match_internal: expected true or false, got {other}")),
+    };
     Ok(Rule { regexes, actions, trigger, duration, match_internal, origin: origin.to_string() })
 }
 

@@ -88,6 +88,14 @@ pub fn validate_params(params: &Map<String, Value>) -> Result<(), String> {
     crate::config::decode::<crate::config::egress::EgressPathConfig>(Value::Object(params.clone())).map(drop)
 }
 
+/// Every bad option of `params`, each on its own (a decode stops at the first).
+fn param_errors(params: &Map<String, Value>) -> Vec<String> {
+    if validate_params(params).is_ok() {
+        return vec![];
+    }
+    params.iter().filter_map(|(k, v)| validate_params(&Map::from_iter([(k.clone(), v.clone())])).err()).collect()
+}
+
 fn section(
     name: &str,
     table: &Map<String, Value>,
@@ -99,8 +107,11 @@ fn section(
     let known = egress_keys();
     for (k, v) in table {
         match k.as_str() {
-            "mx_rollup" => s.mx_rollup = v.as_bool().unwrap_or(true),
-            "replace_base" => s.replace_base = v.as_bool().unwrap_or(false),
+            "mx_rollup" | "replace_base" => match v.as_bool() {
+                Some(b) if k == "mx_rollup" => s.mx_rollup = b,
+                Some(b) => s.replace_base = b,
+                None => errors.push((format!("{name}: {k}: expected true or false, got {v}"), Some(k.clone()))),
+            },
             "automation" => {
                 s.automation = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
                 for (i, rule) in s.automation.iter().enumerate() {
@@ -116,6 +127,18 @@ fn section(
             "match" | "provider_connection_limit" | "provider_max_message_rate" | "provider_source_selection_rate"
                 if provider =>
             {
+                let checked = match k.as_str() {
+                    "provider_connection_limit" => {
+                        crate::config::decode::<crate::config::egress::Limit>(v.clone()).map(drop)
+                    }
+                    "provider_max_message_rate" | "provider_source_selection_rate" => {
+                        crate::config::decode::<crate::config::throttle::ThrottleSpec>(v.clone()).map(drop)
+                    }
+                    _ => Ok(()),
+                };
+                if let Err(e) = checked {
+                    errors.push((format!("{name}: {k}: {e}"), Some(k.clone())));
+                }
                 extra.insert(k.clone(), v.clone());
             }
             _ if known.contains(k) => {
@@ -127,14 +150,14 @@ fn section(
             )),
         }
     }
-    if let Err(e) = validate_params(&s.params) {
+    for e in param_errors(&s.params) {
         let key = e.split(':').next().map(str::to_string);
         errors.push((format!("{name}: {e}"), key));
     }
     for (src, v) in &s.sources {
         match v.as_object() {
             Some(m) => {
-                if let Err(e) = validate_params(m) {
+                for e in param_errors(m) {
                     errors.push((format!("{name}.sources.{src}: {e}"), e.split(':').next().map(str::to_string)));
                 }
             }
@@ -146,15 +169,29 @@ fn section(
 
 fn match_rules(name: &str, v: Option<&Value>, errors: &mut Vec<(String, Option<String>)>) -> Vec<MatchRule> {
     let mut out = vec![];
-    for rule in v.and_then(Value::as_array).cloned().unwrap_or_default() {
-        let Some((kind, value)) = rule.as_object().and_then(|m| m.iter().next()) else {
+    let rules = match v {
+        None => vec![],
+        Some(Value::Array(list)) => list.clone(),
+        Some(other) => {
+            errors
+                .push((format!("provider {name}: match: expected a list of rules, got {other}"), Some("match".into())));
+            vec![]
+        }
+    };
+    for rule in rules {
+        let entry = rule.as_object().filter(|m| m.len() == 1).and_then(|m| m.iter().next());
+        let Some((kind, Value::String(value))) = entry else {
             errors.push((
-                format!("provider {name}: match entries are tables like {{MXSuffix=\".example\"}}"),
+                format!("provider {name}: match entries are tables like {{MXSuffix=\".example\"}}, got {rule}"),
                 Some("match".into()),
             ));
             continue;
         };
-        let value = value.as_str().unwrap_or_default().to_ascii_lowercase();
+        if value.is_empty() {
+            errors.push((format!("provider {name}: match: {kind} needs a non-empty value"), Some("match".into())));
+            continue;
+        }
+        let value = value.to_ascii_lowercase();
         match kind.as_str() {
             "MXSuffix" => out.push(MatchRule::MxSuffix(value)),
             "DomainSuffix" => out.push(MatchRule::DomainSuffix(value)),
@@ -179,7 +216,11 @@ impl ShapingFile {
         for (name, v) in &root {
             let mut errs = vec![];
             if name == "provider" {
-                for (pname, pv) in v.as_object().cloned().unwrap_or_default() {
+                let Some(providers) = v.as_object().cloned() else {
+                    errors.push(("provider: expected tables like [provider.\"name\"]".into(), name.clone(), None));
+                    continue;
+                };
+                for (pname, pv) in providers {
                     let mut perrs = vec![];
                     let Some(table) = pv.as_object() else {
                         errors.push((format!("provider {pname}: expected a table"), pname.clone(), None));
@@ -262,6 +303,42 @@ duration = "1h"
         );
         assert_eq!(g.connection_limit, Some(Value::from(5)));
         assert_eq!(g.section.automation.len(), 1);
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_key() {
+        let text = r#"
+["default"]
+max_message_rate = "banana"
+["a.example"]
+max_connection_rate = "100/fortnight"
+mx_rollup = "yes"
+[provider."p"]
+match = [{MXSuffix = 5}]
+provider_max_message_rate = "lots"
+provider_connection_limit = "many"
+["b.example".sources."s1"]
+additional_message_rate_throttles = { x = "1/century" }
+prohibited_hosts = ["not-a-net"]
+[[provider."p".automation]]
+regex = "x"
+action = {SetConfig = {name = "max_message_rate", value = "banana"}}
+duration = "1h"
+"#;
+        let errs = ShapingFile::parse("s.toml", text).unwrap_err().join("\n");
+        for needle in [
+            "s.toml:3: default: max_message_rate: invalid throttle \"banana\"",
+            "s.toml:5: a.example: max_connection_rate: invalid throttle \"100/fortnight\"",
+            "s.toml:6: a.example: mx_rollup: expected true or false",
+            "provider p: match entries are tables",
+            "provider.p: provider_max_message_rate",
+            "provider.p: provider_connection_limit",
+            "b.example.sources.s1: additional_message_rate_throttles.x",
+            "b.example.sources.s1: prohibited_hosts",
+            "automation[0]: action: SetConfig: max_message_rate",
+        ] {
+            assert!(errs.contains(needle), "missing {needle:?} in:\n{errs}");
+        }
     }
 
     #[test]

@@ -165,8 +165,7 @@ pub async fn load(paths: &[String], options: &LoadOptions) -> Result<Arc<Loaded>
         let text = fresh.errors.join("; ");
         if let Some(old) = previous {
             tracing::error!("shaping: reload refused, the previous data keeps serving: {text}");
-            crate::metrics::counter("shaping_reload_failures_total", "Shaping reloads refused because of errors.", &[])
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::metrics::core::shaping_reload_failures().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             store().entries.lock().insert(k, Entry { data: old.clone(), stale: false });
             return Ok(old);
         }

@@ -1,55 +1,12 @@
-//! Throttles: KumoMTA's spec grammar (`[local:]N/period[,max_burst=B]`) and a GCRA
-//! limiter on tokio time (so tests can pause the clock).
+//! Throttles: a GCRA limiter on tokio time (so tests can pause the clock) for the specs
+//! `config::throttle` parses.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// A parsed throttle spec.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ThrottleSpec {
-    /// Events per period.
-    pub limit: u64,
-    /// The period.
-    pub period: Duration,
-    /// Events allowed at once (defaults to `limit`).
-    pub max_burst: u64,
-    /// `local:` prefix: never shared across nodes.
-    pub local: bool,
-}
-
-impl ThrottleSpec {
-    /// Parses `"100/s"`, `"10/min"`, `"1,000/hour"`, `"local:5/s,max_burst=1"`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("invalid throttle {text:?}: expected N/period like \"100/s\"");
-        let (local, rest) = match text.trim().strip_prefix("local:") {
-            Some(r) => (true, r),
-            None => (false, text.trim()),
-        };
-        let (rate, burst) = match rest.split_once(",max_burst=") {
-            Some((r, b)) => (r, Some(b.replace(['_', ','], "").trim().parse::<u64>().map_err(|_| bad())?)),
-            None => (rest, None),
-        };
-        let (qty, period) = rate.split_once('/').ok_or_else(bad)?;
-        let limit: u64 = qty.replace(['_', ','], "").trim().parse().map_err(|_| bad())?;
-        let period = match period.trim() {
-            "s" | "sec" | "second" => Duration::from_secs(1),
-            "m" | "min" | "minute" => Duration::from_secs(60),
-            "h" | "hr" | "hour" => Duration::from_secs(3600),
-            "d" | "day" => Duration::from_secs(86400),
-            _ => return Err(bad()),
-        };
-        if limit == 0 {
-            return Err(format!("invalid throttle {text:?}: the limit must be positive"));
-        }
-        Ok(ThrottleSpec { limit, period, max_burst: burst.unwrap_or(limit).max(1), local })
-    }
-
-    fn interval(&self) -> Duration {
-        self.period / self.limit.min(u32::MAX as u64) as u32
-    }
-}
+pub use crate::config::throttle::ThrottleSpec;
 
 /// Generic cell rate algorithm state for one throttle.
 #[derive(Debug)]
@@ -107,19 +64,6 @@ impl Throttles {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_kumomta_specs() {
-        let s = ThrottleSpec::parse("100/s").unwrap();
-        assert_eq!((s.limit, s.period, s.max_burst, s.local), (100, Duration::from_secs(1), 100, false));
-        let s = ThrottleSpec::parse("local:1,000/hour,max_burst=10").unwrap();
-        assert_eq!((s.limit, s.period, s.max_burst, s.local), (1000, Duration::from_secs(3600), 10, true));
-        assert_eq!(ThrottleSpec::parse("10/min").unwrap().period, Duration::from_secs(60));
-        assert_eq!(ThrottleSpec::parse("5/d").unwrap().period, Duration::from_secs(86400));
-        for bad in ["", "100", "x/s", "10/fortnight", "0/s"] {
-            assert!(ThrottleSpec::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn gcra_allows_the_burst_then_the_rate() {

@@ -43,7 +43,13 @@ impl Faulty {
 
 #[async_trait::async_trait]
 impl SpoolBackend for Faulty {
-    async fn put(&self, id: SpoolId, _meta: &[u8], _data: &[u8]) -> Result<(), SpoolError> {
+    async fn put(
+        &self,
+        id: SpoolId,
+        _meta: &[u8],
+        _prefix: &[u8],
+        _body: &wasmta::message::Body,
+    ) -> Result<(), SpoolError> {
         if self.broken.load(Ordering::Acquire) {
             return Err(SpoolError::Unhealthy);
         }
@@ -98,7 +104,8 @@ pub fn serve_policy(
         if !deliver {
             queues.stop(); // no deliveries: the test is about reception
         }
-        let ctx = Arc::new(wasmta::smtp::server::ServerContext { policy, spool, logs, queues });
+        let sessions = wasmta::smtp::server::SessionBudget::new(10_000);
+        let ctx = Arc::new(wasmta::smtp::server::ServerContext { policy, spool, logs, queues, sessions });
         let mut table = serde_json::Map::new();
         table.insert("listen".into(), "127.0.0.1:0".into());
         for (k, v) in listener {

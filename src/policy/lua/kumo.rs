@@ -117,6 +117,9 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
     install_init_calls(lua, &kumo, host)?;
     install_constructors(lua, &kumo)?;
     install_helpers(lua, &kumo, host)?;
+    // KumoMTA policies begin `local kumo = require 'kumo'`
+    let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
+    loaded.set("kumo", &kumo)?;
     lua.globals().set("kumo", kumo)?;
     Ok(())
 }
@@ -412,8 +415,13 @@ fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()
     let flag = host.clone();
     kumo.set(
         "validation_failed",
-        lua.create_function(move |lua, ()| {
-            flag.validation_failures.lock().push(caller_site(lua));
+        lua.create_function(move |lua, why: Option<String>| {
+            // wasmta: an optional text says what failed (KumoMTA's takes none)
+            let site = caller_site(lua);
+            flag.validation_failures.lock().push(match why {
+                Some(why) => format!("{site}: {why}"),
+                None => format!("{site}: kumo.validation_failed() was called"),
+            });
             Ok(())
         })?,
     )?;

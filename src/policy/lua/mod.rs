@@ -8,6 +8,7 @@ mod extras;
 mod kumo;
 mod memoize;
 mod shaping;
+mod sources;
 mod userdata;
 
 use crate::config::InitConfig;
@@ -86,6 +87,8 @@ struct PoolLimits {
 /// State shared by every context of one engine.
 pub struct Host {
     policy_path: PathBuf,
+    /// The texts this generation runs, whatever is on disk now.
+    sources: Arc<sources::Sources>,
     init: Mutex<InitConfig>,
     warned: Mutex<HashSet<String>>,
     custom_events: Mutex<HashSet<String>>,
@@ -145,12 +148,14 @@ impl Context {
             lua.set_named_registry_value(SITES_KEY, lua.create_table()?)?;
             kumo::install(&lua, host)?;
             extras::install(&lua, &host.policy_path)?;
+            host.sources.install(&lua)?;
             Ok(())
         };
         setup().map_err(|e| error_text(&e))?;
         let ctx = Context { lua, deadline, created: Instant::now(), uses: 0 };
         ctx.arm(timeout);
-        let chunk = ctx.lua.load(host.policy_path.as_path());
+        let policy = &host.sources.policy;
+        let chunk = ctx.lua.load(&policy.text[..]).set_name(sources::Sources::chunk_name(&policy.path));
         let loaded = tokio::time::timeout(timeout, chunk.exec_async()).await;
         ctx.disarm();
         match loaded {
@@ -286,6 +291,7 @@ impl LuaEngine {
         }
         let host = Arc::new(Host {
             policy_path: path.to_path_buf(),
+            sources: Arc::new(sources::Sources::read(path)?),
             init: Mutex::new(InitConfig::default()),
             warned: Mutex::new(HashSet::new()),
             custom_events: Mutex::new(HashSet::new()),
@@ -313,9 +319,7 @@ impl LuaEngine {
             }
         }
         set_phase(&ctx.lua, Phase::Runtime);
-        for site in host.validation_failures.lock().iter() {
-            problems.push(format!("{site}: kumo.validation_failed() was called"));
-        }
+        problems.extend(host.validation_failures.lock().iter().cloned());
 
         let registered = ctx.registered().map_err(|e| error_text(&e))?;
         let custom = host.custom_events.lock().clone();
@@ -373,6 +377,10 @@ impl LuaEngine {
 impl Engine for LuaEngine {
     fn info(&self) -> &EngineInfo {
         &self.info
+    }
+
+    fn source_files(&self) -> Vec<PathBuf> {
+        self.host.sources.files()
     }
 
     async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {

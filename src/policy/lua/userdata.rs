@@ -83,7 +83,7 @@ impl UserData for LuaMessage {
             Ok(())
         });
         m.add_method("prepend_header", |_, this, (name, value): (String, String)| {
-            this.0.edit_data(|d| headers::prepend(d, &name, &value));
+            this.0.prepend_header(&name, &value);
             Ok(())
         });
         m.add_method("append_header", |_, this, (name, value): (String, String)| {

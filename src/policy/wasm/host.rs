@@ -83,7 +83,7 @@ impl types::HostMessage for HostState {
         Ok(json(&value).map(|v| msg.set_meta(&key, v)))
     }
     fn data_size(&mut self, m: Resource<Message>) -> wasmtime::Result<u64> {
-        Ok(self.table.get(&m)?.data().len() as u64)
+        Ok(self.table.get(&m)?.size() as u64)
     }
     fn get_data(&mut self, m: Resource<Message>) -> wasmtime::Result<Vec<u8>> {
         Ok(self.table.get(&m)?.data().to_vec())
@@ -93,7 +93,7 @@ impl types::HostMessage for HostState {
         Ok(())
     }
     fn prepend_header(&mut self, m: Resource<Message>, name: String, value: String) -> wasmtime::Result<()> {
-        self.table.get(&m)?.edit_data(|d| headers::prepend(d, &name, &value));
+        self.table.get(&m)?.prepend_header(&name, &value);
         Ok(())
     }
     fn append_header(&mut self, m: Resource<Message>, name: String, value: String) -> wasmtime::Result<()> {

@@ -31,6 +31,18 @@ function mod:setup_with_automation(options)
     return load_shaping_data():get_egress_path_config(domain, egress_source, site_name)
   end
 
+  -- `wasmta check` (like `kumod --validate`) loads the files and reports every error
+  kumo.on('validate_config', function()
+    local ok, data = pcall(load_shaping_data)
+    if not ok then
+      kumo.validation_failed(tostring(data))
+      return
+    end
+    for _, e in ipairs(data:get_errors()) do
+      kumo.validation_failed(e)
+    end
+  end)
+
   return {
     get_egress_path_config = get_egress_path_config,
     setup_publish = function() end,
