@@ -4,7 +4,7 @@
 
 use crate::smtp::protocol::client::ReplyReader;
 use crate::smtp::protocol::{DataReceiver, LineEndings};
-use crate::spool::record::{Decoded, Record, decode, encode_put, encode_remove};
+use crate::spool::record::{Decoded, Record, decode, encode_body, encode_put, encode_ref, encode_remove};
 
 /// The command parser: any line gives a command or a reply, never a panic; a reply is a
 /// 4xx/5xx.
@@ -96,6 +96,8 @@ pub fn spool_record(data: &[u8]) {
                 let again = match record {
                     Record::Put { id, meta, data: body } => encode_put(id, meta, body),
                     Record::Remove { id } => encode_remove(id),
+                    Record::Body { id, data } => encode_body(id, data),
+                    Record::Ref { id, meta, body, prefix } => encode_ref(id, meta, body, prefix),
                 };
                 assert_eq!(&again[..], &data[at..at + len], "re-encoding differs");
                 at += len;

@@ -200,3 +200,158 @@ fn t20_what_leaves_has_only_crlf_and_every_dot_after_a_line_feed_stuffed() {
     assert!(!raw[..end + 2].windows(5).any(|w| w == b"\r\n.\r\n"), "an early terminator: {text:?}");
     assert!(text.contains("\r\n..\r\nMAIL FROM:<evil@x.example>"), "the dot line was stuffed: {text:?}");
 }
+
+/// What a scripted destination really answered: (recipient, code).
+type Truth = Arc<Mutex<Vec<(String, u16)>>>;
+
+/// A destination that answers every command correctly but sends four replies nobody
+/// asked for right after its reply to `at` (`EHLO`, `MAIL` or the end of `DATA`).
+fn injecting_destination(at: &'static str, pipelining: bool, truth: Truth) -> String {
+    fake_destination(move |mut tcp| {
+        let extra = b"250 2.0.0 extra\r\n".repeat(4);
+        let mut r = BufReader::new(tcp.try_clone().unwrap());
+        let _ = tcp.write_all(b"220 fake.test ESMTP\r\n");
+        let mut rcpts: Vec<String> = vec![];
+        loop {
+            let cmd = line(&mut r);
+            if cmd.is_empty() {
+                return;
+            }
+            let verb = cmd.get(..4).unwrap_or("").to_ascii_uppercase();
+            let mut reply: Vec<u8> = match verb.as_str() {
+                "EHLO" if pipelining => b"250-fake.test\r\n250 PIPELINING\r\n".to_vec(),
+                "EHLO" | "HELO" => b"250 fake.test\r\n".to_vec(),
+                "RCPT" => {
+                    let rcpt = cmd.trim().trim_start_matches("RCPT TO:<").trim_end_matches('>').to_string();
+                    if rcpt.starts_with("refuse") {
+                        truth.lock().unwrap().push((rcpt, 550));
+                        b"550 5.1.1 no such user\r\n".to_vec()
+                    } else {
+                        rcpts.push(rcpt);
+                        b"250 2.1.5 ok\r\n".to_vec()
+                    }
+                }
+                "DATA" => {
+                    let _ = tcp.write_all(b"354 go\r\n");
+                    while line(&mut r) != ".\r\n" {}
+                    for rcpt in rcpts.drain(..) {
+                        truth.lock().unwrap().push((rcpt, 250));
+                    }
+                    b"250 2.0.0 accepted\r\n".to_vec()
+                }
+                "QUIT" => {
+                    let _ = tcp.write_all(b"221 bye\r\n");
+                    return;
+                }
+                _ => {
+                    rcpts.clear();
+                    b"250 2.0.0 ok\r\n".to_vec()
+                }
+            };
+            let injected = match verb.as_str() {
+                "EHLO" => at == "EHLO",
+                "MAIL" => at == "MAIL",
+                "DATA" => at == "DATA",
+                _ => false,
+            };
+            if injected {
+                reply.extend_from_slice(&extra);
+            }
+            if tcp.write_all(&reply).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn replies_nobody_asked_for_never_credit_the_wrong_message() {
+    let truth: Truth = Arc::default();
+    let mut routes = vec![];
+    for at in ["EHLO", "MAIL", "DATA"] {
+        for pipelining in [true, false] {
+            let domain = format!("{}-{}.example", at.to_ascii_lowercase(), if pipelining { "pipe" } else { "plain" });
+            routes.push((domain, injecting_destination(at, pipelining, truth.clone()), pipelining));
+        }
+    }
+    let table: String = routes.iter().map(|(d, a, p)| format!("['{d}'] = {{ '{a}', {p} }}, ")).collect();
+    let policy = format!(
+        "local kumo = require 'kumo'
+local routes = {{ {table} }}
+kumo.on('get_queue_config', function(domain)
+  return kumo.make_queue_config {{ retry_interval = '1 hour', protocol = {{ smtp = {{ mx_list = {{ routes[domain][1] }} }} }} }}
+end)
+kumo.on('get_egress_path_config', function(domain)
+  return kumo.make_egress_path {{ enable_tls = 'Disabled', enable_pipelining = routes[domain][2] }}
+end)"
+    );
+    let (dir, server) = start("", &policy);
+    let mut c = Client::ehlo(server.addr());
+    let mut sent = vec![];
+    for (d, _, _) in &routes {
+        // A is accepted, B refused at RCPT, C accepted: one connection takes them in turn
+        for local in ["a", "refuse-b", "c"] {
+            let rcpt = format!("{local}@{d}");
+            assert_eq!(c.send_mail("s@s.example", &[&rcpt], "Subject: x\r\n\r\nx").code, 250);
+            sent.push(rcpt);
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let records: Vec<serde_json::Value> = harness::log_records(dir.path())
+            .into_iter()
+            .filter(|r| ["Delivery", "Bounce", "TransientFailure"].contains(&r["type"].as_str().unwrap_or("")))
+            .collect();
+        let decided = |rcpt: &String| records.iter().any(|r| r["recipient"] == rcpt.as_str());
+        if sent.iter().all(decided) {
+            break records;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "undecided: {:?}",
+            sent.iter().filter(|r| !decided(r)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let truth = truth.lock().unwrap().clone();
+    let mut violations = 0;
+    for r in &records {
+        let rcpt = r["recipient"].as_str().unwrap().to_string();
+        let content = r["response"]["content"].as_str().unwrap_or("");
+        assert!(!content.contains("extra"), "a reply nobody asked for was credited to {rcpt}: {r}");
+        match r["type"].as_str().unwrap() {
+            "Delivery" => {
+                assert!(truth.contains(&(rcpt.clone(), 250)), "{rcpt} logged Delivered but never accepted: {r}")
+            }
+            "Bounce" => assert!(truth.contains(&(rcpt.clone(), 550)), "{rcpt} bounced but never refused: {r}"),
+            _ => violations += usize::from(content.contains("no command asked for")),
+        }
+    }
+    assert!(violations >= 6, "every destination's stray replies were noticed: {violations}");
+    assert!(
+        records.iter().all(|r| !(r["type"] == "Delivery" && r["recipient"].as_str().unwrap().starts_with("refuse")))
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_banner_trickled_a_byte_a_second_times_out_as_a_whole() {
+    let addr = fake_destination(|mut tcp| {
+        for b in b"220 trickle.test is very slow to say hello\r\n" {
+            if tcp.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let policy = relay_to(&addr, "retry_interval = '1 hour'", "banner_timeout = '3s'");
+    let (dir, server) = start("", &policy);
+    let mut c = Client::ehlo(server.addr());
+    let sent = std::time::Instant::now();
+    assert_eq!(c.send_mail("a@s.example", &["r@dest.example"], "Subject: x\r\n\r\nx").code, 250);
+    let r = wait_for_record(dir.path(), Duration::from_secs(30), |r| r["type"] == "TransientFailure").unwrap();
+    let took = sent.elapsed();
+    assert!(took < Duration::from_secs(8), "the 3 s banner_timeout bounds the whole banner, not each byte: {took:?}");
+    assert!(r["response"]["content"].as_str().unwrap().contains("timed out"), "{r}");
+    drop(server);
+}

@@ -60,4 +60,18 @@ fn kill_9_under_load_loses_no_acknowledged_message() {
     assert!(log.contains(&format!("{} message(s) enumerated", enumerated.len())), "{log}");
     eprintln!("{} acknowledged, {} enumerated after {rounds} kill -9 rounds", acknowledged.len(), enumerated.len());
     assert!(server.stop().success());
+    // no 250 goes out before its Reception record is in the log file: a kill -9 right
+    // after the reply cannot lose the record
+    let logged: HashSet<String> = harness::log_records(dir.path())
+        .into_iter()
+        .filter(|r| r["type"] == "Reception")
+        .filter_map(|r| r["id"].as_str().map(str::to_string))
+        .collect();
+    let unlogged: Vec<&String> = acknowledged.iter().filter(|id| !logged.contains(*id)).collect();
+    assert!(
+        unlogged.is_empty(),
+        "{} acknowledged message(s) without a Reception record: {:?}",
+        unlogged.len(),
+        &unlogged[..unlogged.len().min(5)]
+    );
 }

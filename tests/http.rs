@@ -195,7 +195,7 @@ fn metrics_are_prometheus_text_and_json() {
     assert!(text.contains("policy_event_latency_seconds_count{event=\"smtp_server_message_received\""), "{text}");
     let (code, body) = http_get(&server.http[0], "/metrics.json");
     assert_eq!(code, 200);
-    assert_eq!(json(&body)["total_messages_received"], 3);
+    assert_eq!(json(&body)["total_messages_received"]["value"], 3);
     let (code, body) = http_get(&server.http[0], "/api/openapi.json");
     assert_eq!(code, 200);
     let doc = json(&body);
@@ -262,7 +262,7 @@ fn cli_commands_talk_to_the_api() {
     assert!(ok && text.contains("cli.example") && text.contains("SCHEDULED QUEUE"), "{text}");
     let (ok, text) = cli(&["suspend-list"]);
     assert!(ok && text.contains("from the cli"), "{text}");
-    let (ok, text) = cli(&["inspect-message", "--id", &id]);
+    let (ok, text) = cli(&["inspect-message", &id]);
     assert!(ok && text.contains("r@cli.example"), "{text}");
     let (ok, text) = cli(&["bounce", "--domain", "cli.example", "--reason", "cli bounce"]);
     assert!(ok && text.contains("\"total_bounced\": 1"), "{text}");
@@ -382,4 +382,58 @@ fn the_cli_talks_https_and_checks_the_certificate_unless_told_not_to() {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn the_http_listener_bounds_idle_slow_and_too_many_connections() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let d = harness::temp_dir();
+    let sink = Sink::start(d.path());
+    let (_dir, server) = start_policy_text(&policy(&sink.addr, "client_timeout = '2s', max_connections = 5", ""));
+    let addr = server.http[0].clone();
+    let closed_within = |s: &mut TcpStream, limit: Duration| -> (bool, String) {
+        s.set_read_timeout(Some(limit)).unwrap();
+        let mut text = Vec::new();
+        let ok = s.read_to_end(&mut text).is_ok();
+        (ok, String::from_utf8_lossy(&text).to_string())
+    };
+    // five idle connections fill the listener; the sixth is answered 503 and closed
+    let mut idle: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut sixth = TcpStream::connect(&addr).unwrap();
+    let (closed, text) = closed_within(&mut sixth, Duration::from_secs(2));
+    assert!(closed && text.starts_with("HTTP/1.1 503"), "{text:?}");
+    // the idle ones are let go after client_timeout
+    let started = std::time::Instant::now();
+    for s in &mut idle {
+        let (closed, _) = closed_within(s, Duration::from_secs(5));
+        assert!(closed, "an idle connection stayed open");
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    // a header trickled a byte every half second is cut off
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    let started = std::time::Instant::now();
+    for b in b"GET /api/check-liveness/v1 HTTP/1.1\r\nHost: x\r\n\r\n" {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        if started.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+    }
+    let (closed, text) = closed_within(&mut slow, Duration::from_secs(5));
+    assert!(closed && !text.contains("200 OK"), "{text:?}");
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    // a body that stops half-way gets 408
+    let mut half = TcpStream::connect(&addr).unwrap();
+    half.write_all(b"POST /api/admin/bump-config-epoch HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .unwrap();
+    let (_, text) = closed_within(&mut half, Duration::from_secs(6));
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    // and the listener still serves
+    let (code, _) = http_get(&addr, "/api/check-liveness/v1");
+    assert_eq!(code, 200);
+    drop(server);
 }

@@ -393,3 +393,166 @@ fn t36_bdat_is_not_offered_and_is_refused_without_desynchronising() {
     c.send(b"Subject: x\r\n\r\nx\r\n.\r\n");
     assert_eq!(c.reply().code, 250);
 }
+
+#[test]
+fn a_silent_or_trickling_starttls_handshake_is_cut_off() {
+    let (_dir, server) = start("client_timeout = '2 seconds', max_session_duration = '4 seconds',", "");
+    // nothing after the 220: the handshake gets client_timeout
+    let mut c = Client::ehlo(server.addr());
+    assert!(c.cmd("STARTTLS").starts("220"));
+    let started = std::time::Instant::now();
+    assert!(c.closed(), "the server hangs up");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // a byte every second keeps no handshake alive past the session's end
+    let mut c = Client::ehlo(server.addr());
+    assert!(c.cmd("STARTTLS").starts("220"));
+    let started = std::time::Instant::now();
+    let mut hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".iter();
+    let cut = loop {
+        std::thread::sleep(Duration::from_millis(900));
+        let Some(b) = hello.next() else { break false };
+        if !c.try_send(&[*b]) || c.has_input() {
+            break true;
+        }
+    };
+    assert!(cut || c.closed(), "cut off while trickling");
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+}
+
+#[test]
+fn reply_lines_stay_within_512_octets_for_a_thousand_recipients() {
+    let (_dir, server) = start("", "");
+    let mut c = Client::ehlo(server.addr());
+    c.cmd("MAIL FROM:<a@s.example>");
+    for i in 0..1024 {
+        assert_eq!(c.cmd(&format!("RCPT TO:<r{i}@d.example>")).code, 250);
+    }
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send(b"Subject: many\r\n\r\nx\r\n.\r\n");
+    let r = c.reply();
+    assert_eq!(r.code, 250, "{r:?}");
+    assert!(r.text.lines().all(|l| l.len() + 2 <= 512), "{}", r.text.lines().map(str::len).max().unwrap());
+    assert_eq!(ids(&r).len(), 1024, "every id is still there, across lines");
+    // and Python's smtplib, which refuses lines over 8192 octets, reads it
+    if std::process::Command::new("python3").arg("--version").output().is_ok() {
+        let script = format!(
+            "import smtplib\ns = smtplib.SMTP('{}'.split(':')[0], int('{}'.split(':')[1]))\nrcpts = ['r%d@d.example' % i for i in range(300)]\nrefused = s.sendmail('a@s.example', rcpts, 'Subject: py\\r\\n\\r\\nx\\r\\n')\nprint('refused', len(refused))\ns.quit()\n",
+            server.addr(),
+            server.addr()
+        );
+        let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("refused 0"),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn excess_recipients_are_not_errors_that_end_the_session() {
+    let (_dir, server) = start("max_recipients_per_message = 10,", "");
+    let mut c = Client::ehlo(server.addr());
+    c.cmd("MAIL FROM:<a@s.example>");
+    for i in 0..10 {
+        assert_eq!(c.cmd(&format!("RCPT TO:<r{i}@d.example>")).code, 250);
+    }
+    // a client pushing 50 more (the error budget is 20) keeps its transaction
+    for i in 10..60 {
+        assert!(c.cmd(&format!("RCPT TO:<r{i}@d.example>")).starts("452 4.5.3"), "{i}");
+    }
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send(b"Subject: some\r\n\r\nx\r\n.\r\n");
+    assert_eq!(ids(&c.reply()).len(), 10);
+}
+
+#[test]
+fn postmaster_parameters_and_nul_follow_the_rfcs() {
+    let (dir, server) = start("invalid_line_endings = 'Deny',", "");
+    let mut c = Client::ehlo(server.addr());
+    // RFC 5321 §4.5.1: RCPT TO:<Postmaster> without a domain is accepted
+    assert_eq!(c.cmd("MAIL FROM:<a@s.example>").code, 250);
+    let r = c.cmd("RCPT TO:<Postmaster>");
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(c.cmd("RSET").code, 250);
+    // unknown or invalid parameters: 555 5.5.4, not silence
+    for bad in
+        ["MAIL FROM:<a@s.example> SIZE=abc", "MAIL FROM:<a@s.example> FROB=1", "MAIL FROM:<a@s.example> BODY=BINARY"]
+    {
+        assert!(c.cmd(bad).starts("555 5.5.4"), "{bad}");
+    }
+    assert_eq!(c.cmd("MAIL FROM:<a@s.example> SIZE=100 BODY=8BITMIME SMTPUTF8").code, 250);
+    assert!(c.cmd("RCPT TO:<b@d.example> NOTIFY=NEVER").starts("555 5.5.4"));
+    assert_eq!(c.cmd("RCPT TO:<b@d.example>").code, 250);
+    // a NUL in DATA is refused in strict mode
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send(b"Subject: nul\r\n\r\nhello\0world\r\n\0.\r\nafter\r\n.\r\n");
+    assert!(c.reply().starts("550 5.6.0"));
+    assert_eq!(c.cmd("NOOP").code, 250, "the session goes on");
+    drop(c);
+    assert!(server.stop().success());
+    assert!(spooled(dir.path()).is_empty());
+
+    // in any other mode NULs are removed: no `NUL . CRLF` line can end data downstream
+    let (dir, server) = start("invalid_line_endings = 'Fix',", "");
+    let mut c = Client::ehlo(server.addr());
+    assert_eq!(
+        c.send_mail("a@s.example", &["b@d.example"], "Subject: nul\r\n\r\nhello\0world\r\n\0.\r\nafter").code,
+        250
+    );
+    drop(c);
+    assert!(server.stop().success());
+    let kept = spooled(dir.path());
+    let data = kept[0].data();
+    assert!(!data.contains(&0), "{:?}", String::from_utf8_lossy(&data));
+    assert!(String::from_utf8_lossy(&data).contains("helloworld\r\n.\r\nafter"));
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
+}
+
+#[test]
+fn one_transaction_to_200_recipients_keeps_one_copy_of_its_body() {
+    let (dir, server) = start("", "");
+    let mut c = Client::ehlo(server.addr());
+    let before = rss_kib(server.child.id());
+    c.cmd("MAIL FROM:<a@s.example>");
+    for i in 0..200 {
+        assert_eq!(c.cmd(&format!("RCPT TO:<r{i}@d.example>")).code, 250);
+    }
+    assert_eq!(c.cmd("DATA").code, 354);
+    let line = format!("{}\r\n", "x".repeat(998));
+    let mut body = String::from("Subject: big\r\n\r\n");
+    while body.len() < 10 * 1024 * 1024 {
+        body.push_str(&line);
+    }
+    c.send(body.as_bytes());
+    c.send(b".\r\n");
+    let r = c.reply();
+    assert_eq!(ids(&r).len(), 200, "{}", &r.text[..r.text.len().min(300)]);
+    let grown_mib = rss_kib(server.child.id()).saturating_sub(before) / 1024;
+    let spool_mib = dir_bytes(&dir.path().join("spool")) / (1024 * 1024);
+    eprintln!("200 recipients x 10 MiB: RSS grew {grown_mib} MiB, spool holds {spool_mib} MiB");
+    // one copy in the spool; in memory the body, the receive buffer and allocator slack
+    assert!(spool_mib <= 12, "the spool holds {spool_mib} MiB (200 copies would be 2,000)");
+    assert!(grown_mib <= 120, "RSS grew {grown_mib} MiB (200 copies would be 2,000)");
+    drop(c);
+    assert!(server.stop().success());
+    let kept = spooled(dir.path());
+    assert_eq!(kept.len(), 200);
+    assert!(
+        kept.iter().all(|m| m.first_header("Received").is_some_and(|r| r.contains(&m.recipient().unwrap().email())))
+    );
+}

@@ -7,7 +7,7 @@ use super::tls;
 use crate::config::egress::{EgressPathConfig, Tls};
 use crate::message::{EnvelopeAddress, Message};
 use crate::smtp::protocol::Reply;
-use crate::smtp::protocol::client::{ReplyReader, dot_stuff};
+use crate::smtp::protocol::client::{ReplyReader, dot_stuff_parts};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -64,13 +64,16 @@ pub struct ConnectParams<'a> {
 }
 
 impl Connection {
+    /// Reads one whole reply within `timeout` (a server trickling a byte at a time gets
+    /// the same time as one sending the reply at once).
     async fn read_reply(&mut self, timeout: Duration, what: &str) -> Result<Reply, TransportError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut buf = [0u8; 4096];
         loop {
             if let Some(r) = self.reader.next_reply() {
                 return r.map_err(|e| TransportError::new(format!("invalid reply to {what}: {e:?}")));
             }
-            let n = match tokio::time::timeout(timeout, self.stream.read(&mut buf)).await {
+            let n = match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
                 Ok(Ok(0)) => {
                     return Err(TransportError::new(format!("connection closed by {} waiting for {what}", self.host)));
                 }
@@ -87,6 +90,36 @@ impl Connection {
         }
     }
 
+    /// True when the server has sent input that no command asked for: buffered beyond
+    /// the replies read, or waiting on the socket now (polled once, without waiting). A
+    /// close or a read error is not input; it surfaces at the next command.
+    async fn unsolicited_input(&mut self) -> bool {
+        if self.reader.has_pending() {
+            return true;
+        }
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::ZERO, self.stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                self.reader.push(&buf[..n]);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Fails on unsolicited input: every later reply would be matched to the wrong command
+    /// (a refusal credited to the next message as a delivery), so the connection is given
+    /// up and what is in flight is retried.
+    async fn ensure_quiet(&mut self, after: &str) -> Result<(), TransportError> {
+        if !self.unsolicited_input().await {
+            return Ok(());
+        }
+        Err(TransportError::new(format!(
+            "{} sent input no command asked for (after {after}); its replies can no longer be matched to commands",
+            self.host
+        )))
+    }
+
     async fn write(&mut self, bytes: &[u8], timeout: Duration, what: &str) -> Result<(), TransportError> {
         match tokio::time::timeout(timeout, self.stream.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
@@ -95,9 +128,16 @@ impl Connection {
         }
     }
 
+    /// Sends one command and reads its reply; nothing else may be waiting before or after.
     async fn command(&mut self, line: &str, timeout: Duration) -> Result<Reply, TransportError> {
+        self.ensure_quiet(line).await?;
         self.write(format!("{line}\r\n").as_bytes(), timeout, line).await?;
-        self.read_reply(timeout, line).await
+        let reply = self.read_reply(timeout, line).await?;
+        // more than one reply to one command
+        if self.reader.has_pending() {
+            self.ensure_quiet(line).await?;
+        }
+        Ok(reply)
     }
 
     /// Connects, reads the banner, says EHLO and negotiates STARTTLS. An error reply at
@@ -174,7 +214,10 @@ impl Connection {
             }
             return Ok(());
         }
-        let r = self.command("STARTTLS", params.path.starttls_timeout).await?;
+        // not `command`: bytes after the 220 are an injection attempt, discarded below
+        self.ensure_quiet("STARTTLS").await?;
+        self.write(b"STARTTLS\r\n", params.path.starttls_timeout, "STARTTLS").await?;
+        let r = self.read_reply(params.path.starttls_timeout, "STARTTLS").await?;
         if r.code != 220 {
             if mode.required() {
                 return Err(TransportError { reply: r });
@@ -224,6 +267,7 @@ impl Connection {
                 batch.push_str("\r\n");
             }
             batch.push_str("DATA\r\n");
+            self.ensure_quiet("the previous transaction").await?;
             self.write(batch.as_bytes(), path.mail_from_timeout, "MAIL/RCPT/DATA").await?;
             let mail_reply = self.read_reply(path.mail_from_timeout, "MAIL FROM").await?;
             let mut rcpt_replies = vec![];
@@ -231,6 +275,10 @@ impl Connection {
                 rcpt_replies.push(self.read_reply(path.rcpt_to_timeout, "RCPT TO").await?);
             }
             let data_reply = self.read_reply(path.data_timeout, "DATA").await?;
+            // more replies than the group asked for: none of them can be trusted
+            if self.reader.has_pending() {
+                self.ensure_quiet("the pipelined MAIL/RCPT/DATA").await?;
+            }
             (mail_reply, rcpt_replies, Some(data_reply))
         } else {
             let mail_reply = self.command(&mail, path.mail_from_timeout).await?;
@@ -277,9 +325,13 @@ impl Connection {
             outcome.extend(accepted.into_iter().map(|r| (r, data_reply.clone(), "DATA")));
             return Ok(MessageResult { recipients: outcome });
         }
-        let wire = dot_stuff(&message.data());
+        let (prefix, body) = message.parts();
+        let wire = dot_stuff_parts(&[&prefix, &body.bytes]);
+        self.ensure_quiet("DATA").await?;
         self.write(&wire, path.data_timeout, "message data").await?;
         let final_reply = self.read_reply(path.data_dot_timeout, "end of data").await?;
+        // a reply beyond the one awaited makes this one uncertain too: retried, not trusted
+        self.ensure_quiet("the end of data").await?;
         if final_reply.code == 250 {
             self.needs_rset = false;
         }

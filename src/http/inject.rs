@@ -196,9 +196,8 @@ async fn inject_one(
     let mut record = LogRecord::for_message(RecordType::Reception, &message, Response::from_reply(&reply, None));
     record.reception_protocol = Some("HTTP".into());
     record.policy_generation = Some(state.policy.generation());
-    state.logs.log(record, Some(&message));
-    crate::static_counter!("total_messages_received", "Messages received.")
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state.logs.log_written(record, Some(&message)).await;
+    crate::metrics::core::received().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     state.queues.insert(message, InsertReason::Injected);
     Ok(())
 }

@@ -2,11 +2,11 @@
 //! `GET /api/check-liveness/v1` is open to everyone; every other endpoint needs a peer in
 //! `trusted_hosts` or credentials accepted by `http_server_validate_auth_basic` /
 //! `http_server_validate_auth_bearer`. Admin endpoints are in `admin`, injection in
-//! `inject`. With `use_tls` it serves HTTPS (`tls`).
+//! `inject`; `conn` serves the connections (HTTPS with `use_tls`, timeouts, a cap).
 
 mod admin;
+mod conn;
 mod inject;
-mod tls;
 
 use crate::config::cidr::CidrSet;
 use crate::config::storage::HttpListenerConfig;
@@ -75,7 +75,7 @@ impl HttpListener {
     }
 
     /// Serves until `shutdown` flips.
-    pub async fn serve(self, mut state: AppState, mut shutdown: watch::Receiver<bool>) {
+    pub async fn serve(self, mut state: AppState, shutdown: watch::Receiver<bool>) {
         state.trusted = Arc::new(CidrSet::parse(&self.config.trusted_hosts).unwrap_or_default());
         let limit = self.config.request_body_limit as usize;
         let protected = Router::new()
@@ -89,24 +89,7 @@ impl HttpListener {
             .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
             .layer(axum::extract::DefaultBodyLimit::max(limit));
         let app = Router::new().route("/api/check-liveness/v1", get(liveness)).merge(protected).with_state(state);
-        let stop = async move {
-            let _ = shutdown.changed().await;
-        };
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        let result = match self.tls {
-            Some(acceptor) => {
-                use axum::serve::ListenerExt;
-                match tls::TlsListener::new(self.socket, acceptor) {
-                    // tap_io: axum knows the peer address of any listener it wraps
-                    Ok(l) => axum::serve(l.tap_io(|_| {}), service).with_graceful_shutdown(stop).await,
-                    Err(e) => Err(e),
-                }
-            }
-            None => axum::serve(self.socket, service).with_graceful_shutdown(stop).await,
-        };
-        if let Err(e) = result {
-            tracing::error!("http listener: {e}");
-        }
+        conn::serve(self.socket, self.config, self.tls, app, shutdown).await;
     }
 }
 
@@ -149,21 +132,32 @@ async fn liveness(State(state): State<AppState>) -> (StatusCode, String) {
     }
 }
 
-/// Refreshes the queue gauges (`scheduled_count`, `ready_count`, `connection_count`).
+/// Refreshes the queue gauges: `scheduled_count`, `ready_count`, the messages between
+/// them (`transit_count`, `delivering_count`), their sum (`message_count`) and the
+/// outbound `connection_count`.
 fn queue_gauges(state: &AppState) {
+    use crate::metrics::core;
     use std::sync::atomic::Ordering;
     let scheduled: Vec<(String, i64)> =
         state.queues.scheduled_counts().into_iter().map(|(name, n)| (name, n as i64)).collect();
-    crate::metrics::set_gauge_family("scheduled_count", "Messages in scheduled queues.", "queue", &scheduled);
+    crate::metrics::set_gauge_family("scheduled_count", core::SCHEDULED_HELP, "queue", &scheduled);
     let mut connections = 0;
     let mut ready = vec![];
     for (name, s) in state.queues.ready_states() {
         ready.push((name, s.messages as i64));
         connections += s.connections;
     }
-    crate::metrics::set_gauge_family("ready_count", "Messages in ready queues.", "queue", &ready);
-    crate::metrics::gauge("connection_count", "Open delivery connections.", &[("service", "smtp_client")])
-        .store(connections as i64, Ordering::Relaxed);
+    crate::metrics::set_gauge_family("ready_count", core::READY_HELP, "queue", &ready);
+    let (transit, delivering) = state.queues.in_between();
+    let held = scheduled.iter().chain(&ready).map(|(_, n)| n).sum::<i64>() + transit + delivering;
+    for (name, help, v) in [
+        ("transit_count", core::TRANSIT_HELP, transit),
+        ("delivering_count", core::DELIVERING_HELP, delivering),
+        ("message_count", core::HELD_HELP, held),
+    ] {
+        crate::metrics::gauge(name, help, &[]).store(v, Ordering::Relaxed);
+    }
+    core::connections("smtp_client").store(connections as i64, Ordering::Relaxed);
 }
 
 async fn metrics(State(state): State<AppState>) -> ([(header::HeaderName, &'static str); 1], String) {

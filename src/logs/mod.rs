@@ -17,6 +17,19 @@ struct Dest {
     writer: Mutex<writer::SegmentWriter>,
 }
 
+/// Records sent to their writers, to be waited for.
+#[must_use = "wait() for the records to be written"]
+pub struct Written(Vec<tokio::sync::oneshot::Receiver<()>>);
+
+impl Written {
+    /// Returns once every record is in its file (or kept for a retry after a failure).
+    pub async fn wait(self) {
+        for w in self.0 {
+            let _ = w.await;
+        }
+    }
+}
+
 /// Every configured log destination.
 #[derive(Clone, Default)]
 pub struct Logs {
@@ -40,7 +53,35 @@ impl Logs {
     }
 
     /// Logs a record; with `message`, the configured headers and meta are copied in.
-    pub fn log(&self, mut record: LogRecord, message: Option<&Message>) {
+    /// Written within moments, not waited for (see [`Logs::log_written`]).
+    pub fn log(&self, record: LogRecord, message: Option<&Message>) {
+        self.send(record, message, |_| None);
+    }
+
+    /// Logs a record; the returned [`Written`] resolves once every destination has
+    /// written it to its file (it then survives a crash of this process): Reception
+    /// before the 250, Delivery and Bounce before the spool forgets the message.
+    pub fn log_acked(&self, record: LogRecord, message: Option<&Message>) -> Written {
+        let mut waits = vec![];
+        self.send(record, message, |_| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            waits.push(rx);
+            Some(tx)
+        });
+        Written(waits)
+    }
+
+    /// [`Logs::log_acked`], waited for.
+    pub async fn log_written(&self, record: LogRecord, message: Option<&Message>) {
+        self.log_acked(record, message).wait().await;
+    }
+
+    fn send(
+        &self,
+        mut record: LogRecord,
+        message: Option<&Message>,
+        mut ack: impl FnMut(&Dest) -> Option<writer::Ack>,
+    ) {
         record.nodeid = self.nodeid.to_string();
         for d in self.dests.iter() {
             if let Some(per) = d.config.per_record.get(&record.kind.name())
@@ -63,7 +104,8 @@ impl Logs {
                     }
                 }
             }
-            d.writer.lock().write(r);
+            let ack = ack(d);
+            d.writer.lock().write(r, ack);
         }
     }
 

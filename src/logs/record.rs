@@ -179,7 +179,7 @@ impl LogRecord {
             many => Value::Array(many.iter().map(|a| Value::String(a.email())).collect()),
         };
         r.queue = message.queue_name();
-        r.size = message.data().len() as u64;
+        r.size = message.size() as u64;
         let created = message.id().created();
         r.created = created.timestamp();
         r.created_time = created.to_rfc3339();

@@ -1,5 +1,8 @@
 //! A message: id, envelope, meta (JSON values) and data, shared by reference between the
-//! SMTP session, the policy engines and the spool.
+//! SMTP session, the policy engines and the spool. The data is a per-message prefix (the
+//! trace headers prepended to this copy) before a body shared, without copying, by every
+//! message split from one transaction: 200 recipients of a 10 MB message hold one body in
+//! memory and in the spool, not 200.
 
 pub mod address;
 pub mod headers;
@@ -35,7 +38,29 @@ pub struct Envelope {
 struct State {
     id: SpoolId,
     envelope: Envelope,
-    data: Arc<Vec<u8>>,
+    /// Lines prepended to this copy only.
+    prefix: Vec<u8>,
+    /// The shared part and its id in the spool.
+    body: Body,
+    /// A copy is in the spool (read from it, or stored since). `deferred_spool` messages
+    /// are not until their first transient failure.
+    spooled: bool,
+}
+
+/// Bytes several messages may share, with the id the spool keeps them under.
+#[derive(Clone)]
+pub struct Body {
+    /// The spool id of the shared bytes.
+    pub id: SpoolId,
+    /// The bytes.
+    pub bytes: Arc<Vec<u8>>,
+}
+
+impl Body {
+    /// New bytes under a fresh id.
+    pub fn new(bytes: Vec<u8>) -> Body {
+        Body { id: SpoolId::new(), bytes: Arc::new(bytes) }
+    }
 }
 
 /// A message handle; clones share the same message.
@@ -50,16 +75,27 @@ impl Message {
         meta: Map<String, Value>,
         data: Vec<u8>,
     ) -> Self {
-        Self::from_parts(
-            SpoolId::new(),
-            Envelope { sender, recipients, meta, num_attempts: 0, due: None },
-            Arc::new(data),
-        )
+        let envelope = Envelope { sender, recipients, meta, num_attempts: 0, due: None };
+        Message::with_state(SpoolId::new(), envelope, vec![], Body::new(data), false)
     }
 
     /// Reassembles a message read back from the spool.
-    pub fn from_parts(id: SpoolId, envelope: Envelope, data: Arc<Vec<u8>>) -> Self {
-        Message(Arc::new(Mutex::new(State { id, envelope, data })))
+    pub fn from_parts(id: SpoolId, envelope: Envelope, prefix: Vec<u8>, body: Body) -> Self {
+        Message::with_state(id, envelope, prefix, body, true)
+    }
+
+    fn with_state(id: SpoolId, envelope: Envelope, prefix: Vec<u8>, body: Body, spooled: bool) -> Self {
+        Message(Arc::new(Mutex::new(State { id, envelope, prefix, body, spooled })))
+    }
+
+    /// True when a copy of this message is in the spool.
+    pub fn spooled(&self) -> bool {
+        self.0.lock().spooled
+    }
+
+    /// Notes that the spool holds a copy now.
+    pub fn set_spooled(&self) {
+        self.0.lock().spooled = true;
     }
 
     /// The spool id.
@@ -117,21 +153,61 @@ impl Message {
         self.0.lock().envelope.meta.clone()
     }
 
-    /// The data (headers and body), shared without copying.
+    /// The whole data (headers and body): shared without copying when nothing was
+    /// prepended to this copy, else put together.
     pub fn data(&self) -> Arc<Vec<u8>> {
-        self.0.lock().data.clone()
+        let s = self.0.lock();
+        if s.prefix.is_empty() {
+            return s.body.bytes.clone();
+        }
+        let mut all = Vec::with_capacity(s.prefix.len() + s.body.bytes.len());
+        all.extend_from_slice(&s.prefix);
+        all.extend_from_slice(&s.body.bytes);
+        Arc::new(all)
     }
 
-    /// Replaces the data.
-    pub fn set_data(&self, data: Vec<u8>) {
-        self.0.lock().data = Arc::new(data);
+    /// The data as it is kept: this copy's prefix and the shared body.
+    pub fn parts(&self) -> (Vec<u8>, Body) {
+        let s = self.0.lock();
+        (s.prefix.clone(), s.body.clone())
     }
 
-    /// Applies an edit to the data.
-    pub fn edit_data(&self, edit: impl FnOnce(&[u8]) -> Vec<u8>) {
+    /// The size of the whole data.
+    pub fn size(&self) -> usize {
+        let s = self.0.lock();
+        s.prefix.len() + s.body.bytes.len()
+    }
+
+    /// The header section (prefix and the shared body's header lines), without the body
+    /// text: what header reads need, at the cost of the headers only.
+    pub fn header_section(&self) -> Vec<u8> {
+        let s = self.0.lock();
+        let end = headers::header_end(&s.body.bytes);
+        let mut out = Vec::with_capacity(s.prefix.len() + end);
+        out.extend_from_slice(&s.prefix);
+        out.extend_from_slice(&s.body.bytes[..end]);
+        out
+    }
+
+    /// Prepends a header field to this copy only; the shared body stays shared.
+    pub fn prepend_header(&self, name: &str, value: &str) {
         let mut s = self.0.lock();
-        let new = edit(&s.data);
-        s.data = Arc::new(new);
+        let mut prefix = headers::format_field(name, value);
+        prefix.extend_from_slice(&s.prefix);
+        s.prefix = prefix;
+    }
+
+    /// Replaces the data (this copy gets a body of its own).
+    pub fn set_data(&self, data: Vec<u8>) {
+        let mut s = self.0.lock();
+        s.prefix.clear();
+        s.body = Body::new(data);
+    }
+
+    /// Applies an edit to the whole data (this copy gets a body of its own).
+    pub fn edit_data(&self, edit: impl FnOnce(&[u8]) -> Vec<u8>) {
+        let whole = self.data();
+        self.set_data(edit(&whole));
     }
 
     /// Delivery attempts so far.
@@ -161,29 +237,30 @@ impl Message {
         queue_name::queue_name(&s.envelope.meta, &domain)
     }
 
-    /// A copy with a new id and the given recipients (for splitting a transaction).
+    /// A copy with a new id and the given recipients (for splitting a transaction); it
+    /// shares the body.
     pub fn split_for(&self, recipients: Vec<EnvelopeAddress>) -> Message {
         let s = self.0.lock();
         let mut envelope = s.envelope.clone();
         envelope.recipients = recipients;
-        Message::from_parts(SpoolId::new(), envelope, s.data.clone())
+        Message::with_state(SpoolId::new(), envelope, s.prefix.clone(), s.body.clone(), false)
     }
 
     /// The first value of a header, unfolded.
     pub fn first_header(&self, name: &str) -> Option<String> {
-        let data = self.data();
+        let data = self.header_section();
         headers::fields(&data).into_iter().find(|f| f.name.eq_ignore_ascii_case(name)).map(|f| f.value())
     }
 
     /// Every value of a header, unfolded.
     pub fn all_headers_named(&self, name: &str) -> Vec<String> {
-        let data = self.data();
+        let data = self.header_section();
         headers::fields(&data).into_iter().filter(|f| f.name.eq_ignore_ascii_case(name)).map(|f| f.value()).collect()
     }
 
     /// Every header as (name, value).
     pub fn all_headers(&self) -> Vec<(String, String)> {
-        let data = self.data();
+        let data = self.header_section();
         headers::fields(&data).into_iter().map(|f| (f.name.to_string(), f.value())).collect()
     }
 }
@@ -209,5 +286,24 @@ mod tests {
         assert_eq!(part.queue_name(), "t@y.example");
         assert_eq!(m.queue_name(), "t@x.example");
         assert_eq!(part.first_header("subject").as_deref(), Some("s"));
+    }
+
+    #[test]
+    fn prepends_stay_per_copy_and_the_body_is_shared() {
+        let a = EnvelopeAddress::parse("a@x.example").unwrap();
+        let m =
+            Message::new(EnvelopeAddress::null(), vec![a.clone()], Map::new(), b"Subject: s\r\n\r\nbody\r\n".to_vec());
+        let (c1, c2) = (m.split_for(vec![a.clone()]), m.split_for(vec![a]));
+        c1.prepend_header("Received", "one");
+        c2.prepend_header("Received", "two");
+        assert!(Arc::ptr_eq(&c1.parts().1.bytes, &c2.parts().1.bytes), "one body for both copies");
+        assert_eq!(c1.parts().1.id, c2.parts().1.id);
+        assert_eq!(&c1.data()[..], b"Received: one\r\nSubject: s\r\n\r\nbody\r\n");
+        assert_eq!(c2.all_headers_named("received"), vec!["two".to_string()]);
+        assert_eq!(c1.header_section(), b"Received: one\r\nSubject: s\r\n");
+        assert_eq!(c1.size(), c1.data().len());
+        c1.edit_data(|d| headers::append(d, "X-Edited", "yes"));
+        assert_ne!(c1.parts().1.id, c2.parts().1.id, "an edited copy has a body of its own");
+        assert_eq!(c2.first_header("x-edited"), None);
     }
 }

@@ -19,7 +19,7 @@
 use super::index::{Index, Loc};
 use super::record::{self, Decoded, Record};
 use super::{Recovered, SpoolError};
-use crate::message::SpoolId;
+use crate::message::{Body, SpoolId};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -38,7 +38,12 @@ const COMPACT_LIMIT: u64 = 16 * 1024 * 1024;
 const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum Op {
-    Put(SpoolId, Vec<u8>),
+    /// A message's Ref record, and the Body it names (written first unless it is live).
+    Put {
+        id: SpoolId,
+        record: Vec<u8>,
+        body: Body,
+    },
     Remove(SpoolId, Vec<u8>),
 }
 
@@ -47,10 +52,23 @@ struct Pending {
     done: oneshot::Sender<Result<(), SpoolError>>,
 }
 
-/// The journal.
+/// The journal. It holds the directory's lock (one server per spool) from before the
+/// first read until its writer thread has finished, which dropping it waits for.
 pub struct Journal {
-    tx: std::sync::mpsc::Sender<Pending>,
+    tx: Option<std::sync::mpsc::Sender<Pending>>,
     healthy: Arc<AtomicBool>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    _lock: crate::dirlock::DirLock,
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // the writer ends when its channel closes; the lock goes only after it has
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -71,6 +89,7 @@ impl Journal {
     /// [`Journal::open`] rolling segments at `segment_limit` bytes.
     pub fn open_with(dir: &Path, segment_limit: u64) -> Result<(Journal, Recovered), SpoolError> {
         let io = |what: &str, e: std::io::Error| SpoolError::Io(format!("{what} {}: {e}", dir.display()));
+        let lock = crate::dirlock::DirLock::acquire(dir).map_err(|e| SpoolError::Locked(e.to_string()))?;
         fs::create_dir_all(dir.join("corrupt")).map_err(|e| io("creating", e))?;
         let mut seqs: Vec<u64> = fs::read_dir(dir)
             .map_err(|e| io("reading", e))?
@@ -81,19 +100,14 @@ impl Journal {
 
         let mut index = Index::default();
         let mut recovered = Recovered::default();
-        let mut messages: HashMap<SpoolId, (Vec<u8>, Vec<u8>)> = HashMap::new();
+        let mut replay = Replay::default();
         for &seq in &seqs {
-            replay_segment(dir, seq, &mut index, &mut messages, &mut recovered)?;
+            replay_segment(dir, seq, &mut index, &mut replay, &mut recovered)?;
         }
-        let mut ids: Vec<SpoolId> = messages.keys().copied().collect();
-        ids.sort();
-        for id in ids {
-            let (meta, data) = messages.remove(&id).expect("present");
-            recovered.messages.push((id, meta, data));
-        }
+        replay.finish(&mut index, &mut recovered);
 
         let next_seq = seqs.last().map(|s| s + 1).unwrap_or(1);
-        let (file, path) = create_segment(dir, next_seq)?;
+        let (file, path) = create_segment(dir, next_seq).map_err(|e| io("creating a segment in", e))?;
         index.open_segment(next_seq);
         let healthy = Arc::new(AtomicBool::new(true));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -105,15 +119,16 @@ impl Journal {
             size: 0,
             segment_limit,
             compact_failed: None,
+            roll_deferred: false,
             index,
             healthy: healthy.clone(),
         };
         writer.delete_dead_segments();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| SpoolError::Io(format!("spawning the spool writer: {e}")))?;
-        Ok((Journal { tx, healthy }, recovered))
+        Ok((Journal { tx: Some(tx), healthy, writer: Some(writer), _lock: lock }, recovered))
     }
 
     async fn submit(&self, op: Op) -> Result<(), SpoolError> {
@@ -121,13 +136,21 @@ impl Journal {
             return Err(SpoolError::Unhealthy);
         }
         let (done, wait) = oneshot::channel();
-        self.tx.send(Pending { op, done }).map_err(|_| SpoolError::Unhealthy)?;
+        let tx = self.tx.as_ref().ok_or(SpoolError::Unhealthy)?;
+        tx.send(Pending { op, done }).map_err(|_| SpoolError::Unhealthy)?;
         wait.await.unwrap_or(Err(SpoolError::Unhealthy))
     }
 
-    /// Stores a message durably.
-    pub async fn put(&self, id: SpoolId, meta: &[u8], data: &[u8]) -> Result<(), SpoolError> {
-        self.submit(Op::Put(id, record::encode_put(id, meta, data))).await
+    /// Stores a message durably: its envelope, its own prefix and the body it shares
+    /// (written once, by the first message that needs it while no live message names it).
+    pub async fn put(&self, id: SpoolId, meta: &[u8], prefix: &[u8], body: &Body) -> Result<(), SpoolError> {
+        let record = record::encode_ref(id, meta, body.id, prefix);
+        self.submit(Op::Put { id, record, body: body.clone() }).await
+    }
+
+    /// Stores a message whose data is all its own.
+    pub async fn put_data(&self, id: SpoolId, meta: &[u8], data: &[u8]) -> Result<(), SpoolError> {
+        self.put(id, meta, b"", &Body::new(data.to_vec())).await
     }
 
     /// Removes a message durably.
@@ -141,15 +164,23 @@ impl Journal {
     }
 }
 
-fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), SpoolError> {
+/// Creates segment `seq` and makes it durable in its directory. On failure nothing is
+/// left behind, so it can simply be tried again.
+fn create_segment(dir: &Path, seq: u64) -> std::io::Result<(File, PathBuf)> {
     let path = segment_path(dir, seq);
-    let file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| SpoolError::Io(format!("creating {}: {e}", path.display())))?;
-    sync_dir(dir).map_err(|e| SpoolError::Io(format!("syncing {}: {e}", dir.display())))?;
+    let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+    if let Err(e) = sync_dir(dir) {
+        drop(file);
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
     Ok((file, path))
+}
+
+/// Running out of descriptors (EMFILE, ENFILE) or kernel memory passes: not a reason to
+/// stop taking mail for good.
+fn is_exhaustion(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM))
 }
 
 fn quarantine(dir: &Path, seq: u64, offset: usize, bytes: &[u8], reason: &str, recovered: &mut Recovered) {
@@ -167,11 +198,46 @@ fn quarantine(dir: &Path, seq: u64, offset: usize, bytes: &[u8], reason: &str, r
     recovered.quarantined += 1;
 }
 
+/// What the segments say, gathered over the whole replay: a Ref may come before the Body
+/// it names (compaction copies a body forward past its messages).
+#[derive(Default)]
+struct Replay {
+    /// Live messages: envelope, prefix, body id.
+    messages: HashMap<SpoolId, (Vec<u8>, Vec<u8>, SpoolId)>,
+    /// Bodies by id.
+    bodies: HashMap<SpoolId, Arc<Vec<u8>>>,
+}
+
+impl Replay {
+    /// Pairs messages with their bodies; a message whose body is missing is reported and
+    /// counted, never delivered half.
+    fn finish(mut self, index: &mut Index, recovered: &mut Recovered) {
+        index.sweep_bodies(self.bodies.keys().copied().collect::<Vec<_>>());
+        let mut ids: Vec<SpoolId> = self.messages.keys().copied().collect();
+        ids.sort();
+        for id in ids {
+            let (meta, prefix, body_id) = self.messages.remove(&id).expect("present");
+            match self.bodies.get(&body_id) {
+                Some(bytes) => {
+                    let body = Body { id: body_id, bytes: bytes.clone() };
+                    recovered.messages.push(super::RecoveredMessage { id, meta, prefix, body });
+                }
+                None => {
+                    tracing::error!(
+                        "spool: message {id} names body {body_id}, which is not in the spool; not delivered"
+                    );
+                    recovered.quarantined += 1;
+                }
+            }
+        }
+    }
+}
+
 fn replay_segment(
     dir: &Path,
     seq: u64,
     index: &mut Index,
-    messages: &mut HashMap<SpoolId, (Vec<u8>, Vec<u8>)>,
+    replay: &mut Replay,
     recovered: &mut Recovered,
 ) -> Result<(), SpoolError> {
     let path = segment_path(dir, seq);
@@ -179,19 +245,35 @@ fn replay_segment(
     let mut pos = 0;
     index.open_segment(seq);
     while pos < buf.len() {
+        let loc = |len: usize| Loc { seq, offset: pos as u64, len: len as u64 };
         match record::decode(&buf[pos..]) {
+            Decoded::Record(Record::Put { meta, .. } | Record::Ref { meta, .. }, len)
+                if serde_json::from_slice::<serde_json::Value>(meta).is_err() =>
+            {
+                quarantine(dir, seq, pos, &buf[pos..pos + len], "a record with unreadable meta", recovered);
+                pos += len;
+            }
             Decoded::Record(Record::Put { id, meta, data }, len) => {
-                if serde_json::from_slice::<serde_json::Value>(meta).is_err() {
-                    quarantine(dir, seq, pos, &buf[pos..pos + len], "a record with unreadable meta", recovered);
-                } else {
-                    index.put(id, Loc { seq, offset: pos as u64, len: len as u64 });
-                    messages.insert(id, (meta.to_vec(), data.to_vec()));
-                }
+                // written before bodies were shared: the message's data is its own body
+                let body = SpoolId::new();
+                replay.bodies.insert(body, Arc::new(data.to_vec()));
+                replay.messages.insert(id, (meta.to_vec(), vec![], body));
+                index.put(id, loc(len), None);
+                pos += len;
+            }
+            Decoded::Record(Record::Ref { id, meta, body, prefix }, len) => {
+                replay.messages.insert(id, (meta.to_vec(), prefix.to_vec(), body));
+                index.put(id, loc(len), Some(body));
+                pos += len;
+            }
+            Decoded::Record(Record::Body { id, data }, len) => {
+                replay.bodies.insert(id, Arc::new(data.to_vec()));
+                index.put_body(id, loc(len));
                 pos += len;
             }
             Decoded::Record(Record::Remove { id }, len) => {
                 index.remove(id);
-                messages.remove(&id);
+                replay.messages.remove(&id);
                 pos += len;
             }
             Decoded::Incomplete => {
@@ -221,6 +303,8 @@ struct Writer {
     segment_limit: u64,
     /// A segment whose compaction failed once (left alone).
     compact_failed: Option<u64>,
+    /// The last roll ran out of descriptors (said once, tried at every commit).
+    roll_deferred: bool,
     index: Index,
     healthy: Arc<AtomicBool>,
 }
@@ -257,17 +341,41 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &[Pending], buf: &mut Vec<u8>) -> Result<(), SpoolError> {
+        /// What one piece of the batch does to the index once it is on disk.
+        enum Entry {
+            Body(SpoolId),
+            Message(SpoolId, SpoolId),
+            Remove(SpoolId),
+        }
         buf.clear();
+        let mut entries: Vec<(Entry, u64)> = Vec::with_capacity(batch.len() + 1);
+        let mut new_bodies: Vec<SpoolId> = vec![];
         for p in batch {
-            buf.extend_from_slice(p.bytes());
+            match &p.op {
+                Op::Put { id, record, body } => {
+                    if !self.index.is_live(body.id) && !new_bodies.contains(&body.id) {
+                        let encoded = record::encode_body(body.id, &body.bytes);
+                        buf.extend_from_slice(&encoded);
+                        entries.push((Entry::Body(body.id), encoded.len() as u64));
+                        new_bodies.push(body.id);
+                    }
+                    buf.extend_from_slice(record);
+                    entries.push((Entry::Message(*id, body.id), record.len() as u64));
+                }
+                Op::Remove(id, record) => {
+                    buf.extend_from_slice(record);
+                    entries.push((Entry::Remove(*id), record.len() as u64));
+                }
+            }
         }
         let start = self.append(buf)?;
         let mut offset = start;
-        for p in batch {
-            let len = p.len() as u64;
-            match &p.op {
-                Op::Put(id, _) => self.index.put(*id, Loc { seq: self.seq, offset, len }),
-                Op::Remove(id, _) => self.index.remove(*id),
+        for (entry, len) in entries {
+            let loc = Loc { seq: self.seq, offset, len };
+            match entry {
+                Entry::Body(id) => self.index.put_body(id, loc),
+                Entry::Message(id, body) => self.index.put(id, loc, Some(body)),
+                Entry::Remove(id) => self.index.remove(id),
             }
             offset += len;
         }
@@ -322,10 +430,10 @@ impl Writer {
             }
             let worth_it =
                 seg.live_bytes <= COMPACT_LIMIT && seg.live_bytes * 2 <= self.index.dead_bytes_before(self.seq);
-            if seg.messages > 0 && !worth_it {
+            if seg.records > 0 && !worth_it {
                 return;
             }
-            if seg.messages > 0 {
+            if seg.records > 0 {
                 match self.copy_forward(oldest) {
                     Ok(n) => tracing::info!("spool: compaction moved {n} live message(s) out of segment {oldest}"),
                     Err(e) => {
@@ -357,7 +465,10 @@ impl Writer {
             file.read_exact_at(&mut buf[at..], loc.offset)
                 .map_err(|e| SpoolError::Io(format!("reading {}: {e}", path.display())))?;
             match record::decode(&buf[at..]) {
-                Decoded::Record(Record::Put { id: got, .. }, len) if got == *id && len as u64 == loc.len => {}
+                Decoded::Record(
+                    Record::Put { id: got, .. } | Record::Ref { id: got, .. } | Record::Body { id: got, .. },
+                    len,
+                ) if got == *id && len as u64 == loc.len => {}
                 _ => {
                     return Err(SpoolError::Io(format!("{}: the record of {id} no longer reads back", path.display())));
                 }
@@ -366,7 +477,7 @@ impl Writer {
         let start = self.append(&buf)?;
         let mut offset = start;
         for (id, loc) in &live {
-            self.index.put(*id, Loc { seq: self.seq, offset, len: loc.len });
+            self.index.relocate(*id, Loc { seq: self.seq, offset, len: loc.len });
             offset += loc.len;
         }
         if self.size >= self.segment_limit {
@@ -387,11 +498,31 @@ impl Writer {
         }
     }
 
+    /// Starts the next segment. Out of descriptors, the current segment simply grows
+    /// past its limit and the next commit tries again; any other failure latches.
     fn roll(&mut self) -> Result<(), SpoolError> {
-        let (file, path) = create_segment(&self.dir, self.seq + 1).inspect_err(|e| {
-            self.healthy.store(false, Ordering::Release);
-            tracing::error!("spool: {e}; the spool is now unhealthy and refuses new messages");
-        })?;
+        let (file, path) = match create_segment(&self.dir, self.seq + 1) {
+            Ok(x) => x,
+            Err(e) if is_exhaustion(&e) => {
+                if !self.roll_deferred {
+                    tracing::warn!("spool: cannot start a new segment yet ({e}); the current one keeps growing");
+                    self.roll_deferred = true;
+                }
+                return Err(SpoolError::Io(e.to_string()));
+            }
+            Err(e) => {
+                self.healthy.store(false, Ordering::Release);
+                tracing::error!(
+                    "spool: creating a segment in {}: {e}; the spool is now unhealthy and refuses new messages",
+                    self.dir.display()
+                );
+                return Err(SpoolError::Io(e.to_string()));
+            }
+        };
+        if self.roll_deferred {
+            tracing::info!("spool: new segments can be made again");
+            self.roll_deferred = false;
+        }
         self.seq += 1;
         self.file = file;
         self.path = path;
@@ -403,7 +534,7 @@ impl Writer {
     /// Deletes the oldest segments while they hold no live message.
     fn delete_dead_segments(&mut self) {
         while let Some((seq, seg)) = self.index.oldest() {
-            if seg.messages != 0 || seq == self.seq {
+            if seg.records != 0 || seq == self.seq {
                 break;
             }
             let path = segment_path(&self.dir, seq);
@@ -423,14 +554,12 @@ impl Writer {
 }
 
 impl Pending {
-    fn bytes(&self) -> &[u8] {
-        match &self.op {
-            Op::Put(_, b) | Op::Remove(_, b) => b,
-        }
-    }
-
+    /// Bytes this operation may write (a body counted even if it turns out to be live).
     fn len(&self) -> usize {
-        self.bytes().len()
+        match &self.op {
+            Op::Put { record, body, .. } => record.len() + body.bytes.len(),
+            Op::Remove(_, b) => b.len(),
+        }
     }
 }
 
@@ -445,15 +574,15 @@ mod tests {
         {
             let (j, rec) = Journal::open(dir.path()).unwrap();
             assert!(rec.messages.is_empty());
-            j.put(a, b"{}", b"A").await.unwrap();
-            j.put(b, b"{}", b"B").await.unwrap();
-            j.put(c, b"{}", b"C").await.unwrap();
+            j.put_data(a, b"{}", b"A").await.unwrap();
+            j.put_data(b, b"{}", b"B").await.unwrap();
+            j.put_data(c, b"{}", b"C").await.unwrap();
             j.remove(b).await.unwrap();
         }
         let (_j, rec) = Journal::open(dir.path()).unwrap();
-        let ids: Vec<SpoolId> = rec.messages.iter().map(|m| m.0).collect();
+        let ids: Vec<SpoolId> = rec.messages.iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![a, c]);
-        assert_eq!(rec.messages[1].2, b"C");
+        assert_eq!(rec.messages[1].data(), b"C");
         assert_eq!(rec.quarantined, 0);
     }
 
@@ -463,8 +592,8 @@ mod tests {
         let (a, b) = (SpoolId::new(), SpoolId::new());
         {
             let (j, _) = Journal::open(dir.path()).unwrap();
-            j.put(a, b"{}", b"AAAA").await.unwrap();
-            j.put(b, b"{}", b"BBBB").await.unwrap();
+            j.put_data(a, b"{}", b"AAAA").await.unwrap();
+            j.put_data(b, b"{}", b"BBBB").await.unwrap();
         }
         // corrupt the first record's data and append a torn record
         let seg = segment_path(dir.path(), 1);
@@ -476,9 +605,10 @@ mod tests {
         fs::write(&seg, &bytes).unwrap();
 
         let (_j, rec) = Journal::open(dir.path()).unwrap();
-        let ids: Vec<SpoolId> = rec.messages.iter().map(|m| m.0).collect();
+        let ids: Vec<SpoolId> = rec.messages.iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![b], "the corrupt and the torn record are never recovered");
-        assert_eq!(rec.quarantined, 2);
+        // the corrupt body, the torn record, and the message whose body that was
+        assert_eq!(rec.quarantined, 3);
         assert_eq!(fs::read_dir(dir.path().join("corrupt")).unwrap().count(), 2);
     }
 
@@ -502,7 +632,7 @@ mod tests {
             for (id, data) in ops {
                 match data {
                     Some(d) => {
-                        j.put(id, b"{}", d).await.unwrap();
+                        j.put_data(id, b"{}", d).await.unwrap();
                         state.retain(|(x, _)| *x != id);
                         state.push((id, d.to_vec()));
                     }
@@ -515,17 +645,24 @@ mod tests {
             }
         }
         let image = fs::read(&seg).unwrap();
+        let mut boundaries = vec![0];
+        while let Decoded::Record(_, len) = record::decode(&image[*boundaries.last().unwrap()..]) {
+            boundaries.push(boundaries.last().unwrap() + len);
+        }
+        assert_eq!(*boundaries.last().unwrap(), image.len());
         for cut in 0..=image.len() {
             let crashed = tempfile::tempdir().unwrap();
             fs::write(segment_path(crashed.path(), 1), &image[..cut]).unwrap();
             let (_j, rec) = Journal::open(crashed.path()).unwrap();
-            let (end, expected) = acked.iter().rev().find(|(end, _)| *end as usize <= cut).unwrap();
-            let mut got: State = rec.messages.iter().map(|m| (m.0, m.2.clone())).collect();
+            let (_, expected) = acked.iter().rev().find(|(end, _)| *end as usize <= cut).unwrap();
+            let mut got: State = rec.messages.iter().map(|m| (m.id, m.data())).collect();
             let mut want = expected.clone();
             got.sort();
             want.sort();
             assert_eq!(got, want, "cut at {cut}");
-            assert_eq!(rec.quarantined, usize::from(*end as usize != cut), "cut at {cut}: the torn tail only");
+            // a message is two records (its body, then its ref): a cut between them tears
+            // nothing, and the body alone is dead
+            assert_eq!(rec.quarantined, usize::from(!boundaries.contains(&cut)), "cut at {cut}: the torn tail only");
         }
     }
 
@@ -542,10 +679,10 @@ mod tests {
         let old = SpoolId::new();
         {
             let (j, _) = Journal::open_with(dir.path(), 4096).unwrap();
-            j.put(old, b"{\"long\":1}", b"retried for days").await.unwrap();
+            j.put_data(old, b"{\"long\":1}", b"retried for days").await.unwrap();
             for _ in 0..300 {
                 let id = SpoolId::new();
-                j.put(id, b"{}", &[b'x'; 500]).await.unwrap();
+                j.put_data(id, b"{}", &[b'x'; 500]).await.unwrap();
                 j.remove(id).await.unwrap();
             }
             // about 40 segments were written; compaction moved the old message forward
@@ -553,7 +690,7 @@ mod tests {
         }
         let (_j, rec) = Journal::open(dir.path()).unwrap();
         assert_eq!(rec.messages.len(), 1);
-        assert_eq!((rec.messages[0].0, &rec.messages[0].2[..]), (old, &b"retried for days"[..]));
+        assert_eq!((rec.messages[0].id, rec.messages[0].data()), (old, b"retried for days".to_vec()));
         assert_eq!(rec.quarantined, 0);
     }
 
@@ -564,7 +701,7 @@ mod tests {
         let mut ids = vec![];
         for _ in 0..40 {
             let id = SpoolId::new();
-            j.put(id, b"{}", &[b'y'; 500]).await.unwrap();
+            j.put_data(id, b"{}", &[b'y'; 500]).await.unwrap();
             ids.push(id);
         }
         // a backlog: everything is live, so nothing is worth copying
@@ -578,12 +715,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_body_serves_every_message_of_a_transaction_and_dies_with_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = Body::new(vec![b'z'; 100_000]);
+        let ids: Vec<SpoolId> = (0..50).map(|_| SpoolId::new()).collect();
+        {
+            let (j, _) = Journal::open(dir.path()).unwrap();
+            let prefixes: Vec<Vec<u8>> = ids.iter().map(|id| format!("Received: {id}\r\n").into_bytes()).collect();
+            let puts = ids.iter().zip(&prefixes).map(|(id, p)| j.put(*id, b"{}", p, &body));
+            for r in futures::future::join_all(puts).await {
+                r.unwrap();
+            }
+            // an update names the same body: only the ref is written again
+            j.put(ids[0], b"{\"num_attempts\":1}", b"Received: again\r\n", &body).await.unwrap();
+        }
+        let size: u64 = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        assert!(size < 110_000, "50 messages, one 100 KB body on disk: {size} bytes");
+        {
+            let (j, rec) = Journal::open(dir.path()).unwrap();
+            assert_eq!(rec.messages.len(), 50);
+            assert!(
+                rec.messages.iter().all(|m| Arc::ptr_eq(&m.body.bytes, &rec.messages[0].body.bytes)),
+                "one body in memory"
+            );
+            let first = rec.messages.iter().find(|m| m.id == ids[0]).unwrap();
+            assert_eq!(&first.prefix, b"Received: again\r\n");
+            for id in &ids[1..] {
+                j.remove(*id).await.unwrap();
+            }
+        }
+        let (j, rec) = Journal::open(dir.path()).unwrap();
+        assert_eq!(rec.messages.len(), 1, "the body outlives all but the last message");
+        assert_eq!(rec.messages[0].body.bytes.len(), 100_000);
+        j.remove(ids[0]).await.unwrap();
+        drop(j);
+        let (_j, rec) = Journal::open(dir.path()).unwrap();
+        assert!(rec.messages.is_empty());
+    }
+
+    #[tokio::test]
     async fn dead_segments_are_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let a = SpoolId::new();
         {
             let (j, _) = Journal::open(dir.path()).unwrap();
-            j.put(a, b"{}", b"A").await.unwrap();
+            j.put_data(a, b"{}", b"A").await.unwrap();
         }
         {
             let (j, rec) = Journal::open(dir.path()).unwrap();

@@ -8,7 +8,7 @@ pub mod record;
 pub mod space;
 
 use crate::config::storage::{MinFree, SpoolConfig, SpoolKind};
-use crate::message::{Envelope, Message, SpoolId};
+use crate::message::{Body, Envelope, Message, SpoolId};
 use space::DiskMonitor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,16 +29,38 @@ pub enum SpoolError {
     /// Free space is below the configured minimum.
     #[error("spool is low on free space")]
     LowSpace,
+    /// Another server holds the spool directory.
+    #[error("spool: {0}")]
+    Locked(String),
 }
 
 /// `kumo.suspend_delivery_when_spool_unhealthy` (default true).
 pub static SUSPEND_DELIVERY_WHEN_UNHEALTHY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
+/// A message found in the spool.
+pub struct RecoveredMessage {
+    /// Spool id.
+    pub id: SpoolId,
+    /// Envelope JSON.
+    pub meta: Vec<u8>,
+    /// This message's own bytes before the body.
+    pub prefix: Vec<u8>,
+    /// The body (shared with the other messages of its transaction).
+    pub body: Body,
+}
+
+impl RecoveredMessage {
+    /// The whole data.
+    pub fn data(&self) -> Vec<u8> {
+        [&self.prefix[..], &self.body.bytes[..]].concat()
+    }
+}
+
 /// What a backend found when it opened.
 #[derive(Default)]
 pub struct Recovered {
-    /// Live messages: id, envelope JSON, data.
-    pub messages: Vec<(SpoolId, Vec<u8>, Vec<u8>)>,
+    /// Live messages, by id.
+    pub messages: Vec<RecoveredMessage>,
     /// Records moved to quarantine.
     pub quarantined: usize,
 }
@@ -46,8 +68,9 @@ pub struct Recovered {
 /// A storage engine for messages.
 #[async_trait::async_trait]
 pub trait SpoolBackend: Send + Sync {
-    /// Stores a message durably; returns only once it would survive a crash.
-    async fn put(&self, id: SpoolId, meta: &[u8], data: &[u8]) -> Result<(), SpoolError>;
+    /// Stores a message durably: its envelope, its own prefix and the body it may share
+    /// with other messages; returns only once it would survive a crash.
+    async fn put(&self, id: SpoolId, meta: &[u8], prefix: &[u8], body: &Body) -> Result<(), SpoolError>;
     /// Removes a message.
     async fn remove(&self, id: SpoolId) -> Result<(), SpoolError>;
     /// False once the backend has latched an error.
@@ -56,8 +79,8 @@ pub trait SpoolBackend: Send + Sync {
 
 #[async_trait::async_trait]
 impl SpoolBackend for journal::Journal {
-    async fn put(&self, id: SpoolId, meta: &[u8], data: &[u8]) -> Result<(), SpoolError> {
-        journal::Journal::put(self, id, meta, data).await
+    async fn put(&self, id: SpoolId, meta: &[u8], prefix: &[u8], body: &Body) -> Result<(), SpoolError> {
+        journal::Journal::put(self, id, meta, prefix, body).await
     }
     async fn remove(&self, id: SpoolId) -> Result<(), SpoolError> {
         journal::Journal::remove(self, id).await
@@ -108,9 +131,10 @@ impl Spool {
         let (journal, recovered) = journal::Journal::open(&path)?;
         let mut quarantined = recovered.quarantined;
         let mut messages = Vec::with_capacity(recovered.messages.len());
-        for (id, meta, data) in recovered.messages {
-            match serde_json::from_slice::<Envelope>(&meta) {
-                Ok(env) => messages.push(Message::from_parts(id, env, Arc::new(data))),
+        for m in recovered.messages {
+            let id = m.id;
+            match serde_json::from_slice::<Envelope>(&m.meta) {
+                Ok(env) => messages.push(Message::from_parts(id, env, m.prefix, m.body)),
                 Err(e) => {
                     tracing::error!(
                         "spool: message {id} has an unreadable envelope ({e}); left in the journal, not delivered"
@@ -162,8 +186,16 @@ impl Spool {
     /// Stores a message durably.
     pub async fn store(&self, message: &Message) -> Result<(), SpoolError> {
         let meta = serde_json::to_vec(&message.envelope()).map_err(|e| SpoolError::Io(e.to_string()))?;
-        let data = message.data();
-        self.backend.put(message.id(), &meta, &data).await
+        let (prefix, body) = message.parts();
+        self.backend.put(message.id(), &meta, &prefix, &body).await?;
+        message.set_spooled();
+        Ok(())
+    }
+
+    /// Stores a message's new state if the spool holds a copy; a `deferred_spool` message
+    /// stays in memory until its first transient failure stores it.
+    pub async fn update(&self, message: &Message) -> Result<(), SpoolError> {
+        if message.spooled() { self.store(message).await } else { Ok(()) }
     }
 
     /// Removes a message.
@@ -177,7 +209,7 @@ impl Spool {
 #[cfg(test)]
 pub mod memory {
     use super::{SpoolBackend, SpoolError};
-    use crate::message::SpoolId;
+    use crate::message::{Body, SpoolId};
     use std::collections::HashSet;
 
     /// Ids stored and not removed.
@@ -186,7 +218,7 @@ pub mod memory {
 
     #[async_trait::async_trait]
     impl SpoolBackend for Memory {
-        async fn put(&self, id: SpoolId, _meta: &[u8], _data: &[u8]) -> Result<(), SpoolError> {
+        async fn put(&self, id: SpoolId, _meta: &[u8], _prefix: &[u8], _body: &Body) -> Result<(), SpoolError> {
             self.0.lock().insert(id);
             Ok(())
         }

@@ -4,9 +4,15 @@
 //!
 //! ```text
 //! magic "WSPL" | version u8 | kind u8 | payload_len u32 LE | crc32 u32 LE | payload
-//! Put payload:    id [16] | meta_len u32 LE | meta (JSON envelope) | data
+//! Body payload:   body_id [16] | data                    (bytes messages share)
+//! Ref payload:    id [16] | meta_len u32 LE | meta (JSON envelope) | body_id [16] | prefix
 //! Remove payload: id [16]
+//! Put payload:    id [16] | meta_len u32 LE | meta | data  (written before bodies were
+//!                 shared; still read)
 //! ```
+//!
+//! A message is a Ref: its envelope, the lines prepended to its copy, and the id of the
+//! Body it shares with the other messages of its transaction.
 
 use crate::message::SpoolId;
 
@@ -19,6 +25,8 @@ pub const MAX_PAYLOAD: usize = 1 << 30;
 
 const KIND_PUT: u8 = 1;
 const KIND_REMOVE: u8 = 2;
+const KIND_BODY: u8 = 3;
+const KIND_REF: u8 = 4;
 
 /// A decoded record.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,6 +44,24 @@ pub enum Record<'a> {
     Remove {
         /// Spool id.
         id: SpoolId,
+    },
+    /// Message data shared by the Refs that name it.
+    Body {
+        /// Its id.
+        id: SpoolId,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// A message: envelope, its own prefix, and the Body it shares.
+    Ref {
+        /// Spool id.
+        id: SpoolId,
+        /// Envelope JSON.
+        meta: &'a [u8],
+        /// The Body's id.
+        body: SpoolId,
+        /// Bytes before the body in this message.
+        prefix: &'a [u8],
     },
 }
 
@@ -77,6 +103,16 @@ fn frame(kind: u8, payload: &[&[u8]]) -> Vec<u8> {
 /// Encodes a Put record.
 pub fn encode_put(id: SpoolId, meta: &[u8], data: &[u8]) -> Vec<u8> {
     frame(KIND_PUT, &[id.as_bytes(), &(meta.len() as u32).to_le_bytes(), meta, data])
+}
+
+/// Encodes a Body record.
+pub fn encode_body(id: SpoolId, data: &[u8]) -> Vec<u8> {
+    frame(KIND_BODY, &[id.as_bytes(), data])
+}
+
+/// Encodes a Ref record.
+pub fn encode_ref(id: SpoolId, meta: &[u8], body: SpoolId, prefix: &[u8]) -> Vec<u8> {
+    frame(KIND_REF, &[id.as_bytes(), &(meta.len() as u32).to_le_bytes(), meta, body.as_bytes(), prefix])
 }
 
 /// Encodes a Remove record.
@@ -130,6 +166,20 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
         KIND_REMOVE if payload.len() == 16 => {
             Decoded::Record(Record::Remove { id: id(payload).expect("16 bytes") }, total)
         }
+        KIND_BODY if payload.len() >= 16 => {
+            Decoded::Record(Record::Body { id: id(payload).expect("16 bytes"), data: &payload[16..] }, total)
+        }
+        KIND_REF => {
+            let (Some(message), Some(meta_len)) = (id(payload), payload.get(16..20)) else {
+                return corrupt(buf, "short ref record");
+            };
+            let meta_len = u32::from_le_bytes(meta_len.try_into().expect("4 bytes")) as usize;
+            let (Some(meta), Some(body)) = (payload.get(20..20 + meta_len), payload.get(20 + meta_len..).and_then(id))
+            else {
+                return corrupt(buf, "ref lengths out of range");
+            };
+            Decoded::Record(Record::Ref { id: message, meta, body, prefix: &payload[36 + meta_len..] }, total)
+        }
         _ => corrupt(buf, "unknown record kind"),
     }
 }
@@ -154,6 +204,16 @@ mod tests {
         );
         let rm = encode_remove(id);
         assert_eq!(decode(&rm), Decoded::Record(Record::Remove { id }, rm.len()));
+        let body_id = SpoolId::new();
+        let body = encode_body(body_id, b"shared");
+        assert_eq!(decode(&body), Decoded::Record(Record::Body { id: body_id, data: b"shared" }, body.len()));
+        let r = encode_ref(id, b"{}", body_id, b"Received: x\r\n");
+        assert_eq!(
+            decode(&r),
+            Decoded::Record(Record::Ref { id, meta: b"{}", body: body_id, prefix: b"Received: x\r\n" }, r.len())
+        );
+        let short = encode_ref(id, b"{}", body_id, b"");
+        assert!(matches!(decode(&short[..short.len() - 1]), Decoded::Incomplete));
     }
 
     #[test]

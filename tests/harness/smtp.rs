@@ -133,7 +133,9 @@ impl Client {
     }
 }
 
-/// The spool ids in a `250 ... ids=a,b` reply.
+/// The spool ids in a `250 ... ids=a,b` reply (continued on more lines when long).
 pub fn ids(reply: &Reply) -> Vec<String> {
-    reply.text.trim_end().split("ids=").nth(1).map(|s| s.split(',').map(str::to_string).collect()).unwrap_or_default()
+    // each line is `250-2.0.0 text` or `250 2.0.0 text`: rejoin the texts
+    let text: String = reply.text.lines().map(|l| l.get(10..).unwrap_or("")).collect();
+    text.split("ids=").nth(1).map(|s| s.split(',').map(str::to_string).collect()).unwrap_or_default()
 }

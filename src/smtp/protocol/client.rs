@@ -42,6 +42,12 @@ impl ReplyReader {
         n
     }
 
+    /// True when input is buffered that no reply read has taken yet (a complete or a
+    /// partial line).
+    pub fn has_pending(&self) -> bool {
+        !self.buf.is_empty() || !self.lines.is_empty()
+    }
+
     /// The next complete reply, if buffered.
     pub fn next_reply(&mut self) -> Option<Result<Reply, ReplyError>> {
         loop {
@@ -93,20 +99,24 @@ impl ReplyReader {
 /// Message data as it goes on the wire after `354`: CRLF line ends only, a dot added to
 /// every line that starts with one, and the `.` terminator.
 pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 8);
+    dot_stuff_parts(&[data])
+}
+
+/// [`dot_stuff`] over data kept in parts (a message's own prefix and its shared body),
+/// without putting them together first.
+pub fn dot_stuff_parts(parts: &[&[u8]]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(len + len / 64 + 8);
     let mut at_line_start = true;
-    let mut i = 0;
-    while i < data.len() {
-        let b = data[i];
+    let mut bytes = parts.iter().flat_map(|p| p.iter().copied()).peekable();
+    while let Some(b) = bytes.next() {
         if at_line_start && b == b'.' {
             out.push(b'.');
         }
         match b {
             b'\r' => {
                 out.extend_from_slice(b"\r\n");
-                if data.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
+                bytes.next_if_eq(&b'\n');
                 at_line_start = true;
             }
             b'\n' => {
@@ -118,7 +128,6 @@ pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
                 at_line_start = false;
             }
         }
-        i += 1;
     }
     if !at_line_start {
         out.extend_from_slice(b"\r\n");
@@ -130,6 +139,14 @@ pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_stuffing_parts_is_the_same_as_the_whole() {
+        let whole = b"a\r\n.b\r\n\r\n..c\rd\n.\r\ne";
+        for at in 0..=whole.len() {
+            assert_eq!(dot_stuff_parts(&[&whole[..at], &whole[at..]]), dot_stuff(whole), "split at {at}");
+        }
+    }
 
     #[test]
     fn reply_codes_start_with_2_to_5() {

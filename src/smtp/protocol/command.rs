@@ -18,6 +18,8 @@ pub enum Command {
     MailFrom(EnvelopeAddress, Vec<Param>),
     /// `RCPT TO:<path> params`
     RcptTo(EnvelopeAddress, Vec<Param>),
+    /// `RCPT TO:<Postmaster>` (no domain; RFC 5321 §4.5.1 says it must be accepted)
+    RcptToPostmaster(Vec<Param>),
     /// `DATA`
     Data,
     /// `RSET`
@@ -67,6 +69,9 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
             Ok(Command::MailFrom(addr, params))
         }
         "RCPT" => {
+            if let Some(params) = postmaster(rest) {
+                return Ok(Command::RcptToPostmaster(params));
+            }
             let (addr, params) = parse_path_arg(rest, "TO:")?;
             if addr.is_null() {
                 return Err(Reply::new(501, "5.1.3", "null recipient is not allowed"));
@@ -86,6 +91,22 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     }
 }
 
+/// The parameters of `TO:<Postmaster>` (any case), if that is the path.
+fn postmaster(rest: &str) -> Option<Vec<Param>> {
+    let after = rest.get(..3).filter(|k| k.eq_ignore_ascii_case("TO:")).map(|_| rest[3..].trim_start())?;
+    after.get(..12).filter(|p| p.eq_ignore_ascii_case("<postmaster>"))?;
+    Some(params(&after[12..]))
+}
+
+fn params(text: &str) -> Vec<Param> {
+    text.split_whitespace()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_ascii_uppercase(), Some(v.to_string())),
+            None => (p.to_ascii_uppercase(), None),
+        })
+        .collect()
+}
+
 fn parse_path_arg(rest: &str, keyword: &str) -> Result<(EnvelopeAddress, Vec<Param>), Reply> {
     let syntax = || Reply::new(501, "5.5.4", format!("syntax: {keyword}<address>"));
     // `get`, not indexing: the keyword's length may end inside a multi-byte character
@@ -101,14 +122,7 @@ fn parse_path_arg(rest: &str, keyword: &str) -> Result<(EnvelopeAddress, Vec<Par
     let path = &after[..=close];
     let addr =
         EnvelopeAddress::parse_path(path).map_err(|e| Reply::new(501, "5.1.3", format!("invalid address: {}", e.0)))?;
-    let mut params = Vec::new();
-    for p in after[close + 1..].split_whitespace() {
-        match p.split_once('=') {
-            Some((k, v)) => params.push((k.to_ascii_uppercase(), Some(v.to_string()))),
-            None => params.push((p.to_ascii_uppercase(), None)),
-        }
-    }
-    Ok((addr, params))
+    Ok((addr, params(&after[close + 1..])))
 }
 
 /// The index of the `>` closing a path, honouring quoted local parts.
@@ -163,6 +177,8 @@ mod tests {
             (b"NOOP anything", Command::Noop),
             (b"QUIT", Command::Quit),
             (b"STARTTLS", Command::StartTls),
+            (b"RCPT TO:<Postmaster>", Command::RcptToPostmaster(vec![])),
+            (b"rcpt to: <POSTMASTER> X=1", Command::RcptToPostmaster(vec![("X".into(), Some("1".into()))])),
         ];
         for (line, want) in cases {
             assert_eq!(parse(line).unwrap(), want, "{}", String::from_utf8_lossy(line));

@@ -27,6 +27,9 @@ pub enum DataError {
     LineTooLong,
     /// Bare CR or LF under `Deny`.
     InvalidLineEndings,
+    /// A NUL byte under `Deny` (under `Allow` and `Fix` NULs are removed: a server
+    /// downstream that drops them could read `NUL . CRLF` as the end of data).
+    Nul,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,7 @@ pub struct DataReceiver {
     too_big: bool,
     too_long: bool,
     bad_endings: bool,
+    nul: bool,
     done: bool,
 }
 
@@ -69,6 +73,7 @@ impl DataReceiver {
             too_big: false,
             too_long: false,
             bad_endings: false,
+            nul: false,
             done: false,
         }
     }
@@ -106,6 +111,8 @@ impl DataReceiver {
             Err(DataError::LineTooLong)
         } else if self.bad_endings {
             Err(DataError::InvalidLineEndings)
+        } else if self.nul {
+            Err(DataError::Nul)
         } else {
             Ok(self.body)
         }
@@ -175,7 +182,15 @@ impl DataReceiver {
     fn content_run(&mut self, run: &[u8]) {
         self.state = State::Mid;
         self.count_line(run.len());
-        self.emit(run);
+        if memchr::memchr(0, run).is_none() {
+            return self.emit(run);
+        }
+        if self.endings == LineEndings::Deny {
+            self.nul = true;
+        }
+        for part in run.split(|b| *b == 0) {
+            self.emit(part);
+        }
     }
 
     fn bare_cr(&mut self) {
@@ -221,6 +236,17 @@ impl DataReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_is_refused_when_strict_and_removed_otherwise() {
+        let input = b"a\0b\r\n\0.\r\nafter\r\n.\r\n";
+        assert_eq!(receive(input, LineEndings::Deny).0, Err(DataError::Nul));
+        for mode in [LineEndings::Allow, LineEndings::Fix] {
+            let (body, rest) = receive(input, mode);
+            assert_eq!(body.unwrap(), b"ab\r\n.\r\nafter\r\n", "{mode:?}: one message, NULs gone");
+            assert!(rest.is_empty());
+        }
+    }
 
     /// The body (or error) and the bytes after the terminator.
     type Outcome = (Result<Vec<u8>, DataError>, Vec<u8>);

@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+/// The longest reply line RFC 5321 (4.5.3.1.5) allows, CRLF included.
+pub const MAX_REPLY_LINE: usize = 512;
+
 /// An SMTP reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -74,12 +77,31 @@ impl Reply {
         self.code >= 400
     }
 
-    /// Appends the wire form to `out`.
+    /// Appends the wire form to `out`. Every line stays within RFC 5321's 512 octets
+    /// (code, separator, enhanced code, text, CRLF): longer text continues on more lines,
+    /// broken at a space or comma where there is one.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let lines: Vec<&str> = if self.text.is_empty() { vec![""] } else { self.text.lines().collect() };
+        let prefix = match self.enhanced {
+            Some(e) => 4 + e.to_string().len() + 1,
+            None => 4,
+        };
+        let room = MAX_REPLY_LINE - prefix - 2;
+        let mut lines: Vec<String> = vec![];
+        for line in if self.text.is_empty() { vec![""] } else { self.text.lines().collect() } {
+            let mut rest = line.replace('\r', " ");
+            while rest.len() > room {
+                let mut cut = room;
+                while !rest.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                let at = rest[..cut].rfind([' ', ',']).map(|i| i + 1).filter(|i| *i > room / 2).unwrap_or(cut);
+                lines.push(rest[..at].trim_end().to_string());
+                rest = rest[at..].to_string();
+            }
+            lines.push(rest);
+        }
         for (i, line) in lines.iter().enumerate() {
             let sep = if i + 1 == lines.len() { ' ' } else { '-' };
-            let line = line.replace(['\r', '\n'], " ");
             match self.enhanced {
                 Some(e) => out.extend_from_slice(format!("{}{sep}{e} {line}\r\n", self.code).as_bytes()),
                 None => out.extend_from_slice(format!("{}{sep}{line}\r\n", self.code).as_bytes()),
@@ -109,6 +131,24 @@ mod tests {
         out.clear();
         Reply::plain(250, "host\nPIPELINING\nSMTPUTF8").write_to(&mut out);
         assert_eq!(out, b"250-host\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n");
+    }
+
+    #[test]
+    fn long_text_continues_on_lines_of_at_most_512_octets() {
+        let ids: Vec<String> = (0..1024).map(|i| format!("{i:032x}")).collect();
+        let mut out = vec![];
+        Reply::new(250, "2.0.0", format!("OK ids={}", ids.join(","))).write_to(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.split_inclusive("\r\n").collect();
+        assert!(lines.len() > 60);
+        assert!(lines.iter().all(|l| l.len() <= 512), "{:?}", lines.iter().map(|l| l.len()).max());
+        assert!(lines[..lines.len() - 1].iter().all(|l| l.starts_with("250-2.0.0 ")));
+        assert!(lines.last().unwrap().starts_with("250 2.0.0 "));
+        let rejoined: String = lines.iter().map(|l| l[10..].trim_end()).collect::<Vec<_>>().join("");
+        assert_eq!(rejoined, format!("OK ids={}", ids.join(",")), "nothing lost at the breaks");
+        let mut out = vec![];
+        Reply::new(550, "5.7.1", "x".repeat(2000)).write_to(&mut out);
+        assert!(String::from_utf8(out).unwrap().split_inclusive("\r\n").all(|l| l.len() <= 512));
     }
 
     #[test]

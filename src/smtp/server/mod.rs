@@ -32,6 +32,36 @@ pub struct ServerContext {
     pub logs: Logs,
     /// Scheduled queues.
     pub queues: QueueManager,
+    /// Inbound sessions open on all listeners, against the descriptors the process has.
+    pub sessions: SessionBudget,
+}
+
+/// How many inbound sessions all listeners together may hold: the descriptor limit less a
+/// reserve for the spool, the logs and delivery connections, so a flood of idle clients
+/// can never leave the spool unable to open its next segment.
+#[derive(Clone)]
+pub struct SessionBudget {
+    open: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl SessionBudget {
+    /// A budget of `limit` sessions.
+    pub fn new(limit: usize) -> Self {
+        SessionBudget { open: Arc::new(AtomicUsize::new(0)), limit }
+    }
+
+    /// The budget for a process allowed `nofile` descriptors: a quarter (at least 256)
+    /// stays free for everything else.
+    pub fn for_descriptors(nofile: u64) -> Self {
+        let reserve = (nofile / 4).max(256);
+        SessionBudget::new(nofile.saturating_sub(reserve).max(16).min(usize::MAX as u64) as usize)
+    }
+
+    /// The most sessions at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
 }
 
 /// A bound listener, ready to serve.
@@ -77,8 +107,8 @@ impl EsmtpListener {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let guard = ActiveGuard::new(&self.active);
-            if guard.1 > self.config.max_connections {
+            let guard = ActiveGuard::new(&self.active, &ctx.sessions);
+            if guard.1 > self.config.max_connections || guard.2 > ctx.sessions.limit {
                 let reply = Reply::new(
                     421,
                     "4.3.2",
@@ -100,19 +130,24 @@ impl EsmtpListener {
     }
 }
 
-/// Counts a session while it lives.
-struct ActiveGuard(Arc<AtomicUsize>, usize);
+/// Counts a session while it lives: on its listener, in the process's budget, and in
+/// `connection_count{service="esmtp_listener"}`.
+struct ActiveGuard(Arc<AtomicUsize>, usize, usize, SessionBudget);
 
 impl ActiveGuard {
-    fn new(active: &Arc<AtomicUsize>) -> Self {
-        let now = active.fetch_add(1, Ordering::AcqRel) + 1;
-        ActiveGuard(active.clone(), now)
+    fn new(active: &Arc<AtomicUsize>, budget: &SessionBudget) -> Self {
+        let on_listener = active.fetch_add(1, Ordering::AcqRel) + 1;
+        let in_process = budget.open.fetch_add(1, Ordering::AcqRel) + 1;
+        crate::metrics::core::connections("esmtp_listener").fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(active.clone(), on_listener, in_process, budget.clone())
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        self.3.open.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::core::connections("esmtp_listener").fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -6,7 +6,7 @@
 use super::session::Session;
 use crate::config::listener::BatchHandling;
 use crate::logs::{LogRecord, RecordType, Response};
-use crate::message::{EnvelopeAddress, Message, headers};
+use crate::message::{EnvelopeAddress, Message};
 use crate::policy::{DisconnectMode, Policy, PolicyError, Rejection};
 use crate::queue::{DEFERRED_QUEUE, InsertReason, NULL_QUEUE};
 use crate::smtp::protocol::Reply;
@@ -71,6 +71,7 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
     }
 
     let mut ids = Vec::with_capacity(messages.len());
+    let mut written = Vec::with_capacity(messages.len());
     for m in &messages {
         let reply = Reply::new(250, "2.0.0", "OK");
         let mut record =
@@ -80,14 +81,16 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
         record.policy_generation = Some(generation);
         record.tls_cipher = session.conn.get_str("tls_cipher");
         record.tls_protocol_version = session.conn.get_str("tls_protocol_version");
-        session.ctx.logs.log(record, Some(m));
-        crate::static_counter!("total_messages_received", "Messages received.")
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        written.push(session.ctx.logs.log_acked(record, Some(m)));
+        crate::metrics::core::received().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if m.queue_name() != NULL_QUEUE {
             session.ctx.queues.insert(m.clone(), InsertReason::Received);
         }
         ids.push(m.id().to_string());
     }
+    // no 250 before the Reception records are in their files: a crash right after the
+    // reply cannot lose a record of an acknowledged message
+    futures::future::join_all(written.into_iter().map(|w| w.wait())).await;
     session.message_accepted();
     Reply::new(250, "2.0.0", format!("OK ids={}", ids.join(",")))
 }
@@ -113,7 +116,7 @@ async fn run_policy(session: &Session, policy: &Policy, message: &Message) -> Re
         let m = if whole { message.clone() } else { message.split_for(batch) };
         if session.settings.trace_headers.received_header {
             let value = received_header(session, &m);
-            m.edit_data(|d| headers::prepend(d, "Received", &value));
+            m.prepend_header("Received", &value);
         }
         if session.settings.deferred_queue {
             m.set_meta("queue", DEFERRED_QUEUE.into());
@@ -131,7 +134,7 @@ async fn run_policy(session: &Session, policy: &Policy, message: &Message) -> Re
         if session.settings.trace_headers.supplemental_header {
             let value = supplemental_header(session, &m);
             let name = session.settings.trace_headers.header_name.clone();
-            m.edit_data(|d| headers::prepend(d, &name, &value));
+            m.prepend_header(&name, &value);
         }
         out.push(m);
     }

@@ -22,6 +22,30 @@ use tokio_rustls::TlsAcceptor;
 /// Consecutive error replies before the session is closed.
 const MAX_ERRORS: usize = 20;
 
+/// `452 4.5.3 too many recipients` replies not counted as errors (Postfix's
+/// `smtpd_recipient_overshoot_limit`).
+const MAX_EXCESS_RECIPIENTS: usize = 1000;
+
+/// Checks `MAIL FROM` parameters: `SIZE=<digits>`, `BODY=7BIT|8BITMIME`, `SMTPUTF8`;
+/// returns the declared size. Anything else is `555 5.5.4` (RFC 5321 §4.1.1.11).
+fn mail_params(params: &[command::Param]) -> Result<Option<u64>, Reply> {
+    let bad = |what: String| Err(Reply::new(555, "5.5.4", what));
+    let mut size = None;
+    for (name, value) in params {
+        match (name.as_str(), value.as_deref()) {
+            ("SIZE", Some(v)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                size = Some(v.parse::<u64>().unwrap_or(u64::MAX));
+            }
+            ("SIZE", v) => return bad(format!("SIZE={} is not a number of octets", v.unwrap_or(""))),
+            ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
+            ("BODY", v) => return bad(format!("BODY={} is not supported (7BIT, 8BITMIME)", v.unwrap_or(""))),
+            ("SMTPUTF8", None) => {}
+            (other, _) => return bad(format!("MAIL FROM parameter {other} not recognized")),
+        }
+    }
+    Ok(size)
+}
+
 /// The open transaction.
 pub(super) struct Transaction {
     pub sender: EnvelopeAddress,
@@ -83,6 +107,7 @@ pub(super) struct Session {
     pub tx: Option<Transaction>,
     messages: usize,
     errors: usize,
+    excess_recipients: usize,
     deadline: Instant,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -113,6 +138,7 @@ impl Session {
             tx: None,
             messages: 0,
             errors: 0,
+            excess_recipients: 0,
             shutdown,
         }
     }
@@ -133,7 +159,16 @@ impl Session {
         let Some(acceptor) = self.tls.clone() else {
             return;
         };
-        match acceptor.accept(upgrade).await {
+        // the handshake gets client_timeout, and never more than the session has left
+        let limit = self.settings.client_timeout.min(self.deadline.saturating_duration_since(Instant::now()));
+        let handshake = match tokio::time::timeout(limit, acceptor.accept(upgrade)).await {
+            Ok(h) => h,
+            Err(_) => {
+                tracing::info!("TLS handshake with {} took longer than {limit:?}; disconnected", self.peer);
+                return;
+            }
+        };
+        match handshake {
             Ok(tls) => {
                 self.tls_active = true;
                 self.ehlo = None;
@@ -300,6 +335,9 @@ impl Session {
                     crate::smtp::protocol::DataError::InvalidLineEndings => {
                         Reply::new(550, "5.5.2", "message data must use CRLF line endings (bare CR or LF found)")
                     }
+                    crate::smtp::protocol::DataError::Nul => {
+                        Reply::new(550, "5.6.0", "message data must not contain NUL characters")
+                    }
                 }
             }
         };
@@ -377,7 +415,25 @@ impl Session {
                 self.hello(domain, esmtp, out, &text).await
             }
             Command::MailFrom(sender, params) => self.mail_from(sender, params, out, &text).await,
-            Command::RcptTo(rcpt, _) => self.rcpt_to(rcpt, out, &text).await,
+            Command::RcptTo(_, params) | Command::RcptToPostmaster(params) if !params.is_empty() => {
+                // no RCPT extension (DSN's NOTIFY/ORCPT) is offered
+                let names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+                let r = Reply::new(555, "5.5.4", format!("RCPT TO parameters not recognized: {}", names.join(" ")));
+                self.reply(out, r, Some(text));
+                Next::Continue
+            }
+            Command::RcptTo(rcpt, _) => self.rcpt_to(rcpt, false, out, &text).await,
+            Command::RcptToPostmaster(_) => {
+                // RFC 5321 §4.5.1: accepted whatever the relay rules say, for this host
+                match EnvelopeAddress::parse(&format!("postmaster@{}", self.settings.hostname)) {
+                    Ok(postmaster) => self.rcpt_to(postmaster, true, out, &text).await,
+                    Err(_) => {
+                        let r = Reply::new(550, "5.1.1", "no postmaster address for this listener's hostname");
+                        self.reply(out, r, Some(text));
+                        Next::Continue
+                    }
+                }
+            }
             Command::Data => {
                 match &self.tx {
                     None => self.reply(out, Reply::new(503, "5.5.1", "MAIL FROM first"), Some(text)),
@@ -486,10 +542,12 @@ impl Session {
                 Ok(()) => None,
             }
         };
-        let size = params.iter().find(|(k, _)| k == "SIZE").and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok());
-        let refuse = refuse.or_else(|| {
-            size.filter(|s| *s > self.settings.max_message_size)
-                .map(|_| Reply::new(552, "5.3.4", "message size exceeds fixed maximum message size"))
+        let refuse = refuse.or_else(|| match mail_params(&params) {
+            Err(r) => Some(r),
+            Ok(Some(size)) if size > self.settings.max_message_size => {
+                Some(Reply::new(552, "5.3.4", "message size exceeds fixed maximum message size"))
+            }
+            Ok(_) => None,
         });
         if let Some(r) = refuse {
             self.reply(out, r, Some(text.to_string()));
@@ -503,17 +561,27 @@ impl Session {
         Next::Continue
     }
 
-    async fn rcpt_to(&mut self, rcpt: EnvelopeAddress, out: &mut Vec<u8>, text: &str) -> Next {
+    async fn rcpt_to(&mut self, rcpt: EnvelopeAddress, postmaster: bool, out: &mut Vec<u8>, text: &str) -> Next {
         let Some(tx) = &self.tx else {
             self.reply(out, Reply::new(503, "5.5.1", "MAIL FROM first"), Some(text.to_string()));
             return Next::Continue;
         };
         if tx.recipients.len() >= self.settings.max_recipients_per_message {
-            self.reply(out, Reply::new(452, "4.5.3", "too many recipients"), Some(text.to_string()));
+            // the client sends the rest in another transaction: not an error to count
+            // (as Postfix, up to a thousand of them)
+            self.excess_recipients += 1;
+            let r = Reply::new(452, "4.5.3", "too many recipients");
+            if self.excess_recipients > MAX_EXCESS_RECIPIENTS {
+                self.reply(out, r, Some(text.to_string()));
+            } else {
+                r.write_to(out);
+                self.log_rejection(&r, Some(text.to_string()));
+            }
             return Next::Continue;
         }
         let sender_domain = tx.sender.domain().to_ascii_lowercase();
         match self.relay_allowed(&sender_domain, &rcpt.domain().to_ascii_lowercase()).await {
+            Ok(_) if postmaster => {}
             Ok(true) => {}
             Ok(false) => {
                 self.reply(out, Reply::new(550, "5.7.1", "relaying not permitted"), Some(text.to_string()));
@@ -552,7 +620,7 @@ impl Session {
             return Ok(true);
         }
         if let Some(from) = from
-            && CidrSet::parse(&from.relay_from).map(|s| s.contains(self.peer.ip())).unwrap_or(false)
+            && from.relay_from.set().contains(self.peer.ip())
         {
             return Ok(true);
         }
