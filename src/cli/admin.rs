@@ -126,7 +126,7 @@ pub enum AdminCommand {
     InspectMessage {
         #[command(flatten)]
         endpoint: Endpoint,
-        /// The message's spool id (from a log record or `inspect-sched-q`).
+        /// The message's spool id (the `id` of its log records, or `ids=` in the 250 reply).
         id: String,
         /// Include the message text.
         #[arg(long)]

@@ -76,7 +76,6 @@ pub async fn run(policy_path: PathBuf, spool_dir: PathBuf, settings: crate::poli
     match start(policy_path, spool_dir, settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }

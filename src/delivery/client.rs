@@ -98,8 +98,9 @@ impl Connection {
             return true;
         }
         let mut buf = [0u8; 1024];
-        match tokio::time::timeout(Duration::ZERO, self.stream.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => {
+        use futures::FutureExt;
+        match self.stream.read(&mut buf).now_or_never() {
+            Some(Ok(n)) if n > 0 => {
                 self.reader.push(&buf[..n]);
                 true
             }

@@ -10,8 +10,6 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 type Reply = (StatusCode, Json<Value>);
@@ -46,12 +44,6 @@ fn remaining(h: &Hold) -> String {
     crate::config::units::format_remaining(h.until.saturating_duration_since(tokio::time::Instant::now()))
 }
 
-/// Counts of what each bounce hold bounced so far, by id.
-fn bounced_counts() -> &'static parking_lot::Mutex<HashMap<String, BTreeMap<String, usize>>> {
-    static C: OnceLock<parking_lot::Mutex<HashMap<String, BTreeMap<String, usize>>>> = OnceLock::new();
-    C.get_or_init(Default::default)
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BounceRequest {
@@ -79,7 +71,7 @@ async fn bounce(State(state): State<AppState>, Json(req): Json<BounceRequest>) -
     let total: usize = bounced.values().sum();
     let hold =
         state.queues.automation().add("bounce", scope, None, d, format!("Administrator bounced: {}", req.reason));
-    bounced_counts().lock().insert(hold.id.clone(), bounced.clone());
+    state.queues.automation().note_bounced(&hold.id, &bounced);
     tracing::warn!("admin: bounce {} ({}): {total} message(s) bounced now, more for {d:?}", hold.id, req.reason);
     (StatusCode::OK, Json(json!({ "id": hold.id, "bounced": bounced, "total_bounced": total })))
 }
@@ -90,9 +82,8 @@ fn list_holds(state: &AppState, kind: &str, describe: impl Fn(&Hold) -> Value) -
 }
 
 async fn bounce_list(State(state): State<AppState>) -> Json<Value> {
-    let counts = bounced_counts().lock();
     list_holds(&state, "bounce", |h| {
-        let bounced = counts.get(&h.id).cloned().unwrap_or_default();
+        let bounced = &h.bounced;
         json!({
             "id": h.id, "campaign": h.scope.campaign, "tenant": h.scope.tenant, "domain": h.scope.domain,
             "routing_domain": h.scope.domain, "reason": h.reason, "duration": remaining(h),
@@ -228,6 +219,7 @@ async fn inspect_message(State(state): State<AppState>, Query(q): Query<InspectM
     let mut message = json!({
         "sender": m.sender().email(), "recipients": recipients, "meta": m.meta(),
         "queue": m.queue_name(), "num_attempts": m.num_attempts(), "due": m.due(),
+        "due_time": m.due().and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|t| t.to_rfc3339()),
     });
     if q.want_body {
         message["data"] = Value::String(String::from_utf8_lossy(&m.data()).into_owned());

@@ -150,7 +150,10 @@ fn queue_gauges(state: &AppState) {
     crate::metrics::set_gauge_family("ready_count", core::READY_HELP, "queue", &ready);
     let (transit, delivering) = state.queues.in_between();
     let held = scheduled.iter().chain(&ready).map(|(_, n)| n).sum::<i64>() + transit + delivering;
+    let total = |list: &[(String, i64)]| list.iter().map(|(_, n)| n).sum::<i64>();
     for (name, help, v) in [
+        ("scheduled_count_total", core::SCHEDULED_TOTAL_HELP, total(&scheduled)),
+        ("ready_count_total", core::READY_TOTAL_HELP, total(&ready)),
         ("transit_count", core::TRANSIT_HELP, transit),
         ("delivering_count", core::DELIVERING_HELP, delivering),
         ("message_count", core::HELD_HELP, held),

@@ -57,8 +57,13 @@ pub struct Body {
 }
 
 impl Body {
-    /// New bytes under a fresh id.
-    pub fn new(bytes: Vec<u8>) -> Body {
+    /// New bytes under a fresh id. A buffer much larger than its content (a receive
+    /// buffer) is copied to one of the right size and freed whole: shrinking it in place
+    /// would leave a hole in the heap beside every queued message.
+    pub fn new(mut bytes: Vec<u8>) -> Body {
+        if bytes.capacity() - bytes.len() > bytes.len() / 8 + 64 {
+            bytes = bytes.as_slice().to_vec();
+        }
         Body { id: SpoolId::new(), bytes: Arc::new(bytes) }
     }
 }
@@ -192,7 +197,9 @@ impl Message {
     /// Prepends a header field to this copy only; the shared body stays shared.
     pub fn prepend_header(&self, name: &str, value: &str) {
         let mut s = self.0.lock();
-        let mut prefix = headers::format_field(name, value);
+        let field = headers::format_field(name, value);
+        let mut prefix = Vec::with_capacity(field.len() + s.prefix.len());
+        prefix.extend_from_slice(&field);
         prefix.extend_from_slice(&s.prefix);
         s.prefix = prefix;
     }

@@ -96,6 +96,10 @@ pub const SCHEDULED_HELP: &str = "Messages in scheduled queues, waiting for thei
 /// See [`SCHEDULED_HELP`].
 pub const READY_HELP: &str = "Messages in ready queues, due and waiting for a connection.";
 /// See [`SCHEDULED_HELP`].
+pub const SCHEDULED_TOTAL_HELP: &str = "Messages in all scheduled queues (0 when there are none).";
+/// See [`SCHEDULED_HELP`].
+pub const READY_TOTAL_HELP: &str = "Messages in all ready queues (0 when there are none).";
+/// See [`SCHEDULED_HELP`].
 pub const TRANSIT_HELP: &str =
     "Messages between queues: due and being routed, or waiting for room in a full ready queue.";
 /// See [`SCHEDULED_HELP`].
@@ -125,9 +129,13 @@ pub fn register() {
     connections("smtp_client");
     family("scheduled_count", Kind::Gauge, SCHEDULED_HELP);
     family("ready_count", Kind::Gauge, READY_HELP);
-    for (name, help) in
-        [("transit_count", TRANSIT_HELP), ("delivering_count", DELIVERING_HELP), ("message_count", HELD_HELP)]
-    {
+    for (name, help) in [
+        ("scheduled_count_total", SCHEDULED_TOTAL_HELP),
+        ("ready_count_total", READY_TOTAL_HELP),
+        ("transit_count", TRANSIT_HELP),
+        ("delivering_count", DELIVERING_HELP),
+        ("message_count", HELD_HELP),
+    ] {
         gauge(name, help, &[]);
     }
     policy_generation();

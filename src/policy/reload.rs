@@ -241,17 +241,27 @@ impl Reloader {
     }
 }
 
-/// Collects bursts of file events and reloads once they settle.
+/// Collects bursts of file events and reloads once they settle: 100 ms without another
+/// change to a policy file, and never later than 500 ms after the first (files written
+/// all the time beside the policy neither count nor hold a reload back).
 async fn debounce(reloader: std::sync::Weak<Reloader>, mut rx: tokio::sync::mpsc::UnboundedReceiver<PathBuf>) {
+    const QUIET: Duration = Duration::from_millis(100);
+    const AT_MOST: Duration = Duration::from_millis(500);
     while let Some(first) = rx.recv().await {
-        let mut changed = vec![first];
-        while let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
-            changed.push(p);
-        }
         let Some(r) = reloader.upgrade() else { return };
-        let relevant: Vec<&PathBuf> = changed.iter().filter(|p| r.relevant(p)).collect();
-        if let Some(p) = relevant.first() {
-            r.reload(&format!("{} changed", p.display())).await;
+        if !r.relevant(&first) {
+            continue;
         }
+        let deadline = tokio::time::Instant::now() + AT_MOST;
+        let mut quiet_until = tokio::time::Instant::now() + QUIET;
+        loop {
+            match tokio::time::timeout_at(quiet_until.min(deadline), rx.recv()).await {
+                Ok(Some(p)) if r.relevant(&p) => quiet_until = tokio::time::Instant::now() + QUIET,
+                Ok(Some(_)) => {}
+                Ok(None) => return,
+                Err(_) => break,
+            }
+        }
+        r.reload(&format!("{} changed", first.display())).await;
     }
 }

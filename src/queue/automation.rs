@@ -51,10 +51,12 @@ pub struct Hold {
     pub name: Option<String>,
     pub until: Instant,
     pub reason: String,
+    /// For bounces: messages bounced so far, by scheduled queue.
+    pub bounced: std::collections::BTreeMap<String, usize>,
 }
 
 fn hold(scope: Scope, name: Option<String>, until: Instant, reason: String) -> Hold {
-    Hold { id: uuid::Uuid::new_v4().to_string(), scope, name, until, reason }
+    Hold { id: uuid::Uuid::new_v4().to_string(), scope, name, until, reason, bounced: Default::default() }
 }
 
 #[derive(Default)]
@@ -202,6 +204,24 @@ impl Automation {
         let mut e = self.effects.lock();
         live(&mut e.bounces, |x| x.until);
         e.bounces.iter().find(|h| h.scope.covers(parts)).map(|h| h.reason.clone())
+    }
+
+    /// Adds the messages bounce hold `id` bounced when it was made, by queue.
+    pub fn note_bounced(&self, id: &str, counts: &std::collections::BTreeMap<String, usize>) {
+        let mut e = self.effects.lock();
+        if let Some(h) = e.bounces.iter_mut().find(|h| h.id == id) {
+            for (queue, n) in counts {
+                *h.bounced.entry(queue.clone()).or_default() += n;
+            }
+        }
+    }
+
+    /// Counts `n` messages of queue `name` bounced by the bounce hold covering `parts`.
+    pub fn count_bounced(&self, name: &str, parts: &QueueNameParts, n: usize) {
+        let mut e = self.effects.lock();
+        if let Some(h) = e.bounces.iter_mut().find(|h| h.scope.covers(parts)) {
+            *h.bounced.entry(name.to_string()).or_default() += n;
+        }
     }
 
     /// Holds an admin effect: `kind` is "bounce", "suspend" or "suspend-ready-q".

@@ -277,6 +277,7 @@ impl Shared {
             return self.promote_deferred(queue, message).await;
         }
         if let Some(why) = self.automation.bounce(&queue.parts) {
+            self.automation.count_bounced(&queue.name, &queue.parts, 1);
             let reply = Reply::new(550, "5.0.0", format!("KumoMTA internal: {why}"));
             return self.bounce_unqueued(message, &reply, "unspecified", "unspecified").await;
         }
@@ -617,7 +618,9 @@ async fn run_scheduled(queue: Arc<ScheduledQueue>, shared: Arc<Shared>) {
         // a bounce outranks a suspension: what arrives for a bounced scope goes at once
         if let Some(why) = shared.automation.bounce(&queue.parts) {
             let reply = Reply::new(550, "5.0.0", format!("KumoMTA internal: {why}"));
-            for message in queue.drain() {
+            let taken = queue.drain();
+            shared.automation.count_bounced(&queue.name, &queue.parts, taken.len());
+            for message in taken {
                 shared.bounce_unqueued(message, &reply, "unspecified", "unspecified").await;
             }
         }

@@ -103,29 +103,37 @@ pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
 }
 
 /// [`dot_stuff`] over data kept in parts (a message's own prefix and its shared body),
-/// without putting them together first.
+/// without putting them together first. Runs between line ends are copied whole.
 pub fn dot_stuff_parts(parts: &[&[u8]]) -> Vec<u8> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut out = Vec::with_capacity(len + len / 64 + 8);
     let mut at_line_start = true;
-    let mut bytes = parts.iter().flat_map(|p| p.iter().copied()).peekable();
-    while let Some(b) = bytes.next() {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
+    // a CR at the end of one part whose LF starts the next
+    let mut cr_pending = false;
+    for part in parts {
+        let mut rest: &[u8] = part;
+        if cr_pending && rest.first() == Some(&b'\n') {
+            rest = &rest[1..];
         }
-        match b {
-            b'\r' => {
-                out.extend_from_slice(b"\r\n");
-                bytes.next_if_eq(&b'\n');
-                at_line_start = true;
+        cr_pending = false;
+        while !rest.is_empty() {
+            if at_line_start && rest[0] == b'.' {
+                out.push(b'.');
             }
-            b'\n' => {
-                out.extend_from_slice(b"\r\n");
-                at_line_start = true;
-            }
-            _ => {
-                out.push(b);
-                at_line_start = false;
+            match memchr::memchr2(b'\r', b'\n', rest) {
+                None => {
+                    out.extend_from_slice(rest);
+                    at_line_start = false;
+                    break;
+                }
+                Some(i) => {
+                    out.extend_from_slice(&rest[..i]);
+                    out.extend_from_slice(b"\r\n");
+                    at_line_start = true;
+                    let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                    cr_pending = rest[i] == b'\r' && i + 1 == rest.len();
+                    rest = &rest[i + skip..];
+                }
             }
         }
     }
