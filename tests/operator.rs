@@ -369,8 +369,16 @@ fn metrics_exist_at_zero_from_the_start_and_json_is_kumomtas_shape() {
     assert_eq!(server.metric("connection_count{service=\"esmtp_listener\"}"), Some(1.0), "this session");
     assert_eq!(c.send_mail("a@s.example", &["tempfail@dest.example"], "Subject: x\r\n\r\nx").code, 250);
     assert!(wait_for_record(d.path(), Duration::from_secs(10), |r| r["type"] == "TransientFailure").is_some());
-    let (_, body) = http_get(&server.http[0], "/metrics.json");
-    let m: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // the record is written before the message is stored and back in its scheduled queue
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (body, m) = loop {
+        let (_, body) = http_get(&server.http[0], "/metrics.json");
+        let m: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if m["scheduled_count"]["value"]["queue"]["dest.example"] == 1 || std::time::Instant::now() > deadline {
+            break (body, m);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(m["scheduled_count"]["value"], serde_json::json!({"queue": {"dest.example": 1}}), "{body}");
     assert_eq!(m["scheduled_count"]["type"], "gauge");
     assert_eq!(m["total_messages_transfail"]["value"], 1);

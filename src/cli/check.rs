@@ -17,9 +17,15 @@ pub async fn run(policy: PathBuf, settings: crate::policy::loader::Settings) -> 
             for p in &loaded.problems {
                 eprintln!("error: {p}");
             }
+            for n in &loaded.notices {
+                eprintln!("note: {n}");
+            }
             ExitCode::FAILURE
         }
         Ok(loaded) => {
+            for n in &loaded.notices {
+                println!("note: {n}");
+            }
             for c in &loaded.components {
                 println!("component OK: {c}");
             }

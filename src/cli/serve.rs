@@ -95,6 +95,9 @@ async fn start(
     for p in &loaded.problems {
         tracing::warn!("{p}");
     }
+    for n in &loaded.notices {
+        tracing::warn!("{n}");
+    }
     for c in &loaded.components {
         tracing::info!("wasm policy component {c}");
     }
@@ -105,7 +108,11 @@ async fn start(
     crate::policy::reload::Reloader::install(&policy_path, settings, policy.clone(), init.clone());
 
     let (spool, startup) = Spool::open(&init.spools, &spool_dir).map_err(|e| e.to_string())?;
-    let logs = Logs::start(&init.logs, node_id(spool.path())).map_err(|e| format!("starting logs: {e}"))?;
+    let classifier = match init.bounce_classifier.is_empty() {
+        true => None,
+        false => Some(Arc::new(crate::logs::classify::Classifier::load(&init.bounce_classifier)?)),
+    };
+    let logs = Logs::start(&init.logs, node_id(spool.path()), classifier).map_err(|e| format!("starting logs: {e}"))?;
     let dns = resolver(&init.dns)?;
     crate::delivery::dns::set_global(dns.clone());
     if let Some(files) = crate::policy::core_shaping() {

@@ -46,6 +46,28 @@ pub fn start_http_listener(init: &mut InitConfig, options: Value) -> Result<(), 
     Ok(())
 }
 
+/// `kumo.configure_bounce_classifier{ files = {...}, ... }` (the tuning keys are accepted).
+pub fn configure_bounce_classifier(init: &mut InitConfig, options: Value) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Params {
+        files: Vec<String>,
+        #[serde(default)]
+        back_pressure: Option<u64>,
+        #[serde(default)]
+        pool_size: Option<u64>,
+        #[serde(default)]
+        cache_size: Option<u64>,
+        #[serde(default)]
+        uncategorized_cache_size: Option<u64>,
+    }
+    let p: Params = decode(options)?;
+    crate::logs::classify::Classifier::load(&p.files).map_err(|e| format!("files: {e}"))?;
+    init.bounce_classifier = p.files;
+    Ok(())
+}
+
 /// `kumo.dns.configure_test_resolver(zone_text)`.
 pub fn configure_test_resolver(init: &mut InitConfig, zone: &str) -> Result<(), String> {
     crate::delivery::dns::TestZones::parse(zone)?;
@@ -64,6 +86,7 @@ impl InitConfig {
         self.dns.name_servers.extend(other.dns.name_servers);
         self.wasm.extend(other.wasm);
         self.shaping.extend(other.shaping);
+        self.bounce_classifier.extend(other.bounce_classifier);
     }
 }
 

@@ -41,6 +41,8 @@ pub struct InitConfig {
     pub wasm: Vec<WasmPluginConfig>,
     /// Shaping files every egress path starts from (`config.use-shaping`).
     pub shaping: Vec<String>,
+    /// Bounce classification rule files (`kumo.configure_bounce_classifier`).
+    pub bounce_classifier: Vec<String>,
 }
 
 /// `kumo.wasm.load{path = ..., budget = ...}`.
@@ -86,6 +88,7 @@ impl Default for InitConfig {
             dns: DnsConfig::default(),
             wasm: vec![],
             shaping: vec![],
+            bounce_classifier: vec![],
         }
     }
 }

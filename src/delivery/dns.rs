@@ -35,6 +35,30 @@ pub trait Dns: Send + Sync {
     async fn mx(&self, domain: &str) -> Result<MxAnswer, String>;
     /// Addresses of `host`.
     async fn ip(&self, host: &str) -> Result<Vec<IpAddr>, String>;
+    /// TXT records of `name` (each record's strings joined); `None` when the name does
+    /// not exist.
+    async fn txt(&self, name: &str) -> Result<Option<Vec<String>>, String>;
+    /// PTR names of `ip`, without the trailing dot.
+    async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, String>;
+}
+
+/// The reverse-lookup name of an address (`1.0.0.127.in-addr.arpa`, nibbles and
+/// `ip6.arpa` for IPv6), without the trailing dot.
+pub fn ptr_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(v6) => {
+            let mut parts: Vec<String> = vec![];
+            for b in v6.octets().iter().rev() {
+                parts.push(format!("{:x}", b & 0xf));
+                parts.push(format!("{:x}", b >> 4));
+            }
+            format!("{}.ip6.arpa", parts.join("."))
+        }
+    }
 }
 
 static GLOBAL: std::sync::OnceLock<std::sync::Arc<dyn Dns>> = std::sync::OnceLock::new();
@@ -115,6 +139,43 @@ impl Dns for HickoryDns {
             Err(e) => Err(format!("address lookup for {host}: {e}")),
         }
     }
+
+    async fn txt(&self, name: &str) -> Result<Option<Vec<String>>, String> {
+        match self.0.txt_lookup(format!("{}.", normalize(name))).await {
+            Ok(lookup) => Ok(Some(
+                lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::TXT(t) => {
+                            Some(t.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect())
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+            )),
+            Err(e) => match no_records(&e) {
+                Some(true) => Ok(None),
+                Some(false) => Ok(Some(vec![])),
+                None => Err(format!("TXT lookup for {name}: {e}")),
+            },
+        }
+    }
+
+    async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, String> {
+        match self.0.reverse_lookup(ip).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::PTR(p) => Some(normalize(&p.to_string())),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if no_records(&e).is_some() => Ok(vec![]),
+            Err(e) => Err(format!("PTR lookup for {ip}: {e}")),
+        }
+    }
 }
 
 /// A resolver answering from zone text.
@@ -122,11 +183,14 @@ impl Dns for HickoryDns {
 pub struct TestZones {
     mx: HashMap<String, Vec<MxRecord>>,
     addrs: HashMap<String, Vec<IpAddr>>,
+    txt: HashMap<String, Vec<String>>,
+    ptr: HashMap<String, Vec<String>>,
 }
 
 impl TestZones {
     /// Parses zone text: `$ORIGIN`, `@`, relative and absolute names, optional TTL and
-    /// class, and MX, A and AAAA records (other types are ignored).
+    /// class, and MX, A, AAAA, TXT (quoted strings, joined) and PTR records (other types
+    /// are ignored).
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut z = TestZones::default();
         let mut origin = String::new();
@@ -174,6 +238,15 @@ impl TestZones {
                     let ip: IpAddr = toks.get(1).and_then(|a| a.parse().ok()).ok_or_else(bad)?;
                     z.addrs.entry(name).or_default().push(ip);
                 }
+                Some("TXT") => {
+                    let at = line.find(['"']).ok_or_else(bad)?;
+                    let text: String = line[at..].split('"').skip(1).step_by(2).collect();
+                    z.txt.entry(name).or_default().push(text);
+                }
+                Some("PTR") => {
+                    let target = toks.get(1).ok_or_else(bad)?;
+                    z.ptr.entry(name).or_default().push(absolute(target));
+                }
                 _ => {}
             }
         }
@@ -188,6 +261,16 @@ impl TestZones {
         for (k, v) in other.addrs {
             self.addrs.entry(k).or_default().extend(v);
         }
+        for (k, v) in other.txt {
+            self.txt.entry(k).or_default().extend(v);
+        }
+        for (k, v) in other.ptr {
+            self.ptr.entry(k).or_default().extend(v);
+        }
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.mx.contains_key(name) || self.addrs.contains_key(name) || self.txt.contains_key(name)
     }
 }
 
@@ -197,13 +280,26 @@ impl Dns for TestZones {
         let d = normalize(domain);
         Ok(match self.mx.get(&d) {
             Some(r) => MxAnswer::Records(r.clone()),
-            None if self.addrs.contains_key(&d) => MxAnswer::NoRecords,
+            None if self.exists(&d) => MxAnswer::NoRecords,
             None => MxAnswer::NxDomain,
         })
     }
 
     async fn ip(&self, host: &str) -> Result<Vec<IpAddr>, String> {
         Ok(self.addrs.get(&normalize(host)).cloned().unwrap_or_default())
+    }
+
+    async fn txt(&self, name: &str) -> Result<Option<Vec<String>>, String> {
+        let n = normalize(name);
+        Ok(match self.txt.get(&n) {
+            Some(t) => Some(t.clone()),
+            None if self.exists(&n) => Some(vec![]),
+            None => None,
+        })
+    }
+
+    async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, String> {
+        Ok(self.ptr.get(&ptr_name(ip)).cloned().unwrap_or_default())
     }
 }
 
@@ -230,5 +326,13 @@ mod tests {
         assert_eq!(z.mx("missing.example").await.unwrap(), MxAnswer::NxDomain);
         let MxAnswer::Records(null) = z.mx("null.example").await.unwrap() else { panic!() };
         assert_eq!(null[0].host, "");
+        let z = TestZones::parse(
+            "example.com. TXT \"v=spf1 \" \"-all\"\n2.0.0.127.zen.example. A 127.0.0.2\n2.0.0.127.zen.example. TXT \"listed\"\n1.0.0.127.in-addr.arpa. PTR localhost.\n",
+        )
+        .unwrap();
+        assert_eq!(z.txt("example.com").await.unwrap(), Some(vec!["v=spf1 -all".to_string()]));
+        assert_eq!(z.txt("nothing.example").await.unwrap(), None);
+        assert_eq!(z.ptr("127.0.0.1".parse().unwrap()).await.unwrap(), vec!["localhost".to_string()]);
+        assert_eq!(ptr_name("::1".parse().unwrap()).len(), "x.".len() * 32 + "ip6.arpa".len());
     }
 }

@@ -1,6 +1,7 @@
 //! Log records (KumoMTA's JSON format) and the writers of each `configure_local_logs`
 //! directory. `Logs::log` fills the per-directory `headers`/`meta` selections.
 
+pub mod classify;
 pub mod record;
 pub mod writer;
 
@@ -35,11 +36,16 @@ impl Written {
 pub struct Logs {
     dests: Arc<Vec<Dest>>,
     nodeid: Arc<String>,
+    classifier: Option<Arc<classify::Classifier>>,
 }
 
 impl Logs {
-    /// Starts a writer per configuration.
-    pub fn start(configs: &[LocalLogsConfig], nodeid: String) -> std::io::Result<Self> {
+    /// Starts a writer per configuration; `classifier` fills `bounce_classification`.
+    pub fn start(
+        configs: &[LocalLogsConfig],
+        nodeid: String,
+        classifier: Option<Arc<classify::Classifier>>,
+    ) -> std::io::Result<Self> {
         let mut dests = Vec::new();
         for c in configs {
             if c.filter_event.is_some() {
@@ -49,7 +55,7 @@ impl Logs {
             }
             dests.push(Dest { config: c.clone(), writer: Mutex::new(writer::SegmentWriter::start(c)?) });
         }
-        Ok(Logs { dests: Arc::new(dests), nodeid: Arc::new(nodeid) })
+        Ok(Logs { dests: Arc::new(dests), nodeid: Arc::new(nodeid), classifier })
     }
 
     /// Logs a record; with `message`, the configured headers and meta are copied in.
@@ -83,6 +89,11 @@ impl Logs {
         mut ack: impl FnMut(&Dest) -> Option<writer::Ack>,
     ) {
         record.nodeid = self.nodeid.to_string();
+        if let Some(c) = &self.classifier
+            && matches!(record.kind, RecordType::Bounce | RecordType::TransientFailure | RecordType::Expiration)
+        {
+            record.bounce_classification = c.classify(&record.response.line()).to_string();
+        }
         for d in self.dests.iter() {
             if let Some(per) = d.config.per_record.get(&record.kind.name())
                 && per.get("enable") == Some(&Value::Bool(false))

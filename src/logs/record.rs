@@ -48,6 +48,15 @@ pub struct Response {
 }
 
 impl Response {
+    /// The one-line form classifiers match (`"550 5.1.1 text"`).
+    pub fn line(&self) -> String {
+        let text = self.content.replace(['\r', '\n'], " ");
+        match self.enhanced_code {
+            Some(e) => format!("{} {e} {text}", self.code),
+            None => format!("{} {text}", self.code),
+        }
+    }
+
     /// From a reply and the command it answered.
     pub fn from_reply(reply: &Reply, command: Option<String>) -> Self {
         Response { code: reply.code, enhanced_code: reply.enhanced, content: reply.text.clone(), command }

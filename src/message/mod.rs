@@ -5,9 +5,12 @@
 //! memory and in the spool, not 200.
 
 pub mod address;
+pub mod conformance;
 pub mod headers;
 pub mod id;
+pub mod mailbox;
 pub mod queue_name;
+pub mod scheduling;
 
 pub use address::EnvelopeAddress;
 pub use id::SpoolId;
@@ -33,6 +36,9 @@ pub struct Envelope {
     /// When the next attempt is due (unix seconds), if scheduled.
     #[serde(default)]
     pub due: Option<i64>,
+    /// Per-message scheduling (`set_scheduling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<scheduling::Scheduling>,
 }
 
 struct State {
@@ -80,7 +86,7 @@ impl Message {
         meta: Map<String, Value>,
         data: Vec<u8>,
     ) -> Self {
-        let envelope = Envelope { sender, recipients, meta, num_attempts: 0, due: None };
+        let envelope = Envelope { sender, recipients, meta, num_attempts: 0, due: None, scheduling: None };
         Message::with_state(SpoolId::new(), envelope, vec![], Body::new(data), false)
     }
 
@@ -235,6 +241,16 @@ impl Message {
     /// Sets or clears the due time (unix seconds).
     pub fn set_due(&self, due: Option<i64>) {
         self.0.lock().envelope.due = due;
+    }
+
+    /// Its scheduling constraints, if any.
+    pub fn scheduling(&self) -> Option<scheduling::Scheduling> {
+        self.0.lock().envelope.scheduling.clone()
+    }
+
+    /// Sets (or clears) its scheduling constraints.
+    pub fn set_scheduling(&self, s: Option<scheduling::Scheduling>) {
+        self.0.lock().envelope.scheduling = s;
     }
 
     /// The scheduled queue this message belongs in.

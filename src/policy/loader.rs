@@ -22,6 +22,9 @@ pub struct Loaded {
     pub init: InitConfig,
     /// Problems `serve` logs and `check` reports as errors.
     pub problems: Vec<String>,
+    /// What the policy uses that wasmta does not act on yet (logged once, listed by
+    /// `check`, not errors).
+    pub notices: Vec<String>,
     /// One line per component: its path and the events it handles.
     pub components: Vec<String>,
 }
@@ -36,7 +39,7 @@ pub async fn load(path: &Path, check: bool, settings: Settings) -> Result<Loaded
     let settings = Arc::new(settings);
     let mut engines: Vec<Arc<dyn Engine>> = vec![];
     let mut components = vec![];
-    let (mut init, problems) = if is_component(path) {
+    let (mut init, problems, notices) = if is_component(path) {
         let options = WasmOptions::with_budget(InitConfig::default().event_timeout);
         let mut wasm = WasmEngine::load(path, options).await?;
         wasm.set_settings(settings.clone());
@@ -49,7 +52,7 @@ pub async fn load(path: &Path, check: bool, settings: Settings) -> Result<Loaded
         let init = wasm.run_init().await?;
         components.push(describe(&wasm));
         engines.push(Arc::new(wasm));
-        (init, vec![])
+        (init, vec![], vec![])
     } else {
         let loaded = LuaEngine::load(path, check).await?;
         let engine = Arc::new(loaded.engine);
@@ -58,7 +61,7 @@ pub async fn load(path: &Path, check: bool, settings: Settings) -> Result<Loaded
             engine.prewarm(parallelism).await?;
         }
         engines.push(engine);
-        (loaded.init, loaded.problems)
+        (loaded.init, loaded.problems, loaded.notices)
     };
     let plugins = init.wasm.clone();
     for plugin in &plugins {
@@ -73,7 +76,7 @@ pub async fn load(path: &Path, check: bool, settings: Settings) -> Result<Loaded
         engines.push(Arc::new(wasm));
     }
     let policy = Policy::new(engines)?;
-    Ok(Loaded { policy, init, problems, components })
+    Ok(Loaded { policy, init, problems, notices, components })
 }
 
 fn describe(wasm: &WasmEngine) -> String {

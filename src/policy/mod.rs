@@ -4,6 +4,7 @@
 
 pub mod conn_meta;
 pub mod events;
+pub mod host;
 pub mod loader;
 pub mod lua;
 pub mod rejection;

@@ -165,7 +165,10 @@ impl Shared {
 
     fn insert(self: &Arc<Self>, message: Message, reason: InsertReason) {
         let due = message.due().map(|t| t - unix_now()).filter(|d| *d > 0);
-        let at = due.map(|d| Instant::now() + Duration::from_secs(d as u64)).unwrap_or_else(Instant::now);
+        let mut at = due.map(|d| Instant::now() + Duration::from_secs(d as u64)).unwrap_or_else(Instant::now);
+        if let Some(wait) = scheduling_wait(&message) {
+            at = at.max(Instant::now() + wait);
+        }
         self.insert_at(message, at, reason);
     }
 
@@ -283,6 +286,11 @@ impl Shared {
         }
         if let Some(until) = self.automation.sched_suspended(&queue.parts) {
             queue.insert_held(message, until);
+            return;
+        }
+        // its delivery window (set_scheduling) is closed: wait for it to open
+        if let Some(wait) = scheduling_wait(&message) {
+            queue.insert(message, Instant::now() + wait);
             return;
         }
         let smtp = match &config.protocol {
@@ -581,8 +589,13 @@ impl Shared {
             return;
         }
         let age = (chrono::Utc::now() - message.id().created()).to_std().unwrap_or_default();
-        if retry::would_expire(age, delay, config.max_age) {
-            let text = retry::expiration_text(age + delay, config.max_age);
+        // a per-message `expires` (set_scheduling) replaces the queue's max_age
+        let max_age = match message.scheduling().and_then(|s| s.expires) {
+            Some(expires) => (expires - message.id().created()).to_std().unwrap_or_default(),
+            None => config.max_age,
+        };
+        if retry::would_expire(age, delay, max_age) {
+            let text = retry::expiration_text(age + delay, max_age);
             let reply = Reply::new(551, "5.4.7", text);
             let r = self.record(RecordType::Expiration, &message, &message.recipients(), &reply, "", at);
             return self.fail(r, &message).await;
@@ -607,6 +620,14 @@ impl Shared {
             tracing::error!("spool: updating {} failed: {e}; it stays scheduled in memory", message.id());
         }
     }
+}
+
+/// How long a message's scheduling (`first_attempt`, a closed delivery window) holds it
+/// back from now, if at all.
+fn scheduling_wait(message: &Message) -> Option<Duration> {
+    let s = message.scheduling()?;
+    let now = chrono::Utc::now();
+    (s.earliest(now) - now).to_std().ok().filter(|d| !d.is_zero())
 }
 
 /// How long an empty scheduled or ready queue is kept before it is forgotten (its task,

@@ -97,7 +97,7 @@ pub fn serve_policy(
         };
         let deliver = loaded.is_some();
         let policy = loaded.map(|l| l.policy).unwrap_or_else(wasmta::policy::Policy::empty);
-        let logs = wasmta::logs::Logs::start(&[], "test-node".into()).unwrap();
+        let logs = wasmta::logs::Logs::start(&[], "test-node".into(), None).unwrap();
         let dns: Arc<dyn wasmta::delivery::dns::Dns> = Arc::new(wasmta::delivery::dns::TestZones::default());
         let queues =
             wasmta::queue::QueueManager::new(policy.clone(), spool.clone(), logs.clone(), dns, "mx.test".into());

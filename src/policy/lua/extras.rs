@@ -8,6 +8,12 @@ use std::path::Path;
 const MODULES: &[(&str, &str)] = &[
     ("policy-extras.policy_utils", include_str!("extras/policy_utils.lua")),
     ("policy-extras.shaping", include_str!("extras/shaping.lua")),
+    ("policy-extras.queue", include_str!("extras/queue.lua")),
+    ("policy-extras.sources", include_str!("extras/sources.lua")),
+    ("policy-extras.listener_domains", include_str!("extras/listener_domains.lua")),
+    ("policy-extras.rollup", include_str!("extras/rollup.lua")),
+    ("policy-extras.log_hooks", include_str!("extras/log_hooks.lua")),
+    ("policy-extras.dkim_sign", include_str!("extras/dkim_sign.lua")),
 ];
 
 /// Sets `package.path` and registers the embedded modules.

@@ -3,7 +3,7 @@
 //! name of KumoMTA's API, accepted with a one-line warning where wasmta has no
 //! implementation yet (never an unexplained load failure).
 
-use super::convert::{from_lua, to_lua};
+use super::convert::from_lua;
 use super::userdata::ConfigObject;
 use super::{Host, Phase, caller_site, phase};
 use crate::config::{self, init_calls, storage};
@@ -16,7 +16,6 @@ use std::sync::Arc;
 /// `kumo.*` names accepted with a warning because wasmta does not implement them yet.
 const UNIMPLEMENTED: &[&str] = &[
     "configure_accounting_db_path",
-    "configure_bounce_classifier",
     "configure_redis_throttles",
     "configure_log_hook",
     "configure_log_disposition_hook",
@@ -52,9 +51,6 @@ const UNIMPLEMENTED: &[&str] = &[
     "get_memory_soft_limit",
     "get_memory_low_thresh",
     "set_diagnostic_log_filter",
-    "glob",
-    "uncached_glob",
-    "read_dir",
 ];
 
 /// Sub-modules and their functions, accepted with a warning for now.
@@ -63,13 +59,6 @@ const UNIMPLEMENTED_MODULES: &[(&str, &[&str])] = &[
     (
         "dns",
         &[
-            "lookup_mx",
-            "lookup_addr",
-            "lookup_txt",
-            "lookup_ptr",
-            "ptr_host",
-            "rbl_lookup",
-            "reverse_ip",
             "configure_unbound_resolver",
             "define_resolver",
             "load_resolv_conf",
@@ -114,6 +103,11 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
 
     install_stubs(lua, &kumo, host)?;
     super::shaping::install(lua, &kumo)?;
+    super::serde::install(lua, &kumo)?;
+    super::text::install(lua, &kumo)?;
+    super::maps::install(lua, &kumo)?;
+    super::files::install(lua, &kumo)?;
+    super::sqlite::install(lua)?;
     install_init_calls(lua, &kumo, host)?;
     install_constructors(lua, &kumo)?;
     install_helpers(lua, &kumo, host)?;
@@ -214,6 +208,7 @@ fn install_init_calls(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result
     )?;
     kumo.set("wasm", wasm)?;
     let dns: Table = kumo.get("dns")?;
+    super::dns::install(lua, &dns)?;
     dns.set(
         "configure_test_resolver",
         init_call(lua, host, "dns.configure_test_resolver", |host, v| {
@@ -241,6 +236,12 @@ fn install_init_calls(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result
             }
             host.init.lock().dns.name_servers = ips;
             Ok(())
+        })?,
+    )?;
+    kumo.set(
+        "configure_bounce_classifier",
+        init_call(lua, host, "configure_bounce_classifier", |host, v| {
+            init_calls::configure_bounce_classifier(&mut host.init.lock(), v)
         })?,
     )?;
     kumo.set(
@@ -348,69 +349,9 @@ fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()
             Ok(super::userdata::LuaThrottle { name, spec })
         })?,
     )?;
-    kumo.set(
-        "sleep",
-        lua.create_async_function(|_, secs: f64| async move {
-            tokio::time::sleep(std::time::Duration::from_secs_f64(secs.max(0.0))).await;
-            Ok(())
-        })?,
-    )?;
+    let time: Table = kumo.get("time")?;
+    kumo.set("sleep", time.get::<Function>("sleep")?)?;
     kumo.set("memoize", lua.create_function(super::memoize::memoize)?)?;
-
-    let json_err = |e: serde_json::Error| mlua::Error::runtime(format!("json: {e}"));
-    kumo.set(
-        "json_parse",
-        lua.create_function(move |lua, text: String| {
-            to_lua(lua, &serde_json::from_str::<Value>(&text).map_err(json_err)?)
-        })?,
-    )?;
-    kumo.set(
-        "json_load",
-        lua.create_function(move |lua, path: String| {
-            let text = std::fs::read_to_string(&path).map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
-            to_lua(
-                lua,
-                &serde_json::from_str::<Value>(&text).map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?,
-            )
-        })?,
-    )?;
-    kumo.set(
-        "json_encode",
-        lua.create_function(move |lua, v: LuaValue| serde_json::to_string(&from_lua(lua, v)?).map_err(json_err))?,
-    )?;
-    kumo.set(
-        "json_encode_pretty",
-        lua.create_function(move |lua, v: LuaValue| {
-            serde_json::to_string_pretty(&from_lua(lua, v)?).map_err(json_err)
-        })?,
-    )?;
-    kumo.set(
-        "toml_parse",
-        lua.create_function(|lua, text: String| {
-            let v: Value = toml::from_str(&text).map_err(|e| mlua::Error::runtime(format!("toml: {e}")))?;
-            to_lua(lua, &v)
-        })?,
-    )?;
-    kumo.set(
-        "toml_load",
-        lua.create_function(|lua, path: String| {
-            let text = std::fs::read_to_string(&path).map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
-            let v: Value = toml::from_str(&text).map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
-            to_lua(lua, &v)
-        })?,
-    )?;
-    kumo.set(
-        "toml_encode",
-        lua.create_function(|lua, v: LuaValue| {
-            toml::to_string(&from_lua(lua, v)?).map_err(|e| mlua::Error::runtime(format!("toml: {e}")))
-        })?,
-    )?;
-    kumo.set(
-        "toml_encode_pretty",
-        lua.create_function(|lua, v: LuaValue| {
-            toml::to_string_pretty(&from_lua(lua, v)?).map_err(|e| mlua::Error::runtime(format!("toml: {e}")))
-        })?,
-    )?;
 
     let flag = host.clone();
     kumo.set(
@@ -419,7 +360,8 @@ fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()
             // wasmta: an optional text says what failed (KumoMTA's takes none)
             let site = caller_site(lua);
             flag.validation_failures.lock().push(match why {
-                Some(why) => format!("{site}: {why}"),
+                // an error caught with pcall carries its traceback: the message is enough
+                Some(why) => format!("{site}: {}", why.split("\nstack traceback:").next().unwrap_or(&why).trim_end()),
                 None => format!("{site}: kumo.validation_failed() was called"),
             });
             Ok(())
@@ -450,6 +392,15 @@ fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()
         })?,
     )?;
     Ok(())
+}
+
+/// The qualified names installed as warning stubs.
+pub fn stubbed() -> std::collections::HashSet<String> {
+    let mut out: std::collections::HashSet<String> = UNIMPLEMENTED.iter().map(|n| format!("kumo.{n}")).collect();
+    for (module, names) in UNIMPLEMENTED_MODULES {
+        out.extend(names.iter().map(|n| format!("kumo.{module}.{n}")));
+    }
+    out
 }
 
 fn stub(lua: &Lua, host: &Arc<Host>, qualified: String) -> mlua::Result<Function> {

@@ -3,12 +3,19 @@
 //! a wall-clock deadline enforced by an instruction hook, and a context that failed is
 //! discarded, never reused.
 
+mod audit;
 mod convert;
+mod dns;
 mod extras;
+mod files;
 mod kumo;
+mod maps;
 mod memoize;
+mod serde;
 mod shaping;
 mod sources;
+mod sqlite;
+mod text;
 mod userdata;
 
 use crate::config::InitConfig;
@@ -280,6 +287,9 @@ pub struct Loaded {
     pub init: InitConfig,
     /// Problems that `serve` logs and `check` reports as errors.
     pub problems: Vec<String>,
+    /// What the policy uses that wasmta accepts without acting on it yet: logged once at
+    /// start, listed by `check` (not errors).
+    pub notices: Vec<String>,
 }
 
 impl LuaEngine {
@@ -324,15 +334,24 @@ impl LuaEngine {
         let registered = ctx.registered().map_err(|e| error_text(&e))?;
         let custom = host.custom_events.lock().clone();
         let mut handled = HashSet::new();
+        let mut notices = vec![];
         for (name, site) in &registered {
+            if let Some((_, why)) = audit::NOT_DISPATCHED.iter().find(|(n, _)| n == name) {
+                notices.push(format!("{site}: the {name} event is accepted but not called by wasmta yet ({why})"));
+            }
             match Event::from_name(name) {
                 Some(e) => {
                     handled.insert(e);
                 }
-                None if is_user_defined_name(name) || custom.contains(name) => {}
+                None if is_user_defined_name(name) || custom.contains(name) || name == "message_requeued" => {}
                 None => problems.push(format!("{site}: unknown event '{name}' (not a wasmta/KumoMTA event)")),
             }
         }
+        // every kumo.* name in the texts, handlers that have not run included
+        let texts: Vec<(PathBuf, Arc<[u8]>)> = host.sources.texts();
+        let (unknown, stubs) = audit::audit(&ctx.lua, &texts, &kumo::stubbed()).map_err(|e| error_text(&e))?;
+        problems.extend(unknown);
+        notices.extend(stubs);
         let init = host.init.lock().clone();
         let timeout = init.event_timeout;
         let engine = LuaEngine {
@@ -341,7 +360,7 @@ impl LuaEngine {
             pool: Mutex::new(Vec::new()),
             timeout,
         };
-        Ok(Loaded { engine, init, problems })
+        Ok(Loaded { engine, init, problems, notices })
     }
 
     /// Creates `n` contexts ahead of traffic.

@@ -43,6 +43,13 @@ impl Sources {
         format!("@{}", path.display())
     }
 
+    /// Every text captured so far, with its file: the policy and the modules.
+    pub fn texts(&self) -> Vec<(PathBuf, Arc<[u8]>)> {
+        let mut out = vec![(self.policy.path.clone(), self.policy.text.clone())];
+        out.extend(self.modules.lock().values().map(|s| (s.path.clone(), s.text.clone())));
+        out
+    }
+
     /// Every file captured so far: the policy and the modules.
     pub fn files(&self) -> Vec<PathBuf> {
         let mut out = vec![self.policy.path.clone()];

@@ -2,7 +2,9 @@
 //! the config objects returned by `kumo.make_*`.
 
 use super::convert::{from_lua, to_lua};
-use crate::message::{EnvelopeAddress, Message, headers};
+use crate::message::mailbox::{self, Mailbox};
+use crate::message::scheduling::Scheduling;
+use crate::message::{EnvelopeAddress, Message, conformance, headers};
 use crate::policy::ConnMeta;
 use mlua::{Lua, MetaMethod, UserData, UserDataFields, UserDataMethods, Value as LuaValue};
 use serde_json::Value;
@@ -123,35 +125,111 @@ impl UserData for LuaMessage {
             }
             Ok(())
         });
-        m.add_method("from_header", |lua, this, ()| header_address(lua, this.0.first_header("From")));
-        m.add_method("to_header", |lua, this, ()| header_address(lua, this.0.first_header("To")));
+        m.add_method("from_header", |_, this, ()| Ok(AddressHeader::of(this.0.first_header("From"))));
+        m.add_method("to_header", |_, this, ()| Ok(AddressHeader::of(this.0.first_header("To"))));
+        m.add_method("get_address_header", |_, this, name: String| Ok(AddressHeader::of(this.0.first_header(&name))));
         m.add_method("num_attempts", |_, this, ()| Ok(this.0.num_attempts()));
+        m.add_method("increment_num_attempts", |_, this, ()| {
+            this.0.set_num_attempts(this.0.num_attempts() + 1);
+            Ok(())
+        });
+        m.add_method("set_scheduling", |lua, this, params: LuaValue| {
+            if params.is_nil() {
+                this.0.set_scheduling(None);
+                return Ok(LuaValue::Nil);
+            }
+            let value = from_lua(lua, params)?;
+            let s =
+                Scheduling::parse(value.clone()).map_err(|e| mlua::Error::runtime(format!("set_scheduling: {e}")))?;
+            this.0.set_scheduling(Some(s));
+            to_lua(lua, &value)
+        });
+        m.add_method("import_scheduling_header", |lua, this, (name, remove): (String, Option<bool>)| {
+            let Some(text) = this.0.first_header(&name) else { return Ok(LuaValue::Nil) };
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| mlua::Error::runtime(format!("import_scheduling_header: {name}: {e}")))?;
+            let s = Scheduling::parse(value.clone())
+                .map_err(|e| mlua::Error::runtime(format!("import_scheduling_header: {name}: {e}")))?;
+            this.0.set_scheduling(Some(s));
+            if remove.unwrap_or(false) {
+                this.0.edit_data(|d| headers::remove_where(d, |n| n.eq_ignore_ascii_case(&name)));
+            }
+            to_lua(lua, &value)
+        });
+        m.add_method("check_fix_conformance", |_, this, (checks, fixes): (String, Option<String>)| {
+            let bad = |e: String| mlua::Error::runtime(format!("check_fix_conformance: {e}"));
+            let checks = conformance::flags(&checks).map_err(bad)?;
+            let fixes = conformance::flags(fixes.as_deref().unwrap_or("")).map_err(bad)?;
+            let data = this.0.data();
+            let failing: Vec<&str> = conformance::issues(&data).into_iter().filter(|i| checks.contains(i)).collect();
+            if !failing.is_empty() {
+                return Ok(Some(format!("Message has conformance issues: {}", failing.join(", "))));
+            }
+            if !fixes.is_empty() {
+                let hostname = crate::config::listener::machine_hostname();
+                let fixed = conformance::fix(&data, &fixes, &hostname).map_err(bad)?;
+                if fixed[..] != data[..] {
+                    this.0.set_data(fixed);
+                }
+            }
+            Ok(None)
+        });
+        m.add_method("dkim_sign", |_, _, signer: LuaValue| -> mlua::Result<()> {
+            if signer.is_nil() {
+                return Err(mlua::Error::runtime("dkim_sign: no signer (kumo.dkim.*_signer returned nil)"));
+            }
+            Err(mlua::Error::runtime("dkim_sign: DKIM signing is not active in wasmta yet"))
+        });
         m.add_method("queue_name", |_, this, ()| Ok(this.0.queue_name()));
         m.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(format!("Message({})", this.0.id())));
     }
 }
 
-/// `{name=..., email=..., user=..., domain=...}` for the first mailbox of a header value.
-fn header_address(lua: &Lua, value: Option<String>) -> mlua::Result<LuaValue> {
-    let Some(value) = value else {
-        return Ok(LuaValue::Nil);
-    };
-    let (name, email) = match (value.rfind('<'), value.rfind('>')) {
-        (Some(l), Some(r)) if l < r => {
-            (value[..l].trim().trim_matches('"').to_string(), value[l + 1..r].trim().to_string())
+/// An address header (`msg:from_header()`): `user`, `domain`, `email` and `name` when it
+/// holds exactly one mailbox (an error otherwise, as KumoMTA), `list` always.
+pub struct AddressHeader(Vec<Mailbox>);
+
+impl AddressHeader {
+    fn of(value: Option<String>) -> Option<AddressHeader> {
+        value.map(|v| AddressHeader(mailbox::parse(&v)))
+    }
+
+    fn single(&self) -> mlua::Result<&Mailbox> {
+        match self.0.as_slice() {
+            [one] => Ok(one),
+            list => Err(mlua::Error::runtime(format!("the header holds {} addresses, not one: use .list", list.len()))),
         }
-        _ => (String::new(), value.trim().to_string()),
-    };
+    }
+}
+
+fn mailbox_table(lua: &Lua, m: &Mailbox) -> mlua::Result<mlua::Table> {
     let t = lua.create_table()?;
-    if !name.is_empty() {
-        t.set("name", name)?;
+    t.set("user", m.user())?;
+    t.set("domain", m.domain())?;
+    t.set("email", m.address.clone())?;
+    t.set("name", m.name.clone())?;
+    Ok(t)
+}
+
+impl UserData for AddressHeader {
+    fn add_fields<F: UserDataFields<Self>>(f: &mut F) {
+        f.add_field_method_get("user", |_, this| Ok(this.single()?.user().to_string()));
+        f.add_field_method_get("domain", |_, this| Ok(this.single()?.domain().to_string()));
+        f.add_field_method_get("email", |_, this| Ok(this.single()?.address.clone()));
+        f.add_field_method_get("name", |_, this| Ok(this.single()?.name.clone()));
+        f.add_field_method_get("list", |lua, this| {
+            this.0.iter().map(|m| mailbox_table(lua, m)).collect::<mlua::Result<Vec<_>>>()
+        });
     }
-    if let Some((user, domain)) = email.rsplit_once('@') {
-        t.set("user", user)?;
-        t.set("domain", domain)?;
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_meta_method(MetaMethod::ToString, |_, this, ()| {
+            let v = match this.0.as_slice() {
+                [one] => serde_json::to_string(one),
+                many => serde_json::to_string(many),
+            };
+            v.map_err(|e| mlua::Error::runtime(e.to_string()))
+        });
     }
-    t.set("email", email)?;
-    Ok(LuaValue::Table(t))
 }
 
 impl UserData for LuaConnMeta {

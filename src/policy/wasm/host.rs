@@ -181,17 +181,10 @@ impl host::Host for HostState {
             return Ok(Err("lookup-mx: a domain name is at most 255 octets".into()));
         }
         let dns = crate::delivery::dns::global();
-        let protocol = crate::config::queue::SmtpProtocol::default();
-        Ok(match crate::delivery::mx::resolve_site(&*dns, &domain, &protocol).await {
-            Ok(site) => {
-                Ok(host::MxAnswer { site_name: site.name, hosts: site.hosts.into_iter().map(|h| h.name).collect() })
-            }
-            Err(crate::delivery::mx::SiteError::NullMx) => {
-                Err(format!("lookup-mx({domain}): null MX, accepts no mail"))
-            }
-            Err(crate::delivery::mx::SiteError::NxDomain) => Err(format!("lookup-mx({domain}): no such domain")),
-            Err(crate::delivery::mx::SiteError::Dns(e)) => Err(format!("lookup-mx({domain}): {e}")),
-        })
+        Ok(crate::policy::host::lookup_mx(&*dns, &domain)
+            .await
+            .map(|mx| host::MxAnswer { site_name: mx.site_name, hosts: mx.hosts })
+            .map_err(|e| format!("lookup-mx({domain}): {e}")))
     }
     fn throttle(&mut self, name: String, spec: String) -> wasmtime::Result<Result<Option<u64>, String>> {
         if name.len() > 1024 {

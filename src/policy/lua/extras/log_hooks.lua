@@ -1,0 +1,149 @@
+-- policy-extras.log_hooks: our implementation of KumoMTA's log_hooks helper, for wasmta.
+-- Same functions, registrations and defaults as KumoMTA's module of the same name; it
+-- reads no files. Call it at the top level of the policy, before the queue helper's setup.
+--
+--   local log_hooks = require 'policy-extras.log_hooks'
+--   log_hooks:new_json {
+--     name = 'webhook',
+--     url = 'http://10.0.0.1:4242/log',              -- each record is POSTed here as JSON
+--     log_parameters = { headers = { 'Subject' } },   -- passed on to kumo.configure_log_hook
+--     queue_config = { retry_interval = '1m', max_retry_interval = '20m' },  -- the defaults
+--   }
+--   log_hooks:new { name = ..., constructor = function(domain, tenant, campaign) ... end, ... }
+--   log_hooks:new_disposition_hook { name = 'ndr', hook = function(msg, log_record) ... end }
+--
+-- new/new_json queue each log record as a message in the queue '<name>.log_hook', which
+-- delivers through the custom_lua constructor event 'make.<name>.log_hook'; the
+-- connection's send(message) returns a disposition text, or calls kumo.reject (4xx: try
+-- again later, 5xx: give up). new_disposition_hook calls hook(msg, log_record)
+-- synchronously as each disposition record is made.
+--
+-- wasmta: log hooks are registered exactly as KumoMTA's are, but wasmta does not deliver
+-- log hooks yet (kumo.configure_log_hook and kumo.configure_log_disposition_hook have no
+-- effect); pre_init says so once per hook.
+local utils = require 'policy-extras.policy_utils'
+local mod = {}
+
+local function clean(err)
+  return (string.gsub(tostring(err), '^.-kumo%.make_[%w_]+: ', '', 1))
+end
+
+local function check_options(options, what, required)
+  if type(options) ~= 'table' then
+    error(string.format('log_hooks:%s: expected a table of options', what), 0)
+  end
+  if type(options.name) ~= 'string' or options.name == '' then
+    error(string.format('log_hooks:%s: name must be a non-empty string', what), 0)
+  end
+  for key, kind in pairs(required) do
+    if type(options[key]) ~= kind then
+      error(string.format("log_hooks:%s{name='%s'}: %s must be a %s", what, options.name, key, kind), 0)
+    end
+  end
+  if options.log_parameters ~= nil and type(options.log_parameters) ~= 'table' then
+    error(string.format("log_hooks:%s{name='%s'}: log_parameters must be a table", what, options.name), 0)
+  end
+end
+
+local function warn_inactive(kind, name)
+  kumo.log_warn(
+    string.format(
+      "policy-extras.log_hooks: %s '%s' is configured, but wasmta does not deliver log hooks yet; it will see no log records",
+      kind,
+      name
+    )
+  )
+end
+
+local function new_hook(options, what)
+  check_options(options, what, { constructor = 'function' })
+  if options.queue_config ~= nil and type(options.queue_config) ~= 'table' then
+    error(string.format("log_hooks:%s{name='%s'}: queue_config must be a table", what, options.name), 0)
+  end
+  local name = options.name
+  -- a "TLD" no real domain has, so the queue never collides with SMTP destinations
+  local domain_name = name .. '.log_hook'
+  local constructor_name = 'make.' .. domain_name
+
+  local queue_config = utils.merge_into(options.queue_config, { retry_interval = '1m', max_retry_interval = '20m' })
+  queue_config.protocol = { custom_lua = { constructor = constructor_name } }
+  local ok, err = pcall(kumo.make_queue_config, queue_config)
+  if not ok then
+    error(string.format("log_hooks:%s{name='%s'}: queue_config: %s", what, name, clean(err)), 0)
+  end
+
+  kumo.on('pre_init', function()
+    kumo.configure_log_hook(utils.merge_into(options.log_parameters, { name = name }))
+    warn_inactive('log hook', name)
+  end)
+
+  kumo.on('should_enqueue_log_record', function(msg, hook_name)
+    if hook_name ~= name then
+      return -- another hook's record
+    end
+    local record = msg:get_meta 'log_record'
+    -- a record about delivering one of our own records is never logged again (no loop)
+    if record and record.reception_protocol == 'LogRecord' then
+      return false
+    end
+    msg:set_meta('queue', domain_name)
+    return true
+  end)
+
+  kumo.on('get_queue_config', function(domain, _tenant, _campaign, _routing_domain)
+    if domain == domain_name then
+      return kumo.make_queue_config(queue_config)
+    end
+  end)
+
+  kumo.on(constructor_name, options.constructor)
+end
+
+-- Registers a log hook delivered by options.constructor(domain, tenant, campaign), which
+-- returns a connection object with a send(message) method.
+function mod:new(options)
+  new_hook(options, 'new')
+end
+
+-- Registers a log hook that POSTs each record (JSON) to options.url.
+function mod:new_json(options)
+  check_options(options, 'new_json', { url = 'string' })
+  local url = options.url
+  local hook = utils.merge_into(options, {})
+  -- called when a record is delivered, never while the policy loads
+  hook.constructor = function(_domain, _tenant, _campaign)
+    local client = kumo.http.build_client {}
+    local connection = {}
+    function connection:send(message)
+      local response = client:post(url):header('Content-Type', 'application/json'):body(message:get_data()):send()
+      local disposition = string.format(
+        '%d %s: %s',
+        response:status_code(),
+        response:status_reason(),
+        response:text()
+      )
+      if response:status_is_success() then
+        return disposition
+      end
+      -- 500: the endpoint refused the record, so it is not retried
+      kumo.reject(500, disposition)
+    end
+    return connection
+  end
+  new_hook(hook, 'new_json')
+end
+
+-- Registers hook(msg, log_record), called synchronously for each disposition record
+-- (event log_disposition_<name>); log_parameters (e.g. per_record) are passed on to
+-- kumo.configure_log_disposition_hook.
+function mod:new_disposition_hook(options)
+  check_options(options, 'new_disposition_hook', { hook = 'function' })
+  local name = options.name
+  kumo.on('pre_init', function()
+    kumo.configure_log_disposition_hook(utils.merge_into(options.log_parameters, { name = name }))
+    warn_inactive('log disposition hook', name)
+  end)
+  kumo.on('log_disposition_' .. name, options.hook)
+end
+
+return mod
