@@ -106,6 +106,7 @@ async fn start(
     crate::metrics::core::policy_generation().store(policy.generation() as i64, Ordering::Relaxed);
     crate::policy::set_core_shaping(init.shaping.clone());
     crate::policy::reload::Reloader::install(&policy_path, settings, policy.clone(), init.clone());
+    crate::policy::monitor::start(crate::policy::monitor::POLL_INTERVAL);
 
     let (spool, startup) = Spool::open(&init.spools, &spool_dir).map_err(|e| e.to_string())?;
     let classifier = match init.bounce_classifier.is_empty() {

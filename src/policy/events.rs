@@ -156,6 +156,19 @@ pub enum Args<'a> {
     },
     /// Events taking one name (`get_egress_pool`, `get_egress_source`).
     Name(&'a str),
+    /// `smtp_client_rewrite_delivery_status(response, domain, tenant, campaign, routing_domain)`.
+    DeliveryStatus {
+        /// The destination's reply as one line.
+        response: &'a str,
+        /// Recipient domain.
+        domain: &'a str,
+        /// Tenant.
+        tenant: Option<&'a str>,
+        /// Campaign.
+        campaign: Option<&'a str>,
+        /// Routing domain.
+        routing_domain: Option<&'a str>,
+    },
     /// `get_egress_path_config(routing_domain, egress_source, site_name)`.
     EgressPath {
         /// Routing domain.

@@ -41,19 +41,19 @@ pub async fn lookup_mx(dns: &dyn Dns, domain: &str) -> Result<MxInfo, String> {
     let is_mx = match dns.mx(domain).await? {
         MxAnswer::Records(records) if !literal => {
             for r in records {
-                by_pref.entry(r.preference).or_default().push(r.host);
+                by_pref.entry(r.preference).or_default().push(fqdn(&r.host));
             }
             by_pref.values_mut().for_each(|v| v.sort());
             true
         }
         _ => {
-            by_pref.insert(0, site.hosts.iter().map(|h| h.name.clone()).collect());
+            by_pref.insert(0, site.hosts.iter().map(|h| fqdn(&h.name)).collect());
             false
         }
     };
     Ok(MxInfo {
         domain_name,
-        hosts: site.hosts.into_iter().map(|h| h.name).collect(),
+        hosts: site.hosts.iter().map(|h| fqdn(&h.name)).collect(),
         by_pref,
         site_name: site.name,
         is_domain_literal: literal,
@@ -78,7 +78,16 @@ pub async fn lookup_txt(dns: &dyn Dns, name: &str) -> Result<Vec<String>, String
 
 /// The PTR names of an address.
 pub async fn lookup_ptr(dns: &dyn Dns, ip: IpAddr) -> Result<Vec<String>, String> {
-    dns.ptr(ip).await
+    Ok(dns.ptr(ip).await?.iter().map(|n| fqdn(n)).collect())
+}
+
+/// A host name as KumoMTA's lookups return it: lower case with the trailing dot; address
+/// literals as they are.
+fn fqdn(name: &str) -> String {
+    if name.starts_with('[') || name.parse::<IpAddr>().is_ok() {
+        return name.to_string();
+    }
+    format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// An address's octets (or nibbles) reversed, without a suffix: `127.0.0.1` → `1.0.0.127`.

@@ -7,6 +7,7 @@ pub mod events;
 pub mod host;
 pub mod loader;
 pub mod lua;
+pub mod monitor;
 pub mod rejection;
 pub mod reload;
 pub mod wasm;
@@ -336,6 +337,31 @@ impl Policy {
     ) -> Result<(), PolicyError> {
         let args = Args::Requeue { message, response, context, increment_attempts, delay };
         self.call(Event::RequeueMessage, args).await.map(drop)
+    }
+
+    /// `smtp_client_rewrite_delivery_status`: the status code the policy wants a
+    /// destination's rejection treated as (`None`: as it is).
+    pub async fn rewrite_delivery_status(
+        &self,
+        response: &str,
+        parts: &crate::message::queue_name::QueueNameParts,
+    ) -> Result<Option<u16>, PolicyError> {
+        let event = Event::SmtpClientRewriteDeliveryStatus;
+        let args = Args::DeliveryStatus {
+            response,
+            domain: &parts.domain,
+            tenant: parts.tenant.as_deref(),
+            campaign: parts.campaign.as_deref(),
+            routing_domain: parts.routing_domain.as_deref(),
+        };
+        match self.call(event, args).await? {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64().filter(|c| (200..=599).contains(c)) {
+                Some(code) => Ok(Some(code as u16)),
+                None => Err(bad_result(event, "a status code from 200 to 599", &Value::Number(n))),
+            },
+            Some(other) => Err(bad_result(event, "a status code or nil", &other)),
+        }
     }
 
     async fn decoded<T: serde::de::DeserializeOwned + Default>(

@@ -460,8 +460,9 @@ impl Shared {
         message: Message,
         peer: &PeerAddress,
         tls: Option<(String, String)>,
-        result: MessageResult,
+        mut result: MessageResult,
     ) {
+        super::rewrite::apply(&self.policy, &message, &mut result).await;
         let mut delivered = vec![];
         let mut bounced: Vec<(EnvelopeAddress, Reply, &str)> = vec![];
         let mut transient: Vec<(EnvelopeAddress, Reply, &str)> = vec![];

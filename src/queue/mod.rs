@@ -8,6 +8,7 @@ pub mod limits;
 pub mod manager;
 pub mod ready;
 pub mod retry;
+pub mod rewrite;
 pub mod scheduled;
 
 pub use manager::{InsertReason, QueueManager};

@@ -33,8 +33,6 @@ const UNIMPLEMENTED: &[&str] = &[
     "format_egress_path_config_toml",
     "format_egress_path_config_constraints",
     "spawn_task",
-    "set_config_monitor_globs",
-    "eval_config_monitor_globs",
     "set_smtpsrv_threads",
     "set_httpinject_threads",
     "set_httpinject_recipient_rate_limit",
@@ -71,6 +69,19 @@ const UNIMPLEMENTED_MODULES: &[(&str, &[&str])] = &[
     ("shaping", &[]),
     ("http", &["build_client", "build_url", "connect_websocket"]),
     ("secrets", &["load"]),
+    (
+        "aaa",
+        &[
+            "configure_acct_log",
+            "load_acl_map",
+            "make_access_control_list",
+            "make_http_url_resource",
+            "query_resource_access",
+            "set_acl_cache_ttl",
+            "set_check_cache_ttl",
+            "set_fall_back_to_acl_map",
+        ],
+    ),
     ("api", &[]),
 ];
 
@@ -109,11 +120,18 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
     super::files::install(lua, &kumo)?;
     super::sqlite::install(lua)?;
     install_init_calls(lua, &kumo, host)?;
+    super::defined::install(lua, &kumo, host)?;
     install_constructors(lua, &kumo)?;
     install_helpers(lua, &kumo, host)?;
     // KumoMTA policies begin `local kumo = require 'kumo'`
     let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
     loaded.set("kumo", &kumo)?;
+    // and its sub-modules by their dotted names (`require 'kumo.dns'`)
+    for pair in kumo.pairs::<String, LuaValue>() {
+        if let (name, LuaValue::Table(t)) = pair? {
+            loaded.set(format!("kumo.{name}"), t)?;
+        }
+    }
     lua.globals().set("kumo", kumo)?;
     Ok(())
 }
@@ -352,6 +370,20 @@ fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()
     let time: Table = kumo.get("time")?;
     kumo.set("sleep", time.get::<Function>("sleep")?)?;
     kumo.set("memoize", lua.create_function(super::memoize::memoize)?)?;
+    kumo.set(
+        "set_config_monitor_globs",
+        lua.create_function(|lua, globs: Vec<String>| {
+            crate::policy::monitor::set_globs(globs)
+                .map_err(|e| mlua::Error::runtime(format!("{}: kumo.set_config_monitor_globs: {e}", caller_site(lua))))
+        })?,
+    )?;
+    kumo.set(
+        "eval_config_monitor_globs",
+        lua.create_function(|_, ()| {
+            let files = crate::policy::monitor::matched(&crate::policy::monitor::globs()).map_err(mlua::Error::runtime)?;
+            Ok(files.into_iter().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>())
+        })?,
+    )?;
 
     let flag = host.clone();
     kumo.set(
@@ -407,7 +439,14 @@ fn stub(lua: &Lua, host: &Arc<Host>, qualified: String) -> mlua::Result<Function
     let host = host.clone();
     lua.create_function(move |lua, _: mlua::MultiValue| {
         if host.warned.lock().insert(qualified.clone()) {
-            tracing::warn!("{}: {qualified} is accepted but has no effect in wasmta yet", caller_site(lua));
+            let note = format!("{}: {qualified} is accepted but has no effect in wasmta yet", caller_site(lua));
+            // while loading, it joins the notices the start-up log and `check` list once;
+            // later (a name the text scan could not see) it is logged here
+            if phase(lua) == Phase::Runtime {
+                tracing::warn!("{note}");
+            } else {
+                host.stub_notes.lock().push(note);
+            }
         }
         Ok(LuaValue::Nil)
     })

@@ -5,6 +5,7 @@
 
 mod audit;
 mod convert;
+mod defined;
 mod dns;
 mod extras;
 mod files;
@@ -98,9 +99,13 @@ pub struct Host {
     sources: Arc<sources::Sources>,
     init: Mutex<InitConfig>,
     warned: Mutex<HashSet<String>>,
+    /// Stubs called while loading, as notices.
+    stub_notes: Mutex<Vec<String>>,
     custom_events: Mutex<HashSet<String>>,
     limits: Mutex<PoolLimits>,
     validation_failures: Mutex<Vec<String>>,
+    /// `kumo.define_egress_source` / `define_egress_pool`.
+    defined: Mutex<defined::Defined>,
 }
 
 struct Context {
@@ -229,6 +234,10 @@ impl Context {
                 vec![opt(domain)?, opt(tenant)?, opt(campaign)?, opt(routing_domain)?]
             }
             Args::Name(name) => vec![text(name)?],
+            Args::DeliveryStatus { response, domain, tenant, campaign, routing_domain } => {
+                let opt = |s: Option<&str>| s.map(text).transpose().map(|v| v.unwrap_or(LuaValue::Nil));
+                vec![text(response)?, text(domain)?, opt(tenant)?, opt(campaign)?, opt(routing_domain)?]
+            }
             Args::Strings(list) => list.iter().map(|s| text(s)).collect::<mlua::Result<Vec<_>>>()?,
             Args::EgressPath { routing_domain, source, site } => {
                 vec![text(routing_domain)?, text(source)?, text(site)?]
@@ -273,6 +282,9 @@ impl Context {
 /// A loaded Lua policy.
 pub struct LuaEngine {
     info: EngineInfo,
+    /// Events the policy has handlers for (`info.handled` adds those answered from
+    /// `kumo.define_egress_*` definitions).
+    with_handlers: HashSet<Event>,
     host: Arc<Host>,
     pool: Mutex<Vec<Context>>,
     timeout: Duration,
@@ -304,9 +316,11 @@ impl LuaEngine {
             sources: Arc::new(sources::Sources::read(path)?),
             init: Mutex::new(InitConfig::default()),
             warned: Mutex::new(HashSet::new()),
+            stub_notes: Mutex::new(Vec::new()),
             custom_events: Mutex::new(HashSet::new()),
             limits: Mutex::new(PoolLimits { max_uses: 1024, max_age: Duration::from_secs(300), max_spare: 8192 }),
             validation_failures: Mutex::new(Vec::new()),
+            defined: Mutex::new(defined::Defined::default()),
         });
         let load_timeout = Duration::from_secs(30);
         let ctx = Context::new(&host, load_timeout).await?;
@@ -351,11 +365,20 @@ impl LuaEngine {
         let texts: Vec<(PathBuf, Arc<[u8]>)> = host.sources.texts();
         let (unknown, stubs) = audit::audit(&ctx.lua, &texts, &kumo::stubbed()).map_err(|e| error_text(&e))?;
         problems.extend(unknown);
-        notices.extend(stubs);
+        for note in host.stub_notes.lock().iter().chain(&stubs) {
+            if !notices.contains(note) {
+                notices.push(note.clone());
+            }
+        }
+        let with_handlers = handled.clone();
+        if !host.defined.lock().is_empty() {
+            handled.extend([Event::GetEgressSource, Event::GetEgressPool]);
+        }
         let init = host.init.lock().clone();
         let timeout = init.event_timeout;
         let engine = LuaEngine {
             info: EngineInfo::new(format!("lua:{}", path.display()), handled),
+            with_handlers,
             host,
             pool: Mutex::new(Vec::new()),
             timeout,
@@ -403,6 +426,19 @@ impl Engine for LuaEngine {
     }
 
     async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
+        if let (Event::GetEgressSource | Event::GetEgressPool, Args::Name(name)) = (event, args) {
+            let defined = self.host.defined.lock().lookup(event, name);
+            if !self.with_handlers.contains(&event) {
+                return Ok(defined);
+            }
+            return Ok(self.call_handlers(event, args).await?.or(defined));
+        }
+        self.call_handlers(event, args).await
+    }
+}
+
+impl LuaEngine {
+    async fn call_handlers(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
         let failed = |message: String| PolicyError::Failed { event: event.name(), message };
         let ctx = self
             .checkout()
