@@ -127,10 +127,9 @@ end)
     let other = got.iter().find(|m| m.to == ["u2@dest.example"]).expect("default message");
     assert_eq!(other.ehlo, "ip2.mta.example", "the default queue's pool");
 
-    let rec = wait_for_record(d, Duration::from_secs(5), |r| {
-        r["type"] == "Delivery" && r["recipient"] == "u1@dest.example"
-    })
-    .expect("Delivery record");
+    let rec =
+        wait_for_record(d, Duration::from_secs(5), |r| r["type"] == "Delivery" && r["recipient"] == "u1@dest.example")
+            .expect("Delivery record");
     assert_eq!(rec["queue"], "spring:mytenant@dest.example", "{rec}");
     assert_eq!(rec["egress_pool"], "BestReputation", "{rec}");
     assert_eq!(rec["egress_source"], "ip-1", "{rec}");
@@ -491,13 +490,20 @@ end)
     let path = write(d, "init.lua", &policy);
     let (ok, text) = check(&path);
     assert!(!ok, "{text}");
-    assert!(text.contains(&format!("init.lua:{line}: kumo.set_meta_everywhere is not a KumoMTA function wasmta knows")), "{text}");
+    assert!(
+        text.contains(&format!("init.lua:{line}: kumo.set_meta_everywhere is not a KumoMTA function wasmta knows")),
+        "{text}"
+    );
     assert!(text.contains("kumo.aaa.configure_acct_log is accepted but has no effect"), "{text}");
-    let good = policy.replace("kumo.set_meta_everywhere(msg)", "msg:set_meta('x', 1)");
+    // KumoMTA registers any event name: one it never calls is a note, not a failure
+    let good = policy.replace("kumo.set_meta_everywhere(msg)", "msg:set_meta('x', 1)")
+        + "kumo.on('http_request', function(request) end)\n";
     let path = write(d, "good.lua", &good);
     let (ok, text) = check(&path);
     assert!(ok, "{text}");
     assert!(text.contains("note:") && text.contains("kumo.aaa.configure_acct_log"), "{text}");
+    assert!(text.contains("'http_request' is not an event KumoMTA or wasmta calls"), "{text}");
+    assert_eq!(text.matches("kumo.aaa.configure_acct_log").count(), 1, "listed once: {text}");
 }
 
 #[test]
@@ -514,7 +520,12 @@ kumo.on('smtp_server_mail_from', function(sender)
   kumo.reject(550, '5.7.1 monitoring ' .. #files .. ' file(s)')
 end)
 "#,
-        init = init_with(d, "", "", &format!("  kumo.set_config_monitor_globs {{ '{}/etc/**/*.{{toml,json}}' }}", d.display()))
+        init = init_with(
+            d,
+            "",
+            "",
+            &format!("  kumo.set_config_monitor_globs {{ '{}/etc/**/*.{{toml,json}}' }}", d.display())
+        )
     );
     let path = write(d, "init.lua", &policy);
     let server = Server::start(d, &path);
@@ -522,10 +533,67 @@ end)
     assert!(c.cmd("MAIL FROM:<a@s.example>").text.contains("monitoring 1 file(s)"));
     drop(c);
     write(d, "etc/limits.toml", "limit = 2\n");
-    assert!(
-        server.wait_for_stderr("configuration epoch is now", Duration::from_secs(30)),
-        "{}",
-        server.stderr_text()
+    assert!(server.wait_for_stderr("configuration epoch is now", Duration::from_secs(30)), "{}", server.stderr_text());
+    server.stop();
+}
+
+#[test]
+fn policy_made_mail_is_injected_durably() {
+    let dir = harness::temp_dir();
+    let d = dir.path();
+    let sink = Sink::start(d);
+    let policy = format!(
+        r#"local kumo = require 'kumo'
+{init}
+kumo.on('smtp_server_message_received', function(msg)
+  if msg:get_first_named_header_value('X-Copy-To') then
+    local copy = kumo.make_message('copies@mta.example', msg:get_first_named_header_value('X-Copy-To'),
+      'Subject: copy\n\nA copy was made.\n')
+    copy:set_meta('tenant', 'copies')
+    kumo.inject_message(copy)
+    local ok, err = pcall(kumo.make_message, 'not an address', 'x@y.example', 'x')
+    if ok or not tostring(err):find('sender') then
+      kumo.reject(451, '4.3.0 make_message accepted a bad sender')
+    end
+    local result = kumo.api.inject.inject_v1 {{
+      envelope_sender = 'notify@mta.example',
+      content = 'Subject: hello {{{{ name }}}}\r\n\r\nhi\r\n',
+      recipients = {{ {{ email = 'notify@dest.example', substitutions = {{ name = 'Ann' }} }} }},
+    }}
+    if result.success_count ~= 1 then
+      kumo.reject(451, '4.3.0 inject_v1: ' .. kumo.json_encode(result))
+    end
+  end
+end)
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {{ protocol = {{ smtp = {{ mx_list = {{ '{sink}' }} }} }} }}
+end)
+kumo.on('get_egress_path_config', function(domain, egress_source, site_name)
+  return kumo.make_egress_path {{ enable_tls = 'Disabled' }}
+end)
+"#,
+        sink = sink.addr,
+        init = init(d, "", "")
     );
+    let path = write(d, "init.lua", &policy);
+    let server = Server::start(d, &path);
+    let mut c = Client::ehlo(server.addr());
+    let r = c.send_mail("a@s.example", &["orig@dest.example"], "X-Copy-To: copy@dest.example\r\n\r\nx\r\n");
+    assert_eq!(r.code, 250, "{}\n{}", r.text, server.stderr_text());
+    assert!(sink.wait_for(3, Duration::from_secs(20)), "delivered {}", sink.count());
+    let got = sink.messages();
+    let copy = got.iter().find(|m| m.to == ["copy@dest.example"]).expect("the copy");
+    assert_eq!(copy.from, "copies@mta.example");
+    assert!(String::from_utf8_lossy(&copy.data).contains("Subject: copy\r\n\r\nA copy was made.\r\n"));
+    let notify = got.iter().find(|m| m.to == ["notify@dest.example"]).expect("inject_v1");
+    assert!(String::from_utf8_lossy(&notify.data).contains("Subject: hello Ann"));
+    let records = harness::log_records(d);
+    let reception = |who: &str| {
+        records.iter().find(|r| r["type"] == "Reception" && r["recipient"] == who).cloned().expect("Reception")
+    };
+    assert_eq!(reception("copy@dest.example")["reception_protocol"], "Lua");
+    assert_eq!(reception("copy@dest.example")["queue"], "copies@dest.example");
+    assert_eq!(reception("notify@dest.example")["reception_protocol"], "HTTP");
+    drop(c);
     server.stop();
 }

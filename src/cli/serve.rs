@@ -122,6 +122,8 @@ async fn start(
     }
     let hostname = crate::config::listener::machine_hostname();
     let queues = QueueManager::new(policy.clone(), spool.clone(), logs.clone(), dns, hostname);
+    let state = crate::http::AppState::new(spool.clone(), queues.clone(), policy.clone(), logs.clone());
+    crate::policy::inject::install(std::sync::Arc::new(crate::http::inject::PolicyInjector(state)));
     let enumerated = startup.messages.len();
     let started = std::time::Instant::now();
     let mut last_progress = started;

@@ -133,29 +133,20 @@ fn build(b: &Builder, to: &Recipient, sender: &str) -> Result<String, String> {
     Ok(format!("{}\r\n{body}\r\n", h.join("\r\n")))
 }
 
-fn crlf(text: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len() + 16);
-    let mut prev = 0u8;
-    for &b in text.as_bytes() {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
-    }
-    out
+async fn inject(State(state): State<AppState>, Json(req): Json<InjectRequest>) -> (StatusCode, Json<Value>) {
+    let (code, body) = run(&state, &req).await;
+    (code, Json(body))
 }
 
-async fn inject(State(state): State<AppState>, Json(req): Json<InjectRequest>) -> (StatusCode, Json<Value>) {
+/// Runs one injection request: its HTTP status and KumoMTA's response body.
+async fn run(state: &AppState, req: &InjectRequest) -> (StatusCode, Value) {
     let sender = match EnvelopeAddress::parse(&req.envelope_sender) {
         Ok(s) => s,
-        Err(e) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("envelope_sender: {}", e.0) })));
-        }
+        Err(e) => return (StatusCode::BAD_REQUEST, json!({ "error": format!("envelope_sender: {}", e.0) })),
     };
     let (mut ok, mut failed, mut errors) = (0, vec![], vec![]);
     for rcpt in &req.recipients {
-        match inject_one(&state, &req, &sender, rcpt).await {
+        match inject_one(state, req, &sender, rcpt).await {
             Ok(()) => ok += 1,
             Err(e) => {
                 failed.push(rcpt.email.clone());
@@ -166,7 +157,7 @@ async fn inject(State(state): State<AppState>, Json(req): Json<InjectRequest>) -
     let body =
         json!({ "success_count": ok, "fail_count": failed.len(), "failed_recipients": failed, "errors": errors });
     let code = if ok == 0 && !req.recipients.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    (code, Json(body))
+    (code, body)
 }
 
 async fn inject_one(
@@ -186,20 +177,48 @@ async fn inject_one(
         Content::Raw(raw) => raw.clone(),
         Content::Built(b) => build(b, rcpt, &req.envelope_sender)?,
     };
-    let data = crlf(&substitute(&text, &vars));
+    let data = crate::message::headers::crlf(substitute(&text, &vars).as_bytes());
     let mut meta = rcpt.metadata.clone();
     meta.insert("reception_protocol".into(), Value::String("HTTP".into()));
     let message = Message::new(sender.clone(), vec![to], meta, data);
     state.policy.http_message_generated(&message).await.map_err(|e| e.reply().to_line())?;
+    accept(state, message, "HTTP").await
+}
+
+/// The durable tail of every injection: spool (fsync), Reception record, queue.
+async fn accept(state: &AppState, message: Message, protocol: &str) -> Result<(), String> {
     state.spool.store(&message).await.map_err(|e| format!("451 4.3.0 temporary failure storing the message: {e}"))?;
     let reply = Reply::new(250, "2.0.0", "OK");
     let mut record = LogRecord::for_message(RecordType::Reception, &message, Response::from_reply(&reply, None));
-    record.reception_protocol = Some("HTTP".into());
+    record.reception_protocol = Some(protocol.into());
     record.policy_generation = Some(state.policy.generation());
     state.logs.log_written(record, Some(&message)).await;
     crate::metrics::core::received().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     state.queues.insert(message, InsertReason::Injected);
     Ok(())
+}
+
+/// `kumo.inject_message` and `kumo.api.inject.inject_v1` for policy code.
+pub struct PolicyInjector(pub AppState);
+
+#[async_trait::async_trait]
+impl crate::policy::inject::Injector for PolicyInjector {
+    async fn inject_message(&self, message: Message) -> Result<(), String> {
+        if message.recipients().is_empty() {
+            return Err("the message has no recipients".into());
+        }
+        accept(&self.0, message, "Lua").await
+    }
+
+    async fn inject_v1(&self, request: Value) -> Result<Value, String> {
+        let req: InjectRequest = serde_json::from_value(request).map_err(|e| format!("invalid request: {e}"))?;
+        match run(&self.0, &req).await {
+            (StatusCode::OK, body) => Ok(body),
+            (_, body) if body.get("error").is_some() => Err(body["error"].as_str().unwrap_or_default().to_string()),
+            // every recipient failed: the body says which and why, as KumoMTA returns it
+            (_, body) => Ok(body),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 mod admin;
 mod conn;
-mod inject;
+pub mod inject;
 
 use crate::config::cidr::CidrSet;
 use crate::config::storage::HttpListenerConfig;

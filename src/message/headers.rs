@@ -128,6 +128,20 @@ pub fn remove_where(data: &[u8], drop: impl Fn(&str) -> bool) -> Vec<u8> {
     out
 }
 
+/// `bytes` with every bare LF made CRLF (messages travel and are stored with CRLF).
+pub fn crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    let mut prev = 0u8;
+    for &b in bytes {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

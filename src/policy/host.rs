@@ -126,8 +126,9 @@ mod tests {
         )
         .unwrap();
         let mx = lookup_mx(&z, "Example.com").await.unwrap();
-        assert_eq!(mx.hosts, ["mx1.example.com", "mx2.example.com"]);
-        assert_eq!(mx.by_pref[&20], ["mx2.example.com"]);
+        // KumoMTA's form: fully qualified, with the trailing dot
+        assert_eq!(mx.hosts, ["mx1.example.com.", "mx2.example.com."]);
+        assert_eq!(mx.by_pref[&20], ["mx2.example.com."]);
         assert_eq!(mx.domain_name, "example.com.");
         assert!(mx.is_mx);
         let plain = lookup_mx(&z, "plain.example").await.unwrap();

@@ -5,6 +5,7 @@
 pub mod conn_meta;
 pub mod events;
 pub mod host;
+pub mod inject;
 pub mod loader;
 pub mod lua;
 pub mod monitor;

@@ -63,7 +63,9 @@ pub fn install(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()> {
         let f = lua.create_function(move |lua, arg: LuaValue| {
             let site = caller_site(lua);
             if phase(lua) != Phase::Init {
-                return Err(mlua::Error::runtime(format!("{site}: kumo.{name} may only be called from the init event")));
+                return Err(mlua::Error::runtime(format!(
+                    "{site}: kumo.{name} may only be called from the init event"
+                )));
             }
             let value = from_lua(lua, arg)?;
             let mut defined = host.defined.lock();

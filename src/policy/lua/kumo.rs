@@ -19,8 +19,6 @@ const UNIMPLEMENTED: &[&str] = &[
     "configure_redis_throttles",
     "configure_log_hook",
     "configure_log_disposition_hook",
-    "make_message",
-    "inject_message",
     "apply_supplemental_trace_header",
     "generate_rfc3464_message",
     "invoke_get_queue_config",
@@ -121,6 +119,7 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
     super::sqlite::install(lua)?;
     install_init_calls(lua, &kumo, host)?;
     super::defined::install(lua, &kumo, host)?;
+    super::inject::install(lua, &kumo)?;
     install_constructors(lua, &kumo)?;
     install_helpers(lua, &kumo, host)?;
     // KumoMTA policies begin `local kumo = require 'kumo'`
@@ -380,7 +379,8 @@ fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()
     kumo.set(
         "eval_config_monitor_globs",
         lua.create_function(|_, ()| {
-            let files = crate::policy::monitor::matched(&crate::policy::monitor::globs()).map_err(mlua::Error::runtime)?;
+            let files =
+                crate::policy::monitor::matched(&crate::policy::monitor::globs()).map_err(mlua::Error::runtime)?;
             Ok(files.into_iter().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>())
         })?,
     )?;

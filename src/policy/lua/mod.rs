@@ -9,6 +9,7 @@ mod defined;
 mod dns;
 mod extras;
 mod files;
+mod inject;
 mod kumo;
 mod maps;
 mod memoize;
@@ -358,7 +359,16 @@ impl LuaEngine {
                     handled.insert(e);
                 }
                 None if is_user_defined_name(name) || custom.contains(name) || name == "message_requeued" => {}
-                None => problems.push(format!("{site}: unknown event '{name}' (not a wasmta/KumoMTA event)")),
+                // KumoMTA registers any name; one close to a real event is most likely a typo
+                None => match Event::ALL.iter().find(|e| strsim::damerau_levenshtein(e.name(), name) <= 3) {
+                    Some(e) => problems.push(format!(
+                        "{site}: unknown event '{name}' (not a wasmta/KumoMTA event; did you mean '{}'?)",
+                        e.name()
+                    )),
+                    None => notices.push(format!(
+                        "{site}: '{name}' is not an event KumoMTA or wasmta calls: its handler never runs"
+                    )),
+                },
             }
         }
         // every kumo.* name in the texts, handlers that have not run included
