@@ -69,7 +69,8 @@ local function read(file)
   return data
 end
 
--- Checks one block's keys; unknown keys are reported but left alone (KumoMTA ignores them).
+-- Checks one block's keys. KumoMTA silently ignores an unknown key (a misspelt `selectr`
+-- signs with the default selector); here it is an error naming the file and the key.
 local function check_block(block, keys, where)
   if type(block) ~= 'table' then
     error(string.format('%s: expected a table', where), 0)
@@ -77,7 +78,12 @@ local function check_block(block, keys, where)
   for k, v in pairs(block) do
     local kind = keys[k]
     if not kind then
-      kumo.log_warn(string.format("policy-extras.dkim_sign: %s: unknown key '%s' is ignored", where, tostring(k)))
+      local known = {}
+      for name in pairs(keys) do
+        table.insert(known, name)
+      end
+      table.sort(known)
+      error(string.format("%s: unknown key '%s' (known keys: %s)", where, tostring(k), table.concat(known, ', ')), 0)
     elseif kind == 'list' then
       local ok = type(v) == 'table'
       for _, item in pairs(ok and v or {}) do
@@ -113,7 +119,7 @@ local function load_dkim_data(files)
           data[key][name] = utils.merge_into(block, data[key][name] or {})
         end
       else
-        kumo.log_warn(string.format("policy-extras.dkim_sign: %s: unknown section '%s' is ignored", where, tostring(key)))
+        error(string.format("%s: unknown section '%s' (base, domain, signature)", where, tostring(key)), 0)
       end
     end
   end
