@@ -187,14 +187,20 @@ async fn inject_one(
 
 /// The durable tail of every injection: spool (fsync), Reception record, queue.
 async fn accept(state: &AppState, message: Message, protocol: &str) -> Result<(), String> {
-    state.spool.store(&message).await.map_err(|e| format!("451 4.3.0 temporary failure storing the message: {e}"))?;
+    // the `null` queue discards: nothing to store
+    let discard = message.queue_name() == crate::queue::NULL_QUEUE;
+    if !discard {
+        state.spool.store(&message).await.map_err(|e| format!("451 4.3.0 temporary failure storing the message: {e}"))?;
+    }
     let reply = Reply::new(250, "2.0.0", "OK");
     let mut record = LogRecord::for_message(RecordType::Reception, &message, Response::from_reply(&reply, None));
     record.reception_protocol = Some(protocol.into());
     record.policy_generation = Some(state.policy.generation());
     state.logs.log_written(record, Some(&message)).await;
     crate::metrics::core::received().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    state.queues.insert(message, InsertReason::Injected);
+    if !discard {
+        state.queues.insert(message, InsertReason::Injected);
+    }
     Ok(())
 }
 

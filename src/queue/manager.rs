@@ -175,6 +175,18 @@ impl Shared {
     fn insert_at(self: &Arc<Self>, message: Message, due: Instant, reason: InsertReason) {
         let name = message.queue_name();
         tracing::trace!("queue {name}: insert {} ({reason:?})", message.id());
+        // KumoMTA's `null` queue discards, wherever the queue meta was set (reception,
+        // http_message_generated, a rebind, requeue_message): never a queue named "null"
+        if name == super::NULL_QUEUE {
+            tracing::debug!("{}: queue is null: discarded", message.id());
+            let spool = self.spool.clone();
+            tokio::spawn(async move {
+                if let Err(e) = spool.remove(message.id()).await {
+                    tracing::debug!("spool: removing null-queued {}: {e}", message.id());
+                }
+            });
+            return;
+        }
         // under the map's lock, so a reaper never removes a queue a message is entering
         let mut map = self.scheduled.lock();
         let queue = match map.get(&name) {
