@@ -112,12 +112,40 @@ pub struct SmtpProtocol {
 pub enum Protocol {
     #[serde(rename = "smtp")]
     Smtp(SmtpProtocol),
-    #[serde(rename = "maildir_path")]
-    Maildir(String),
+    #[serde(rename = "maildir")]
+    Maildir(MaildirProtocol),
     #[serde(rename = "custom_lua")]
     CustomLua(serde_json::Value),
     #[serde(rename = "xfer")]
     Xfer(serde_json::Value),
+}
+
+/// `protocol = { maildir_path = '...', dir_mode = ..., file_mode = ... }`: delivery into
+/// a maildir. The path is a template (`{{ domain }}`, `{{ user }}`, `{{ meta.x }}`, ...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaildirProtocol {
+    /// The maildir (its `tmp`, `new` and `cur` are made as needed).
+    pub maildir_path: String,
+    /// Mode of directories made (default `0o775`); a number or an octal string (`"0750"`).
+    #[serde(default, deserialize_with = "mode")]
+    pub dir_mode: Option<u32>,
+    /// Mode of message files (default `0o664`).
+    #[serde(default, deserialize_with = "mode")]
+    pub file_mode: Option<u32>,
+}
+
+fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    let m = match &v {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
+        _ => None,
+    };
+    match m {
+        Some(m) if m <= 0o7777 => Ok(Some(m)),
+        _ => Err(de::Error::custom(format!("{v} is not a file mode (a number, or an octal string such as \"0750\")"))),
+    }
 }
 
 impl Default for Protocol {
@@ -140,11 +168,10 @@ fn deserialize_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::
             .map(Protocol::Smtp)
             .map_err(|e| de::Error::custom(format!("smtp.{e}")));
     }
-    if let Some(path) = map.remove("maildir_path") {
-        return path
-            .as_str()
-            .map(|p| Protocol::Maildir(p.to_string()))
-            .ok_or_else(|| de::Error::custom("maildir_path must be a string"));
+    if map.contains_key("maildir_path") {
+        return serde_path_to_error::deserialize(serde_json::Value::Object(map))
+            .map(Protocol::Maildir)
+            .map_err(|e| de::Error::custom(e.to_string()));
     }
     if let Some(v) = map.remove("custom_lua") {
         return Ok(Protocol::CustomLua(v));

@@ -190,7 +190,11 @@ async fn accept(state: &AppState, message: Message, protocol: &str) -> Result<()
     // the `null` queue discards: nothing to store
     let discard = message.queue_name() == crate::queue::NULL_QUEUE;
     if !discard {
-        state.spool.store(&message).await.map_err(|e| format!("451 4.3.0 temporary failure storing the message: {e}"))?;
+        state
+            .spool
+            .store(&message)
+            .await
+            .map_err(|e| format!("451 4.3.0 temporary failure storing the message: {e}"))?;
     }
     let reply = Reply::new(250, "2.0.0", "OK");
     let mut record = LogRecord::for_message(RecordType::Reception, &message, Response::from_reply(&reply, None));

@@ -305,8 +305,9 @@ impl Shared {
             queue.insert(message, Instant::now() + wait);
             return;
         }
-        let smtp = match &config.protocol {
-            Protocol::Smtp(s) => s.clone(),
+        let (smtp, maildir) = match &config.protocol {
+            Protocol::Smtp(s) => (s.clone(), None),
+            Protocol::Maildir(m) => (Default::default(), Some(m.clone())),
             other => {
                 let text = format!("delivery protocol {other:?} is not supported by wasmta yet");
                 return self.transient(At::default(), message, &internal(text), "").await;
@@ -324,6 +325,16 @@ impl Shared {
             Err(e) => return self.transient(At::default(), message, &internal(e.to_string()), "").await,
         };
         let routing_domain = queue.parts.routing_domain.clone().unwrap_or_else(|| queue.parts.domain.clone());
+        if let Some(m) = maildir {
+            let site = Site { name: format!("maildir:{}", m.maildir_path), hosts: vec![], from_dns: false };
+            let name = format!("{}->{}@maildir", source.name, site.name);
+            let (kind, pool, maildir) = (ReadyKind::Maildir, pool.name.clone(), Some(m));
+            let spec = ReadySpec { name, kind, site, source, pool, routing_domain, maildir };
+            return match self.ready_queue(spec).await {
+                Ok(rq) => self.insert_ready(queue, &rq, message).await,
+                Err(e) => self.transient(At::default(), message, &internal(e.to_string()), "").await,
+            };
+        }
         let site = match self.site(&routing_domain, &smtp).await {
             Ok(s) => s,
             Err(SiteError::NullMx) => {
@@ -341,7 +352,15 @@ impl Shared {
             Err(SiteError::Dns(e)) => return self.transient(At::default(), message, &internal(e), "").await,
         };
         let name = format!("{}->{}@smtp_client", source.name, site.name);
-        let spec = ReadySpec { name, kind: ReadyKind::Smtp, site, source, pool: pool.name.clone(), routing_domain };
+        let spec = ReadySpec {
+            name,
+            kind: ReadyKind::Smtp,
+            site,
+            source,
+            pool: pool.name.clone(),
+            routing_domain,
+            maildir: None,
+        };
         let rq = match self.ready_queue(spec).await {
             Ok(rq) => rq,
             Err(e) => {
@@ -391,6 +410,7 @@ impl Shared {
             source: EgressSource::unspecified(),
             pool: "unspecified".into(),
             routing_domain: deferred,
+            maildir: None,
         };
         let made = self.ready_queue(spec).await;
         match made {
@@ -460,8 +480,7 @@ impl Shared {
             r.egress_source = Some(rq.source.name.clone());
         }
         r.peer_address = at.peer.cloned();
-        let deferred = at.rq.is_some_and(|rq| rq.kind == ReadyKind::DeferredInjection);
-        r.delivery_protocol = Some(if deferred { "DeferredSmtpInjection" } else { "ESMTP" }.into());
+        r.delivery_protocol = Some(at.rq.map_or(ReadyKind::Smtp, |rq| rq.kind).delivery_protocol().into());
         r
     }
 
@@ -470,7 +489,7 @@ impl Shared {
         self: &Arc<Self>,
         rq: &ReadyQueue,
         message: Message,
-        peer: &PeerAddress,
+        peer: Option<&PeerAddress>,
         tls: Option<(String, String)>,
         mut result: MessageResult,
     ) {
@@ -493,7 +512,7 @@ impl Shared {
                 &rcpts,
                 &delivered[0].1,
                 delivered[0].2,
-                At { rq: Some(rq), peer: Some(peer) },
+                At { rq: Some(rq), peer },
             );
             r.num_attempts = message.num_attempts() + 1;
             crate::metrics::core::delivered().fetch_add(1, Ordering::Relaxed);
@@ -512,7 +531,7 @@ impl Shared {
                 std::slice::from_ref(rcpt),
                 reply,
                 cmd,
-                At { rq: Some(rq), peer: Some(peer) },
+                At { rq: Some(rq), peer },
             );
             r.num_attempts = message.num_attempts() + 1;
             self.logs.log_written(r, Some(&message)).await;
@@ -527,7 +546,7 @@ impl Shared {
             message.set_recipients(transient.iter().map(|t| t.0.clone()).collect());
         }
         let (_, reply, cmd) = transient.remove(0);
-        self.transient(At { rq: Some(rq), peer: Some(peer) }, message, &reply, cmd).await;
+        self.transient(At { rq: Some(rq), peer }, message, &reply, cmd).await;
     }
 
     /// Bounces a message from a ready queue: Bounce record, removal from the spool.

@@ -7,6 +7,7 @@ use super::manager::{At, Shared};
 use crate::config::egress::{EgressPathConfig, EgressSource};
 use crate::config::queue::RefreshStrategy;
 use crate::delivery::client::{ConnectParams, Connection, TransportError};
+use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::mx::Site;
 use crate::message::Message;
 use crate::shaping::throttle::ThrottleSpec;
@@ -25,8 +26,21 @@ use tokio::time::Instant;
 pub enum ReadyKind {
     /// The SMTP client.
     Smtp,
+    /// Maildir delivery (`protocol = { maildir_path = ... }`).
+    Maildir,
     /// The deferred injector (`deferred_smtp_inject.kumomta.internal`).
     DeferredInjection,
+}
+
+impl ReadyKind {
+    /// The log records' `delivery_protocol`.
+    pub fn delivery_protocol(self) -> &'static str {
+        match self {
+            ReadyKind::Smtp => "ESMTP",
+            ReadyKind::Maildir => "Maildir",
+            ReadyKind::DeferredInjection => "DeferredSmtpInjection",
+        }
+    }
 }
 
 impl std::ops::Deref for ReadyQueue {
@@ -50,6 +64,8 @@ pub struct ReadySpec {
     pub pool: String,
     /// Routing domain (for `get_egress_path_config`).
     pub routing_domain: String,
+    /// Where a `Maildir` queue writes.
+    pub maildir: Option<crate::config::queue::MaildirProtocol>,
 }
 
 struct State {
@@ -367,7 +383,11 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
             path.additional_connection_limits.iter().map(|(k, v)| (k.clone(), v.0)).collect();
         let Some(_lease) = shared.named_limits.acquire(&wanted, || shared.stopping()).await else { return };
         wait_for_throttle(&shared, format!("connection-rate:{}", rq.name), path.max_connection_rate.as_ref()).await;
-        let mut conn = match rq.connect(&shared, &path).await {
+        let opened: Result<Box<dyn Dispatcher>, ConnectFailure> = match &rq.maildir {
+            Some(m) => Ok(Box::new(crate::delivery::dispatcher::Maildir::new(m.clone()))),
+            None => rq.connect(&shared, &path).await.map(|c| Box::new(c) as Box<dyn Dispatcher>),
+        };
+        let mut conn = match opened {
             Ok(c) => {
                 rq.consecutive_failures.store(0, Ordering::Relaxed);
                 c
@@ -390,17 +410,17 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
                 continue 'connect;
             }
         };
-        let peer = crate::logs::PeerAddress { name: conn.host.clone(), addr: conn.addr.ip().to_string() };
+        let peer = conn.peer().map(|(name, addr)| crate::logs::PeerAddress { name, addr });
         loop {
             let Some(message) = rq.pop_or_wait(path.idle_timeout).await else {
-                conn.quit(path.rset_timeout).await;
+                conn.close(&path).await;
                 return;
             };
             let _counted = shared.delivering();
             if crate::policy::config_epoch() != epoch {
                 // the options changed (shaping edit, automation): reconnect with the new ones
                 rq.push_front(message);
-                conn.quit(path.rset_timeout).await;
+                conn.close(&path).await;
                 continue 'connect;
             }
             wait_for_throttle(&shared, format!("message-rate:{}", rq.name), path.max_message_rate.as_ref()).await;
@@ -411,19 +431,19 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
                 // suspend_delivery_when_spool_unhealthy (its removal could not be recorded),
                 // or a suspension that began while this connection was open
                 rq.push_front(message);
-                conn.quit(path.rset_timeout).await;
+                conn.close(&path).await;
                 continue 'connect;
             }
             match conn.send(&message, &path).await {
-                Ok(result) => shared.outcome(&rq, message, &peer, conn.tls.clone(), result).await,
+                Ok(result) => shared.outcome(&rq, message, peer.as_ref(), conn.tls(), result).await,
                 Err(TransportError { reply }) => {
-                    shared.transient(At { rq: Some(&rq), peer: Some(&peer) }, message, &reply, "DATA").await;
+                    shared.transient(At { rq: Some(&rq), peer: peer.as_ref() }, message, &reply, "DATA").await;
                     continue 'connect;
                 }
             }
             let suspended = shared.automation.ready_suspended(&rq.name).is_some();
-            if conn.deliveries >= path.max_deliveries_per_connection || shared.stopping() || suspended {
-                conn.quit(path.rset_timeout).await;
+            if conn.deliveries() >= path.max_deliveries_per_connection || shared.stopping() || suspended {
+                conn.close(&path).await;
                 continue 'connect;
             }
         }
