@@ -4,7 +4,7 @@
 //! Run with `cargo bench --bench shaping`.
 
 use std::time::{Duration, Instant};
-use wasmta::delivery::dns::TestZones;
+use wasmta::dns::TestZones;
 use wasmta::shaping::store::{LoadOptions, load_uncached};
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -28,7 +28,7 @@ fn main() {
         }
         let generated = dir.path().join("providers.toml");
         std::fs::write(&generated, providers).unwrap();
-        wasmta::delivery::dns::set_global(std::sync::Arc::new(TestZones::parse(&zone).unwrap()));
+        wasmta::dns::set_global(std::sync::Arc::new(TestZones::parse(&zone).unwrap()));
         let files = vec![
             concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/kumomta-shaping.toml").to_string(),
             generated.display().to_string(),
@@ -43,7 +43,7 @@ fn main() {
             assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
         }
         let loaded = load_uncached(&files, &options).await;
-        let dns = wasmta::delivery::dns::global();
+        let dns = wasmta::dns::global();
         let site = "(a|b).mx7.example";
         let mut uncached = vec![];
         let mut cached = vec![];

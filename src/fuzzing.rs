@@ -2,14 +2,14 @@
 //! that `cargo test` also runs them (tests/fuzz_smoke.rs: seeds plus random inputs on
 //! stable). Each panics only when a property breaks.
 
-use crate::smtp::protocol::client::ReplyReader;
-use crate::smtp::protocol::{DataReceiver, LineEndings};
+use crate::protocol::client::ReplyReader;
+use crate::protocol::{DataReceiver, LineEndings};
 use crate::spool::record::{Decoded, Record, decode, encode_body, encode_put, encode_ref, encode_remove};
 
 /// The command parser: any line gives a command or a reply, never a panic; a reply is a
 /// 4xx/5xx.
 pub fn command(data: &[u8]) {
-    if let Err(reply) = crate::smtp::protocol::command::parse(data) {
+    if let Err(reply) = crate::protocol::command::parse(data) {
         assert!((400..600).contains(&reply.code), "parse error with code {}", reply.code);
     }
 }
@@ -17,7 +17,7 @@ pub fn command(data: &[u8]) {
 fn receive(
     chunks: &[&[u8]],
     endings: LineEndings,
-) -> (Option<usize>, Option<Result<Vec<u8>, crate::smtp::protocol::DataError>>) {
+) -> (Option<usize>, Option<Result<Vec<u8>, crate::protocol::DataError>>) {
     let mut rx = DataReceiver::new(64 * 1024, 998, endings);
     let mut offset = 0;
     for chunk in chunks {

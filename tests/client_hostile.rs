@@ -35,7 +35,7 @@ fn line(r: &mut impl BufRead) -> String {
 
 #[test]
 fn t25_replies_injected_before_the_tls_handshake_are_discarded() {
-    let config = wasmta::smtp::server::tls::acceptor(&Default::default()).unwrap().config().clone();
+    let config = wasmta::tls::acceptor(&Default::default()).unwrap().config().clone();
     // what the fake server saw: "fooled" if the client acted on the injected reply
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let log = seen.clone();

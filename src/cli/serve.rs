@@ -1,7 +1,7 @@
 //! `wasmta serve`: load the policy, open the spool and logs, enumerate spooled messages,
 //! bind the listeners, print `initialization complete`, and run until SIGTERM/SIGINT.
 
-use crate::delivery::dns::{Dns, HickoryDns, TestZones};
+use crate::dns::{Dns, HickoryDns, TestZones};
 use crate::http::HttpListener;
 use crate::logs::Logs;
 use crate::queue::{InsertReason, QueueManager};
@@ -115,7 +115,7 @@ async fn start(
     };
     let logs = Logs::start(&init.logs, node_id(spool.path()), classifier).map_err(|e| format!("starting logs: {e}"))?;
     let dns = resolver(&init.dns)?;
-    crate::delivery::dns::set_global(dns.clone());
+    crate::dns::set_global(dns.clone());
     if let Some(files) = crate::policy::core_shaping() {
         let loaded = crate::shaping::store::load(&files, &Default::default()).await?;
         tracing::info!("shaping: {} loaded (hash {})", files.join(", "), loaded.hash);

@@ -2,7 +2,7 @@
 //! warning, non-zero exit on errors) and `wasmta shaping resolve DOMAIN FILE...` (the
 //! merged egress path options a domain gets, for debugging shaping).
 
-use crate::delivery::dns::{Dns, HickoryDns, TestZones};
+use crate::dns::{Dns, HickoryDns, TestZones};
 use crate::shaping::store::{self, LoadOptions};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -63,7 +63,7 @@ fn setup(common: &Common) -> Result<LoadOptions, String> {
         }
         None => Arc::new(HickoryDns::system()?),
     };
-    crate::delivery::dns::set_global(dns);
+    crate::dns::set_global(dns);
     match &common.options {
         None => Ok(LoadOptions::default()),
         Some(text) => {
@@ -114,12 +114,12 @@ async fn resolve(args: ResolveArgs) -> Result<ExitCode, String> {
     if !loaded.errors.is_empty() {
         return Err(loaded.errors.join("\n"));
     }
-    let dns = crate::delivery::dns::global();
+    let dns = crate::dns::global();
     let site = match args.site {
         Some(s) => s,
         None => {
             let protocol = crate::config::queue::SmtpProtocol::default();
-            match crate::delivery::mx::resolve_site(dns.as_ref(), &args.domain, &protocol).await {
+            match crate::dns::mx::resolve_site(dns.as_ref(), &args.domain, &protocol).await {
                 Ok(site) => site.name,
                 Err(e) => {
                     eprintln!("warning: {}: no site from DNS ({e:?}); using the domain", args.domain);

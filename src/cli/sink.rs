@@ -4,7 +4,7 @@
 //! that recipient and 250 after. It records the most connections it saw open at once.
 
 use crate::message::EnvelopeAddress;
-use crate::smtp::protocol::{Command, DataReceiver, Line, LineEndings, LineSplitter, Reply, command};
+use crate::protocol::{Command, DataReceiver, Line, LineEndings, LineSplitter, Reply, command};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::PathBuf;

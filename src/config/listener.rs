@@ -3,7 +3,7 @@
 
 use super::cidr::{CidrSet, parse_net};
 use super::units;
-use crate::smtp::protocol::LineEndings;
+use crate::protocol::LineEndings;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -3,7 +3,6 @@
 
 pub mod cidr;
 pub mod egress;
-pub mod init_calls;
 pub mod listener;
 pub mod queue;
 pub mod storage;

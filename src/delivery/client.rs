@@ -6,8 +6,8 @@
 use super::tls;
 use crate::config::egress::{EgressPathConfig, Tls};
 use crate::message::{EnvelopeAddress, Message};
-use crate::smtp::protocol::Reply;
-use crate::smtp::protocol::client::{ReplyReader, dot_stuff_parts};
+use crate::protocol::Reply;
+use crate::protocol::client::{ReplyReader, dot_stuff_parts};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

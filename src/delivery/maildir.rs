@@ -9,7 +9,7 @@
 use super::client::MessageResult;
 use crate::config::queue::MaildirProtocol;
 use crate::message::Message;
-use crate::smtp::protocol::Reply;
+use crate::protocol::Reply;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};

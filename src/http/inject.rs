@@ -7,8 +7,8 @@
 use super::AppState;
 use crate::logs::{LogRecord, RecordType, Response};
 use crate::message::{EnvelopeAddress, Message};
+use crate::protocol::Reply;
 use crate::queue::InsertReason;
-use crate::smtp::protocol::Reply;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -55,12 +55,9 @@ impl HttpListener {
     pub async fn bind(config: HttpListenerConfig) -> Result<Self, String> {
         let tls = if config.use_tls {
             let hostname = config.hostname.clone().unwrap_or_else(crate::config::listener::machine_hostname);
-            let acceptor = crate::smtp::server::tls::acceptor_for(
-                &hostname,
-                config.tls_certificate.as_ref(),
-                config.tls_private_key.as_ref(),
-            )
-            .map_err(|e| format!("start_http_listener {}: {e}", config.listen))?;
+            let acceptor =
+                crate::tls::acceptor_for(&hostname, config.tls_certificate.as_ref(), config.tls_private_key.as_ref())
+                    .map_err(|e| format!("start_http_listener {}: {e}", config.listen))?;
             Some(acceptor)
         } else {
             None

@@ -3,7 +3,7 @@
 //! log consumers written for KumoMTA read ours unchanged.
 
 use crate::message::Message;
-use crate::smtp::protocol::{EnhancedCode, Reply};
+use crate::protocol::{EnhancedCode, Reply};
 use serde::Serialize;
 use serde_json::{Map, Value};
 

@@ -219,7 +219,7 @@ mod tests {
         }))
         .unwrap();
         let mut w = SegmentWriter::start(&config).unwrap();
-        let reply = crate::smtp::protocol::Reply::new(250, "2.0.0", "OK");
+        let reply = crate::protocol::Reply::new(250, "2.0.0", "OK");
         for _ in 0..30 {
             w.write(LogRecord::new(RecordType::Reception, Response::from_reply(&reply, None)), None);
             std::thread::sleep(Duration::from_millis(2));
@@ -238,7 +238,7 @@ mod tests {
         }))
         .unwrap();
         let mut w = SegmentWriter::start(&config).unwrap();
-        let reply = crate::smtp::protocol::Reply::new(250, "2.0.0", "OK");
+        let reply = crate::protocol::Reply::new(250, "2.0.0", "OK");
         w.write(LogRecord::new(RecordType::Reception, Response::from_reply(&reply, None)), None);
         std::thread::sleep(Duration::from_millis(2200));
         w.write(LogRecord::new(RecordType::Reception, Response::from_reply(&reply, None)), None);

@@ -4,7 +4,7 @@
 //! message split from one transaction: 200 recipients of a 10 MB message hold one body in
 //! memory and in the spool, not 200.
 
-pub mod address;
+pub use crate::protocol::address;
 pub mod conformance;
 pub mod headers;
 pub mod id;

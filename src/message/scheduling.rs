@@ -117,7 +117,7 @@ impl Window {
 impl Scheduling {
     /// Parses `set_scheduling`'s table (as JSON); errors name the key.
     pub fn parse(value: serde_json::Value) -> Result<Scheduling, String> {
-        let p: Params = crate::config::decode(value)?;
+        let p: Params = serde_path_to_error::deserialize(value).map_err(|e| e.to_string())?;
         let time = |s: Option<String>, k: &str| -> Result<Option<DateTime<Utc>>, String> {
             s.map(|t| {
                 DateTime::parse_from_rfc3339(&t)

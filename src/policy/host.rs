@@ -2,8 +2,8 @@
 //! server's resolver (the test resolver in tests, never the network there). The Lua
 //! `kumo.dns.*` functions and the Wasm `lookup-mx` import both call these.
 
-use crate::delivery::dns::{Dns, MxAnswer, ptr_name};
-use crate::delivery::mx::{SiteError, resolve_site};
+use crate::dns::mx::{SiteError, resolve_site};
+use crate::dns::{Dns, MxAnswer, ptr_name};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -117,7 +117,7 @@ pub async fn rbl_lookup(dns: &dyn Dns, ip: IpAddr, base: &str) -> Result<Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::dns::TestZones;
+    use crate::dns::TestZones;
 
     #[tokio::test]
     async fn lookups_through_the_test_resolver() {

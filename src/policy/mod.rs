@@ -5,6 +5,7 @@
 pub mod conn_meta;
 pub mod events;
 pub mod host;
+pub mod init_calls;
 pub mod inject;
 pub mod loader;
 pub mod lua;
@@ -317,7 +318,7 @@ impl Policy {
         let loaded = crate::shaping::store::load(&files, &options)
             .await
             .map_err(|e| PolicyError::Failed { event: event.name(), message: format!("shaping: {e}") })?;
-        let dns = crate::delivery::dns::global();
+        let dns = crate::dns::global();
         let mut params = loaded.shaping.egress_path_params(routing_domain, source, site, dns.as_ref()).await;
         match self.call(event, Args::EgressPath { routing_domain, source, site }).await? {
             Some(Value::Object(over)) => crate::shaping::merge::merge_params(&mut params, &over),

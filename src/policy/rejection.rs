@@ -1,7 +1,7 @@
 //! The one typed refusal a policy can give (`kumo.reject` / `kumo.disconnect` in Lua,
 //! `rejection` in WIT), and the error type every policy call returns.
 
-use crate::smtp::protocol::{EnhancedCode, Reply};
+use crate::protocol::{EnhancedCode, Reply};
 use std::fmt;
 
 /// What happens to the connection after a rejection.

@@ -6,7 +6,7 @@ use super::manager::QueueManager;
 use crate::logs::RecordType;
 use crate::message::Message;
 use crate::message::queue_name::QueueNameParts;
-use crate::smtp::protocol::Reply;
+use crate::protocol::Reply;
 use std::collections::BTreeMap;
 
 /// A ready queue as `ready-q-states` shows it.

@@ -6,8 +6,8 @@
 use super::ready::ReadyQueue;
 use crate::message::Message;
 use crate::message::queue_name::QueueNameParts;
+use crate::protocol::reply::Reply;
 use crate::shaping::automation::{Action, Rule, Trigger};
-use crate::smtp::protocol::reply::Reply;
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};

@@ -8,13 +8,13 @@ use super::scheduled::ScheduledQueue;
 use crate::config::egress::{EgressPool, EgressSource};
 use crate::config::queue::{Protocol, QueueConfig, RefreshStrategy, SmtpProtocol};
 use crate::delivery::client::MessageResult;
-use crate::delivery::dns::Dns;
-use crate::delivery::mx::{Site, SiteError, resolve_site};
+use crate::dns::Dns;
+use crate::dns::mx::{Site, SiteError, resolve_site};
 use crate::logs::{LogRecord, Logs, PeerAddress, RecordType, Response};
 use crate::message::{EnvelopeAddress, Message};
 use crate::policy::{Policy, PolicyError};
+use crate::protocol::Reply;
 use crate::shaping::throttle::Throttles;
-use crate::smtp::protocol::Reply;
 use crate::spool::Spool;
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -713,7 +713,7 @@ async fn reap_ready_queues(shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::dns::TestZones;
+    use crate::dns::TestZones;
     use crate::policy::{Args, DisconnectMode, Engine, Event, Rejection};
 
     /// A policy whose deferred-inject handler always tempfails, noting when it ran.

@@ -6,8 +6,8 @@
 use super::automation::{Rule, parse_rule};
 use super::file::{MatchRule, Provider, Section, ShapingFile};
 use crate::config::queue::SmtpProtocol;
-use crate::delivery::dns::Dns;
-use crate::delivery::mx::{SiteError, resolve_site};
+use crate::dns::Dns;
+use crate::dns::mx::{SiteError, resolve_site};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -321,7 +321,7 @@ impl Shaping {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::dns::TestZones;
+    use crate::dns::TestZones;
     use serde_json::json;
 
     fn parse(name: &str, text: &str) -> ShapingFile {

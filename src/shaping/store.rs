@@ -111,7 +111,7 @@ pub async fn load_uncached(paths: &[String], options: &LoadOptions) -> Loaded {
             }
         }
     }
-    let dns = crate::delivery::dns::global();
+    let dns = crate::dns::global();
     let mut shaping = Shaping::build(files, dns.as_ref()).await;
     for (issue, text) in std::mem::take(&mut shaping.issues) {
         let level = match issue {
@@ -283,7 +283,7 @@ mod tests {
         std::fs::write(&path, "[\"x.example\"]\nmx_rollup = false\nconnection_limit = 5\n").unwrap();
         changed(&std::path::absolute(&path).unwrap());
         let next = load(&paths, &opts).await.unwrap();
-        let dns = crate::delivery::dns::TestZones::default();
+        let dns = crate::dns::TestZones::default();
         assert_eq!(next.shaping.egress_path_params("x.example", "s", "x.example", &dns).await["connection_limit"], 5);
     }
 }

@@ -1,4 +1,3 @@
-//! SMTP: the sans-IO protocol layer and the ESMTP server built on it.
+//! SMTP: the ESMTP server (the sans-IO protocol layer it is built on is `crate::protocol`).
 
-pub mod protocol;
 pub mod server;

@@ -98,7 +98,7 @@ pub fn serve_policy(
         let deliver = loaded.is_some();
         let policy = loaded.map(|l| l.policy).unwrap_or_else(wasmta::policy::Policy::empty);
         let logs = wasmta::logs::Logs::start(&[], "test-node".into(), None).unwrap();
-        let dns: Arc<dyn wasmta::delivery::dns::Dns> = Arc::new(wasmta::delivery::dns::TestZones::default());
+        let dns: Arc<dyn wasmta::dns::Dns> = Arc::new(wasmta::dns::TestZones::default());
         let queues =
             wasmta::queue::QueueManager::new(policy.clone(), spool.clone(), logs.clone(), dns, "mx.test".into());
         if !deliver {

@@ -14,7 +14,7 @@ pub fn install(lua: &Lua, dns: &Table) -> mlua::Result<()> {
     dns.set(
         "lookup_mx",
         lua.create_async_function(|lua, domain: String| async move {
-            let info = host::lookup_mx(&*crate::delivery::dns::global(), &domain)
+            let info = host::lookup_mx(&*crate::dns::global(), &domain)
                 .await
                 .map_err(|e| err(format!("kumo.dns.lookup_mx: {e}")))?;
             to_lua(&lua, &serde_json::to_value(info).map_err(err)?)
@@ -23,7 +23,7 @@ pub fn install(lua: &Lua, dns: &Table) -> mlua::Result<()> {
     dns.set(
         "lookup_addr",
         lua.create_async_function(|_, name: String| async move {
-            let addrs = host::lookup_addr(&*crate::delivery::dns::global(), &name)
+            let addrs = host::lookup_addr(&*crate::dns::global(), &name)
                 .await
                 .map_err(|e| err(format!("kumo.dns.lookup_addr: {e}")))?;
             Ok(addrs.into_iter().map(|a| a.to_string()).collect::<Vec<_>>())
@@ -32,25 +32,21 @@ pub fn install(lua: &Lua, dns: &Table) -> mlua::Result<()> {
     dns.set(
         "lookup_txt",
         lua.create_async_function(|_, name: String| async move {
-            host::lookup_txt(&*crate::delivery::dns::global(), &name)
-                .await
-                .map_err(|e| err(format!("kumo.dns.lookup_txt: {e}")))
+            host::lookup_txt(&*crate::dns::global(), &name).await.map_err(|e| err(format!("kumo.dns.lookup_txt: {e}")))
         })?,
     )?;
     dns.set(
         "lookup_ptr",
         lua.create_async_function(|_, ip: String| async move {
             let ip = host::parse_ip(&ip).map_err(|e| err(format!("kumo.dns.lookup_ptr: {e}")))?;
-            host::lookup_ptr(&*crate::delivery::dns::global(), ip)
-                .await
-                .map_err(|e| err(format!("kumo.dns.lookup_ptr: {e}")))
+            host::lookup_ptr(&*crate::dns::global(), ip).await.map_err(|e| err(format!("kumo.dns.lookup_ptr: {e}")))
         })?,
     )?;
     dns.set(
         "rbl_lookup",
         lua.create_async_function(|lua, (ip, base): (String, String)| async move {
             let ip = host::parse_ip(&ip).map_err(|e| err(format!("kumo.dns.rbl_lookup: {e}")))?;
-            let hit = host::rbl_lookup(&*crate::delivery::dns::global(), ip, &base)
+            let hit = host::rbl_lookup(&*crate::dns::global(), ip, &base)
                 .await
                 .map_err(|e| err(format!("kumo.dns.rbl_lookup: {e}")))?;
             let (listed, reason) = match hit {
@@ -66,7 +62,7 @@ pub fn install(lua: &Lua, dns: &Table) -> mlua::Result<()> {
     )?;
     dns.set(
         "ptr_host",
-        lua.create_function(|_, ip: String| Ok(crate::delivery::dns::ptr_name(host::parse_ip(&ip).map_err(err)?)))?,
+        lua.create_function(|_, ip: String| Ok(crate::dns::ptr_name(host::parse_ip(&ip).map_err(err)?)))?,
     )?;
     dns.set(
         "reverse_ip",

@@ -6,8 +6,9 @@
 use super::convert::from_lua;
 use super::userdata::ConfigObject;
 use super::{Host, Phase, caller_site, phase};
-use crate::config::{self, init_calls, storage};
+use crate::config::{self, storage};
 use crate::policy::events::{Multiplicity, multiplicity_of};
+use crate::policy::init_calls;
 use crate::policy::{DisconnectMode, Rejection};
 use mlua::{Function, Lua, Table, Value as LuaValue, Variadic};
 use serde_json::Value;

@@ -18,7 +18,7 @@ impl UserData for LuaShaping {
         m.add_async_method(
             "get_egress_path_config",
             |_, this, (domain, source, site): (String, String, String)| async move {
-                let dns = crate::delivery::dns::global();
+                let dns = crate::dns::global();
                 let params = this.0.shaping.egress_path_params(&domain, &source, &site, dns.as_ref()).await;
                 Ok(ConfigObject { kind: "EgressPathConfig", value: serde_json::Value::Object(params) })
             },

@@ -3,9 +3,10 @@
 //! error result, never a panic.
 
 use super::bindings::wasmta::policy::{config, host, types};
-use crate::config::{InitConfig, init_calls};
+use crate::config::InitConfig;
 use crate::message::{EnvelopeAddress, Message, headers};
 use crate::policy::ConnMeta;
+use crate::policy::init_calls;
 use std::time::Instant;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
@@ -180,7 +181,7 @@ impl host::Host for HostState {
         if domain.len() > 255 {
             return Ok(Err("lookup-mx: a domain name is at most 255 octets".into()));
         }
-        let dns = crate::delivery::dns::global();
+        let dns = crate::dns::global();
         Ok(crate::policy::host::lookup_mx(&*dns, &domain)
             .await
             .map(|mx| host::MxAnswer { site_name: mx.site_name, hosts: mx.hosts })
@@ -208,7 +209,7 @@ impl host::Host for HostState {
         let Some(files) = crate::policy::core_shaping() else { return Ok(None) };
         let options = crate::shaping::store::LoadOptions::default();
         let Ok(loaded) = crate::shaping::store::load(&files, &options).await else { return Ok(None) };
-        let dns = crate::delivery::dns::global();
+        let dns = crate::dns::global();
         let params = loaded.shaping.egress_path_params(&domain, &source, &site, dns.as_ref()).await;
         Ok(Some(serde_json::Value::Object(params).to_string()))
     }

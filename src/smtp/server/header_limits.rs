@@ -4,7 +4,7 @@
 
 use crate::config::listener::ListenerSettings;
 use crate::message::headers;
-use crate::smtp::protocol::Reply;
+use crate::protocol::Reply;
 
 /// The reply refusing `data`, or `None` when its header section is within the limits.
 pub fn check(data: &[u8], settings: &ListenerSettings) -> Option<Reply> {

@@ -5,13 +5,12 @@
 mod header_limits;
 mod reception;
 mod session;
-pub mod tls;
 
 use crate::config::listener::EsmtpListenerConfig;
 use crate::logs::Logs;
 use crate::policy::{ConnMeta, Policy};
+use crate::protocol::Reply;
 use crate::queue::QueueManager;
-use crate::smtp::protocol::Reply;
 use crate::spool::Spool;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -76,7 +75,7 @@ impl EsmtpListener {
     /// Binds the listener's address and prepares its TLS acceptor.
     pub async fn bind(config: EsmtpListenerConfig) -> Result<Self, String> {
         let socket = TcpListener::bind(&config.listen).await.map_err(|e| format!("binding {}: {e}", config.listen))?;
-        let tls = match tls::acceptor(&config.settings) {
+        let tls = match crate::tls::acceptor(&config.settings) {
             Ok(a) => Some(a),
             Err(e) => {
                 tracing::error!("listener {}: STARTTLS disabled: {e}", config.listen);
@@ -217,7 +216,7 @@ async fn handle_connection(
     }
     let banner = Reply::plain(220, format!("{} {}", settings.hostname, settings.banner));
     let tls = if settings.tls_certificate.is_some() && config.settings.tls_certificate.is_none() {
-        tls::acceptor(&settings).ok()
+        crate::tls::acceptor(&settings).ok()
     } else {
         tls
     };

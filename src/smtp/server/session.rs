@@ -10,7 +10,7 @@ use crate::config::listener::ListenerSettings;
 use crate::logs::{LogRecord, PeerAddress, RecordType, Response};
 use crate::message::EnvelopeAddress;
 use crate::policy::{ConnMeta, PolicyError};
-use crate::smtp::protocol::{Command, DataReceiver, Line, LineSplitter, Reply, command};
+use crate::protocol::{Command, DataReceiver, Line, LineSplitter, Reply, command};
 use crate::spool::SpoolError;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -328,14 +328,14 @@ impl Session {
             Err(e) => {
                 self.tx = None;
                 match e {
-                    crate::smtp::protocol::DataError::TooBig => {
+                    crate::protocol::DataError::TooBig => {
                         Reply::new(552, "5.3.4", "message size exceeds fixed maximum message size")
                     }
-                    crate::smtp::protocol::DataError::LineTooLong => Reply::new(500, "5.5.2", "line too long"),
-                    crate::smtp::protocol::DataError::InvalidLineEndings => {
+                    crate::protocol::DataError::LineTooLong => Reply::new(500, "5.5.2", "line too long"),
+                    crate::protocol::DataError::InvalidLineEndings => {
                         Reply::new(550, "5.5.2", "message data must use CRLF line endings (bare CR or LF found)")
                     }
-                    crate::smtp::protocol::DataError::Nul => {
+                    crate::protocol::DataError::Nul => {
                         Reply::new(550, "5.6.0", "message data must not contain NUL characters")
                     }
                 }

@@ -2,7 +2,7 @@
 //! `mx_list`, or an address literal, or the domain itself when it has no MX), and the
 //! *site name* that groups domains sharing the same MX hosts into one ready queue.
 
-use super::dns::{Dns, MxAnswer};
+use super::{Dns, MxAnswer};
 use crate::config::queue::{MxEntry, SmtpProtocol};
 use std::net::IpAddr;
 
@@ -127,7 +127,7 @@ pub async fn resolve_site(dns: &dyn Dns, domain: &str, smtp: &SmtpProtocol) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::dns::TestZones;
+    use crate::dns::TestZones;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()

@@ -3,8 +3,8 @@
 //! an [`InitConfig`] from their JSON option tables. The Lua `kumo` module and the Wasm
 //! `config` import both go through here, so both check options the same way.
 
-use super::listener::EsmtpListenerConfig;
-use super::{InitConfig, decode, storage};
+use crate::config::listener::EsmtpListenerConfig;
+use crate::config::{InitConfig, decode, storage};
 use serde_json::Value;
 
 fn object(value: Value) -> Result<serde_json::Map<String, Value>, String> {
@@ -40,8 +40,8 @@ pub fn configure_local_logs(init: &mut InitConfig, options: Value) -> Result<Opt
 /// `kumo.start_http_listener{...}`.
 pub fn start_http_listener(init: &mut InitConfig, options: Value) -> Result<(), String> {
     let http: storage::HttpListenerConfig = decode(options)?;
-    super::listener::check_listen(&http.listen)?;
-    super::cidr::CidrSet::parse(&http.trusted_hosts).map_err(|e| format!("trusted_hosts: {e}"))?;
+    crate::config::listener::check_listen(&http.listen)?;
+    crate::config::cidr::CidrSet::parse(&http.trusted_hosts).map_err(|e| format!("trusted_hosts: {e}"))?;
     init.http_listeners.push(http);
     Ok(())
 }
@@ -70,7 +70,7 @@ pub fn configure_bounce_classifier(init: &mut InitConfig, options: Value) -> Res
 
 /// `kumo.dns.configure_test_resolver(zone_text)`.
 pub fn configure_test_resolver(init: &mut InitConfig, zone: &str) -> Result<(), String> {
-    crate::delivery::dns::TestZones::parse(zone)?;
+    crate::dns::TestZones::parse(zone)?;
     init.dns.zones.push(zone.to_string());
     Ok(())
 }

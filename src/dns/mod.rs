@@ -2,6 +2,8 @@
 //! fed from zone text (`kumo.dns.configure_test_resolver`) so tests never touch the
 //! network.
 
+pub mod mx;
+
 use hickory_resolver::TokioResolver;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::RData;

@@ -1,8 +1,8 @@
 //! SMTP command parsing (RFC 5321 §4.1): one line in, one typed command or a reply-ready
 //! error out. Rejects invalid UTF-8 and NULs before looking at the verb.
 
+use super::address::EnvelopeAddress;
 use super::reply::Reply;
-use crate::message::EnvelopeAddress;
 
 /// An ESMTP parameter (`SIZE=1000`, `BODY=8BITMIME`, `SMTPUTF8`).
 pub type Param = (String, Option<String>);
