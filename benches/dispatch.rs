@@ -52,19 +52,14 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.lua");
         std::fs::write(&path, plugins::lua_message_policy()).unwrap();
-        let lua = LuaEngine::load(&path, false).await.unwrap().engine;
-        measure("lua", &Policy::new(vec![Arc::new(lua) as Arc<dyn Engine>]).unwrap()).await;
-        let wasm =
-            WasmEngine::load(&plugins::component("message_policy"), WasmOptions::with_budget(Duration::from_secs(5)))
-                .await
-                .unwrap();
-        measure("rust", &Policy::new(vec![Arc::new(wasm) as Arc<dyn Engine>]).unwrap()).await;
-        let go = WasmEngine::load(
-            &plugins::go_component("message-policy"),
-            WasmOptions::with_budget(Duration::from_secs(5)),
-        )
-        .await
-        .unwrap();
-        measure("go", &Policy::new(vec![Arc::new(go) as Arc<dyn Engine>]).unwrap()).await;
+        let runtime = wasmta::policy::Runtime::new();
+        let lua = LuaEngine::load(&path, false, &runtime).await.unwrap().engine;
+        measure("lua", &Policy::new(vec![Arc::new(lua) as Arc<dyn Engine>], runtime.clone()).unwrap()).await;
+        let budget = WasmOptions::with_budget(Duration::from_secs(5));
+        let wasm = WasmEngine::load(&plugins::component("message_policy"), budget, &runtime).await.unwrap();
+        measure("rust", &Policy::new(vec![Arc::new(wasm) as Arc<dyn Engine>], runtime.clone()).unwrap()).await;
+        let budget = WasmOptions::with_budget(Duration::from_secs(5));
+        let go = WasmEngine::load(&plugins::go_component("message-policy"), budget, &runtime).await.unwrap();
+        measure("go", &Policy::new(vec![Arc::new(go) as Arc<dyn Engine>], runtime.clone()).unwrap()).await;
     });
 }

@@ -28,7 +28,7 @@ fn main() {
         }
         let generated = dir.path().join("providers.toml");
         std::fs::write(&generated, providers).unwrap();
-        wasmta::dns::set_global(std::sync::Arc::new(TestZones::parse(&zone).unwrap()));
+        let dns = TestZones::parse(&zone).unwrap();
         let files = vec![
             concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/kumomta-shaping.toml").to_string(),
             generated.display().to_string(),
@@ -38,26 +38,25 @@ fn main() {
         let mut loads = vec![];
         for _ in 0..7 {
             let t = Instant::now();
-            let loaded = load_uncached(&files, &options).await;
+            let loaded = load_uncached(&files, &options, &dns).await;
             loads.push(t.elapsed());
             assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
         }
-        let loaded = load_uncached(&files, &options).await;
-        let dns = wasmta::dns::global();
+        let loaded = load_uncached(&files, &options, &dns).await;
         let site = "(a|b).mx7.example";
         let mut uncached = vec![];
         let mut cached = vec![];
         for i in 0..2000 {
             let domain = format!("d{}.example", i % 200);
             let t = Instant::now();
-            let p = loaded.shaping.resolve_params(&domain, "ip-1", site, dns.as_ref()).await;
+            let p = loaded.shaping.resolve_params(&domain, "ip-1", site, &dns).await;
             uncached.push(t.elapsed());
             assert!(p.contains_key("connection_limit"));
         }
-        loaded.shaping.egress_path_params("d7.example", "ip-1", site, dns.as_ref()).await;
+        loaded.shaping.egress_path_params("d7.example", "ip-1", site, &dns).await;
         for _ in 0..20000 {
             let t = Instant::now();
-            let p = loaded.shaping.egress_path_params("d7.example", "ip-1", site, dns.as_ref()).await;
+            let p = loaded.shaping.egress_path_params("d7.example", "ip-1", site, &dns).await;
             cached.push(t.elapsed());
             std::hint::black_box(p);
         }

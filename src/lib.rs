@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod policy;
 pub mod protocol;
 pub mod queue;
+pub mod runtime;
 pub mod shaping;
 pub mod smtp;
 pub mod spool;

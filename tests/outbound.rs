@@ -239,20 +239,22 @@ fn kill_9_while_delivering_delivers_everything_after_restart() {
     let p = policy(
         dir.path(),
         "",
-        &relay_to(&sink.addr, "", "connection_limit = 1, max_message_rate = '100/s,max_burst=1'"),
+        &relay_to(&sink.addr, "", "connection_limit = 1, max_message_rate = '10/s,max_burst=1'"),
     );
     let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
     let mut accepted = std::collections::HashSet::new();
-    for i in 0..150 {
+    // 100 messages at 10/s take 10 s to deliver: the kill lands mid-delivery even when a
+    // loaded machine takes seconds to accept them
+    for i in 0..100 {
         let rcpt = format!("r{i}@dest.example");
         assert_eq!(c.send_mail("a@s.example", &[&rcpt], "Subject: crash\r\n\r\nx").code, 250);
         accepted.insert(rcpt);
     }
-    assert!(sink.wait_for(20, Duration::from_secs(10)));
+    assert!(sink.wait_for(10, Duration::from_secs(10)));
     server.kill9();
     let before = sink.count();
-    assert!(before < 150, "the crash happened mid-delivery ({before} delivered)");
+    assert!(before < 100, "the crash happened mid-delivery ({before} delivered)");
     let server = Server::start(dir.path(), &p);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 /// Runs the check.
 pub async fn run(policy: PathBuf, settings: crate::policy::loader::Settings) -> ExitCode {
-    match crate::policy::loader::load(&policy, true, settings).await {
+    match crate::policy::loader::load(&policy, true, settings, &crate::policy::Runtime::new()).await {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

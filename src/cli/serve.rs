@@ -1,7 +1,6 @@
 //! `wasmta serve`: load the policy, open the spool and logs, enumerate spooled messages,
 //! bind the listeners, print `initialization complete`, and run until SIGTERM/SIGINT.
 
-use crate::dns::{Dns, HickoryDns, TestZones};
 use crate::http::HttpListener;
 use crate::logs::Logs;
 use crate::queue::{InsertReason, QueueManager};
@@ -22,29 +21,6 @@ fn node_id(spool_dir: &Path) -> String {
     let id = uuid::Uuid::new_v4().to_string();
     let _ = std::fs::write(&path, &id);
     id
-}
-
-/// The resolver the policy asked for: zone text (tests), explicit name servers, or the
-/// system's configuration.
-fn resolver(config: &crate::config::DnsConfig) -> Result<Arc<dyn Dns>, String> {
-    if !config.zones.is_empty() {
-        let mut zones = TestZones::default();
-        for z in &config.zones {
-            zones.merge(TestZones::parse(z)?);
-        }
-        tracing::info!("dns: answering from {} configured test zone(s)", config.zones.len());
-        return Ok(Arc::new(zones));
-    }
-    if !config.name_servers.is_empty() {
-        return Ok(Arc::new(HickoryDns::with_servers(&config.name_servers)?));
-    }
-    match HickoryDns::system() {
-        Ok(d) => Ok(Arc::new(d)),
-        Err(e) => {
-            tracing::warn!("dns: {e}; using 127.0.0.1");
-            Ok(Arc::new(HickoryDns::with_servers(&["127.0.0.1".parse().expect("ip")])?))
-        }
-    }
 }
 
 /// Raises the soft limit on open descriptors to the hard limit (each connection needs one;
@@ -91,7 +67,9 @@ async fn start(
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let descriptors = raise_descriptor_limit();
-    let loaded = crate::policy::loader::load(&policy_path, false, settings.clone()).await?;
+    // this server's shared state: epoch, shutdown, resolver, shaping, throttles, reloader
+    let runtime = crate::policy::Runtime::new();
+    let loaded = crate::policy::loader::load(&policy_path, false, settings.clone(), &runtime).await?;
     for p in &loaded.problems {
         tracing::warn!("{p}");
     }
@@ -104,26 +82,28 @@ async fn start(
     let (policy, init) = (loaded.policy, loaded.init);
     crate::metrics::core::register();
     crate::metrics::core::policy_generation().store(policy.generation() as i64, Ordering::Relaxed);
-    crate::policy::set_core_shaping(init.shaping.clone());
-    crate::policy::reload::Reloader::install(&policy_path, settings, policy.clone(), init.clone());
-    crate::policy::monitor::start(crate::policy::monitor::POLL_INTERVAL);
+    runtime.set_core_shaping(init.shaping.clone());
+    let _reloader = crate::policy::reload::Reloader::install(&policy_path, settings, policy.clone(), init.clone());
+    crate::policy::monitor::start(&runtime, crate::policy::monitor::POLL_INTERVAL);
 
     let (spool, startup) = Spool::open(&init.spools, &spool_dir).map_err(|e| e.to_string())?;
+    spool.set_suspend_delivery_when_unhealthy(init.suspend_delivery_when_spool_unhealthy);
     let classifier = match init.bounce_classifier.is_empty() {
         true => None,
         false => Some(Arc::new(crate::logs::classify::Classifier::load(&init.bounce_classifier)?)),
     };
     let logs = Logs::start(&init.logs, node_id(spool.path()), classifier).map_err(|e| format!("starting logs: {e}"))?;
-    let dns = resolver(&init.dns)?;
-    crate::dns::set_global(dns.clone());
-    if let Some(files) = crate::policy::core_shaping() {
-        let loaded = crate::shaping::store::load(&files, &Default::default()).await?;
+    let dns = crate::dns::from_config(&init.dns)?;
+    runtime.set_dns(dns.clone());
+    if let Some(files) = runtime.core_shaping() {
+        let loaded = runtime.shaping.load(&files, &Default::default(), dns.as_ref()).await?;
         tracing::info!("shaping: {} loaded (hash {})", files.join(", "), loaded.hash);
     }
     let hostname = crate::config::listener::machine_hostname();
-    let queues = QueueManager::new(policy.clone(), spool.clone(), logs.clone(), dns, hostname);
+    let queues = QueueManager::new(policy.clone(), spool.clone(), logs.clone(), hostname);
     let state = crate::http::AppState::new(spool.clone(), queues.clone(), policy.clone(), logs.clone());
-    crate::policy::inject::install(std::sync::Arc::new(crate::http::inject::PolicyInjector(state)));
+    let injector: Arc<dyn crate::policy::inject::Injector> = Arc::new(crate::http::inject::PolicyInjector(state));
+    runtime.set_injector(&injector);
     let enumerated = startup.messages.len();
     let started = std::time::Instant::now();
     let mut last_progress = started;
@@ -174,7 +154,7 @@ async fn start(
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
-    crate::policy::begin_shutdown();
+    runtime.shutdown.begin();
     let _ = shutdown_tx.send(true);
     queues.stop();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

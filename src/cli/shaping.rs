@@ -55,7 +55,7 @@ pub struct ResolveArgs {
     files: Vec<String>,
 }
 
-fn setup(common: &Common) -> Result<LoadOptions, String> {
+fn setup(common: &Common) -> Result<(LoadOptions, Arc<dyn Dns>), String> {
     let dns: Arc<dyn Dns> = match &common.dns_zone {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -63,14 +63,14 @@ fn setup(common: &Common) -> Result<LoadOptions, String> {
         }
         None => Arc::new(HickoryDns::system()?),
     };
-    crate::dns::set_global(dns);
-    match &common.options {
-        None => Ok(LoadOptions::default()),
+    let options = match &common.options {
+        None => LoadOptions::default(),
         Some(text) => {
             let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("--options: {e}"))?;
-            crate::config::decode(v).map_err(|e| format!("--options: {e}"))
+            crate::config::decode(v).map_err(|e| format!("--options: {e}"))?
         }
-    }
+    };
+    Ok((options, dns))
 }
 
 /// Runs a shaping command.
@@ -89,8 +89,8 @@ pub async fn run(command: ShapingCommand) -> ExitCode {
 }
 
 async fn check(args: CheckArgs) -> Result<ExitCode, String> {
-    let options = setup(&args.common)?;
-    let loaded = store::load_uncached(&args.files, &options).await;
+    let (options, dns) = setup(&args.common)?;
+    let loaded = store::load_uncached(&args.files, &options, dns.as_ref()).await;
     for w in &loaded.warnings {
         println!("warning: {w}");
     }
@@ -109,12 +109,11 @@ async fn check(args: CheckArgs) -> Result<ExitCode, String> {
 }
 
 async fn resolve(args: ResolveArgs) -> Result<ExitCode, String> {
-    let options = setup(&args.common)?;
-    let loaded = store::load_uncached(&args.files, &options).await;
+    let (options, dns) = setup(&args.common)?;
+    let loaded = store::load_uncached(&args.files, &options, dns.as_ref()).await;
     if !loaded.errors.is_empty() {
         return Err(loaded.errors.join("\n"));
     }
-    let dns = crate::dns::global();
     let site = match args.site {
         Some(s) => s,
         None => {

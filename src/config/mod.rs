@@ -42,6 +42,8 @@ pub struct InitConfig {
     pub shaping: Vec<String>,
     /// Bounce classification rule files (`kumo.configure_bounce_classifier`).
     pub bounce_classifier: Vec<String>,
+    /// `kumo.suspend_delivery_when_spool_unhealthy` (default true).
+    pub suspend_delivery_when_spool_unhealthy: bool,
 }
 
 /// `kumo.wasm.load{path = ..., budget = ...}`.
@@ -88,6 +90,7 @@ impl Default for InitConfig {
             wasm: vec![],
             shaping: vec![],
             bounce_classifier: vec![],
+            suspend_delivery_when_spool_unhealthy: true,
         }
     }
 }

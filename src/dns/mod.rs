@@ -63,17 +63,27 @@ pub fn ptr_name(ip: IpAddr) -> String {
     }
 }
 
-static GLOBAL: std::sync::OnceLock<std::sync::Arc<dyn Dns>> = std::sync::OnceLock::new();
-
-/// Sets the resolver policy code uses (`kumo.shaping.load` rollups, MX lookups); the
-/// first call wins.
-pub fn set_global(dns: std::sync::Arc<dyn Dns>) {
-    let _ = GLOBAL.set(dns);
-}
-
-/// The resolver set by [`set_global`], or one answering NXDOMAIN for everything.
-pub fn global() -> std::sync::Arc<dyn Dns> {
-    GLOBAL.get().cloned().unwrap_or_else(|| std::sync::Arc::new(TestZones::default()))
+/// The resolver `init` asked for: its test zones, its name servers, or the system's.
+pub fn from_config(config: &crate::config::DnsConfig) -> Result<std::sync::Arc<dyn Dns>, String> {
+    use std::sync::Arc;
+    if !config.zones.is_empty() {
+        let mut zones = TestZones::default();
+        for z in &config.zones {
+            zones.merge(TestZones::parse(z)?);
+        }
+        tracing::info!("dns: answering from {} configured test zone(s)", config.zones.len());
+        return Ok(Arc::new(zones));
+    }
+    if !config.name_servers.is_empty() {
+        return Ok(Arc::new(HickoryDns::with_servers(&config.name_servers)?));
+    }
+    match HickoryDns::system() {
+        Ok(d) => Ok(Arc::new(d)),
+        Err(e) => {
+            tracing::warn!("dns: {e}; using 127.0.0.1");
+            Ok(Arc::new(HickoryDns::with_servers(&["127.0.0.1".parse().expect("ip")])?))
+        }
+    }
 }
 
 fn normalize(name: &str) -> String {

@@ -170,15 +170,16 @@ async fn metrics_json(State(state): State<AppState>) -> axum::Json<serde_json::V
     axum::Json(crate::metrics::render_json())
 }
 
-async fn bump_config_epoch() -> (StatusCode, String) {
-    crate::policy::reload::request("POST /api/admin/bump-config-epoch");
-    crate::policy::bump_config_epoch();
-    (StatusCode::OK, format!("{{\"epoch\":{}}}", crate::policy::config_epoch()))
+async fn bump_config_epoch(State(state): State<AppState>) -> (StatusCode, String) {
+    let runtime = state.policy.runtime();
+    runtime.request_reload("POST /api/admin/bump-config-epoch");
+    let epoch = runtime.epoch.bump();
+    (StatusCode::OK, format!("{{\"epoch\":{epoch}}}"))
 }
 
 /// wasmta: builds a new policy generation now and answers how it went.
-async fn reload() -> (StatusCode, axum::Json<serde_json::Value>) {
-    let Some(r) = crate::policy::reload::global() else {
+async fn reload(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let Some(r) = state.policy.runtime().reloader() else {
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"error": "no policy to reload"})));
     };
     let status = r.reload("POST /api/admin/reload/v1").await;
@@ -186,8 +187,8 @@ async fn reload() -> (StatusCode, axum::Json<serde_json::Value>) {
     (code, axum::Json(serde_json::to_value(status).unwrap_or_default()))
 }
 
-async fn reload_status() -> (StatusCode, axum::Json<serde_json::Value>) {
-    match crate::policy::reload::global() {
+async fn reload_status(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    match state.policy.runtime().reloader() {
         Some(r) => (StatusCode::OK, axum::Json(serde_json::to_value(r.status()).unwrap_or_default())),
         None => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"error": "no policy"}))),
     }

@@ -87,6 +87,7 @@ impl InitConfig {
         self.wasm.extend(other.wasm);
         self.shaping.extend(other.shaping);
         self.bounce_classifier.extend(other.bounce_classifier);
+        self.suspend_delivery_when_spool_unhealthy &= other.suspend_delivery_when_spool_unhealthy;
     }
 }
 

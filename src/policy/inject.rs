@@ -1,12 +1,11 @@
 //! What policy code may ask the running MTA to do with mail it makes:
 //! `kumo.inject_message(msg)` and `kumo.api.inject.inject_v1{...}`. The trait is defined
 //! here and implemented by the layer that owns the spool and the queues (`http::inject`),
-//! which `serve` installs at start, so the policy layer needs no arrow up to them. Outside
-//! `serve` (in `wasmta check`) there is none, and the calls say so.
+//! which `serve` installs in the [`super::Runtime`], so the policy layer needs no arrow up
+//! to them. Outside `serve` (in `wasmta check`) there is none, and the calls say so.
 
 use crate::message::Message;
 use serde_json::Value;
-use std::sync::{Arc, OnceLock};
 
 /// Takes messages from policy code on the same durable path as SMTP and HTTP injection.
 #[async_trait::async_trait]
@@ -15,16 +14,4 @@ pub trait Injector: Send + Sync {
     async fn inject_message(&self, message: Message) -> Result<(), String>;
     /// Runs a request of the HTTP injection API's shape; its response body.
     async fn inject_v1(&self, request: Value) -> Result<Value, String>;
-}
-
-static INJECTOR: OnceLock<Arc<dyn Injector>> = OnceLock::new();
-
-/// Installs the process's injector (once, by `serve`).
-pub fn install(injector: Arc<dyn Injector>) {
-    let _ = INJECTOR.set(injector);
-}
-
-/// The injector, or why there is none.
-pub fn injector() -> Result<Arc<dyn Injector>, String> {
-    INJECTOR.get().cloned().ok_or_else(|| "messages can only be injected by a running server (wasmta serve)".into())
 }

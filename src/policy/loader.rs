@@ -34,14 +34,20 @@ pub fn is_component(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "wasm")
 }
 
-/// Loads the policy at `path`. `check` runs `validate_config` too and skips warming up.
-pub async fn load(path: &Path, check: bool, settings: Settings) -> Result<Loaded, String> {
+/// Loads the policy at `path` for the server whose shared state is `runtime`. `check`
+/// runs `validate_config` too and skips warming up.
+pub async fn load(
+    path: &Path,
+    check: bool,
+    settings: Settings,
+    runtime: &Arc<super::Runtime>,
+) -> Result<Loaded, String> {
     let settings = Arc::new(settings);
     let mut engines: Vec<Arc<dyn Engine>> = vec![];
     let mut components = vec![];
     let (mut init, problems, notices) = if is_component(path) {
         let options = WasmOptions::with_budget(InitConfig::default().event_timeout);
-        let mut wasm = WasmEngine::load(path, options).await?;
+        let mut wasm = WasmEngine::load(path, options, runtime).await?;
         wasm.set_settings(settings.clone());
         if !wasm.exports_init() {
             return Err(format!(
@@ -54,7 +60,7 @@ pub async fn load(path: &Path, check: bool, settings: Settings) -> Result<Loaded
         engines.push(Arc::new(wasm));
         (init, vec![], vec![])
     } else {
-        let loaded = LuaEngine::load(path, check).await?;
+        let loaded = LuaEngine::load(path, check, runtime).await?;
         let engine = Arc::new(loaded.engine);
         if !check {
             let parallelism = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -66,7 +72,7 @@ pub async fn load(path: &Path, check: bool, settings: Settings) -> Result<Loaded
     let plugins = init.wasm.clone();
     for plugin in &plugins {
         let options = WasmOptions::from_config(plugin, init.event_timeout);
-        let mut wasm = WasmEngine::load(Path::new(&plugin.path), options).await?;
+        let mut wasm = WasmEngine::load(Path::new(&plugin.path), options, runtime).await?;
         wasm.set_settings(settings.clone());
         if wasm.exports_init() {
             let more = wasm.run_init().await?;
@@ -75,7 +81,7 @@ pub async fn load(path: &Path, check: bool, settings: Settings) -> Result<Loaded
         components.push(describe(&wasm));
         engines.push(Arc::new(wasm));
     }
-    let policy = Policy::new(engines)?;
+    let policy = Policy::new(engines, runtime.clone())?;
     Ok(Loaded { policy, init, problems, notices, components })
 }
 

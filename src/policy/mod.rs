@@ -12,11 +12,13 @@ pub mod lua;
 pub mod monitor;
 pub mod rejection;
 pub mod reload;
+pub mod runtime;
 pub mod wasm;
 
 pub use conn_meta::ConnMeta;
 pub use events::{Args, Event, Multiplicity};
 pub use rejection::{DisconnectMode, PolicyError, Rejection};
+pub use runtime::Runtime;
 
 use crate::config::egress::{EgressPathConfig, EgressPool, EgressSource};
 use crate::config::queue::QueueConfig;
@@ -92,11 +94,12 @@ pub struct Generation {
 #[derive(Clone)]
 pub struct Policy {
     current: Arc<arc_swap::ArcSwap<Generation>>,
+    runtime: Arc<Runtime>,
 }
 
 impl Policy {
     /// Combines engines; fails when two engines claim the same Single event.
-    pub fn new(engines: Vec<Arc<dyn Engine>>) -> Result<Self, String> {
+    pub fn new(engines: Vec<Arc<dyn Engine>>, runtime: Arc<Runtime>) -> Result<Self, String> {
         for event in Event::ALL {
             if event.multiplicity() != Multiplicity::Single {
                 continue;
@@ -110,12 +113,17 @@ impl Policy {
                 ));
             }
         }
-        Ok(Policy { current: Arc::new(arc_swap::ArcSwap::from_pointee(Generation { id: 1, engines })) })
+        Ok(Policy { current: Arc::new(arc_swap::ArcSwap::from_pointee(Generation { id: 1, engines })), runtime })
     }
 
     /// A policy with no handlers (every event takes its default).
     pub fn empty() -> Self {
-        Policy::new(vec![]).expect("no engines, no conflicts")
+        Policy::new(vec![], Runtime::new()).expect("no engines, no conflicts")
+    }
+
+    /// The server's shared state.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 
     /// The current generation's number.
@@ -125,7 +133,7 @@ impl Policy {
 
     /// A policy pinned to the current generation (later reloads do not change it).
     pub fn snapshot(&self) -> Policy {
-        Policy { current: Arc::new(arc_swap::ArcSwap::new(self.current.load_full())) }
+        Policy { current: Arc::new(arc_swap::ArcSwap::new(self.current.load_full())), runtime: self.runtime.clone() }
     }
 
     /// Makes `next`'s engines the new current generation; returns its number.
@@ -154,6 +162,15 @@ impl Policy {
 
     /// Dispatches one event by the catalogue's rules.
     pub async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
+        match self.dispatch(event, args).await {
+            Err(PolicyError::Failed { event, .. }) if self.runtime.shutdown.is_set() => {
+                Err(PolicyError::Cancelled { event })
+            }
+            other => other,
+        }
+    }
+
+    async fn dispatch(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
         // the call keeps its generation alive until it returns, whatever reloads happen
         let generation = self.current.load_full();
         let mut handlers = generation.engines.iter().filter(|e| e.handles(event));
@@ -311,14 +328,17 @@ impl Policy {
         site: &str,
     ) -> Result<EgressPathConfig, PolicyError> {
         let event = Event::GetEgressPathConfig;
-        let Some(files) = core_shaping() else {
+        let Some(files) = self.runtime.core_shaping() else {
             return self.decoded(event, Args::EgressPath { routing_domain, source, site }).await;
         };
         let options = crate::shaping::store::LoadOptions::default();
-        let loaded = crate::shaping::store::load(&files, &options)
+        let dns = self.runtime.dns();
+        let loaded = self
+            .runtime
+            .shaping
+            .load(&files, &options, dns.as_ref())
             .await
             .map_err(|e| PolicyError::Failed { event: event.name(), message: format!("shaping: {e}") })?;
-        let dns = crate::dns::global();
         let mut params = loaded.shaping.egress_path_params(routing_domain, source, site, dns.as_ref()).await;
         match self.call(event, Args::EgressPath { routing_domain, source, site }).await? {
             Some(Value::Object(over)) => crate::shaping::merge::merge_params(&mut params, &over),
@@ -423,45 +443,4 @@ fn decode_value<T: serde::de::DeserializeOwned>(event: Event, v: Value) -> Resul
 
 fn bad_result(event: Event, wanted: &str, got: &Value) -> PolicyError {
     PolicyError::Failed { event: event.name(), message: format!("handler returned {got}, expected {wanted}") }
-}
-
-static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Marks the process as shutting down: policy calls in flight are cancelled at their next
-/// check (the Wasm epoch tick, the Lua instruction hook) and fail as temporary.
-pub fn begin_shutdown() {
-    SHUTTING_DOWN.store(true, std::sync::atomic::Ordering::Release);
-}
-
-/// Whether [`begin_shutdown`] was called.
-pub fn shutting_down() -> bool {
-    SHUTTING_DOWN.load(std::sync::atomic::Ordering::Acquire)
-}
-
-static CONFIG_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// The configuration epoch: `Epoch`-refreshed objects (egress paths, queue configs) are
-/// fetched again when it moves (`kumo.bump_config_epoch`, a shaping file change).
-pub fn config_epoch() -> u64 {
-    CONFIG_EPOCH.load(std::sync::atomic::Ordering::Acquire)
-}
-
-/// Moves the configuration epoch.
-pub fn bump_config_epoch() {
-    let e = CONFIG_EPOCH.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
-    tracing::info!("configuration epoch is now {e}");
-}
-
-static CORE_SHAPING: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-
-/// Sets the deployment's shaping files (`config.use-shaping`); the first call wins.
-pub fn set_core_shaping(files: Vec<String>) {
-    if !files.is_empty() {
-        let _ = CORE_SHAPING.set(files);
-    }
-}
-
-/// The deployment's shaping files, if any.
-pub fn core_shaping() -> Option<Vec<String>> {
-    CORE_SHAPING.get().cloned()
 }

@@ -6,9 +6,10 @@
 //! without a restart. The `glob` crate has no `{a,b}` alternatives, so they are expanded
 //! here first.
 
-use parking_lot::Mutex;
+use super::Runtime;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// KumoMTA's default set.
@@ -17,22 +18,20 @@ pub const DEFAULT_GLOBS: &[&str] = &["/opt/kumomta/etc/**/*.{lua,json,toml,yaml}
 /// How often the files are looked at.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(10);
 
-static GLOBS: Mutex<Option<Vec<String>>> = Mutex::new(None);
-
 /// Replaces the monitored globs; each must be a valid pattern.
-pub fn set_globs(globs: Vec<String>) -> Result<(), String> {
+pub fn set_globs(runtime: &Runtime, globs: Vec<String>) -> Result<(), String> {
     for g in &globs {
         for p in expand_braces(g)? {
             glob::Pattern::new(&p).map_err(|e| format!("{g:?}: {e}"))?;
         }
     }
-    *GLOBS.lock() = Some(globs);
+    *runtime.monitor_globs.lock() = Some(globs);
     Ok(())
 }
 
 /// The monitored globs.
-pub fn globs() -> Vec<String> {
-    GLOBS.lock().clone().unwrap_or_else(|| DEFAULT_GLOBS.iter().map(|s| s.to_string()).collect())
+pub fn globs(runtime: &Runtime) -> Vec<String> {
+    runtime.monitor_globs.lock().clone().unwrap_or_else(|| DEFAULT_GLOBS.iter().map(|s| s.to_string()).collect())
 }
 
 /// `{a,b}` alternatives expanded, nested ones included.
@@ -102,9 +101,9 @@ fn fingerprint(files: &[PathBuf]) -> u64 {
     h.finish()
 }
 
-/// The fingerprint of what the globs match now.
-fn current() -> Option<u64> {
-    match matched(&globs()) {
+/// The fingerprint of what `globs` match now.
+fn current(globs: &[String]) -> Option<u64> {
+    match matched(globs) {
         Ok(files) => Some(fingerprint(&files)),
         Err(e) => {
             tracing::warn!("config monitor: {e}");
@@ -113,18 +112,25 @@ fn current() -> Option<u64> {
     }
 }
 
-/// Starts polling (every `interval`) in the background.
-pub fn start(interval: Duration) {
-    let mut last = current();
+/// Starts polling (every `interval`) in the background, until the server stops.
+pub fn start(runtime: &Arc<Runtime>, interval: Duration) {
+    let mut last = current(&globs(runtime));
+    let runtime = Arc::downgrade(runtime);
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
-            let now = tokio::task::spawn_blocking(current).await.ok().flatten();
+            let Some(rt) = runtime.upgrade() else { return };
+            if rt.shutdown.is_set() {
+                return;
+            }
+            let watched = globs(&rt);
+            let w = watched.clone();
+            let now = tokio::task::spawn_blocking(move || current(&w)).await.ok().flatten();
             if now.is_some() && now != last {
                 if last.is_some() {
-                    tracing::info!("config monitor: files matching {:?} changed", globs());
-                    super::reload::request("config monitor: a monitored file changed");
-                    super::bump_config_epoch();
+                    tracing::info!("config monitor: files matching {watched:?} changed");
+                    rt.request_reload("config monitor: a monitored file changed");
+                    rt.epoch.bump();
                 }
                 last = now;
             }

@@ -90,6 +90,11 @@ pub enum PolicyError {
         /// What went wrong, naming the engine and handler.
         message: String,
     },
+    /// The call was cancelled because the server is stopping.
+    Cancelled {
+        /// Event name.
+        event: &'static str,
+    },
 }
 
 impl PolicyError {
@@ -98,9 +103,7 @@ impl PolicyError {
         match self {
             PolicyError::Rejected(r) => r.reply(),
             // a hook cancelled by the shutdown (T-54): come back later, elsewhere
-            PolicyError::Failed { .. } if crate::policy::shutting_down() => {
-                Reply::new(421, "4.3.2", "shutting down, policy call cancelled")
-            }
+            PolicyError::Cancelled { .. } => Reply::new(421, "4.3.2", "shutting down, policy call cancelled"),
             PolicyError::Failed { .. } => Reply::new(451, "4.3.0", "temporary policy failure, try again later"),
         }
     }
@@ -111,6 +114,7 @@ impl fmt::Display for PolicyError {
         match self {
             PolicyError::Rejected(r) => write!(f, "rejected: {r}"),
             PolicyError::Failed { event, message } => write!(f, "{event} failed: {message}"),
+            PolicyError::Cancelled { event } => write!(f, "{event} cancelled: the server is stopping"),
         }
     }
 }

@@ -12,8 +12,8 @@ use super::loader::{self, Settings, is_component};
 use crate::config::InitConfig;
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// The outcome of the latest reload.
@@ -46,25 +46,6 @@ pub struct Reloader {
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
 }
 
-static RELOADER: OnceLock<Arc<Reloader>> = OnceLock::new();
-
-/// The process's reloader, once `serve` set it up.
-pub fn global() -> Option<Arc<Reloader>> {
-    RELOADER.get().cloned()
-}
-
-/// Asks for a new generation (ignored while one is being built, or without a reloader).
-pub fn request(reason: &str) {
-    if let Some(r) = global()
-        && !r.busy.load(Ordering::Acquire)
-    {
-        let reason = reason.to_string();
-        tokio::spawn(async move {
-            r.reload(&reason).await;
-        });
-    }
-}
-
 fn now() -> String {
     chrono::Utc::now().to_rfc3339()
 }
@@ -92,7 +73,7 @@ fn init_changes(old: &InitConfig, new: &InitConfig) -> Vec<String> {
 }
 
 impl Reloader {
-    /// Sets up the process's reloader and starts watching the policy's files.
+    /// Sets up the server's reloader (in its runtime) and starts watching the policy's files.
     pub fn install(path: &Path, settings: Settings, policy: Policy, running: InitConfig) -> Arc<Reloader> {
         let r = Arc::new(Reloader {
             path: path.to_path_buf(),
@@ -112,9 +93,19 @@ impl Reloader {
             watched: Mutex::new(vec![]),
             watcher: Mutex::new(None),
         });
-        let _ = RELOADER.set(r.clone());
+        policy.runtime().set_reloader(&r);
         r.watch(&running);
         r
+    }
+
+    /// Asks for a new generation (ignored while one is being built).
+    pub fn request(self: &Arc<Self>, reason: &str) {
+        if !self.busy.load(Ordering::Acquire) {
+            let (r, reason) = (self.clone(), reason.to_string());
+            tokio::spawn(async move {
+                r.reload(&reason).await;
+            });
+        }
     }
 
     /// The latest reload's outcome.
@@ -127,7 +118,7 @@ impl Reloader {
         let _serial = self.serial.lock().await;
         self.busy.store(true, Ordering::Release);
         let started = std::time::Instant::now();
-        let loaded = loader::load(&self.path, false, self.settings.clone()).await;
+        let loaded = loader::load(&self.path, false, self.settings.clone(), self.policy.runtime()).await;
         self.busy.store(false, Ordering::Release);
         let status = match loaded {
             Ok(loaded) => {
@@ -149,7 +140,7 @@ impl Reloader {
                 self.watch(&loaded.init);
                 crate::metrics::core::reloads().fetch_add(1, Ordering::Relaxed);
                 crate::metrics::core::policy_generation().store(generation as i64, Ordering::Relaxed);
-                super::bump_config_epoch();
+                self.policy.runtime().epoch.bump();
                 Status { generation, ok: true, error: None, reason: reason.into(), restart_needed, at: now() }
             }
             Err(e) => {

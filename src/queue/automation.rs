@@ -70,8 +70,9 @@ struct Effects {
 }
 
 /// The automation state of the process.
-#[derive(Default)]
 pub struct Automation {
+    /// Where the rules come from (the latest shaping data) and the epoch actions move.
+    runtime: std::sync::Arc<crate::policy::Runtime>,
     effects: Mutex<Effects>,
     /// (rule, site) -> recent match times, for threshold triggers.
     matches: Mutex<HashMap<(usize, String), VecDeque<Instant>>>,
@@ -83,9 +84,14 @@ fn live<T>(v: &mut Vec<T>, until: impl Fn(&T) -> Instant) {
 }
 
 impl Automation {
+    /// No effects yet; rules from `runtime`'s shaping data.
+    pub fn new(runtime: std::sync::Arc<crate::policy::Runtime>) -> Self {
+        Automation { runtime, effects: Mutex::default(), matches: Mutex::default() }
+    }
+
     /// Looks at a delivery response from `rq` for `message`.
     pub fn observe(&self, rq: &ReadyQueue, message: &Message, reply: &Reply) {
-        let Some(data) = crate::shaping::store::latest() else { return };
+        let Some(data) = self.runtime.shaping.latest() else { return };
         let hosts: Vec<String> = rq.site.hosts.iter().map(|h| h.name.clone()).collect();
         let rules = data.shaping.automation_rules(&rq.routing_domain, &rq.site.name, &hosts);
         if rules.is_empty() {
@@ -171,15 +177,16 @@ impl Automation {
             );
             crate::metrics::core::automation_actions().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (what, origin, duration) = (format!("{action:?} on {target}"), rule.origin.clone(), rule.duration);
+            let epoch = self.runtime.epoch.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(duration).await;
                 tracing::info!("automation: {what} (rule of {origin}) expired");
-                crate::policy::bump_config_epoch();
+                epoch.bump();
             });
         }
         drop(e);
         // paths refresh their options now, with the override
-        crate::policy::bump_config_epoch();
+        self.runtime.epoch.bump();
     }
 
     /// Until when the ready queue `name` is suspended.

@@ -14,7 +14,7 @@ use crate::logs::{LogRecord, Logs, PeerAddress, RecordType, Response};
 use crate::message::{EnvelopeAddress, Message};
 use crate::policy::{Policy, PolicyError};
 use crate::protocol::Reply;
-use crate::shaping::throttle::Throttles;
+use crate::shaping::throttle::Throttler;
 use crate::spool::Spool;
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -57,8 +57,8 @@ pub struct Shared {
     pub(crate) spool: Spool,
     pub(crate) logs: Logs,
     pub(crate) dns: Arc<dyn Dns>,
-    pub(crate) throttles: Throttles,
-    pub(crate) named_limits: Arc<super::limits::NamedLimits>,
+    pub(crate) throttles: Arc<dyn Throttler>,
+    pub(crate) named_limits: Arc<crate::shaping::limits::NamedLimits>,
     pub(crate) automation: super::automation::Automation,
     pub(crate) hostname: String,
     pub(crate) scheduled: Mutex<HashMap<String, Arc<ScheduledQueue>>>,
@@ -101,16 +101,18 @@ fn unix_now() -> i64 {
 }
 
 impl QueueManager {
-    /// A manager delivering with `dns`; `hostname` is the default EHLO name.
-    pub fn new(policy: Policy, spool: Spool, logs: Logs, dns: Arc<dyn Dns>, hostname: String) -> Self {
+    /// A manager delivering with the policy's runtime (its resolver, throttles and named
+    /// limits); `hostname` is the default EHLO name.
+    pub fn new(policy: Policy, spool: Spool, logs: Logs, hostname: String) -> Self {
+        let runtime = policy.runtime().clone();
         QueueManager(Arc::new(Shared {
             policy,
             spool,
             logs,
-            dns,
-            throttles: Throttles::default(),
-            named_limits: Default::default(),
-            automation: Default::default(),
+            dns: runtime.dns(),
+            throttles: runtime.throttles.clone(),
+            named_limits: runtime.named_limits.clone(),
+            automation: super::automation::Automation::new(runtime),
             hostname,
             scheduled: Mutex::new(HashMap::new()),
             ready: Mutex::new(HashMap::new()),
@@ -223,13 +225,13 @@ impl Shared {
         if let Some((c, at, epoch)) = self.configs.lock().get(&queue.name).cloned() {
             let fresh = match c.refresh_strategy {
                 RefreshStrategy::Ttl => at.elapsed() < c.refresh_interval,
-                RefreshStrategy::Epoch => epoch == crate::policy::config_epoch(),
+                RefreshStrategy::Epoch => epoch == self.policy.runtime().epoch.get(),
             };
             if fresh {
                 return Ok(c);
             }
         }
-        let epoch = crate::policy::config_epoch();
+        let epoch = self.policy.runtime().epoch.get();
         let c = self.policy.queue_config(&queue.parts).await?;
         self.configs.lock().insert(queue.name.clone(), (c.clone(), Instant::now(), epoch));
         Ok(c)
@@ -379,7 +381,7 @@ impl Shared {
         }
         let path = self.policy.egress_path_config(&spec.routing_domain, &spec.source.name, &spec.site.name).await?;
         let name = spec.name.clone();
-        let rq = ReadyQueue::new(spec, path);
+        let rq = ReadyQueue::new(spec, path, self.policy.runtime().epoch.get());
         Ok(self.ready.lock().entry(name).or_insert(rq).clone())
     }
 
@@ -448,6 +450,7 @@ impl Shared {
                 let reply = match e {
                     PolicyError::Rejected(r) => r.reply(),
                     PolicyError::Failed { message: text, .. } => Reply::plain(450, text),
+                    cancelled @ PolicyError::Cancelled { .. } => Reply::plain(450, cancelled.to_string()),
                 };
                 self.transient(at, message, &reply, "").await;
             }
@@ -713,7 +716,6 @@ async fn reap_ready_queues(shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::TestZones;
     use crate::policy::{Args, DisconnectMode, Engine, Event, Rejection};
 
     /// A policy whose deferred-inject handler always tempfails, noting when it ran.
@@ -751,9 +753,8 @@ mod tests {
         let spool = Spool::with_backend(Arc::new(crate::spool::memory::Memory::default()), dir.path());
         let info = crate::policy::EngineInfo::new("test".into(), [Event::SmtpServerMessageDeferredInject].into());
         let engine = Arc::new(AlwaysBounce(Default::default(), info));
-        let policy = Policy::new(vec![engine.clone() as Arc<dyn Engine>]).unwrap();
-        let manager =
-            QueueManager::new(policy, spool.clone(), Logs::default(), Arc::new(TestZones::default()), "test".into());
+        let policy = Policy::new(vec![engine.clone() as Arc<dyn Engine>], crate::policy::Runtime::new()).unwrap();
+        let manager = QueueManager::new(policy, spool.clone(), Logs::default(), "test".into());
         let send = || async {
             let mut meta = serde_json::Map::new();
             meta.insert("queue".into(), super::super::DEFERRED_QUEUE.into());
@@ -786,9 +787,8 @@ mod tests {
         let spool = Spool::with_backend(Arc::new(crate::spool::memory::Memory::default()), dir.path());
         let info = crate::policy::EngineInfo::new("test".into(), [Event::SmtpServerMessageDeferredInject].into());
         let engine = Arc::new(AlwaysLater(Mutex::new(vec![]), tokio::sync::Notify::new(), info));
-        let policy = Policy::new(vec![engine.clone() as Arc<dyn Engine>]).unwrap();
-        let manager =
-            QueueManager::new(policy, spool.clone(), Logs::default(), Arc::new(TestZones::default()), "test".into());
+        let policy = Policy::new(vec![engine.clone() as Arc<dyn Engine>], crate::policy::Runtime::new()).unwrap();
+        let manager = QueueManager::new(policy, spool.clone(), Logs::default(), "test".into());
         let mut meta = serde_json::Map::new();
         meta.insert("queue".into(), super::super::DEFERRED_QUEUE.into());
         let message =

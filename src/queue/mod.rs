@@ -4,7 +4,6 @@
 
 pub mod admin;
 pub mod automation;
-pub mod limits;
 pub mod manager;
 pub mod ready;
 pub mod retry;

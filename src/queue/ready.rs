@@ -101,11 +101,11 @@ pub struct ConnectFailure {
 
 impl ReadyQueue {
     /// A queue with its egress path configuration.
-    pub fn new(spec: ReadySpec, path: EgressPathConfig) -> Arc<Self> {
+    pub fn new(spec: ReadySpec, path: EgressPathConfig, epoch: u64) -> Arc<Self> {
         Arc::new(ReadyQueue {
             spec,
             path: Mutex::new((path, Instant::now())),
-            path_epoch: std::sync::atomic::AtomicU64::new(crate::policy::config_epoch()),
+            path_epoch: std::sync::atomic::AtomicU64::new(epoch),
             state: Mutex::new(State { messages: VecDeque::new(), connections: 0, touched: Instant::now() }),
             notify: Notify::new(),
             space: Notify::new(),
@@ -243,7 +243,7 @@ impl ReadyQueue {
 
     async fn fetch_path(&self, shared: &Shared) -> EgressPathConfig {
         let (current, fetched) = self.path.lock().clone();
-        let epoch = crate::policy::config_epoch();
+        let epoch = shared.policy.runtime().epoch.get();
         let stale = match current.refresh_strategy {
             RefreshStrategy::Ttl => fetched.elapsed() >= current.refresh_interval,
             RefreshStrategy::Epoch => self.path_epoch.load(Ordering::Acquire) != epoch,
@@ -376,7 +376,7 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
             let _ = tokio::time::timeout(super::automation::Automation::nap(until), resumed).await;
             continue 'connect;
         }
-        let epoch = crate::policy::config_epoch();
+        let epoch = shared.policy.runtime().epoch.get();
         let path = rq.refresh_path(&shared).await;
         // named limits shared with other ready queues, held for the connection's life
         let wanted: BTreeMap<String, usize> =
@@ -417,7 +417,7 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
                 return;
             };
             let _counted = shared.delivering();
-            if crate::policy::config_epoch() != epoch {
+            if shared.policy.runtime().epoch.get() != epoch {
                 // the options changed (shaping edit, automation): reconnect with the new ones
                 rq.push_front(message);
                 conn.close(&path).await;

@@ -4,6 +4,7 @@
 
 pub mod automation;
 pub mod file;
+pub mod limits;
 pub mod merge;
 pub mod store;
 pub mod throttle;

@@ -35,23 +35,25 @@ impl Gcra {
     }
 }
 
-/// The named throttles policy code uses (`kumo.make_throttle`, the Wasm `throttle`
-/// import), shared by every engine of the process.
-pub fn policy_throttles() -> &'static Throttles {
-    static T: std::sync::OnceLock<Throttles> = std::sync::OnceLock::new();
-    T.get_or_init(Throttles::default)
+/// Rate limits by name, shared by everything one server runs (ready queues, scheduled
+/// queues, `kumo.make_throttle`, the Wasm `throttle` import). [`Throttles`] keeps them in
+/// this process; a Redis-backed implementation shares them across nodes.
+pub trait Throttler: Send + Sync {
+    /// Takes one event from the throttle `name` with `spec`; `Err(wait)` when it must
+    /// wait that long first.
+    fn acquire(&self, name: &str, spec: ThrottleSpec) -> Result<(), Duration>;
 }
 
-/// Named throttles shared by every ready queue of this process.
+/// Throttles kept in this process (GCRA on tokio time).
 #[derive(Default)]
 pub struct Throttles {
     map: Mutex<HashMap<String, Gcra>>,
 }
 
-impl Throttles {
+impl Throttler for Throttles {
     /// Takes one event from the throttle `name` with `spec` (created on first use; a
     /// changed spec resets it).
-    pub fn acquire(&self, name: &str, spec: ThrottleSpec) -> Result<(), Duration> {
+    fn acquire(&self, name: &str, spec: ThrottleSpec) -> Result<(), Duration> {
         let mut map = self.map.lock();
         let g = map.entry(name.to_string()).or_insert_with(|| Gcra::new(spec));
         if g.spec != spec {

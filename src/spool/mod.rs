@@ -34,9 +34,6 @@ pub enum SpoolError {
     Locked(String),
 }
 
-/// `kumo.suspend_delivery_when_spool_unhealthy` (default true).
-pub static SUSPEND_DELIVERY_WHEN_UNHEALTHY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
 /// A message found in the spool.
 pub struct RecoveredMessage {
     /// Spool id.
@@ -96,6 +93,8 @@ pub struct Spool {
     backend: Arc<dyn SpoolBackend>,
     space: Arc<DiskMonitor>,
     path: PathBuf,
+    /// `kumo.suspend_delivery_when_spool_unhealthy` (default true).
+    suspend_when_unhealthy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Messages found at start-up.
@@ -144,14 +143,18 @@ impl Spool {
             }
         }
         let space = DiskMonitor::new(&path, min_space, min_inodes);
-        Ok((Spool { backend: Arc::new(journal), space, path }, Startup { messages, quarantined }))
+        let spool = Spool { backend: Arc::new(journal), space, path, suspend_when_unhealthy: Default::default() };
+        spool.set_suspend_delivery_when_unhealthy(true);
+        Ok((spool, Startup { messages, quarantined }))
     }
 
     /// A spool over another backend (fault-injecting backends in tests, other stores);
     /// `path` is where free space is watched.
     pub fn with_backend(backend: Arc<dyn SpoolBackend>, path: &Path) -> Spool {
         let space = DiskMonitor::new(path, MinFree::default(), MinFree::default());
-        Spool { backend, space, path: path.to_path_buf() }
+        let spool = Spool { backend, space, path: path.to_path_buf(), suspend_when_unhealthy: Default::default() };
+        spool.set_suspend_delivery_when_unhealthy(true);
+        spool
     }
 
     /// Starts background upkeep (free-space polling).
@@ -169,7 +172,12 @@ impl Spool {
     /// removal could not be recorded would be repeated after a restart, so pausing bounds
     /// the duplicates.
     pub fn delivery_paused(&self) -> bool {
-        SUSPEND_DELIVERY_WHEN_UNHEALTHY.load(std::sync::atomic::Ordering::Relaxed) && !self.backend.healthy()
+        self.suspend_when_unhealthy.load(std::sync::atomic::Ordering::Relaxed) && !self.backend.healthy()
+    }
+
+    /// `kumo.suspend_delivery_when_spool_unhealthy`.
+    pub fn set_suspend_delivery_when_unhealthy(&self, on: bool) {
+        self.suspend_when_unhealthy.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Ok when new messages can be taken.

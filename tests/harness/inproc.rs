@@ -91,16 +91,26 @@ pub fn serve_policy(
     let spool = Spool::with_backend(backend, dir.path());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let addr = rt.block_on(async {
+        // each server its own runtime: its resolver is the one its policy's init asked for
+        let runtime = wasmta::policy::Runtime::new();
         let loaded = match policy {
-            Some(path) => Some(wasmta::policy::loader::load(path, false, Default::default()).await.expect("policy")),
+            Some(path) => {
+                Some(wasmta::policy::loader::load(path, false, Default::default(), &runtime).await.expect("policy"))
+            }
             None => None,
         };
         let deliver = loaded.is_some();
-        let policy = loaded.map(|l| l.policy).unwrap_or_else(wasmta::policy::Policy::empty);
+        let dns = match &loaded {
+            Some(l) => wasmta::dns::from_config(&l.init.dns).expect("resolver"),
+            None => Arc::new(wasmta::dns::TestZones::default()),
+        };
+        runtime.set_dns(dns);
+        let policy = match loaded {
+            Some(l) => l.policy,
+            None => wasmta::policy::Policy::new(vec![], runtime.clone()).unwrap(),
+        };
         let logs = wasmta::logs::Logs::start(&[], "test-node".into(), None).unwrap();
-        let dns: Arc<dyn wasmta::dns::Dns> = Arc::new(wasmta::dns::TestZones::default());
-        let queues =
-            wasmta::queue::QueueManager::new(policy.clone(), spool.clone(), logs.clone(), dns, "mx.test".into());
+        let queues = wasmta::queue::QueueManager::new(policy.clone(), spool.clone(), logs.clone(), "mx.test".into());
         if !deliver {
             queues.stop(); // no deliveries: the test is about reception
         }

@@ -13,7 +13,7 @@ fn fail(lua: &Lua, name: &str, e: impl std::fmt::Display) -> mlua::Error {
 }
 
 /// Installs the three functions.
-pub fn install(lua: &Lua, kumo: &Table) -> mlua::Result<()> {
+pub fn install(lua: &Lua, kumo: &Table, runtime: &std::sync::Arc<crate::policy::Runtime>) -> mlua::Result<()> {
     kumo.set(
         "make_message",
         lua.create_function(|lua, (sender, recipient, body): (String, String, mlua::LuaString)| {
@@ -25,25 +25,31 @@ pub fn install(lua: &Lua, kumo: &Table) -> mlua::Result<()> {
             Ok(LuaMessage(Message::new(from, vec![to], Default::default(), data)))
         })?,
     )?;
+    let rt = runtime.clone();
     kumo.set(
         "inject_message",
-        lua.create_async_function(|lua, msg: UserDataRef<LuaMessage>| {
+        lua.create_async_function(move |lua, msg: UserDataRef<LuaMessage>| {
             let message = msg.0.clone();
+            let injector = rt.injector();
             async move {
-                let injector = crate::policy::inject::injector().map_err(|e| fail(&lua, "inject_message", e))?;
+                let injector = injector.map_err(|e| fail(&lua, "inject_message", e))?;
                 injector.inject_message(message).await.map_err(|e| fail(&lua, "inject_message", e))
             }
         })?,
     )?;
     let api: Table = kumo.get("api")?;
     let inject = lua.create_table()?;
+    let rt = runtime.clone();
     inject.set(
         "inject_v1",
-        lua.create_async_function(|lua, request: LuaValue| async move {
-            let request = from_lua(&lua, request)?;
-            let injector = crate::policy::inject::injector().map_err(|e| fail(&lua, "api.inject.inject_v1", e))?;
-            let answer = injector.inject_v1(request).await.map_err(|e| fail(&lua, "api.inject.inject_v1", e))?;
-            to_lua(&lua, &answer)
+        lua.create_async_function(move |lua, request: LuaValue| {
+            let injector = rt.injector();
+            async move {
+                let request = from_lua(&lua, request)?;
+                let injector = injector.map_err(|e| fail(&lua, "api.inject.inject_v1", e))?;
+                let answer = injector.inject_v1(request).await.map_err(|e| fail(&lua, "api.inject.inject_v1", e))?;
+                to_lua(&lua, &answer)
+            }
         })?,
     )?;
     api.set("inject", inject)?;

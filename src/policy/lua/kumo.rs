@@ -112,7 +112,7 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
     )?;
 
     install_stubs(lua, &kumo, host)?;
-    super::shaping::install(lua, &kumo)?;
+    super::shaping::install(lua, &kumo, &host.runtime)?;
     super::serde::install(lua, &kumo)?;
     super::text::install(lua, &kumo)?;
     super::maps::install(lua, &kumo)?;
@@ -120,7 +120,7 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
     super::sqlite::install(lua)?;
     install_init_calls(lua, &kumo, host)?;
     super::defined::install(lua, &kumo, host)?;
-    super::inject::install(lua, &kumo)?;
+    super::inject::install(lua, &kumo, &host.runtime)?;
     install_constructors(lua, &kumo)?;
     install_helpers(lua, &kumo, host)?;
     // KumoMTA policies begin `local kumo = require 'kumo'`
@@ -226,7 +226,7 @@ fn install_init_calls(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result
     )?;
     kumo.set("wasm", wasm)?;
     let dns: Table = kumo.get("dns")?;
-    super::dns::install(lua, &dns)?;
+    super::dns::install(lua, &dns, &host.runtime)?;
     dns.set(
         "configure_test_resolver",
         init_call(lua, host, "dns.configure_test_resolver", |host, v| {
@@ -264,9 +264,9 @@ fn install_init_calls(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result
     )?;
     kumo.set(
         "suspend_delivery_when_spool_unhealthy",
-        init_call(lua, host, "suspend_delivery_when_spool_unhealthy", |_, v| {
+        init_call(lua, host, "suspend_delivery_when_spool_unhealthy", |host, v| {
             let on = v.as_bool().ok_or_else(|| format!("expected true or false, got {v}"))?;
-            crate::spool::SUSPEND_DELIVERY_WHEN_UNHEALTHY.store(on, std::sync::atomic::Ordering::Relaxed);
+            host.init.lock().suspend_delivery_when_spool_unhealthy = on;
             Ok(())
         })?,
     )?;
@@ -349,39 +349,44 @@ fn install_helpers(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result<()
         lua.create_function(|_, ()| Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)))?,
     )?;
     kumo.set("version", lua.create_function(|_, ()| Ok(format!("wasmta {}", env!("CARGO_PKG_VERSION"))))?)?;
+    let rt = host.runtime.clone();
     kumo.set(
         "bump_config_epoch",
-        lua.create_function(|_, ()| {
+        lua.create_function(move |_, ()| {
             // as in KumoMTA: handler code is loaded afresh (a new generation), and Epoch
             // objects refresh
-            crate::policy::reload::request("kumo.bump_config_epoch()");
-            crate::policy::bump_config_epoch();
+            rt.request_reload("kumo.bump_config_epoch()");
+            rt.epoch.bump();
             Ok(())
         })?,
     )?;
+    let rt = host.runtime.clone();
     kumo.set(
         "make_throttle",
-        lua.create_function(|_, (name, spec): (String, String)| {
+        lua.create_function(move |_, (name, spec): (String, String)| {
             let spec = crate::shaping::throttle::ThrottleSpec::parse(&spec)
                 .map_err(|e| mlua::Error::runtime(format!("kumo.make_throttle: {e}")))?;
-            Ok(super::userdata::LuaThrottle { name, spec })
+            Ok(super::userdata::LuaThrottle { name, spec, throttles: rt.throttles.clone() })
         })?,
     )?;
     let time: Table = kumo.get("time")?;
     kumo.set("sleep", time.get::<Function>("sleep")?)?;
-    kumo.set("memoize", lua.create_function(super::memoize::memoize)?)?;
+    let rt = host.runtime.clone();
+    kumo.set("memoize", lua.create_function(move |lua, args| super::memoize::memoize(lua, &rt, args))?)?;
+    let rt = host.runtime.clone();
     kumo.set(
         "set_config_monitor_globs",
-        lua.create_function(|lua, globs: Vec<String>| {
-            crate::policy::monitor::set_globs(globs)
+        lua.create_function(move |lua, globs: Vec<String>| {
+            crate::policy::monitor::set_globs(&rt, globs)
                 .map_err(|e| mlua::Error::runtime(format!("{}: kumo.set_config_monitor_globs: {e}", caller_site(lua))))
         })?,
     )?;
+    let rt = host.runtime.clone();
     kumo.set(
         "eval_config_monitor_globs",
-        lua.create_function(|_, ()| {
+        lua.create_function(move |_, ()| {
             let files =
-                crate::policy::monitor::matched(&crate::policy::monitor::globs()).map_err(mlua::Error::runtime)?;
+                crate::policy::monitor::matched(&crate::policy::monitor::globs(&rt)).map_err(mlua::Error::runtime)?;
             Ok(files.into_iter().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>())
         })?,
     )?;

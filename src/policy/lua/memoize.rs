@@ -1,5 +1,6 @@
-//! `kumo.memoize(fn, { name, ttl, capacity, invalidate_with_epoch })`: a process-wide cache
-//! per `name`, shared by every Lua context and policy generation, as in KumoMTA. Keys are
+//! `kumo.memoize(fn, { name, ttl, capacity, invalidate_with_epoch })`: a cache per `name`,
+//! shared by every Lua context and policy generation of the server (it lives in the
+//! server's runtime), as in KumoMTA. Keys are
 //! the arguments as JSON; only plain values (nil, booleans, numbers, strings and tables of
 //! them) are cached — anything else (userdata, functions) is returned uncached, so a cached
 //! call never returns something different in kind from an uncached one. Entries expire after
@@ -7,11 +8,12 @@
 //! `invalidate_with_epoch` a configuration epoch bump empties the cache.
 
 use super::convert::{from_lua, to_lua};
+use crate::runtime::Epoch;
 use mlua::{Function, Lua, MultiValue, Value as LuaValue};
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The options table.
@@ -49,8 +51,7 @@ struct Cache {
 }
 
 impl Cache {
-    fn get(&mut self, key: &str) -> Option<Vec<Value>> {
-        let epoch = crate::policy::config_epoch();
+    fn get(&mut self, key: &str, epoch: u64) -> Option<Vec<Value>> {
         self.clock += 1;
         let clock = self.clock;
         let fresh = |e: &Entry| e.expires > Instant::now() && (!self.invalidate_with_epoch || e.epoch == epoch);
@@ -67,7 +68,7 @@ impl Cache {
         }
     }
 
-    fn put(&mut self, key: String, values: Vec<Value>) {
+    fn put(&mut self, key: String, values: Vec<Value>, epoch: u64) {
         if self.capacity == 0 {
             return;
         }
@@ -81,21 +82,18 @@ impl Cache {
             }
         }
         self.clock += 1;
-        let entry = Entry {
-            values,
-            expires: Instant::now() + self.ttl,
-            epoch: crate::policy::config_epoch(),
-            used: self.clock,
-        };
+        let entry = Entry { values, expires: Instant::now() + self.ttl, epoch, used: self.clock };
         self.entries.insert(key, entry);
     }
 }
 
-static CACHES: LazyLock<Mutex<HashMap<String, Arc<Mutex<Cache>>>>> = LazyLock::new(Default::default);
+/// The caches of one server, by name.
+#[derive(Default)]
+pub struct Caches(Mutex<HashMap<String, Arc<Mutex<Cache>>>>);
 
 /// The cache called `name`, made (or re-sized) with these options.
-fn cache(o: &Options) -> Arc<Mutex<Cache>> {
-    let mut all = CACHES.lock();
+fn cache(caches: &Caches, o: &Options) -> Arc<Mutex<Cache>> {
+    let mut all = caches.0.lock();
     let c = all.entry(o.name.clone()).or_insert_with(|| {
         Arc::new(Mutex::new(Cache {
             ttl: o.ttl,
@@ -128,13 +126,14 @@ fn plain(v: &LuaValue, depth: usize) -> bool {
 }
 
 /// `kumo.memoize`.
-pub fn memoize(lua: &Lua, (f, opts): (Function, LuaValue)) -> mlua::Result<Function> {
+pub fn memoize(lua: &Lua, runtime: &crate::policy::Runtime, (f, opts): (Function, LuaValue)) -> mlua::Result<Function> {
     let options: Options =
         serde_json::from_value(from_lua(lua, opts)?).map_err(|e| mlua::Error::runtime(format!("kumo.memoize: {e}")))?;
     let _ = (&options.populate_timeout, &options.retry_on_populate_timeout, &options.allow_stale_reads);
-    let cache = cache(&options);
+    let cache = cache(&runtime.memoize, &options);
+    let epoch: Epoch = runtime.epoch.clone();
     lua.create_async_function(move |lua, args: MultiValue| {
-        let (f, cache) = (f.clone(), cache.clone());
+        let (f, cache, epoch) = (f.clone(), cache.clone(), epoch.get());
         async move {
             let key = if args.iter().all(|a| plain(a, 0)) {
                 let list: mlua::Result<Vec<Value>> = args.iter().map(|a| from_lua(&lua, a.clone())).collect();
@@ -143,7 +142,7 @@ pub fn memoize(lua: &Lua, (f, opts): (Function, LuaValue)) -> mlua::Result<Funct
                 None
             };
             if let Some(k) = &key
-                && let Some(values) = cache.lock().get(k)
+                && let Some(values) = cache.lock().get(k, epoch)
             {
                 return values.iter().map(|v| to_lua(&lua, v)).collect::<mlua::Result<MultiValue>>();
             }
@@ -153,7 +152,7 @@ pub fn memoize(lua: &Lua, (f, opts): (Function, LuaValue)) -> mlua::Result<Funct
             {
                 let values: mlua::Result<Vec<Value>> = result.iter().map(|v| from_lua(&lua, v.clone())).collect();
                 if let Ok(values) = values {
-                    cache.lock().put(k, values);
+                    cache.lock().put(k, values, epoch);
                 }
             }
             Ok(result)

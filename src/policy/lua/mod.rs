@@ -12,7 +12,7 @@ mod files;
 mod inject;
 mod kumo;
 mod maps;
-mod memoize;
+pub(crate) mod memoize;
 mod serde;
 mod shaping;
 mod sources;
@@ -107,6 +107,8 @@ pub struct Host {
     validation_failures: Mutex<Vec<String>>,
     /// `kumo.define_egress_source` / `define_egress_pool`.
     defined: Mutex<defined::Defined>,
+    /// The server's shared state.
+    runtime: Arc<crate::policy::Runtime>,
 }
 
 struct Context {
@@ -141,12 +143,13 @@ impl Context {
         lua.set_memory_limit(MEMORY_LIMIT).map_err(|e| e.to_string())?;
         let deadline = Arc::new(AtomicU64::new(0));
         let d = deadline.clone();
+        let shutdown = host.runtime.shutdown.clone();
         let hook = Arc::new(move |_: &Lua, _: &mlua::debug::Debug| {
             let limit = d.load(Ordering::Relaxed);
             if limit != 0 && clock_ms() > limit {
                 return Err(mlua::Error::runtime("policy call exceeded its deadline"));
             }
-            if limit != 0 && crate::policy::shutting_down() {
+            if limit != 0 && shutdown.is_set() {
                 return Err(mlua::Error::runtime("policy call cancelled: shutting down"));
             }
             Ok(VmState::Continue)
@@ -308,7 +311,7 @@ pub struct Loaded {
 impl LuaEngine {
     /// Loads `path`, runs `pre_init` and `init` (and `validate_config` when `validate`),
     /// and returns the engine with its configuration.
-    pub async fn load(path: &Path, validate: bool) -> Result<Loaded, String> {
+    pub async fn load(path: &Path, validate: bool, runtime: &Arc<crate::policy::Runtime>) -> Result<Loaded, String> {
         if !path.exists() {
             return Err(format!("{}: policy file not found", path.display()));
         }
@@ -322,6 +325,7 @@ impl LuaEngine {
             limits: Mutex::new(PoolLimits { max_uses: 1024, max_age: Duration::from_secs(300), max_spare: 8192 }),
             validation_failures: Mutex::new(Vec::new()),
             defined: Mutex::new(defined::Defined::default()),
+            runtime: runtime.clone(),
         });
         let load_timeout = Duration::from_secs(30);
         let ctx = Context::new(&host, load_timeout).await?;

@@ -269,15 +269,16 @@ impl UserData for ConfigObject {
     }
 }
 
-/// `kumo.make_throttle(name, spec)`: a named GCRA throttle shared by the whole process.
+/// `kumo.make_throttle(name, spec)`: a named throttle shared by the whole server.
 pub struct LuaThrottle {
     pub name: String,
     pub spec: crate::shaping::throttle::ThrottleSpec,
+    pub throttles: std::sync::Arc<dyn crate::shaping::throttle::Throttler>,
 }
 
 impl LuaThrottle {
     fn take(&self) -> Option<std::time::Duration> {
-        crate::shaping::throttle::policy_throttles().acquire(&self.name, self.spec).err()
+        self.throttles.acquire(&self.name, self.spec).err()
     }
 }
 

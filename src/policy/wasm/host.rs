@@ -25,6 +25,8 @@ pub struct HostState {
     pub init: Option<InitConfig>,
     /// `--set` settings.
     pub settings: std::sync::Arc<crate::policy::loader::Settings>,
+    /// The server's shared state.
+    pub runtime: std::sync::Arc<crate::policy::Runtime>,
 }
 
 impl WasiView for HostState {
@@ -181,7 +183,7 @@ impl host::Host for HostState {
         if domain.len() > 255 {
             return Ok(Err("lookup-mx: a domain name is at most 255 octets".into()));
         }
-        let dns = crate::dns::global();
+        let dns = self.runtime.dns();
         Ok(crate::policy::host::lookup_mx(&*dns, &domain)
             .await
             .map(|mx| host::MxAnswer { site_name: mx.site_name, hosts: mx.hosts })
@@ -195,7 +197,7 @@ impl host::Host for HostState {
             Ok(s) => s,
             Err(e) => return Ok(Err(format!("throttle: {e}"))),
         };
-        Ok(Ok(match crate::shaping::throttle::policy_throttles().acquire(&name, spec) {
+        Ok(Ok(match self.runtime.throttles.acquire(&name, spec) {
             Ok(()) => None,
             Err(wait) => Some(wait.as_millis().max(1) as u64),
         }))
@@ -206,10 +208,10 @@ impl host::Host for HostState {
         source: String,
         site: String,
     ) -> wasmtime::Result<Option<String>> {
-        let Some(files) = crate::policy::core_shaping() else { return Ok(None) };
+        let Some(files) = self.runtime.core_shaping() else { return Ok(None) };
         let options = crate::shaping::store::LoadOptions::default();
-        let Ok(loaded) = crate::shaping::store::load(&files, &options).await else { return Ok(None) };
-        let dns = crate::dns::global();
+        let dns = self.runtime.dns();
+        let Ok(loaded) = self.runtime.shaping.load(&files, &options, dns.as_ref()).await else { return Ok(None) };
         let params = loaded.shaping.egress_path_params(&domain, &source, &site, dns.as_ref()).await;
         Ok(Some(serde_json::Value::Object(params).to_string()))
     }

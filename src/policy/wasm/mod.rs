@@ -110,6 +110,7 @@ pub struct WasmEngine {
     pool: Mutex<Vec<Live>>,
     options: WasmOptions,
     settings: Arc<crate::policy::loader::Settings>,
+    runtime: Arc<crate::policy::Runtime>,
     breaker: Breaker,
     metrics: Metrics,
 }
@@ -134,7 +135,11 @@ pub(crate) fn rejection(r: types::Rejection) -> PolicyError {
 
 impl WasmEngine {
     /// Compiles (off the async workers) and links the component at `path`.
-    pub async fn load(path: &Path, options: WasmOptions) -> Result<WasmEngine, String> {
+    pub async fn load(
+        path: &Path,
+        options: WasmOptions,
+        runtime: &Arc<crate::policy::Runtime>,
+    ) -> Result<WasmEngine, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let name = format!("wasm:{}", path.display());
         let started = Instant::now();
@@ -169,6 +174,7 @@ impl WasmEngine {
             pool: Mutex::new(vec![]),
             options,
             settings: Default::default(),
+            runtime: runtime.clone(),
             breaker: Breaker::new(options.breaker),
             metrics: Metrics::new(&label),
         };
@@ -190,6 +196,7 @@ impl WasmEngine {
             plugin: self.info.name.clone(),
             init: None,
             settings: self.settings.clone(),
+            runtime: self.runtime.clone(),
         };
         let mut store = Store::new(engine(self.options.fuel.is_some()), state);
         store.limiter(|s| s.limiter());
@@ -199,7 +206,7 @@ impl WasmEngine {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
             // a shutdown cancels calls in flight (T-54)
-            if Instant::now() > ctx.data().deadline || crate::policy::shutting_down() {
+            if Instant::now() > ctx.data().deadline || ctx.data().runtime.shutdown.is_set() {
                 Ok(UpdateDeadline::Interrupt)
             } else {
                 Ok(UpdateDeadline::Yield(1))

@@ -382,7 +382,7 @@ impl Session {
 
     fn policy_reply(&mut self, out: &mut Vec<u8>, err: PolicyError, command: &str) -> Next {
         let reply = err.reply();
-        if matches!(err, PolicyError::Failed { .. }) && crate::policy::shutting_down() {
+        if matches!(err, PolicyError::Cancelled { .. }) {
             // the hook was cancelled by the shutdown (T-54): 421 and close
             self.reply(out, reply, Some(command.to_string()));
             return Next::Close;
