@@ -300,8 +300,8 @@ local dns = require 'kumo.dns'
 {init}
 kumo.on('smtp_server_mail_from', function(sender)
   local mx = kumo.dns.lookup_mx('example.com')
+  -- IPv4 first, as KumoMTA answers: configs take addrs[1] as the IPv4 address
   local addrs = kumo.dns.lookup_addr('host.example.com')
-  table.sort(addrs)
   local txt = kumo.dns.lookup_txt('example.com')
   local ptr = dns.lookup_ptr('192.0.2.1')
   local listed, why = kumo.dns.rbl_lookup('127.0.0.2', 'bl.example')
@@ -495,15 +495,29 @@ end)
         "{text}"
     );
     assert!(text.contains("kumo.aaa.configure_acct_log is accepted but has no effect"), "{text}");
-    // KumoMTA registers any event name: one it never calls is a note, not a failure
+    // KumoMTA registers any event name: one it never calls is a note, not a failure; the
+    // shaping helper's shaper has KumoMTA's should_enqueue_log_record
     let good = policy.replace("kumo.set_meta_everywhere(msg)", "msg:set_meta('x', 1)")
-        + "kumo.on('http_request', function(request) end)\n";
+        + "kumo.on('http_request', function(request) end)\n"
+        + "local shaping = require 'policy-extras.shaping'\n"
+        + "local shaper = shaping:setup_with_automation { extra_files = { '/opt/kumomta/share/policy-extras/shaping.toml' } }\n"
+        + "kumo.on('should_enqueue_log_record', shaper.should_enqueue_log_record)\n";
     let path = write(d, "good.lua", &good);
     let (ok, text) = check(&path);
     assert!(ok, "{text}");
     assert!(text.contains("note:") && text.contains("kumo.aaa.configure_acct_log"), "{text}");
     assert!(text.contains("'http_request' is not an event KumoMTA or wasmta calls"), "{text}");
     assert_eq!(text.matches("kumo.aaa.configure_acct_log").count(), 1, "listed once: {text}");
+    // a handler that is not a function names the line, not `bad argument #2 to ?`
+    let nil_handler = good.clone() + "kumo.on('smtp_server_ehlo', shaper.no_such_field)\n";
+    let line = nil_handler.lines().count();
+    let path = write(d, "nil.lua", &nil_handler);
+    let (ok, text) = check(&path);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!("nil.lua:{line}: kumo.on('smtp_server_ehlo', ...): the handler is nil, not a function")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -64,10 +64,12 @@ pub async fn lookup_mx(dns: &dyn Dns, domain: &str) -> Result<MxInfo, String> {
 
 /// The addresses of `name` (IPv4 and IPv6); an error when there are none.
 pub async fn lookup_addr(dns: &dyn Dns, name: &str) -> Result<Vec<IpAddr>, String> {
-    let addrs = dns.ip(name).await?;
+    let mut addrs = dns.ip(name).await?;
     if addrs.is_empty() {
         return Err(format!("{name}: no addresses (NXDOMAIN or no A/AAAA records)"));
     }
+    // IPv4 first, as KumoMTA answers (`{"127.0.0.1", "::1"}`); configs index [1]
+    addrs.sort_by_key(|a| a.is_ipv6());
     Ok(addrs)
 }
 

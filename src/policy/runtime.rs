@@ -28,6 +28,7 @@ pub struct Runtime {
     /// Connection limits by name (`additional_connection_limits`).
     pub named_limits: Arc<NamedLimits>,
     dns: OnceLock<Arc<dyn Dns>>,
+    system_dns: OnceLock<Arc<dyn Dns>>,
     core_shaping: OnceLock<Vec<String>>,
     reloader: OnceLock<Weak<Reloader>>,
     injector: OnceLock<Weak<dyn Injector>>,
@@ -36,8 +37,8 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// A fresh runtime: epoch 0, in-process throttles, no resolver yet (lookups answer
-    /// NXDOMAIN until [`Runtime::set_dns`]).
+    /// A fresh runtime: epoch 0, in-process throttles, no resolver yet (the system's
+    /// answers until [`Runtime::set_dns`]).
     pub fn new() -> Arc<Runtime> {
         let epoch = Epoch::default();
         Arc::new(Runtime {
@@ -47,6 +48,7 @@ impl Runtime {
             throttles: Arc::new(Throttles::default()),
             named_limits: Arc::new(NamedLimits::default()),
             dns: OnceLock::new(),
+            system_dns: OnceLock::new(),
             core_shaping: OnceLock::new(),
             reloader: OnceLock::new(),
             injector: OnceLock::new(),
@@ -60,10 +62,21 @@ impl Runtime {
         let _ = self.dns.set(dns);
     }
 
-    /// The resolver: the configured one, or one answering NXDOMAIN for everything (while
-    /// `wasmta check` runs a policy, no lookup reaches the network).
+    /// The resolver: the configured one; before `init` has configured one (lookups made
+    /// by `init` itself, `wasmta check`), the system's, as KumoMTA's would be.
     pub fn dns(&self) -> Arc<dyn Dns> {
-        self.dns.get().cloned().unwrap_or_else(|| Arc::new(TestZones::default()))
+        if let Some(d) = self.dns.get() {
+            return d.clone();
+        }
+        self.system_dns
+            .get_or_init(|| match crate::dns::HickoryDns::system() {
+                Ok(d) => Arc::new(d),
+                Err(e) => {
+                    tracing::warn!("dns: no system resolver ({e}); lookups answer NXDOMAIN");
+                    Arc::new(TestZones::default())
+                }
+            })
+            .clone()
     }
 
     /// Sets the deployment's shaping files (`config.use-shaping`); the first call wins.

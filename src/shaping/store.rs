@@ -18,6 +18,8 @@ use std::sync::{Arc, Weak};
 /// The name of wasmta's default shaping file, built into the binary.
 pub const DEFAULT_SHAPING: &str = "wasmta:default-shaping.toml";
 const DEFAULT_SHAPING_TEXT: &str = include_str!("../../policy/shaping.toml");
+/// Where KumoMTA installs its default shaping file; configs name it in `extra_files`.
+pub const KUMOMTA_DEFAULT_SHAPING: &str = "/opt/kumomta/share/policy-extras/shaping.toml";
 
 /// What a load option does with a kind of problem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -85,24 +87,26 @@ pub async fn load_uncached(paths: &[String], options: &LoadOptions, dns: &dyn Dn
     let mut local = vec![];
     let mut hasher = crc32fast::Hasher::new();
     for path in paths {
-        let text = if path == DEFAULT_SHAPING {
-            DEFAULT_SHAPING_TEXT.to_string()
-        } else if path.starts_with("http://") || path.starts_with("https://") {
-            if !options.skip_remote {
-                let text = format!("{path}: remote shaping files are not fetched by wasmta (remote_load)");
-                sort(options.remote_load, text, &mut errors, &mut warnings);
-            }
-            continue;
-        } else {
-            local.push(PathBuf::from(path));
-            match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => {
-                    sort(options.local_load, format!("{path}: {e}"), &mut errors, &mut warnings);
-                    continue;
+        let text =
+            if path == DEFAULT_SHAPING || (path == KUMOMTA_DEFAULT_SHAPING && !std::path::Path::new(path).exists()) {
+                // KumoMTA's packaged default, where it is not installed: ours stands in
+                DEFAULT_SHAPING_TEXT.to_string()
+            } else if path.starts_with("http://") || path.starts_with("https://") {
+                if !options.skip_remote {
+                    let text = format!("{path}: remote shaping files are not fetched by wasmta (remote_load)");
+                    sort(options.remote_load, text, &mut errors, &mut warnings);
                 }
-            }
-        };
+                continue;
+            } else {
+                local.push(PathBuf::from(path));
+                match std::fs::read_to_string(path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        sort(options.local_load, format!("{path}: {e}"), &mut errors, &mut warnings);
+                        continue;
+                    }
+                }
+            };
         hasher.update(text.as_bytes());
         match ShapingFile::parse(path, &text) {
             Ok(f) => files.push(f),

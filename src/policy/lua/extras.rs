@@ -14,6 +14,7 @@ const MODULES: &[(&str, &str)] = &[
     ("policy-extras.rollup", include_str!("extras/rollup.lua")),
     ("policy-extras.log_hooks", include_str!("extras/log_hooks.lua")),
     ("policy-extras.dkim_sign", include_str!("extras/dkim_sign.lua")),
+    ("policy-extras.docker_utils", include_str!("extras/docker_utils.lua")),
 ];
 
 /// Sets `package.path` and registers the embedded modules.

@@ -137,7 +137,15 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
 }
 
 /// `kumo.on(name, fn)`.
-fn on(lua: &Lua, (name, func): (String, Function)) -> mlua::Result<()> {
+fn on(lua: &Lua, (name, func): (String, LuaValue)) -> mlua::Result<()> {
+    let LuaValue::Function(func) = func else {
+        // e.g. `kumo.on('x', helper.field_that_does_not_exist)`
+        return Err(mlua::Error::runtime(format!(
+            "{}: kumo.on('{name}', ...): the handler is {}, not a function",
+            caller_site(lua),
+            func.type_name()
+        )));
+    };
     if phase(lua) != Phase::Load {
         return Err(mlua::Error::runtime(format!(
             "kumo.on('{name}') may only be called while the policy is being loaded, not from inside an event handler"

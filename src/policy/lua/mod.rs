@@ -364,7 +364,7 @@ impl LuaEngine {
                 }
                 None if is_user_defined_name(name) || custom.contains(name) || name == "message_requeued" => {}
                 // KumoMTA registers any name; one close to a real event is most likely a typo
-                None => match Event::ALL.iter().find(|e| strsim::damerau_levenshtein(e.name(), name) <= 3) {
+                None => match Event::ALL.iter().find(|e| strsim::damerau_levenshtein(e.name(), name) <= 1) {
                     Some(e) => problems.push(format!(
                         "{site}: unknown event '{name}' (not a wasmta/KumoMTA event; did you mean '{}'?)",
                         e.name()

@@ -40,10 +40,11 @@ local BLOCK_KEYS = {
   header_canonicalization = 'string', body_canonicalization = 'string',
 }
 local SIGNATURE_KEYS = utils.merge_into(BLOCK_KEYS, { domain = 'string' })
-local BASE_KEYS = {
-  selector = 'string', headers = 'list', additional_signatures = 'list', vault_mount = 'string',
-  vault_path_prefix = 'string', header_canonicalization = 'string', body_canonicalization = 'string',
-}
+-- [base] holds the defaults of every block (its algo, filename, ... apply where a block
+-- does not say), plus the keys only it has
+local BASE_KEYS = utils.merge_into(BLOCK_KEYS, {
+  additional_signatures = 'list', vault_mount = 'string', vault_path_prefix = 'string',
+})
 
 local function label(file, i)
   return type(file) == 'table' and string.format('inline table #%d', i) or file

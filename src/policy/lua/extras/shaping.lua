@@ -5,7 +5,7 @@ local mod = {}
 
 local DEFAULT_FILE = 'wasmta:default-shaping.toml'
 
--- Returns { get_egress_path_config, setup_publish, load_shaping_data }.
+-- Returns { get_egress_path_config, setup_publish, load_shaping_data, should_enqueue_log_record }.
 function mod:setup_with_automation(options)
   options = options or {}
   for _, unsupported in ipairs({ 'publish', 'subscribe' }) do
@@ -47,6 +47,11 @@ function mod:setup_with_automation(options)
     get_egress_path_config = get_egress_path_config,
     setup_publish = function() end,
     load_shaping_data = load_shaping_data,
+    -- KumoMTA's publishes log records to TSA; without TSA no hook record is claimed, so
+    -- other should_enqueue_log_record handlers decide
+    should_enqueue_log_record = function(msg, hook_name)
+      return nil
+    end,
   }
 end
 
