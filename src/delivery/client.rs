@@ -16,8 +16,9 @@ use tokio::net::{TcpSocket, TcpStream};
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-/// A failure of the connection itself (not a reply to a command).
-#[derive(Debug, Clone)]
+/// A failure of the connection itself (not a reply to a command); its reply is logged.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", reply.to_line())]
 pub struct TransportError {
     /// The synthesized reply logged for it (`KumoMTA internal: ...` text).
     pub reply: Reply,

@@ -1,6 +1,7 @@
 //! What policy code asks of the host, the same for every engine: DNS lookups through the
-//! server's resolver (the test resolver in tests, never the network there). The Lua
-//! `kumo.dns.*` functions and the Wasm `lookup-mx` import both call these.
+//! server's resolver (the test resolver in tests, never the network there) and the
+//! egress path options the deployment's shaping files give. The Lua `kumo.*` functions,
+//! the Wasm host imports and the dispatcher all call these.
 
 use crate::dns::mx::{SiteError, resolve_site};
 use crate::dns::{Dns, MxAnswer, ptr_name};
@@ -114,6 +115,21 @@ pub async fn rbl_lookup(dns: &dyn Dns, ip: IpAddr, base: &str) -> Result<Option<
     let Some(listed) = addrs.first() else { return Ok(None) };
     let reason = dns.txt(&name).await?.and_then(|t| t.into_iter().next());
     Ok(Some((listed.to_string(), reason)))
+}
+
+/// The egress path options the deployment's core shaping files (`config.use-shaping`)
+/// give `domain`/`source`/`site`; `None` when the deployment has none.
+pub async fn shaped_egress_params(
+    runtime: &super::Runtime,
+    domain: &str,
+    source: &str,
+    site: &str,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, String> {
+    let Some(files) = runtime.core_shaping() else { return Ok(None) };
+    let options = crate::shaping::store::LoadOptions::default();
+    let dns = runtime.dns();
+    let loaded = runtime.shaping.load(&files, &options, dns.as_ref()).await.map_err(|e| format!("shaping: {e}"))?;
+    Ok(Some(loaded.shaping.egress_path_params(domain, source, site, dns.as_ref()).await))
 }
 
 #[cfg(test)]

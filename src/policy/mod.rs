@@ -328,18 +328,12 @@ impl Policy {
         site: &str,
     ) -> Result<EgressPathConfig, PolicyError> {
         let event = Event::GetEgressPathConfig;
-        let Some(files) = self.runtime.core_shaping() else {
+        let shaped = host::shaped_egress_params(&self.runtime, routing_domain, source, site)
+            .await
+            .map_err(|message| PolicyError::Failed { event: event.name(), message })?;
+        let Some(mut params) = shaped else {
             return self.decoded(event, Args::EgressPath { routing_domain, source, site }).await;
         };
-        let options = crate::shaping::store::LoadOptions::default();
-        let dns = self.runtime.dns();
-        let loaded = self
-            .runtime
-            .shaping
-            .load(&files, &options, dns.as_ref())
-            .await
-            .map_err(|e| PolicyError::Failed { event: event.name(), message: format!("shaping: {e}") })?;
-        let mut params = loaded.shaping.egress_path_params(routing_domain, source, site, dns.as_ref()).await;
         match self.call(event, Args::EgressPath { routing_domain, source, site }).await? {
             Some(Value::Object(over)) => crate::shaping::merge::merge_params(&mut params, &over),
             None | Some(Value::Null) => {}

@@ -78,12 +78,14 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
-/// Why a policy call did not produce a value.
-#[derive(Debug, Clone)]
+/// Why a policy call did not produce a value; each kind has its own wire reply.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
     /// The policy refused.
+    #[error("rejected: {0}")]
     Rejected(Rejection),
     /// The handler failed (runtime error, trap, deadline): fail closed and temporary.
+    #[error("{event} failed: {message}")]
     Failed {
         /// Event name.
         event: &'static str,
@@ -91,6 +93,7 @@ pub enum PolicyError {
         message: String,
     },
     /// The call was cancelled because the server is stopping.
+    #[error("{event} cancelled: the server is stopping")]
     Cancelled {
         /// Event name.
         event: &'static str,
@@ -105,16 +108,6 @@ impl PolicyError {
             // a hook cancelled by the shutdown (T-54): come back later, elsewhere
             PolicyError::Cancelled { .. } => Reply::new(421, "4.3.2", "shutting down, policy call cancelled"),
             PolicyError::Failed { .. } => Reply::new(451, "4.3.0", "temporary policy failure, try again later"),
-        }
-    }
-}
-
-impl fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PolicyError::Rejected(r) => write!(f, "rejected: {r}"),
-            PolicyError::Failed { event, message } => write!(f, "{event} failed: {message}"),
-            PolicyError::Cancelled { event } => write!(f, "{event} cancelled: the server is stopping"),
         }
     }
 }

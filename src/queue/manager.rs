@@ -1,23 +1,20 @@
-//! The queue manager: owns the scheduled and ready queues, promotes due messages
-//! (queue config → egress pool and source → site → ready queue), and turns delivery
-//! outcomes into log records, spool removals and retries with KumoMTA's backoff.
+//! The queue manager: owns the scheduled and ready queues and promotes due messages
+//! (queue config → egress pool and source → site → ready queue). What becomes of a
+//! message after an attempt is `disposition`; the deferred queue's injection is `deferred`.
 
 use super::ready::{ReadyKind, ReadyQueue, ReadySpec};
-use super::retry;
 use super::scheduled::ScheduledQueue;
 use crate::config::egress::{EgressPool, EgressSource};
 use crate::config::queue::{Protocol, QueueConfig, RefreshStrategy, SmtpProtocol};
-use crate::delivery::client::MessageResult;
 use crate::dns::Dns;
 use crate::dns::mx::{Site, SiteError, resolve_site};
-use crate::logs::{LogRecord, Logs, PeerAddress, RecordType, Response};
-use crate::message::{EnvelopeAddress, Message};
+use crate::logs::{Logs, PeerAddress};
+use crate::message::Message;
 use crate::policy::{Policy, PolicyError};
 use crate::protocol::Reply;
 use crate::shaping::throttle::Throttler;
 use crate::spool::Spool;
 use parking_lot::Mutex;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -96,7 +93,7 @@ impl Drop for Counted {
 #[derive(Clone)]
 pub struct QueueManager(Arc<Shared>);
 
-fn unix_now() -> i64 {
+pub(super) fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
@@ -165,7 +162,7 @@ impl Shared {
         Counted::new(&self.delivering)
     }
 
-    fn insert(self: &Arc<Self>, message: Message, reason: InsertReason) {
+    pub(super) fn insert(self: &Arc<Self>, message: Message, reason: InsertReason) {
         let due = message.due().map(|t| t - unix_now()).filter(|d| *d > 0);
         let mut at = due.map(|d| Instant::now() + Duration::from_secs(d as u64)).unwrap_or_else(Instant::now);
         if let Some(wait) = scheduling_wait(&message) {
@@ -174,7 +171,7 @@ impl Shared {
         self.insert_at(message, at, reason);
     }
 
-    fn insert_at(self: &Arc<Self>, message: Message, due: Instant, reason: InsertReason) {
+    pub(super) fn insert_at(self: &Arc<Self>, message: Message, due: Instant, reason: InsertReason) {
         let name = message.queue_name();
         tracing::trace!("queue {name}: insert {} ({reason:?})", message.id());
         // KumoMTA's `null` queue discards, wherever the queue meta was set (reception,
@@ -237,7 +234,7 @@ impl Shared {
         Ok(c)
     }
 
-    fn cached_config(&self, name: &str) -> QueueConfig {
+    pub(super) fn cached_config(&self, name: &str) -> QueueConfig {
         if name == super::DEFERRED_QUEUE {
             return super::deferred_queue_config();
         }
@@ -375,7 +372,7 @@ impl Shared {
     }
 
     /// The ready queue `name`, created (with its egress path config) on first use.
-    async fn ready_queue(&self, spec: ReadySpec) -> Result<Arc<ReadyQueue>, PolicyError> {
+    pub(super) async fn ready_queue(&self, spec: ReadySpec) -> Result<Arc<ReadyQueue>, PolicyError> {
         if let Some(rq) = self.ready.lock().get(&spec.name).cloned() {
             return Ok(rq);
         }
@@ -387,7 +384,12 @@ impl Shared {
 
     /// Inserts into a ready queue; when it is full (ReadyQueueWasFull) the scheduled queue
     /// waits for room.
-    async fn insert_ready(self: &Arc<Self>, queue: &Arc<ScheduledQueue>, rq: &Arc<ReadyQueue>, message: Message) {
+    pub(super) async fn insert_ready(
+        self: &Arc<Self>,
+        queue: &Arc<ScheduledQueue>,
+        rq: &Arc<ReadyQueue>,
+        message: Message,
+    ) {
         let mut message = message;
         while let Err(back) = rq.insert(self, message) {
             message = back;
@@ -396,263 +398,6 @@ impl Shared {
                 return;
             }
             rq.wait_for_space().await;
-        }
-    }
-
-    /// Promotion for `deferred_smtp_inject.kumomta.internal`: the `unspecified` source and a
-    /// ready queue drained by the deferred injector.
-    async fn promote_deferred(self: &Arc<Self>, queue: &Arc<ScheduledQueue>, message: Message) {
-        let deferred = super::DEFERRED_QUEUE.to_string();
-        let name = format!("unspecified->{deferred}@defersmtpinject");
-        let site = Site { name: deferred.clone(), hosts: vec![], from_dns: false };
-        let spec = ReadySpec {
-            name,
-            kind: ReadyKind::DeferredInjection,
-            site,
-            source: EgressSource::unspecified(),
-            pool: "unspecified".into(),
-            routing_domain: deferred,
-            maildir: None,
-        };
-        let made = self.ready_queue(spec).await;
-        match made {
-            Ok(rq) => self.insert_ready(queue, &rq, message).await,
-            Err(e) => {
-                let reply = Reply::new(451, "4.3.0", format!("KumoMTA internal: get_egress_path_config: {e}"));
-                self.transient(At::default(), message, &reply, "").await
-            }
-        }
-    }
-
-    /// Runs `smtp_server_message_deferred_inject` for one message and acts on the answer:
-    /// rebind into its normal queue, bounce (5xx rejection) or retry (anything else).
-    pub(crate) async fn deferred_inject(self: &Arc<Self>, rq: &ReadyQueue, message: Message) {
-        message.set_meta("queue", Value::Null);
-        let conn = crate::policy::ConnMeta::new(message.meta());
-        let at = At { rq: Some(rq), peer: None };
-        match self.policy.deferred_inject(&message, &conn).await {
-            Ok(()) => {
-                let reply = Reply::plain(250, "ok");
-                let r =
-                    self.record(RecordType::DeferredInjectionRebind, &message, &message.recipients(), &reply, "", at);
-                self.logs.log(r, Some(&message));
-                message.set_due(None);
-                self.persist(&message).await;
-                self.insert(message, InsertReason::Received);
-            }
-            Err(PolicyError::Rejected(r)) if r.is_permanent() => {
-                let reply = r.reply();
-                let rec = self.record(RecordType::Bounce, &message, &message.recipients(), &reply, "", at);
-                self.fail(rec, &message).await;
-            }
-            Err(e) => {
-                message.set_meta("queue", super::DEFERRED_QUEUE.into());
-                let reply = match e {
-                    PolicyError::Rejected(r) => r.reply(),
-                    PolicyError::Failed { message: text, .. } => Reply::plain(450, text),
-                    cancelled @ PolicyError::Cancelled { .. } => Reply::plain(450, cancelled.to_string()),
-                };
-                self.transient(at, message, &reply, "").await;
-            }
-        }
-    }
-
-    /// A record for a message outside any delivery attempt (admin actions).
-    pub(crate) fn record_plain(&self, kind: RecordType, message: &Message, reply: &Reply) -> LogRecord {
-        self.record(kind, message, &message.recipients(), reply, "", At::default())
-    }
-
-    fn record(
-        &self,
-        kind: RecordType,
-        message: &Message,
-        recipients: &[EnvelopeAddress],
-        reply: &Reply,
-        command: &str,
-        at: At<'_>,
-    ) -> LogRecord {
-        let cmd = (!command.is_empty()).then(|| command.to_string());
-        let mut r = LogRecord::for_message(kind, message, Response::from_reply(reply, cmd));
-        r.recipient = match recipients {
-            [one] => Value::String(one.email()),
-            many => Value::Array(many.iter().map(|a| Value::String(a.email())).collect()),
-        };
-        if let Some(rq) = at.rq {
-            r.site = rq.name.clone();
-            r.egress_pool = Some(rq.pool.clone());
-            r.egress_source = Some(rq.source.name.clone());
-        }
-        r.peer_address = at.peer.cloned();
-        r.delivery_protocol = Some(at.rq.map_or(ReadyKind::Smtp, |rq| rq.kind).delivery_protocol().into());
-        r
-    }
-
-    /// Applies the replies of one delivery attempt.
-    pub(crate) async fn outcome(
-        self: &Arc<Self>,
-        rq: &ReadyQueue,
-        message: Message,
-        peer: Option<&PeerAddress>,
-        tls: Option<(String, String)>,
-        mut result: MessageResult,
-    ) {
-        super::rewrite::apply(&self.policy, &message, &mut result).await;
-        let mut delivered = vec![];
-        let mut bounced: Vec<(EnvelopeAddress, Reply, &str)> = vec![];
-        let mut transient: Vec<(EnvelopeAddress, Reply, &str)> = vec![];
-        for (rcpt, reply, cmd) in result.recipients {
-            match reply.code {
-                200..=299 => delivered.push((rcpt, reply, cmd)),
-                500..=599 => bounced.push((rcpt, reply, cmd)),
-                _ => transient.push((rcpt, reply, cmd)),
-            }
-        }
-        if !delivered.is_empty() {
-            let rcpts: Vec<_> = delivered.iter().map(|d| d.0.clone()).collect();
-            let mut r = self.record(
-                RecordType::Delivery,
-                &message,
-                &rcpts,
-                &delivered[0].1,
-                delivered[0].2,
-                At { rq: Some(rq), peer },
-            );
-            r.num_attempts = message.num_attempts() + 1;
-            crate::metrics::core::delivered().fetch_add(1, Ordering::Relaxed);
-            if let Some((cipher, version)) = tls {
-                r.tls_cipher = Some(cipher);
-                r.tls_protocol_version = Some(version);
-            }
-            self.logs.log_written(r, Some(&message)).await;
-        }
-        for (rcpt, reply, cmd) in &bounced {
-            self.automation.observe(rq, &message, reply);
-            crate::metrics::core::failed().fetch_add(1, Ordering::Relaxed);
-            let mut r = self.record(
-                RecordType::Bounce,
-                &message,
-                std::slice::from_ref(rcpt),
-                reply,
-                cmd,
-                At { rq: Some(rq), peer },
-            );
-            r.num_attempts = message.num_attempts() + 1;
-            self.logs.log_written(r, Some(&message)).await;
-        }
-        if transient.is_empty() {
-            if let Err(e) = self.spool.remove(message.id()).await {
-                tracing::error!("spool: removing delivered message {}: {e}", message.id());
-            }
-            return;
-        }
-        if !delivered.is_empty() || !bounced.is_empty() {
-            message.set_recipients(transient.iter().map(|t| t.0.clone()).collect());
-        }
-        let (_, reply, cmd) = transient.remove(0);
-        self.transient(At { rq: Some(rq), peer }, message, &reply, cmd).await;
-    }
-
-    /// Bounces a message from a ready queue: Bounce record, removal from the spool.
-    pub(crate) async fn bounce(
-        &self,
-        rq: &ReadyQueue,
-        message: Message,
-        reply: &Reply,
-        command: &str,
-        peer: Option<&PeerAddress>,
-    ) {
-        self.automation.observe(rq, &message, reply);
-        let mut r =
-            self.record(RecordType::Bounce, &message, &message.recipients(), reply, command, At { rq: Some(rq), peer });
-        r.num_attempts = message.num_attempts() + 1;
-        self.fail(r, &message).await;
-    }
-
-    async fn bounce_unqueued(&self, message: Message, reply: &Reply, pool: &str, source: &str) {
-        let mut r = self.record(RecordType::Bounce, &message, &message.recipients(), reply, "", At::default());
-        r.egress_pool = Some(pool.to_string());
-        r.egress_source = Some(source.to_string());
-        self.fail(r, &message).await;
-    }
-
-    /// Ends a message that failed for good (Bounce, Expiration, AdminBounce): its record,
-    /// `total_messages_fail`, and its removal from the spool.
-    pub(crate) async fn fail(&self, record: LogRecord, message: &Message) {
-        crate::metrics::core::failed().fetch_add(1, Ordering::Relaxed);
-        // written before the spool forgets the message: a crash cannot lose the record
-        self.logs.log_written(record, Some(message)).await;
-        if let Err(e) = self.spool.remove(message.id()).await {
-            tracing::error!("spool: removing failed message {}: {e}", message.id());
-        }
-    }
-
-    /// A transient failure: TransientFailure record, `requeue_message`, then either a
-    /// re-route, an Expiration, or a retry on the backoff schedule.
-    pub(crate) async fn transient(self: &Arc<Self>, at: At<'_>, message: Message, reply: &Reply, command: &str) {
-        if let Some(rq) = at.rq
-            && rq.kind == ReadyKind::Smtp
-        {
-            self.automation.observe(rq, &message, reply);
-        }
-        crate::metrics::core::transfailed().fetch_add(1, Ordering::Relaxed);
-        let attempts = message.num_attempts();
-        message.set_num_attempts(attempts + 1);
-        let r = self.record(RecordType::TransientFailure, &message, &message.recipients(), reply, command, at);
-        self.logs.log(r, Some(&message));
-
-        let queue = message.queue_name();
-        let config = self.cached_config(&queue);
-        let delay = retry::with_jitter(
-            retry::delay_for_attempt(config.retry_interval, config.max_retry_interval, attempts),
-            config.retry_interval,
-            rand::random_range(-1.0..=1.0),
-        );
-        let context = ["LoggedTransientFailure".to_string()];
-        match self.policy.requeue_message(&message, &reply.to_line(), &context, true, Some(delay.as_secs_f64())).await {
-            Err(PolicyError::Rejected(rejection)) => {
-                let reply = rejection.reply();
-                let r = self.record(RecordType::Bounce, &message, &message.recipients(), &reply, "", at);
-                return self.fail(r, &message).await;
-            }
-            Err(e) => tracing::error!("requeue_message for {}: {e}", message.id()),
-            Ok(()) => {}
-        }
-        if message.queue_name() != queue {
-            message.set_due(None);
-            self.store(&message).await;
-            self.insert(message, InsertReason::LoggedTransientFailure);
-            return;
-        }
-        let age = (chrono::Utc::now() - message.id().created()).to_std().unwrap_or_default();
-        // a per-message `expires` (set_scheduling) replaces the queue's max_age
-        let max_age = match message.scheduling().and_then(|s| s.expires) {
-            Some(expires) => (expires - message.id().created()).to_std().unwrap_or_default(),
-            None => config.max_age,
-        };
-        if retry::would_expire(age, delay, max_age) {
-            let text = retry::expiration_text(age + delay, max_age);
-            let reply = Reply::new(551, "5.4.7", text);
-            let r = self.record(RecordType::Expiration, &message, &message.recipients(), &reply, "", at);
-            return self.fail(r, &message).await;
-        }
-        let due = Instant::now() + delay;
-        message.set_due(Some(unix_now() + delay.as_secs_f64().ceil() as i64));
-        self.store(&message).await;
-        self.insert_at(message, due, InsertReason::LoggedTransientFailure);
-    }
-
-    /// Stores the message after a transient failure (when a `deferred_spool` message is
-    /// first written).
-    async fn store(&self, message: &Message) {
-        if let Err(e) = self.spool.store(message).await {
-            tracing::error!("spool: storing {} failed: {e}; it stays scheduled in memory", message.id());
-        }
-    }
-
-    /// Stores the message's new meta, attempt count and due time, if the spool holds it.
-    async fn persist(&self, message: &Message) {
-        if let Err(e) = self.spool.update(message).await {
-            tracing::error!("spool: updating {} failed: {e}; it stays scheduled in memory", message.id());
         }
     }
 }
@@ -716,7 +461,9 @@ async fn reap_ready_queues(shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::EnvelopeAddress;
     use crate::policy::{Args, DisconnectMode, Engine, Event, Rejection};
+    use serde_json::Value;
 
     /// A policy whose deferred-inject handler always tempfails, noting when it ran.
     struct AlwaysLater(Mutex<Vec<Instant>>, tokio::sync::Notify, crate::policy::EngineInfo);

@@ -4,6 +4,8 @@
 
 pub mod admin;
 pub mod automation;
+mod deferred;
+mod disposition;
 pub mod manager;
 pub mod ready;
 pub mod retry;

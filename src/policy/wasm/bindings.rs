@@ -11,6 +11,8 @@ wasmtime::component::bindgen!({
         default: trappable,
     },
     exports: { default: async },
+    // records become the JSON the `config` types decode by their field names (records.rs)
+    additional_derives: [serde::Serialize, serde::Deserialize],
     with: {
         "wasmta:policy/types.message": crate::message::Message,
         "wasmta:policy/types.conn-meta": crate::policy::ConnMeta,

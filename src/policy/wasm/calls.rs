@@ -8,9 +8,10 @@ use super::bindings::exports::wasmta::policy::{
 };
 use super::bindings::wasmta::policy::types;
 use super::host::HostState;
+use super::records;
 use crate::message::{EnvelopeAddress, Message};
 use crate::policy::{Args, ConnMeta, Event, PolicyError};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use wasmtime::Store;
 use wasmtime::component::{Instance, Resource};
 
@@ -67,123 +68,6 @@ type Answer = Result<Option<Value>, types::Rejection>;
 
 fn address(a: &EnvelopeAddress) -> types::EnvelopeAddress {
     types::EnvelopeAddress { user: a.user().to_string(), domain: a.domain().to_string(), email: a.email() }
-}
-
-fn put<T: serde::Serialize>(m: &mut Map<String, Value>, key: &str, v: Option<T>) {
-    if let Some(v) = v {
-        m.insert(key.into(), json!(v));
-    }
-}
-
-fn disposition(d: types::LogDisposition) -> &'static str {
-    match d {
-        types::LogDisposition::Ignore => "Ignore",
-        types::LogDisposition::LogThenRelay => "LogThenRelay",
-        types::LogDisposition::LogThenDrop => "LogThenDrop",
-    }
-}
-
-fn refresh(r: types::RefreshStrategy) -> &'static str {
-    match r {
-        types::RefreshStrategy::Ttl => "Ttl",
-        types::RefreshStrategy::Epoch => "Epoch",
-    }
-}
-
-fn listener_domain(d: types::ListenerDomain) -> Value {
-    let mut m = Map::new();
-    put(&mut m, "relay_to", d.relay_to);
-    put(&mut m, "relay_from", d.relay_from);
-    put(&mut m, "log_oob", d.log_oob.map(disposition));
-    put(&mut m, "log_arf", d.log_arf.map(disposition));
-    Value::Object(m)
-}
-
-fn mx_entry(e: types::MxEntry) -> Value {
-    match e.addr {
-        Some(addr) => json!({"name": e.name, "addr": addr}),
-        None => json!(e.name),
-    }
-}
-
-fn queue_config(q: types::QueueConfig) -> Value {
-    let mut m = Map::new();
-    put(&mut m, "retry_interval", q.retry_interval);
-    put(&mut m, "max_retry_interval", q.max_retry_interval);
-    put(&mut m, "max_age", q.max_age);
-    put(&mut m, "egress_pool", q.egress_pool);
-    put(&mut m, "max_message_rate", q.max_message_rate);
-    put(&mut m, "reap_interval", q.reap_interval);
-    put(&mut m, "refresh_interval", q.refresh_interval);
-    put(&mut m, "refresh_strategy", q.refresh_strategy.map(refresh));
-    put(&mut m, "provider_name", q.provider_name);
-    match q.protocol {
-        Some(types::DeliveryProtocol::Smtp(list)) => {
-            m.insert(
-                "protocol".into(),
-                json!({"smtp": {"mx_list": list.into_iter().map(mx_entry).collect::<Vec<_>>()}}),
-            );
-        }
-        Some(types::DeliveryProtocol::Maildir(path)) => {
-            m.insert("protocol".into(), json!({"maildir_path": path}));
-        }
-        None => {}
-    }
-    Value::Object(m)
-}
-
-fn limits(list: Option<Vec<types::NamedLimit>>) -> Option<Map<String, Value>> {
-    list.map(|l| l.into_iter().map(|n| (n.name, Value::String(n.value))).collect())
-}
-
-fn egress_path(p: types::EgressPathConfig) -> Result<Value, String> {
-    let mut m = match p.extra {
-        Some(extra) => match serde_json::from_str(&extra).map_err(|e| format!("egress-path-config.extra: {e}"))? {
-            Value::Object(m) => m,
-            _ => return Err("egress-path-config.extra must be a JSON object".into()),
-        },
-        None => Map::new(),
-    };
-    put(&mut m, "connection_limit", p.connection_limit);
-    put(&mut m, "additional_connection_limits", limits(p.additional_connection_limits));
-    put(&mut m, "max_connection_rate", p.max_connection_rate);
-    put(&mut m, "max_message_rate", p.max_message_rate);
-    put(&mut m, "additional_message_rate_throttles", limits(p.additional_message_rate_throttles));
-    put(&mut m, "max_deliveries_per_connection", p.max_deliveries_per_connection);
-    put(&mut m, "max_ready", p.max_ready);
-    put(&mut m, "consecutive_connection_failures_before_delay", p.consecutive_connection_failures_before_delay);
-    let tls = p.enable_tls.map(|t| match t {
-        types::TlsMode::Opportunistic => "Opportunistic",
-        types::TlsMode::OpportunisticInsecure => "OpportunisticInsecure",
-        types::TlsMode::Required => "Required",
-        types::TlsMode::RequiredInsecure => "RequiredInsecure",
-        types::TlsMode::Disabled => "Disabled",
-    });
-    put(&mut m, "enable_tls", tls);
-    put(&mut m, "enable_pipelining", p.enable_pipelining);
-    put(&mut m, "enable_rset", p.enable_rset);
-    put(&mut m, "smtp_port", p.smtp_port);
-    put(&mut m, "ehlo_domain", p.ehlo_domain);
-    put(&mut m, "prohibited_hosts", p.prohibited_hosts);
-    put(&mut m, "skip_hosts", p.skip_hosts);
-    for (k, v) in [
-        ("connect_timeout", p.connect_timeout),
-        ("banner_timeout", p.banner_timeout),
-        ("ehlo_timeout", p.ehlo_timeout),
-        ("mail_from_timeout", p.mail_from_timeout),
-        ("rcpt_to_timeout", p.rcpt_to_timeout),
-        ("data_timeout", p.data_timeout),
-        ("data_dot_timeout", p.data_dot_timeout),
-        ("idle_timeout", p.idle_timeout),
-        ("rset_timeout", p.rset_timeout),
-        ("starttls_timeout", p.starttls_timeout),
-        ("refresh_interval", p.refresh_interval),
-    ] {
-        put(&mut m, k, v);
-    }
-    put(&mut m, "refresh_strategy", p.refresh_strategy.map(refresh));
-    put(&mut m, "provider_name", p.provider_name);
-    Ok(Value::Object(m))
 }
 
 /// Handles for the resources of one call, deleted afterwards.
@@ -266,7 +150,9 @@ pub async fn call(
         }
         (GetListenerDomain, Args::ListenerDomain { domain, listener, .. }) => {
             let g = guests.listener_domains.as_ref().expect("handled");
-            g.call_get_listener_domain(&mut *store, domain, listener, h.conn()).await?.map(|d| d.map(listener_domain))
+            g.call_get_listener_domain(&mut *store, domain, listener, h.conn())
+                .await?
+                .map(|d| d.map(records::listener_domain))
         }
         (SmtpServerData, Args::MessageConn { .. }) => {
             let g = guests.smtp_data.as_ref().expect("handled");
@@ -293,43 +179,20 @@ pub async fn call(
                 campaign: s(campaign),
                 routing_domain: s(routing_domain),
             };
-            g.call_get_queue_config(&mut *store, &parts).await?.map(|c| c.map(queue_config))
+            g.call_get_queue_config(&mut *store, &parts).await?.map(|c| c.map(records::queue_config))
         }
         (GetEgressPool | GetEgressSource, Args::Name(name)) => {
             let g = guests.egress.as_ref().expect("handled");
             if event == GetEgressPool {
-                g.call_get_egress_pool(&mut *store, name).await?.map(|p| {
-                    p.map(|p| {
-                        let entries: Vec<Value> = p
-                            .entries
-                            .into_iter()
-                            .map(|e| json!({"name": e.name, "weight": e.weight.unwrap_or(1)}))
-                            .collect();
-                        let mut m = Map::new();
-                        m.insert("name".into(), json!(p.name));
-                        m.insert("entries".into(), json!(entries));
-                        put(&mut m, "ttl", p.ttl);
-                        Value::Object(m)
-                    })
-                })
+                g.call_get_egress_pool(&mut *store, name).await?.map(|p| p.map(records::egress_pool))
             } else {
-                g.call_get_egress_source(&mut *store, name).await?.map(|s| {
-                    s.map(|s| {
-                        let mut m = Map::new();
-                        m.insert("name".into(), json!(s.name));
-                        put(&mut m, "source_address", s.source_address);
-                        put(&mut m, "ehlo_domain", s.ehlo_domain);
-                        put(&mut m, "remote_port", s.remote_port);
-                        put(&mut m, "ttl", s.ttl);
-                        Value::Object(m)
-                    })
-                })
+                g.call_get_egress_source(&mut *store, name).await?.map(|s| s.map(records::egress_source))
             }
         }
         (GetEgressPathConfig, Args::EgressPath { routing_domain, source, site }) => {
             let g = guests.egress.as_ref().expect("handled");
             match g.call_get_egress_path_config(&mut *store, routing_domain, source, site).await? {
-                Ok(Some(p)) => match egress_path(p) {
+                Ok(Some(p)) => match records::egress_path(p) {
                     Ok(v) => Ok(Some(v)),
                     Err(e) => {
                         h.release(store)?;

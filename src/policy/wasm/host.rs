@@ -208,11 +208,10 @@ impl host::Host for HostState {
         source: String,
         site: String,
     ) -> wasmtime::Result<Option<String>> {
-        let Some(files) = self.runtime.core_shaping() else { return Ok(None) };
-        let options = crate::shaping::store::LoadOptions::default();
-        let dns = self.runtime.dns();
-        let Ok(loaded) = self.runtime.shaping.load(&files, &options, dns.as_ref()).await else { return Ok(None) };
-        let params = loaded.shaping.egress_path_params(&domain, &source, &site, dns.as_ref()).await;
+        let Ok(Some(params)) = crate::policy::host::shaped_egress_params(&self.runtime, &domain, &source, &site).await
+        else {
+            return Ok(None);
+        };
         Ok(Some(serde_json::Value::Object(params).to_string()))
     }
     fn parse_address(&mut self, text: String) -> wasmtime::Result<Result<types::EnvelopeAddress, String>> {

@@ -12,6 +12,7 @@ mod cache;
 mod calls;
 mod engine;
 mod host;
+mod records;
 mod stderr;
 
 pub use breaker::BreakerConfig;
