@@ -5,9 +5,7 @@
 //! Reception record with `reception_protocol = "HTTP"`, scheduled queue.
 
 use super::AppState;
-use crate::logs::{LogRecord, RecordType, Response};
 use crate::message::{EnvelopeAddress, Message};
-use crate::protocol::Reply;
 use crate::queue::InsertReason;
 use axum::Json;
 use axum::extract::State;
@@ -187,24 +185,16 @@ async fn inject_one(
 
 /// The durable tail of every injection: spool (fsync), Reception record, queue.
 async fn accept(state: &AppState, message: Message, protocol: &str) -> Result<(), String> {
-    // the `null` queue discards: nothing to store
-    let discard = message.queue_name() == crate::queue::NULL_QUEUE;
-    if !discard {
-        state
-            .spool
-            .store(&message)
-            .await
-            .map_err(|e| format!("451 4.3.0 temporary failure storing the message: {e}"))?;
-    }
-    let reply = Reply::new(250, "2.0.0", "OK");
-    let mut record = LogRecord::for_message(RecordType::Reception, &message, Response::from_reply(&reply, None));
-    record.reception_protocol = Some(protocol.into());
-    record.policy_generation = Some(state.policy.generation());
-    state.logs.log_written(record, Some(&message)).await;
-    crate::metrics::core::received().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if !discard {
-        state.queues.insert(message, InsertReason::Injected);
-    }
+    let messages = [message];
+    crate::queue::admit::store(&state.spool, &messages)
+        .await
+        .map_err(|e| format!("451 4.3.0 temporary failure storing the message: {e}"))?;
+    let generation = state.policy.generation();
+    crate::queue::admit::record_and_queue(&state.logs, &state.queues, &messages, InsertReason::Injected, None, |r| {
+        r.reception_protocol = Some(protocol.into());
+        r.policy_generation = Some(generation);
+    })
+    .await;
     Ok(())
 }
 

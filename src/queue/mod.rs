@@ -3,6 +3,7 @@
 //! them, and the retry arithmetic.
 
 pub mod admin;
+pub mod admit;
 pub mod automation;
 mod deferred;
 mod disposition;

@@ -5,11 +5,10 @@
 
 use super::session::Session;
 use crate::config::listener::BatchHandling;
-use crate::logs::{LogRecord, RecordType, Response};
 use crate::message::{EnvelopeAddress, Message};
 use crate::policy::{DisconnectMode, Policy, PolicyError, Rejection};
 use crate::protocol::Reply;
-use crate::queue::{DEFERRED_QUEUE, InsertReason, NULL_QUEUE};
+use crate::queue::{DEFERRED_QUEUE, InsertReason, admit};
 use crate::spool::SpoolError;
 use base64::Engine as _;
 use serde_json::Value;
@@ -36,71 +35,53 @@ pub async fn accept(session: &mut Session, body: Vec<u8>) -> Reply {
     };
 
     // deferred_spool: kept in memory until the first transient failure (see the README)
-    let to_spool: Vec<&Message> = if session.settings.deferred_spool {
-        vec![]
-    } else {
-        messages.iter().filter(|m| m.queue_name() != NULL_QUEUE).collect()
-    };
     let remaining = budget.saturating_sub(started.elapsed());
-    let spool = session.ctx.spool.clone();
-    let stores = futures::future::join_all(to_spool.iter().map(|m| spool.store(m)));
-    match tokio::time::timeout(remaining, stores).await {
-        Ok(results) => {
-            if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+    if !session.settings.deferred_spool {
+        match tokio::time::timeout(remaining, admit::store(&session.ctx.spool, &messages)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
                 tracing::error!("spool write failed: {e}");
-                unwind(&session.ctx.spool, &to_spool, &results).await;
-                if results.iter().any(|r| matches!(r, Err(SpoolError::NoSpace(_)))) {
+                if matches!(e, SpoolError::NoSpace(_)) {
                     return Reply::new(452, "4.3.1", "insufficient system storage (spool)");
                 }
                 return Reply::new(451, "4.3.0", "temporary failure storing the message (spool)");
             }
-        }
-        Err(_) => {
-            // the writes may still land: remove them once they do, so the client's retry
-            // does not make a duplicate
-            let spool = session.ctx.spool.clone();
-            let ids: Vec<_> = to_spool.iter().map(|m| m.id()).collect();
-            tokio::spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                for id in ids {
-                    let _ = spool.remove(id).await;
-                }
-            });
-            return Reply::new(451, "4.4.5", "data_processing_timeout exceeded (spool)");
+            Err(_) => {
+                // the writes may still land: remove them once they do, so the client's
+                // retry does not make a duplicate
+                let spool = session.ctx.spool.clone();
+                let ids: Vec<_> = messages.iter().map(|m| m.id()).collect();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    for id in ids {
+                        let _ = spool.remove(id).await;
+                    }
+                });
+                return Reply::new(451, "4.4.5", "data_processing_timeout exceeded (spool)");
+            }
         }
     }
 
-    let mut ids = Vec::with_capacity(messages.len());
-    let mut written = Vec::with_capacity(messages.len());
-    for m in &messages {
-        let reply = Reply::new(250, "2.0.0", "OK");
-        let mut record =
-            LogRecord::for_message(RecordType::Reception, m, Response::from_reply(&reply, Some("DATA".into())));
-        record.peer_address = Some(session.peer_address());
-        record.session_id = Some(session.session_id.clone());
-        record.policy_generation = Some(generation);
-        record.tls_cipher = session.conn.get_str("tls_cipher");
-        record.tls_protocol_version = session.conn.get_str("tls_protocol_version");
-        written.push(session.ctx.logs.log_acked(record, Some(m)));
-        crate::metrics::core::received().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if m.queue_name() != NULL_QUEUE {
-            session.ctx.queues.insert(m.clone(), InsertReason::Received);
-        }
-        ids.push(m.id().to_string());
-    }
-    // no 250 before the Reception records are in their files: a crash right after the
-    // reply cannot lose a record of an acknowledged message
-    futures::future::join_all(written.into_iter().map(|w| w.wait())).await;
+    let peer = session.peer_address();
+    let (tls_cipher, tls_version) = (session.conn.get_str("tls_cipher"), session.conn.get_str("tls_protocol_version"));
+    admit::record_and_queue(
+        &session.ctx.logs,
+        &session.ctx.queues,
+        &messages,
+        InsertReason::Received,
+        Some("DATA"),
+        |r| {
+            r.peer_address = Some(peer.clone());
+            r.session_id = Some(session.session_id.clone());
+            r.policy_generation = Some(generation);
+            r.tls_cipher = tls_cipher.clone();
+            r.tls_protocol_version = tls_version.clone();
+        },
+    )
+    .await;
+    let ids: Vec<String> = messages.iter().map(|m| m.id().to_string()).collect();
     session.message_accepted();
     Reply::new(250, "2.0.0", format!("OK ids={}", ids.join(",")))
-}
-
-async fn unwind(spool: &crate::spool::Spool, stored: &[&Message], results: &[Result<(), SpoolError>]) {
-    for (m, r) in stored.iter().zip(results) {
-        if r.is_ok() {
-            let _ = spool.remove(m.id()).await;
-        }
-    }
 }
 
 /// The policy stages: `smtp_server_data`, splitting, trace headers, message_received.
