@@ -41,16 +41,16 @@ end)
     assert_eq!(msgs.len(), 1);
     let m = &msgs[0];
     assert_eq!(m.id().to_string(), id);
-    let received = m.first_header("Received").expect("Received header");
+    let received = m.first_header("Received").unwrap().expect("Received header");
     assert!(received.contains("by mx.test") && received.contains(&id), "{received}");
-    let kumo_ref = m.first_header("X-KumoRef").expect("X-KumoRef header");
+    let kumo_ref = m.first_header("X-KumoRef").unwrap().expect("X-KumoRef header");
     use base64::Engine;
     let json: serde_json::Value =
         serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(kumo_ref).unwrap()).unwrap();
     assert_eq!(json["_@_"], "\\_/");
     assert_eq!(json["recipient"], "b@dest.example");
     assert_eq!(json["tenant"], "acme");
-    assert!(m.data().ends_with(b"Hi there\r\n"));
+    assert!(m.data().unwrap().ends_with(b"Hi there\r\n"));
 }
 
 #[test]
@@ -342,7 +342,7 @@ end)
     assert_eq!(m.sender().email(), "new@sender.example");
     assert_eq!(m.recipient().unwrap().email(), "c@dest.example");
     assert_eq!(m.get_meta("complex").unwrap()["flag"], true);
-    let data = String::from_utf8_lossy(&m.data()).to_string();
+    let data = String::from_utf8_lossy(&m.data().unwrap()).to_string();
     assert!(data.starts_with("X-KumoRef: "), "{data}");
     assert!(data.contains("X-Prepended: first\r\nReceived: "), "{data}");
     assert!(data.contains("X-Appended: last\r\n\r\nbody text"), "{data}");
@@ -478,7 +478,7 @@ end)
     send(1, "a"); // expired
     assert!(server.stop().success());
     let mut memo: Vec<(wasmta::message::SpoolId, String)> =
-        spooled(dir.path()).iter().map(|m| (m.id(), m.first_header("X-Memo").expect("header"))).collect();
+        spooled(dir.path()).iter().map(|m| (m.id(), m.first_header("X-Memo").unwrap().expect("header"))).collect();
     memo.sort();
     let values: Vec<&str> = memo.iter().map(|(_, v)| v.as_str()).collect();
     assert_eq!(values.len(), 8);

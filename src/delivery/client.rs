@@ -24,6 +24,11 @@ pub struct TransportError {
     pub reply: Reply,
 }
 
+/// The reply for a message whose body the spool could not give back: retried later.
+pub fn body_unreadable(e: &crate::message::BodyError) -> Reply {
+    Reply::new(451, "4.3.0", format!("KumoMTA internal: {e}"))
+}
+
 impl TransportError {
     fn new(text: impl Into<String>) -> Self {
         TransportError { reply: Reply::new(421, "4.4.2", format!("KumoMTA internal: {}", text.into())) }
@@ -328,7 +333,8 @@ impl Connection {
             return Ok(MessageResult { recipients: outcome });
         }
         let (prefix, body) = message.parts();
-        let wire = dot_stuff_parts(&[&prefix, &body.bytes]);
+        let bytes = body.read().map_err(|e| TransportError { reply: body_unreadable(&e) })?;
+        let wire = dot_stuff_parts(&[&prefix, &bytes]);
         self.ensure_quiet("DATA").await?;
         self.write(&wire, path.data_timeout, "message data").await?;
         let final_reply = self.read_reply(path.data_dot_timeout, "end of data").await?;

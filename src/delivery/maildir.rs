@@ -96,7 +96,15 @@ fn failure(dir: &Path, e: &std::io::Error) -> Reply {
 
 /// Delivers `message` to each recipient's maildir.
 pub async fn deliver(config: &MaildirProtocol, message: &Message) -> MessageResult {
-    let data = message.data();
+    let data = match message.data() {
+        Ok(d) => d,
+        Err(e) => {
+            let reply = crate::delivery::client::body_unreadable(&e);
+            return MessageResult {
+                recipients: message.recipients().into_iter().map(|r| (r, reply.clone(), "DATA")).collect(),
+            };
+        }
+    };
     let (dir_mode, file_mode) = (config.dir_mode.unwrap_or(DIR_MODE), config.file_mode.unwrap_or(FILE_MODE));
     let mut recipients = vec![];
     for rcpt in message.recipients() {

@@ -222,7 +222,10 @@ async fn inspect_message(State(state): State<AppState>, Query(q): Query<InspectM
         "due_time": m.due().and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|t| t.to_rfc3339()),
     });
     if q.want_body {
-        message["data"] = Value::String(String::from_utf8_lossy(&m.data()).into_owned());
+        message["data"] = match m.data() {
+            Ok(d) => Value::String(String::from_utf8_lossy(&d).into_owned()),
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))),
+        };
     }
     (StatusCode::OK, Json(json!({ "id": q.id, "message": message })))
 }

@@ -108,7 +108,12 @@ impl Logs {
                     }
                 }
                 if !d.config.headers.is_empty() {
-                    for (name, value) in m.all_headers() {
+                    // a waiting message's body is read for this and not kept
+                    let all = m.all_headers().unwrap_or_else(|e| {
+                        tracing::error!("log record of {}: headers not included: {e}", m.id());
+                        vec![]
+                    });
+                    for (name, value) in all {
                         if d.config.headers.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
                             r.headers.entry(name).or_insert(Value::String(value));
                         }

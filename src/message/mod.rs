@@ -5,14 +5,17 @@
 //! memory and in the spool, not 200.
 
 pub use crate::protocol::address;
+pub mod body;
 pub mod conformance;
 pub mod headers;
 pub mod id;
 pub mod mailbox;
+pub mod packed;
 pub mod queue_name;
 pub mod scheduling;
 
 pub use address::EnvelopeAddress;
+pub use body::{Body, BodyError, BodySource};
 pub use id::SpoolId;
 
 use parking_lot::Mutex;
@@ -43,35 +46,13 @@ pub struct Envelope {
 
 struct State {
     id: SpoolId,
-    envelope: Envelope,
-    /// Lines prepended to this copy only.
-    prefix: Vec<u8>,
+    /// Envelope and this copy's prefix (packed while the message waits).
+    held: packed::Held,
     /// The shared part and its id in the spool.
     body: Body,
     /// A copy is in the spool (read from it, or stored since). `deferred_spool` messages
     /// are not until their first transient failure.
     spooled: bool,
-}
-
-/// Bytes several messages may share, with the id the spool keeps them under.
-#[derive(Clone)]
-pub struct Body {
-    /// The spool id of the shared bytes.
-    pub id: SpoolId,
-    /// The bytes.
-    pub bytes: Arc<Vec<u8>>,
-}
-
-impl Body {
-    /// New bytes under a fresh id. A buffer much larger than its content (a receive
-    /// buffer) is copied to one of the right size and freed whole: shrinking it in place
-    /// would leave a hole in the heap beside every queued message.
-    pub fn new(mut bytes: Vec<u8>) -> Body {
-        if bytes.capacity() - bytes.len() > bytes.len() / 8 + 64 {
-            bytes = bytes.as_slice().to_vec();
-        }
-        Body { id: SpoolId::new(), bytes: Arc::new(bytes) }
-    }
 }
 
 /// A message handle; clones share the same message.
@@ -90,13 +71,14 @@ impl Message {
         Message::with_state(SpoolId::new(), envelope, vec![], Body::new(data), false)
     }
 
-    /// Reassembles a message read back from the spool.
-    pub fn from_parts(id: SpoolId, envelope: Envelope, prefix: Vec<u8>, body: Body) -> Self {
-        Message::with_state(id, envelope, prefix, body, true)
+    /// A waiting message recovered from the spool: `packed` is [`packed::pack_record`] of
+    /// an envelope the spool has checked; it is opened when first used.
+    pub fn from_record(id: SpoolId, packed: Box<[u8]>, body: Body) -> Self {
+        Message(Arc::new(Mutex::new(State { id, held: packed::Held::Packed(packed), body, spooled: true })))
     }
 
     fn with_state(id: SpoolId, envelope: Envelope, prefix: Vec<u8>, body: Body, spooled: bool) -> Self {
-        Message(Arc::new(Mutex::new(State { id, envelope, prefix, body, spooled })))
+        Message(Arc::new(Mutex::new(State { id, held: packed::Held::new(envelope, prefix), body, spooled })))
     }
 
     /// True when a copy of this message is in the spool.
@@ -116,175 +98,206 @@ impl Message {
 
     /// A copy of the envelope.
     pub fn envelope(&self) -> Envelope {
-        self.0.lock().envelope.clone()
+        self.0.lock().held.open().envelope.clone()
     }
 
     /// The reverse path.
     pub fn sender(&self) -> EnvelopeAddress {
-        self.0.lock().envelope.sender.clone()
+        self.0.lock().held.open().envelope.sender.clone()
     }
 
     /// Replaces the reverse path.
     pub fn set_sender(&self, sender: EnvelopeAddress) {
-        self.0.lock().envelope.sender = sender;
+        self.0.lock().held.open().envelope.sender = sender;
     }
 
     /// The first recipient.
     pub fn recipient(&self) -> Option<EnvelopeAddress> {
-        self.0.lock().envelope.recipients.first().cloned()
+        self.0.lock().held.open().envelope.recipients.first().cloned()
     }
 
     /// All recipients.
     pub fn recipients(&self) -> Vec<EnvelopeAddress> {
-        self.0.lock().envelope.recipients.clone()
+        self.0.lock().held.open().envelope.recipients.clone()
     }
 
     /// Replaces the recipients.
     pub fn set_recipients(&self, recipients: Vec<EnvelopeAddress>) {
-        self.0.lock().envelope.recipients = recipients;
+        self.0.lock().held.open().envelope.recipients = recipients;
     }
 
     /// One meta value.
     pub fn get_meta(&self, key: &str) -> Option<Value> {
-        self.0.lock().envelope.meta.get(key).cloned()
+        self.0.lock().held.open().envelope.meta.get(key).cloned()
     }
 
     /// Sets (or with `Null`, removes) one meta value.
     pub fn set_meta(&self, key: &str, value: Value) {
         let mut s = self.0.lock();
         if value.is_null() {
-            s.envelope.meta.remove(key);
+            s.held.open().envelope.meta.remove(key);
         } else {
-            s.envelope.meta.insert(key.to_string(), value);
+            s.held.open().envelope.meta.insert(key.to_string(), value);
         }
     }
 
     /// All meta.
     pub fn meta(&self) -> Map<String, Value> {
-        self.0.lock().envelope.meta.clone()
+        self.0.lock().held.open().envelope.meta.clone()
     }
 
     /// The whole data (headers and body): shared without copying when nothing was
-    /// prepended to this copy, else put together.
-    pub fn data(&self) -> Arc<Vec<u8>> {
-        let s = self.0.lock();
-        if s.prefix.is_empty() {
-            return s.body.bytes.clone();
+    /// prepended to this copy, else put together. A body waiting in the spool is read
+    /// for this call and not kept (see [`Message::load_body`]).
+    pub fn data(&self) -> Result<Arc<Vec<u8>>, BodyError> {
+        let (prefix, body) = self.parts();
+        let bytes = body.read()?;
+        if prefix.is_empty() {
+            return Ok(bytes);
         }
-        let mut all = Vec::with_capacity(s.prefix.len() + s.body.bytes.len());
-        all.extend_from_slice(&s.prefix);
-        all.extend_from_slice(&s.body.bytes);
-        Arc::new(all)
+        let mut all = Vec::with_capacity(prefix.len() + bytes.len());
+        all.extend_from_slice(&prefix);
+        all.extend_from_slice(&bytes);
+        Ok(Arc::new(all))
     }
 
     /// The data as it is kept: this copy's prefix and the shared body.
     pub fn parts(&self) -> (Vec<u8>, Body) {
-        let s = self.0.lock();
-        (s.prefix.clone(), s.body.clone())
+        let mut s = self.0.lock();
+        (s.held.open().prefix.clone(), s.body.clone())
     }
 
     /// The size of the whole data.
     pub fn size(&self) -> usize {
         let s = self.0.lock();
-        s.prefix.len() + s.body.bytes.len()
+        s.held.prefix_len() + s.body.len()
+    }
+
+    /// True when the body is in memory.
+    pub fn body_loaded(&self) -> bool {
+        self.0.lock().body.loaded().is_some()
+    }
+
+    /// Reads the body into memory (ahead of a delivery) and keeps it there.
+    pub fn load_body(&self) -> Result<(), BodyError> {
+        let body = self.0.lock().body.clone();
+        body.load().map(|_| ())
+    }
+
+    /// The message waits (in a scheduled queue, or deep in a ready queue): its body
+    /// leaves memory if the spool can give it back, and its envelope is packed.
+    pub fn set_waiting(&self) {
+        let mut s = self.0.lock();
+        s.body.unload();
+        s.held.pack();
     }
 
     /// The header section (prefix and the shared body's header lines), without the body
-    /// text: what header reads need, at the cost of the headers only.
-    pub fn header_section(&self) -> Vec<u8> {
-        let s = self.0.lock();
-        let end = headers::header_end(&s.body.bytes);
-        let mut out = Vec::with_capacity(s.prefix.len() + end);
-        out.extend_from_slice(&s.prefix);
-        out.extend_from_slice(&s.body.bytes[..end]);
-        out
+    /// text: what header reads need.
+    pub fn header_section(&self) -> Result<Vec<u8>, BodyError> {
+        let (prefix, body) = self.parts();
+        let bytes = body.read()?;
+        let end = headers::header_end(&bytes);
+        let mut out = Vec::with_capacity(prefix.len() + end);
+        out.extend_from_slice(&prefix);
+        out.extend_from_slice(&bytes[..end]);
+        Ok(out)
     }
 
     /// Prepends a header field to this copy only; the shared body stays shared.
     pub fn prepend_header(&self, name: &str, value: &str) {
         let mut s = self.0.lock();
         let field = headers::format_field(name, value);
-        let mut prefix = Vec::with_capacity(field.len() + s.prefix.len());
+        let open = s.held.open();
+        let mut prefix = Vec::with_capacity(field.len() + open.prefix.len());
         prefix.extend_from_slice(&field);
-        prefix.extend_from_slice(&s.prefix);
-        s.prefix = prefix;
+        prefix.extend_from_slice(&open.prefix);
+        open.prefix = prefix;
     }
 
     /// Replaces the data (this copy gets a body of its own).
     pub fn set_data(&self, data: Vec<u8>) {
         let mut s = self.0.lock();
-        s.prefix.clear();
+        s.held.open().prefix.clear();
         s.body = Body::new(data);
     }
 
     /// Applies an edit to the whole data (this copy gets a body of its own).
-    pub fn edit_data(&self, edit: impl FnOnce(&[u8]) -> Vec<u8>) {
-        let whole = self.data();
+    pub fn edit_data(&self, edit: impl FnOnce(&[u8]) -> Vec<u8>) -> Result<(), BodyError> {
+        let whole = self.data()?;
         self.set_data(edit(&whole));
+        Ok(())
     }
 
     /// Delivery attempts so far.
     pub fn num_attempts(&self) -> u32 {
-        self.0.lock().envelope.num_attempts
+        self.0.lock().held.open().envelope.num_attempts
     }
 
     /// Sets the attempt count.
     pub fn set_num_attempts(&self, n: u32) {
-        self.0.lock().envelope.num_attempts = n;
+        self.0.lock().held.open().envelope.num_attempts = n;
     }
 
     /// When the next attempt is due (unix seconds), if scheduled.
     pub fn due(&self) -> Option<i64> {
-        self.0.lock().envelope.due
+        self.0.lock().held.open().envelope.due
     }
 
     /// Sets or clears the due time (unix seconds).
     pub fn set_due(&self, due: Option<i64>) {
-        self.0.lock().envelope.due = due;
+        self.0.lock().held.open().envelope.due = due;
     }
 
     /// Its scheduling constraints, if any.
     pub fn scheduling(&self) -> Option<scheduling::Scheduling> {
-        self.0.lock().envelope.scheduling.clone()
+        self.0.lock().held.open().envelope.scheduling.clone()
     }
 
     /// Sets (or clears) its scheduling constraints.
     pub fn set_scheduling(&self, s: Option<scheduling::Scheduling>) {
-        self.0.lock().envelope.scheduling = s;
+        self.0.lock().held.open().envelope.scheduling = s;
     }
 
     /// The scheduled queue this message belongs in.
     pub fn queue_name(&self) -> String {
-        let s = self.0.lock();
-        let domain = s.envelope.recipients.first().map(|r| r.domain().to_string()).unwrap_or_default();
-        queue_name::queue_name(&s.envelope.meta, &domain)
+        let mut s = self.0.lock();
+        let e = &s.held.open().envelope;
+        let domain = e.recipients.first().map(|r| r.domain().to_string()).unwrap_or_default();
+        queue_name::queue_name(&e.meta, &domain)
     }
 
     /// A copy with a new id and the given recipients (for splitting a transaction); it
     /// shares the body.
     pub fn split_for(&self, recipients: Vec<EnvelopeAddress>) -> Message {
-        let s = self.0.lock();
-        let mut envelope = s.envelope.clone();
+        let mut s = self.0.lock();
+        let body = s.body.clone();
+        let open = s.held.open();
+        let mut envelope = open.envelope.clone();
         envelope.recipients = recipients;
-        Message::with_state(SpoolId::new(), envelope, s.prefix.clone(), s.body.clone(), false)
+        Message::with_state(SpoolId::new(), envelope, open.prefix.clone(), body, false)
     }
 
     /// The first value of a header, unfolded.
-    pub fn first_header(&self, name: &str) -> Option<String> {
-        let data = self.header_section();
-        headers::fields(&data).into_iter().find(|f| f.name.eq_ignore_ascii_case(name)).map(|f| f.value())
+    pub fn first_header(&self, name: &str) -> Result<Option<String>, BodyError> {
+        let data = self.header_section()?;
+        Ok(headers::fields(&data).into_iter().find(|f| f.name.eq_ignore_ascii_case(name)).map(|f| f.value()))
     }
 
     /// Every value of a header, unfolded.
-    pub fn all_headers_named(&self, name: &str) -> Vec<String> {
-        let data = self.header_section();
-        headers::fields(&data).into_iter().filter(|f| f.name.eq_ignore_ascii_case(name)).map(|f| f.value()).collect()
+    pub fn all_headers_named(&self, name: &str) -> Result<Vec<String>, BodyError> {
+        let data = self.header_section()?;
+        Ok(headers::fields(&data)
+            .into_iter()
+            .filter(|f| f.name.eq_ignore_ascii_case(name))
+            .map(|f| f.value())
+            .collect())
     }
 
     /// Every header as (name, value).
-    pub fn all_headers(&self) -> Vec<(String, String)> {
-        let data = self.header_section();
-        headers::fields(&data).into_iter().map(|f| (f.name.to_string(), f.value())).collect()
+    pub fn all_headers(&self) -> Result<Vec<(String, String)>, BodyError> {
+        let data = self.header_section()?;
+        Ok(headers::fields(&data).into_iter().map(|f| (f.name.to_string(), f.value())).collect())
     }
 }
 
@@ -308,7 +321,7 @@ mod tests {
         assert_ne!(part.id(), m.id());
         assert_eq!(part.queue_name(), "t@y.example");
         assert_eq!(m.queue_name(), "t@x.example");
-        assert_eq!(part.first_header("subject").as_deref(), Some("s"));
+        assert_eq!(part.first_header("subject").unwrap().as_deref(), Some("s"));
     }
 
     #[test]
@@ -319,14 +332,14 @@ mod tests {
         let (c1, c2) = (m.split_for(vec![a.clone()]), m.split_for(vec![a]));
         c1.prepend_header("Received", "one");
         c2.prepend_header("Received", "two");
-        assert!(Arc::ptr_eq(&c1.parts().1.bytes, &c2.parts().1.bytes), "one body for both copies");
+        assert!(c1.parts().1.same_as(&c2.parts().1), "one body for both copies");
         assert_eq!(c1.parts().1.id, c2.parts().1.id);
-        assert_eq!(&c1.data()[..], b"Received: one\r\nSubject: s\r\n\r\nbody\r\n");
-        assert_eq!(c2.all_headers_named("received"), vec!["two".to_string()]);
-        assert_eq!(c1.header_section(), b"Received: one\r\nSubject: s\r\n");
-        assert_eq!(c1.size(), c1.data().len());
-        c1.edit_data(|d| headers::append(d, "X-Edited", "yes"));
+        assert_eq!(&c1.data().unwrap()[..], b"Received: one\r\nSubject: s\r\n\r\nbody\r\n");
+        assert_eq!(c2.all_headers_named("received").unwrap(), vec!["two".to_string()]);
+        assert_eq!(c1.header_section().unwrap(), b"Received: one\r\nSubject: s\r\n");
+        assert_eq!(c1.size(), c1.data().unwrap().len());
+        c1.edit_data(|d| headers::append(d, "X-Edited", "yes")).unwrap();
         assert_ne!(c1.parts().1.id, c2.parts().1.id, "an edited copy has a body of its own");
-        assert_eq!(c2.first_header("x-edited"), None);
+        assert_eq!(c2.first_header("x-edited").unwrap(), None);
     }
 }

@@ -68,6 +68,10 @@ pub struct ReadySpec {
     pub maildir: Option<crate::config::queue::MaildirProtocol>,
 }
 
+/// Messages at the head of a ready queue whose bodies are read into memory ahead of
+/// their turn; the rest wait with their bodies in the spool only.
+const READ_AHEAD: usize = 32;
+
 struct State {
     messages: VecDeque<Message>,
     connections: usize,
@@ -87,6 +91,8 @@ pub struct ReadyQueue {
     /// Woken when a suspension of this queue is cancelled.
     resumed: Notify,
     consecutive_failures: AtomicUsize,
+    /// A read-ahead of bodies is running.
+    reading_ahead: std::sync::atomic::AtomicBool,
     /// Most connections seen open at once (for tests and metrics).
     pub peak_connections: AtomicUsize,
 }
@@ -111,6 +117,7 @@ impl ReadyQueue {
             space: Notify::new(),
             resumed: Notify::new(),
             consecutive_failures: AtomicUsize::new(0),
+            reading_ahead: Default::default(),
             peak_connections: AtomicUsize::new(0),
         })
     }
@@ -147,6 +154,10 @@ impl ReadyQueue {
             if st.messages.len() >= max_ready {
                 return Err(message);
             }
+            // bodies beyond the read-ahead window wait in the spool
+            if st.messages.len() >= READ_AHEAD {
+                message.set_waiting();
+            }
             st.messages.push_back(message);
             st.touched = Instant::now();
             let spawn = st.connections < limit && st.connections < st.messages.len();
@@ -157,10 +168,35 @@ impl ReadyQueue {
             spawn
         };
         self.notify.notify_one();
+        self.read_ahead();
         if spawn {
             tokio::spawn(dispatch(self.clone(), shared.clone()));
         }
         Ok(())
+    }
+
+    /// Reads the bodies of the next [`READ_AHEAD`] messages that are not in memory, in one
+    /// blocking task, off the delivery path.
+    fn read_ahead(self: &Arc<Self>) {
+        if self.reading_ahead.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let wanted: Vec<Message> =
+            self.state.lock().messages.iter().take(READ_AHEAD).filter(|m| !m.body_loaded()).cloned().collect();
+        if wanted.is_empty() {
+            self.reading_ahead.store(false, Ordering::Release);
+            return;
+        }
+        let rq = self.clone();
+        tokio::task::spawn_blocking(move || {
+            for m in wanted {
+                // a failure is met again, and reported, when the message's turn comes
+                if let Err(e) = m.load_body() {
+                    tracing::debug!("queue {}: read-ahead: {e}", rq.name);
+                }
+            }
+            rq.reading_ahead.store(false, Ordering::Release);
+        });
     }
 
     /// Wakes connection tasks napping through a suspension that was just cancelled.
@@ -173,10 +209,11 @@ impl ReadyQueue {
         self.state.lock().messages.push_front(message);
     }
 
-    fn pop(&self) -> Option<Message> {
+    fn pop(self: &Arc<Self>) -> Option<Message> {
         let m = self.state.lock().messages.pop_front();
         if m.is_some() {
             self.space.notify_waiters();
+            self.read_ahead();
         }
         m
     }
@@ -211,7 +248,7 @@ impl ReadyQueue {
         self.state.lock().messages.drain(..).collect()
     }
 
-    async fn pop_or_wait(&self, idle: std::time::Duration) -> Option<Message> {
+    async fn pop_or_wait(self: &Arc<Self>, idle: std::time::Duration) -> Option<Message> {
         loop {
             let notified = self.notify.notified();
             if let Some(m) = self.pop() {
@@ -360,6 +397,19 @@ async fn inject(rq: &Arc<ReadyQueue>, shared: &Arc<Shared>) {
     }
 }
 
+/// Makes sure a message's body is in memory before its attempt (the read-ahead usually
+/// did it), reading it off the async threads if not.
+async fn body_in_memory(message: &Message) -> Result<(), crate::message::BodyError> {
+    if message.body_loaded() {
+        return Ok(());
+    }
+    let m = message.clone();
+    match tokio::task::spawn_blocking(move || m.load_body()).await {
+        Ok(r) => r,
+        Err(e) => Err(crate::message::BodyError { id: message.parts().1.id, reason: e.to_string() }),
+    }
+}
+
 async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
     let _guard = TaskGuard { rq: rq.clone(), shared: shared.clone() };
     if rq.kind == ReadyKind::DeferredInjection {
@@ -433,6 +483,13 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
                 rq.push_front(message);
                 conn.close(&path).await;
                 continue 'connect;
+            }
+            if let Err(e) = body_in_memory(&message).await {
+                // the spool could not give the body back: retried later, the connection kept
+                let reply = crate::delivery::client::body_unreadable(&e);
+                tracing::error!("queue {}: {e}", rq.name);
+                shared.transient(At { rq: Some(&rq), peer: peer.as_ref() }, message, &reply, "DATA").await;
+                continue;
             }
             match conn.send(&message, &path).await {
                 Ok(result) => shared.outcome(&rq, message, peer.as_ref(), conn.tls(), result).await,

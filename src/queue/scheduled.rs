@@ -36,6 +36,11 @@ impl Ord for Entry {
     }
 }
 
+/// A message due sooner than this keeps its body in memory...
+const KEEP_BODY_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// ...unless this many messages wait before it.
+const KEEP_BODY_QUEUED: usize = 64;
+
 /// One scheduled queue.
 pub struct ScheduledQueue {
     /// Queue name.
@@ -70,6 +75,11 @@ impl ScheduledQueue {
     fn push(&self, message: Message, due: Instant, held: bool) {
         {
             let mut h = self.heap.lock();
+            // a message that waits keeps its body in the spool only; one about to move on
+            // to its ready queue keeps it in memory
+            if held || due > Instant::now() + KEEP_BODY_WITHIN || h.0.len() >= KEEP_BODY_QUEUED {
+                message.set_waiting();
+            }
             h.1 += 1;
             let seq = h.1;
             h.0.push(Reverse(Entry { due, seq, message, held }));

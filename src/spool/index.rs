@@ -76,6 +76,11 @@ impl Index {
         self.location.contains_key(&id)
     }
 
+    /// Where the live record `id` is.
+    pub fn location(&self, id: SpoolId) -> Option<Loc> {
+        self.location.get(&id).copied()
+    }
+
     /// A live record moved (compaction): same liveness, new place.
     pub fn relocate(&mut self, id: SpoolId, loc: Loc) {
         if self.unplace(id) {

@@ -19,7 +19,9 @@
 use super::index::{Index, Loc};
 use super::record::{self, Decoded, Record};
 use super::{Recovered, SpoolError};
-use crate::message::{Body, SpoolId};
+use crate::message::packed::pack_record;
+use crate::message::{Body, BodyError, BodySource, SpoolId};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -56,6 +58,7 @@ struct Pending {
 /// first read until its writer thread has finished, which dropping it waits for.
 pub struct Journal {
     tx: Option<std::sync::mpsc::Sender<Pending>>,
+    reader: Arc<Reader>,
     healthy: Arc<AtomicBool>,
     writer: Option<std::thread::JoinHandle<()>>,
     _lock: crate::dirlock::DirLock,
@@ -98,17 +101,21 @@ impl Journal {
             .collect();
         seqs.sort_unstable();
 
-        let mut index = Index::default();
+        let index = Arc::new(Mutex::new(Index::default()));
+        let reader = Arc::new(Reader { dir: dir.to_path_buf(), index: index.clone() });
         let mut recovered = Recovered::default();
         let mut replay = Replay::default();
-        for &seq in &seqs {
-            replay_segment(dir, seq, &mut index, &mut replay, &mut recovered)?;
+        {
+            let mut ix = index.lock();
+            for &seq in &seqs {
+                replay_segment(dir, seq, &mut ix, &mut replay, &mut recovered)?;
+            }
+            replay.finish(&mut ix, &mut recovered, reader.clone());
         }
-        replay.finish(&mut index, &mut recovered);
 
         let next_seq = seqs.last().map(|s| s + 1).unwrap_or(1);
         let (file, path) = create_segment(dir, next_seq).map_err(|e| io("creating a segment in", e))?;
-        index.open_segment(next_seq);
+        index.lock().open_segment(next_seq);
         let healthy = Arc::new(AtomicBool::new(true));
         let (tx, rx) = std::sync::mpsc::channel();
         let mut writer = Writer {
@@ -120,7 +127,7 @@ impl Journal {
             segment_limit,
             compact_failed: None,
             roll_deferred: false,
-            index,
+            index: index.clone(),
             healthy: healthy.clone(),
         };
         writer.delete_dead_segments();
@@ -128,7 +135,7 @@ impl Journal {
             .name("spool-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| SpoolError::Io(format!("spawning the spool writer: {e}")))?;
-        Ok((Journal { tx: Some(tx), healthy, writer: Some(writer), _lock: lock }, recovered))
+        Ok((Journal { tx: Some(tx), reader, healthy, writer: Some(writer), _lock: lock }, recovered))
     }
 
     async fn submit(&self, op: Op) -> Result<(), SpoolError> {
@@ -161,6 +168,56 @@ impl Journal {
     /// False once a write or sync failed.
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Reads stored bodies back (for messages whose bytes left memory).
+    pub fn body_source(&self) -> Arc<dyn BodySource> {
+        self.reader.clone()
+    }
+}
+
+/// Reads a body record back from its segment. The writer may move it meanwhile
+/// (compaction copies it forward, then deletes the old segment): a segment that is gone
+/// or a record that is not the one asked for means "look again".
+struct Reader {
+    dir: PathBuf,
+    index: Arc<Mutex<Index>>,
+}
+
+impl BodySource for Reader {
+    fn read_body(&self, id: SpoolId) -> Result<Vec<u8>, BodyError> {
+        use std::os::unix::fs::FileExt;
+        let fail = |reason: String| BodyError { id, reason };
+        let mut last = String::new();
+        for _ in 0..4 {
+            let Some(loc) = self.index.lock().location(id) else {
+                return Err(fail("not in the spool (the message was removed)".into()));
+            };
+            let path = segment_path(&self.dir, loc.seq);
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    last = format!("{} is gone", path.display());
+                    continue;
+                }
+                Err(e) => return Err(fail(format!("opening {}: {e}", path.display()))),
+            };
+            let mut buf = vec![0; loc.len as usize];
+            file.read_exact_at(&mut buf, loc.offset).map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
+            let start = match record::decode(&buf) {
+                Decoded::Record(Record::Body { id: got, data }, _) if got == id => buf.len() - data.len(),
+                Decoded::Record(..) => {
+                    last = format!("{}:{} holds another record now", path.display(), loc.offset);
+                    continue;
+                }
+                Decoded::Incomplete | Decoded::Corrupt { .. } => {
+                    return Err(fail(format!("{}:{} is corrupt (checksum)", path.display(), loc.offset)));
+                }
+            };
+            buf.drain(..start);
+            return Ok(buf);
+        }
+        Err(fail(last))
     }
 }
 
@@ -202,25 +259,40 @@ fn quarantine(dir: &Path, seq: u64, offset: usize, bytes: &[u8], reason: &str, r
 /// it names (compaction copies a body forward past its messages).
 #[derive(Default)]
 struct Replay {
-    /// Live messages: envelope, prefix, body id.
-    messages: HashMap<SpoolId, (Vec<u8>, Vec<u8>, SpoolId)>,
-    /// Bodies by id.
-    bodies: HashMap<SpoolId, Arc<Vec<u8>>>,
+    /// Live messages: envelope and prefix (packed), body id.
+    messages: HashMap<SpoolId, (Box<[u8]>, SpoolId)>,
+    /// Bodies by id: the length of one in a Body record (read again when needed), or the
+    /// bytes of an old Put record's data.
+    bodies: HashMap<SpoolId, Found>,
+}
+
+/// A body met during replay.
+enum Found {
+    Stored(usize),
+    Inline(Arc<Vec<u8>>),
 }
 
 impl Replay {
     /// Pairs messages with their bodies; a message whose body is missing is reported and
     /// counted, never delivered half.
-    fn finish(mut self, index: &mut Index, recovered: &mut Recovered) {
+    fn finish(mut self, index: &mut Index, recovered: &mut Recovered, source: Arc<dyn BodySource>) {
         index.sweep_bodies(self.bodies.keys().copied().collect::<Vec<_>>());
         let mut ids: Vec<SpoolId> = self.messages.keys().copied().collect();
         ids.sort();
+        // the messages of one transaction share one Body (one load serves them all)
+        let mut shared: HashMap<SpoolId, Body> = HashMap::new();
         for id in ids {
-            let (meta, prefix, body_id) = self.messages.remove(&id).expect("present");
-            match self.bodies.get(&body_id) {
-                Some(bytes) => {
-                    let body = Body { id: body_id, bytes: bytes.clone() };
-                    recovered.messages.push(super::RecoveredMessage { id, meta, prefix, body });
+            let (packed, body_id) = self.messages.remove(&id).expect("present");
+            let body = self.bodies.get(&body_id).map(|found| {
+                shared.entry(body_id).or_insert_with(|| match found {
+                    Found::Stored(len) => Body::stored(body_id, *len, source.clone()),
+                    Found::Inline(bytes) => Body::in_memory(body_id, bytes.clone()),
+                })
+            });
+            match body {
+                Some(body) => {
+                    let body = body.clone();
+                    recovered.messages.push(super::RecoveredMessage { id, packed, body });
                 }
                 None => {
                     tracing::error!(
@@ -256,18 +328,18 @@ fn replay_segment(
             Decoded::Record(Record::Put { id, meta, data }, len) => {
                 // written before bodies were shared: the message's data is its own body
                 let body = SpoolId::new();
-                replay.bodies.insert(body, Arc::new(data.to_vec()));
-                replay.messages.insert(id, (meta.to_vec(), vec![], body));
+                replay.bodies.insert(body, Found::Inline(Arc::new(data.to_vec())));
+                replay.messages.insert(id, (pack_record(meta, b""), body));
                 index.put(id, loc(len), None);
                 pos += len;
             }
             Decoded::Record(Record::Ref { id, meta, body, prefix }, len) => {
-                replay.messages.insert(id, (meta.to_vec(), prefix.to_vec(), body));
+                replay.messages.insert(id, (pack_record(meta, prefix), body));
                 index.put(id, loc(len), Some(body));
                 pos += len;
             }
             Decoded::Record(Record::Body { id, data }, len) => {
-                replay.bodies.insert(id, Arc::new(data.to_vec()));
+                replay.bodies.insert(id, Found::Stored(data.len()));
                 index.put_body(id, loc(len));
                 pos += len;
             }
@@ -305,7 +377,8 @@ struct Writer {
     compact_failed: Option<u64>,
     /// The last roll ran out of descriptors (said once, tried at every commit).
     roll_deferred: bool,
-    index: Index,
+    /// Shared with the [`Reader`]; locked briefly, never across I/O.
+    index: Arc<Mutex<Index>>,
     healthy: Arc<AtomicBool>,
 }
 
@@ -353,8 +426,12 @@ impl Writer {
         for p in batch {
             match &p.op {
                 Op::Put { id, record, body } => {
-                    if !self.index.is_live(body.id) && !new_bodies.contains(&body.id) {
-                        let encoded = record::encode_body(body.id, &body.bytes);
+                    if !self.index.lock().is_live(body.id) && !new_bodies.contains(&body.id) {
+                        // a body only the spool held died with its last message meanwhile
+                        let Some(bytes) = body.loaded() else {
+                            return Err(SpoolError::Io(format!("the body of {id} is no longer in the spool")));
+                        };
+                        let encoded = record::encode_body(body.id, &bytes);
                         buf.extend_from_slice(&encoded);
                         entries.push((Entry::Body(body.id), encoded.len() as u64));
                         new_bodies.push(body.id);
@@ -370,15 +447,17 @@ impl Writer {
         }
         let start = self.append(buf)?;
         let mut offset = start;
+        let mut index = self.index.lock();
         for (entry, len) in entries {
             let loc = Loc { seq: self.seq, offset, len };
             match entry {
-                Entry::Body(id) => self.index.put_body(id, loc),
-                Entry::Message(id, body) => self.index.put(id, loc, Some(body)),
-                Entry::Remove(id) => self.index.remove(id),
+                Entry::Body(id) => index.put_body(id, loc),
+                Entry::Message(id, body) => index.put(id, loc, Some(body)),
+                Entry::Remove(id) => index.remove(id),
             }
             offset += len;
         }
+        drop(index);
         if self.size >= self.segment_limit {
             // this batch is durable whatever happens next: a failed roll latches the spool
             // for later writes but must not turn these acknowledgements into errors
@@ -408,7 +487,7 @@ impl Writer {
         }
         let start = self.size;
         self.size += buf.len() as u64;
-        self.index.set_size(self.seq, self.size);
+        self.index.lock().set_size(self.seq, self.size);
         Ok(start)
     }
 
@@ -424,12 +503,13 @@ impl Writer {
     /// Copies the live records of the oldest segment forward while that is cheap compared
     /// with the dead bytes it keeps on disk, then deletes what became dead.
     fn compact(&mut self) {
-        while let Some((oldest, seg)) = self.index.oldest() {
+        loop {
+            let Some((oldest, seg)) = self.index.lock().oldest() else { return };
             if oldest == self.seq || !self.healthy.load(Ordering::Acquire) || self.compact_failed == Some(oldest) {
                 return;
             }
-            let worth_it =
-                seg.live_bytes <= COMPACT_LIMIT && seg.live_bytes * 2 <= self.index.dead_bytes_before(self.seq);
+            let dead = self.index.lock().dead_bytes_before(self.seq);
+            let worth_it = seg.live_bytes <= COMPACT_LIMIT && seg.live_bytes * 2 <= dead;
             if seg.records > 0 && !worth_it {
                 return;
             }
@@ -444,9 +524,9 @@ impl Writer {
                     }
                 }
             }
-            let before = self.index.segment_count();
+            let before = self.index.lock().segment_count();
             self.delete_dead_segments();
-            if self.index.segment_count() == before {
+            if self.index.lock().segment_count() == before {
                 return;
             }
         }
@@ -455,7 +535,7 @@ impl Writer {
     /// Re-appends, unchanged, every live record of segment `seq`; returns how many.
     fn copy_forward(&mut self, seq: u64) -> Result<usize, SpoolError> {
         use std::os::unix::fs::FileExt;
-        let live = self.index.live_in(seq);
+        let live = self.index.lock().live_in(seq);
         let path = segment_path(&self.dir, seq);
         let file = File::open(&path).map_err(|e| SpoolError::Io(format!("opening {}: {e}", path.display())))?;
         let mut buf = Vec::with_capacity(live.iter().map(|(_, l)| l.len as usize).sum());
@@ -476,10 +556,12 @@ impl Writer {
         }
         let start = self.append(&buf)?;
         let mut offset = start;
+        let mut index = self.index.lock();
         for (id, loc) in &live {
-            self.index.relocate(*id, Loc { seq: self.seq, offset, len: loc.len });
+            index.relocate(*id, Loc { seq: self.seq, offset, len: loc.len });
             offset += loc.len;
         }
+        drop(index);
         if self.size >= self.segment_limit {
             self.roll()?;
         }
@@ -527,13 +609,14 @@ impl Writer {
         self.file = file;
         self.path = path;
         self.size = 0;
-        self.index.open_segment(self.seq);
+        self.index.lock().open_segment(self.seq);
         Ok(())
     }
 
     /// Deletes the oldest segments while they hold no live message.
     fn delete_dead_segments(&mut self) {
-        while let Some((seq, seg)) = self.index.oldest() {
+        loop {
+            let Some((seq, seg)) = self.index.lock().oldest() else { break };
             if seg.records != 0 || seq == self.seq {
                 break;
             }
@@ -544,7 +627,7 @@ impl Writer {
                 tracing::warn!("spool: removing {}: {e}", path.display());
                 break;
             }
-            self.index.drop_segment(seq);
+            self.index.lock().drop_segment(seq);
             if let Err(e) = sync_dir(&self.dir) {
                 tracing::warn!("spool: syncing {} after a removal: {e}", self.dir.display());
                 break;
@@ -557,7 +640,7 @@ impl Pending {
     /// Bytes this operation may write (a body counted even if it turns out to be live).
     fn len(&self) -> usize {
         match &self.op {
-            Op::Put { record, body, .. } => record.len() + body.bytes.len(),
+            Op::Put { record, body, .. } => record.len() + body.len(),
             Op::Remove(_, b) => b.len(),
         }
     }
@@ -582,7 +665,7 @@ mod tests {
         let (_j, rec) = Journal::open(dir.path()).unwrap();
         let ids: Vec<SpoolId> = rec.messages.iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![a, c]);
-        assert_eq!(rec.messages[1].data(), b"C");
+        assert_eq!(rec.messages[1].data().unwrap(), b"C");
         assert_eq!(rec.quarantined, 0);
     }
 
@@ -655,7 +738,7 @@ mod tests {
             fs::write(segment_path(crashed.path(), 1), &image[..cut]).unwrap();
             let (_j, rec) = Journal::open(crashed.path()).unwrap();
             let (_, expected) = acked.iter().rev().find(|(end, _)| *end as usize <= cut).unwrap();
-            let mut got: State = rec.messages.iter().map(|m| (m.id, m.data())).collect();
+            let mut got: State = rec.messages.iter().map(|m| (m.id, m.data().unwrap())).collect();
             let mut want = expected.clone();
             got.sort();
             want.sort();
@@ -690,8 +773,32 @@ mod tests {
         }
         let (_j, rec) = Journal::open(dir.path()).unwrap();
         assert_eq!(rec.messages.len(), 1);
-        assert_eq!((rec.messages[0].id, rec.messages[0].data()), (old, b"retried for days".to_vec()));
+        assert_eq!((rec.messages[0].id, rec.messages[0].data().unwrap()), (old, b"retried for days".to_vec()));
         assert_eq!(rec.quarantined, 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_body_reads_back_after_compaction_moved_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open_with(dir.path(), 4096).unwrap();
+        let source = j.body_source();
+        let old = SpoolId::new();
+        let body = Body::new(b"kept in the spool only".to_vec());
+        j.put(old, b"{}", b"", &body).await.unwrap();
+        let first = j.reader.index.lock().location(body.id).unwrap();
+        for _ in 0..300 {
+            let id = SpoolId::new();
+            j.put_data(id, b"{}", &[b'x'; 500]).await.unwrap();
+            j.remove(id).await.unwrap();
+            // reads race the writer's moves and deletions: every one finds the body
+            assert_eq!(source.read_body(body.id).unwrap(), b"kept in the spool only");
+        }
+        let moved = j.reader.index.lock().location(body.id).unwrap();
+        assert_ne!(first.seq, moved.seq, "compaction moved the body forward");
+        assert!(!segment_path(dir.path(), first.seq).exists());
+        j.remove(old).await.unwrap();
+        let gone = source.read_body(body.id).unwrap_err().to_string();
+        assert!(gone.contains("removed"), "{gone}");
     }
 
     #[tokio::test]
@@ -739,19 +846,18 @@ mod tests {
         {
             let (j, rec) = Journal::open(dir.path()).unwrap();
             assert_eq!(rec.messages.len(), 50);
-            assert!(
-                rec.messages.iter().all(|m| Arc::ptr_eq(&m.body.bytes, &rec.messages[0].body.bytes)),
-                "one body in memory"
-            );
+            assert!(rec.messages.iter().all(|m| m.body.same_as(&rec.messages[0].body)), "one body in memory");
             let first = rec.messages.iter().find(|m| m.id == ids[0]).unwrap();
-            assert_eq!(&first.prefix, b"Received: again\r\n");
+            assert_eq!(first.prefix(), b"Received: again\r\n");
             for id in &ids[1..] {
                 j.remove(*id).await.unwrap();
             }
         }
         let (j, rec) = Journal::open(dir.path()).unwrap();
         assert_eq!(rec.messages.len(), 1, "the body outlives all but the last message");
-        assert_eq!(rec.messages[0].body.bytes.len(), 100_000);
+        assert_eq!(rec.messages[0].body.len(), 100_000);
+        assert!(rec.messages[0].body.loaded().is_none(), "recovery reads no body into memory");
+        assert_eq!(rec.messages[0].body.read().unwrap().len(), 100_000);
         j.remove(ids[0]).await.unwrap();
         drop(j);
         let (_j, rec) = Journal::open(dir.path()).unwrap();

@@ -8,7 +8,7 @@ pub mod record;
 pub mod space;
 
 use crate::config::storage::{MinFree, SpoolConfig, SpoolKind};
-use crate::message::{Body, Envelope, Message, SpoolId};
+use crate::message::{Body, BodyError, BodySource, Envelope, Message, SpoolId};
 use space::DiskMonitor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,18 +38,27 @@ pub enum SpoolError {
 pub struct RecoveredMessage {
     /// Spool id.
     pub id: SpoolId,
-    /// Envelope JSON.
-    pub meta: Vec<u8>,
-    /// This message's own bytes before the body.
-    pub prefix: Vec<u8>,
+    /// Envelope JSON and this message's own bytes before the body, packed in one
+    /// allocation ([`crate::message::packed::pack_record`]).
+    pub packed: Box<[u8]>,
     /// The body (shared with the other messages of its transaction).
     pub body: Body,
 }
 
 impl RecoveredMessage {
-    /// The whole data.
-    pub fn data(&self) -> Vec<u8> {
-        [&self.prefix[..], &self.body.bytes[..]].concat()
+    /// The envelope JSON.
+    pub fn meta(&self) -> &[u8] {
+        crate::message::packed::split_record(&self.packed).0
+    }
+
+    /// This message's own bytes before the body.
+    pub fn prefix(&self) -> &[u8] {
+        crate::message::packed::split_record(&self.packed).1
+    }
+
+    /// The whole data (the body read from the segment if it is not in memory).
+    pub fn data(&self) -> Result<Vec<u8>, BodyError> {
+        Ok([self.prefix(), &self.body.read()?[..]].concat())
     }
 }
 
@@ -72,6 +81,10 @@ pub trait SpoolBackend: Send + Sync {
     async fn remove(&self, id: SpoolId) -> Result<(), SpoolError>;
     /// False once the backend has latched an error.
     fn healthy(&self) -> bool;
+    /// Where stored bodies can be read back; `None` keeps every body in memory.
+    fn body_source(&self) -> Option<Arc<dyn BodySource>> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -84,6 +97,9 @@ impl SpoolBackend for journal::Journal {
     }
     fn healthy(&self) -> bool {
         journal::Journal::healthy(self)
+    }
+    fn body_source(&self) -> Option<Arc<dyn BodySource>> {
+        Some(journal::Journal::body_source(self))
     }
 }
 
@@ -132,8 +148,10 @@ impl Spool {
         let mut messages = Vec::with_capacity(recovered.messages.len());
         for m in recovered.messages {
             let id = m.id;
-            match serde_json::from_slice::<Envelope>(&m.meta) {
-                Ok(env) => messages.push(Message::from_parts(id, env, m.prefix, m.body)),
+            match serde_json::from_slice::<Envelope>(m.meta()) {
+                // checked, then kept packed: a large spool is enumerated at the cost of
+                // its envelopes' bytes
+                Ok(_) => messages.push(Message::from_record(id, m.packed, m.body)),
                 Err(e) => {
                     tracing::error!(
                         "spool: message {id} has an unreadable envelope ({e}); left in the journal, not delivered"
@@ -197,6 +215,10 @@ impl Spool {
         let (prefix, body) = message.parts();
         self.backend.put(message.id(), &meta, &prefix, &body).await?;
         message.set_spooled();
+        // the body may now leave memory while the message waits
+        if let Some(source) = self.backend.body_source() {
+            body.set_source(source);
+        }
         Ok(())
     }
 

@@ -79,7 +79,9 @@ impl UserData for LuaMessage {
             this.0.set_meta(&key, from_lua(lua, value)?);
             Ok(())
         });
-        m.add_method("get_data", |lua, this, ()| lua.create_string(this.0.data().as_slice()));
+        m.add_method("get_data", |lua, this, ()| {
+            lua.create_string(this.0.data().map_err(mlua::Error::external)?.as_slice())
+        });
         m.add_method("set_data", |_, this, data: mlua::LuaString| {
             this.0.set_data(data.as_bytes().to_vec());
             Ok(())
@@ -89,35 +91,43 @@ impl UserData for LuaMessage {
             Ok(())
         });
         m.add_method("append_header", |_, this, (name, value): (String, String)| {
-            this.0.edit_data(|d| headers::append(d, &name, &value));
+            this.0.edit_data(|d| headers::append(d, &name, &value)).map_err(mlua::Error::external)?;
             Ok(())
         });
-        m.add_method("get_first_named_header_value", |_, this, name: String| Ok(this.0.first_header(&name)));
-        m.add_method("get_all_named_header_values", |_, this, name: String| Ok(this.0.all_headers_named(&name)));
+        m.add_method("get_first_named_header_value", |_, this, name: String| {
+            this.0.first_header(&name).map_err(mlua::Error::external)
+        });
+        m.add_method("get_all_named_header_values", |_, this, name: String| {
+            this.0.all_headers_named(&name).map_err(mlua::Error::external)
+        });
         m.add_method("get_all_headers", |lua, this, ()| {
             let out = lua.create_table()?;
-            for (name, value) in this.0.all_headers() {
+            for (name, value) in this.0.all_headers().map_err(mlua::Error::external)? {
                 out.raw_push(lua.create_sequence_from([name, value])?)?;
             }
             Ok(out)
         });
         m.add_method("remove_all_named_headers", |_, this, name: String| {
-            this.0.edit_data(|d| headers::remove_where(d, |n| n.eq_ignore_ascii_case(&name)));
+            this.0
+                .edit_data(|d| headers::remove_where(d, |n| n.eq_ignore_ascii_case(&name)))
+                .map_err(mlua::Error::external)?;
             Ok(())
         });
         m.add_method("remove_x_headers", |_, this, keep: Option<mlua::Table>| {
             let keep = header_names(keep)?;
-            this.0.edit_data(|d| {
-                headers::remove_where(d, |n| {
-                    let lower = n.to_ascii_lowercase();
-                    lower.starts_with("x-") && !keep.contains(&lower)
+            this.0
+                .edit_data(|d| {
+                    headers::remove_where(d, |n| {
+                        let lower = n.to_ascii_lowercase();
+                        lower.starts_with("x-") && !keep.contains(&lower)
+                    })
                 })
-            });
+                .map_err(mlua::Error::external)?;
             Ok(())
         });
         m.add_method("import_x_headers", |_, this, only: Option<mlua::Table>| {
             let only = header_names(only)?;
-            for (name, value) in this.0.all_headers() {
+            for (name, value) in this.0.all_headers().map_err(mlua::Error::external)? {
                 let lower = name.to_ascii_lowercase();
                 if lower.starts_with("x-") && (only.is_empty() || only.contains(&lower)) {
                     this.0.set_meta(&lower, Value::String(value));
@@ -125,9 +135,15 @@ impl UserData for LuaMessage {
             }
             Ok(())
         });
-        m.add_method("from_header", |_, this, ()| Ok(AddressHeader::of(this.0.first_header("From"))));
-        m.add_method("to_header", |_, this, ()| Ok(AddressHeader::of(this.0.first_header("To"))));
-        m.add_method("get_address_header", |_, this, name: String| Ok(AddressHeader::of(this.0.first_header(&name))));
+        m.add_method("from_header", |_, this, ()| {
+            Ok(AddressHeader::of(this.0.first_header("From").map_err(mlua::Error::external)?))
+        });
+        m.add_method("to_header", |_, this, ()| {
+            Ok(AddressHeader::of(this.0.first_header("To").map_err(mlua::Error::external)?))
+        });
+        m.add_method("get_address_header", |_, this, name: String| {
+            Ok(AddressHeader::of(this.0.first_header(&name).map_err(mlua::Error::external)?))
+        });
         m.add_method("num_attempts", |_, this, ()| Ok(this.0.num_attempts()));
         m.add_method("increment_num_attempts", |_, this, ()| {
             this.0.set_num_attempts(this.0.num_attempts() + 1);
@@ -145,14 +161,18 @@ impl UserData for LuaMessage {
             to_lua(lua, &value)
         });
         m.add_method("import_scheduling_header", |lua, this, (name, remove): (String, Option<bool>)| {
-            let Some(text) = this.0.first_header(&name) else { return Ok(LuaValue::Nil) };
+            let Some(text) = this.0.first_header(&name).map_err(mlua::Error::external)? else {
+                return Ok(LuaValue::Nil);
+            };
             let value: Value = serde_json::from_str(&text)
                 .map_err(|e| mlua::Error::runtime(format!("import_scheduling_header: {name}: {e}")))?;
             let s = Scheduling::parse(value.clone())
                 .map_err(|e| mlua::Error::runtime(format!("import_scheduling_header: {name}: {e}")))?;
             this.0.set_scheduling(Some(s));
             if remove.unwrap_or(false) {
-                this.0.edit_data(|d| headers::remove_where(d, |n| n.eq_ignore_ascii_case(&name)));
+                this.0
+                    .edit_data(|d| headers::remove_where(d, |n| n.eq_ignore_ascii_case(&name)))
+                    .map_err(mlua::Error::external)?;
             }
             to_lua(lua, &value)
         });
@@ -160,7 +180,7 @@ impl UserData for LuaMessage {
             let bad = |e: String| mlua::Error::runtime(format!("check_fix_conformance: {e}"));
             let checks = conformance::flags(&checks).map_err(bad)?;
             let fixes = conformance::flags(fixes.as_deref().unwrap_or("")).map_err(bad)?;
-            let data = this.0.data();
+            let data = this.0.data().map_err(mlua::Error::external)?;
             let failing: Vec<&str> = conformance::issues(&data).into_iter().filter(|i| checks.contains(i)).collect();
             if !failing.is_empty() {
                 return Ok(Some(format!("Message has conformance issues: {}", failing.join(", "))));

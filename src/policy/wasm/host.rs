@@ -89,7 +89,7 @@ impl types::HostMessage for HostState {
         Ok(self.table.get(&m)?.size() as u64)
     }
     fn get_data(&mut self, m: Resource<Message>) -> wasmtime::Result<Vec<u8>> {
-        Ok(self.table.get(&m)?.data().to_vec())
+        Ok(self.table.get(&m)?.data()?.to_vec())
     }
     fn set_data(&mut self, m: Resource<Message>, data: Vec<u8>) -> wasmtime::Result<()> {
         self.table.get(&m)?.set_data(data);
@@ -100,20 +100,20 @@ impl types::HostMessage for HostState {
         Ok(())
     }
     fn append_header(&mut self, m: Resource<Message>, name: String, value: String) -> wasmtime::Result<()> {
-        self.table.get(&m)?.edit_data(|d| headers::append(d, &name, &value));
+        self.table.get(&m)?.edit_data(|d| headers::append(d, &name, &value))?;
         Ok(())
     }
     fn get_first_named_header_value(&mut self, m: Resource<Message>, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.table.get(&m)?.first_header(&name))
+        Ok(self.table.get(&m)?.first_header(&name)?)
     }
     fn get_all_named_header_values(&mut self, m: Resource<Message>, name: String) -> wasmtime::Result<Vec<String>> {
-        Ok(self.table.get(&m)?.all_headers_named(&name))
+        Ok(self.table.get(&m)?.all_headers_named(&name)?)
     }
     fn get_all_headers(&mut self, m: Resource<Message>) -> wasmtime::Result<Vec<types::Header>> {
-        Ok(self.table.get(&m)?.all_headers().into_iter().map(|(name, value)| types::Header { name, value }).collect())
+        Ok(self.table.get(&m)?.all_headers()?.into_iter().map(|(name, value)| types::Header { name, value }).collect())
     }
     fn remove_all_named_headers(&mut self, m: Resource<Message>, name: String) -> wasmtime::Result<()> {
-        self.table.get(&m)?.edit_data(|d| headers::remove_where(d, |n| n.eq_ignore_ascii_case(&name)));
+        self.table.get(&m)?.edit_data(|d| headers::remove_where(d, |n| n.eq_ignore_ascii_case(&name)))?;
         Ok(())
     }
     fn remove_x_headers(&mut self, m: Resource<Message>, keep: Vec<String>) -> wasmtime::Result<()> {
@@ -123,13 +123,13 @@ impl types::HostMessage for HostState {
                 let l = n.to_ascii_lowercase();
                 l.starts_with("x-") && !keep.contains(&l)
             })
-        });
+        })?;
         Ok(())
     }
     fn import_x_headers(&mut self, m: Resource<Message>, names: Vec<String>) -> wasmtime::Result<()> {
         let names: Vec<String> = names.iter().map(|k| k.to_ascii_lowercase()).collect();
         let msg = self.table.get(&m)?;
-        for (name, value) in msg.all_headers() {
+        for (name, value) in msg.all_headers()? {
             let l = name.to_ascii_lowercase();
             if l.starts_with("x-") && (names.is_empty() || names.contains(&l)) {
                 msg.set_meta(&l, serde_json::Value::String(value));
