@@ -5,9 +5,12 @@
 #   MODE=relay  through `wasmta sink` (default)
 #   MODE=inject injection only: the destination suspended, messages spooled and held
 #
+#   SIZE=bytes MESSAGES=n  (defaults 2048 and 20000)
+#
 #   bench/ab.sh BASE_BIN NEW_BIN [ROUNDS]
 set -euo pipefail
 base="$(realpath "$1")" new="$(realpath "$2")" rounds="${3:-5}" mode="${MODE:-relay}"
+size="${SIZE:-2048}" messages="${MESSAGES:-20000}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=bench/lib.sh
 source "$root/bench/lib.sh"
@@ -30,13 +33,13 @@ one() { # BIN LABEL
     WASMTA_ENDPOINT=http://127.0.0.1:8030 "$1" suspend --domain example.com --reason ab --duration 1h >/dev/null
   fi
   c0="$(awk '{print $14 + $15}' "/proc/$pid/stat")"
-  out="$("$1" load --target 127.0.0.1:2525 --connections 100 --messages 20000 --size 2048 | tail -1)"
+  out="$("$1" load --target 127.0.0.1:2525 --connections 100 --messages "$messages" --size "$size" | tail -1)"
   prev=-1
   while c1="$(awk '{print $14 + $15}' "/proc/$pid/stat")" && [ "$c1" != "$prev" ]; do prev="$c1"; sleep 1; done
   kill "$pid" ${sink:+"$sink"} 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   rm -rf "$w"
-  echo "$2 $(rate "$out") $(((c1 - c0) * 1000000 / $(getconf CLK_TCK) / 20000))" | tee -a "$results"
+  echo "$2 $(rate "$out") $(((c1 - c0) * 1000000 / $(getconf CLK_TCK) / messages))" | tee -a "$results"
 }
 for _ in $(seq "$rounds"); do
   one "$base" base

@@ -45,7 +45,7 @@ wait_port 8031
 WASMTA_ENDPOINT=http://127.0.0.1:8031 "$bin" suspend --domain example.com --reason "provider block" --duration 10h >/dev/null
 before="$(rss)"
 t0=$(date +%s.%N)
-"$bin" load --target 127.0.0.1:2531 --connections 50 --messages "$messages" --size "$size" --duration 2h | tail -1
+"$bin" load --target 127.0.0.1:2531 --connections 50 --messages "$messages" --size "$size" --max-duration 2h | tail -1
 t1=$(date +%s.%N)
 sleep 2
 after="$(rss)"

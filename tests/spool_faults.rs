@@ -10,6 +10,7 @@ use harness::Server;
 use harness::inproc::{Faulty, serve};
 use harness::smtp::Client;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use wasmta::spool::SpoolError;
 
 #[test]
@@ -150,7 +151,16 @@ fn corruption_at_rest_is_quarantined_and_the_server_keeps_serving() {
     assert!(flipped >= 1 && cut, "found the records to damage");
 
     let server = Server::start(dir.path(), &dir.path().join("init.lua"));
-    let quarantined: Vec<_> = std::fs::read_dir(spool.join("corrupt")).unwrap().collect();
+    // the torn record at start-up; the damaged body moments later (bodies are stepped over
+    // at start-up and checked in the background)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let quarantined = loop {
+        let q: Vec<_> = std::fs::read_dir(spool.join("corrupt")).unwrap().collect();
+        if q.len() >= 2 || std::time::Instant::now() > deadline {
+            break q;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(quarantined.len() >= 2, "both damaged records kept for inspection: {quarantined:?}");
     assert!(server.stderr_text().contains("quarantined as"), "{}", server.stderr_text());
     let mut c = Client::ehlo(server.addr());

@@ -124,6 +124,7 @@ async fn start(
     tracing::info!("spool: {enumerated} message(s) enumerated, {} record(s) quarantined", startup.quarantined);
     crate::metrics::core::quarantined().fetch_add(startup.quarantined as i64, Ordering::Relaxed);
     spool.start();
+    return_freed_memory();
 
     let sessions = SessionBudget::for_descriptors(descriptors);
     tracing::info!("inbound sessions: at most {} at once across listeners (descriptor budget)", sessions.limit());
@@ -172,4 +173,25 @@ async fn start(
     let _ = tokio::time::timeout(Duration::from_secs(5), logs_done).await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Gives memory freed by the allocator back to the system every few seconds. Bodies of
+/// waiting messages leave memory (issue 17), but glibc keeps freed chunks between
+/// long-lived small allocations (the waiting envelopes) resident: without this a backlog
+/// of large messages kept ~0.7 KB more per message than one of small messages.
+fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    std::thread::Builder::new()
+        .name("malloc-trim".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                // SAFETY: malloc_trim only releases free pages; it is safe to call at any time
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            }
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| tracing::warn!("not returning freed memory to the system: {e}"));
 }

@@ -168,7 +168,13 @@ impl Shared {
         if let Some(wait) = scheduling_wait(&message) {
             at = at.max(Instant::now() + wait);
         }
+        // found at start-up: packed again once queued (reading its due time and queue
+        // opened it), so a restart on a large spool costs envelopes' bytes
+        let recovered = (reason == InsertReason::Enumerated).then(|| message.clone());
         self.insert_at(message, at, reason);
+        if let Some(m) = recovered {
+            m.set_waiting();
+        }
     }
 
     pub(super) fn insert_at(self: &Arc<Self>, message: Message, due: Instant, reason: InsertReason) {
@@ -428,9 +434,11 @@ async fn run_scheduled(queue: Arc<ScheduledQueue>, shared: Arc<Shared>) {
         // a suspended queue keeps its messages where admin actions (bounce, rebind,
         // inspect) see them, until the hold ends or is cancelled
         if let Some(until) = shared.automation.sched_suspended(&queue.parts) {
+            queue.set_holding(true);
             queue.nap(super::automation::Automation::nap(until)).await;
             continue;
         }
+        queue.set_holding(false);
         let due = match tokio::time::timeout(QUEUE_REAP_AFTER, queue.next_due()).await {
             Ok(due) => due,
             Err(_) if shared.reap_scheduled(&queue) => return,

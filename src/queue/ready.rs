@@ -68,8 +68,12 @@ pub struct ReadySpec {
     pub maildir: Option<crate::config::queue::MaildirProtocol>,
 }
 
-/// Messages at the head of a ready queue whose bodies are read into memory ahead of
-/// their turn; the rest wait with their bodies in the spool only.
+/// A ready queue keeps the bodies of its first messages in memory, up to this many...
+const KEEP_MESSAGES: usize = 1024;
+/// ...and about this many bytes of them; messages beyond wait with their bodies in the
+/// spool only (a deep queue of large messages costs envelopes, not bodies).
+const KEEP_BYTES: usize = 32 << 20;
+/// The head of the queue whose bodies are read back ahead of their turn.
 const READ_AHEAD: usize = 32;
 
 struct State {
@@ -149,15 +153,18 @@ impl ReadyQueue {
             let p = self.path.lock();
             (p.0.max_ready, p.0.connection_limit.0.max(1))
         };
+        let read_ahead;
         let spawn = {
             let mut st = self.state.lock();
             if st.messages.len() >= max_ready {
                 return Err(message);
             }
-            // bodies beyond the read-ahead window wait in the spool
-            if st.messages.len() >= READ_AHEAD {
+            // bodies beyond the kept head of the queue wait in the spool
+            let position = st.messages.len();
+            if position >= KEEP_MESSAGES || position.saturating_mul(message.size()) >= KEEP_BYTES {
                 message.set_waiting();
             }
+            read_ahead = position < READ_AHEAD && !message.body_loaded();
             st.messages.push_back(message);
             st.touched = Instant::now();
             let spawn = st.connections < limit && st.connections < st.messages.len();
@@ -168,7 +175,9 @@ impl ReadyQueue {
             spawn
         };
         self.notify.notify_one();
-        self.read_ahead();
+        if read_ahead {
+            self.read_ahead();
+        }
         if spawn {
             tokio::spawn(dispatch(self.clone(), shared.clone()));
         }
@@ -210,9 +219,17 @@ impl ReadyQueue {
     }
 
     fn pop(self: &Arc<Self>) -> Option<Message> {
-        let m = self.state.lock().messages.pop_front();
+        let (m, entered) = {
+            let mut st = self.state.lock();
+            let m = st.messages.pop_front();
+            // the message that just came within the read-ahead window
+            let entered = st.messages.get(READ_AHEAD - 1).is_some_and(|n| !n.body_loaded());
+            (m, entered)
+        };
         if m.is_some() {
             self.space.notify_waiters();
+        }
+        if entered {
             self.read_ahead();
         }
         m

@@ -36,10 +36,12 @@ impl Ord for Entry {
     }
 }
 
-/// A message due sooner than this keeps its body in memory...
+/// A message due sooner than this keeps its body in memory and its envelope open...
 const KEEP_BODY_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
-/// ...unless this many messages wait before it.
-const KEEP_BODY_QUEUED: usize = 64;
+/// ...unless this many messages wait before it (its ready queue is full)...
+const KEEP_BODY_QUEUED: usize = 8192;
+/// ...or about this many bytes of messages.
+const KEEP_BODY_BYTES: usize = 32 << 20;
 
 /// One scheduled queue.
 pub struct ScheduledQueue {
@@ -49,6 +51,8 @@ pub struct ScheduledQueue {
     pub parts: QueueNameParts,
     heap: Mutex<(BinaryHeap<Reverse<Entry>>, u64)>,
     notify: Notify,
+    /// Suspended: what it holds waits (see [`ScheduledQueue::set_holding`]).
+    holding: std::sync::atomic::AtomicBool,
 }
 
 impl ScheduledQueue {
@@ -59,6 +63,7 @@ impl ScheduledQueue {
             parts: QueueNameParts::parse(name),
             heap: Mutex::new((BinaryHeap::new(), 0)),
             notify: Notify::new(),
+            holding: Default::default(),
         })
     }
 
@@ -77,7 +82,13 @@ impl ScheduledQueue {
             let mut h = self.heap.lock();
             // a message that waits keeps its body in the spool only; one about to move on
             // to its ready queue keeps it in memory
-            if held || due > Instant::now() + KEEP_BODY_WITHIN || h.0.len() >= KEEP_BODY_QUEUED {
+            let queued = h.0.len();
+            if held
+                || self.holding.load(std::sync::atomic::Ordering::Relaxed)
+                || due > Instant::now() + KEEP_BODY_WITHIN
+                || queued >= KEEP_BODY_QUEUED
+                || queued.saturating_mul(message.size()) >= KEEP_BODY_BYTES
+            {
                 message.set_waiting();
             }
             h.1 += 1;
@@ -112,6 +123,17 @@ impl ScheduledQueue {
             self.notify.notify_one();
         }
         released
+    }
+
+    /// The queue is suspended (or not): while it is, every message in it, and every one
+    /// that arrives, waits with its body in the spool only.
+    pub fn set_holding(&self, on: bool) {
+        if self.holding.swap(on, std::sync::atomic::Ordering::Relaxed) == on || !on {
+            return;
+        }
+        for e in self.heap.lock().0.iter() {
+            e.0.message.set_waiting();
+        }
     }
 
     /// Waits `at_most`, or less if woken ([`ScheduledQueue::wake`], or a new message).

@@ -81,6 +81,11 @@ impl Index {
         self.location.get(&id).copied()
     }
 
+    /// Forgets a record placed during a replay that turned out not to be one.
+    pub fn forget_record(&mut self, id: SpoolId) {
+        self.unplace(id);
+    }
+
     /// A live record moved (compaction): same liveness, new place.
     pub fn relocate(&mut self, id: SpoolId, loc: Loc) {
         if self.unplace(id) {

@@ -14,7 +14,10 @@
 //! * An I/O or sync error latches the journal unhealthy: every later write fails fast
 //!   (no fsync retry — the kernel may have dropped the dirty pages).
 //! * At start-up every segment is replayed; torn or corrupt bytes are copied to
-//!   `corrupt/` and logged, never delivered and never silently dropped.
+//!   `corrupt/` and logged, never delivered and never silently dropped. Body records are
+//!   stepped over by their headers (a restart reads envelopes, not the bytes queued);
+//!   a body's checksum is checked whenever it is read back, and a corrupt one fails its
+//!   delivery attempts with a reply that says so.
 
 use super::index::{Index, Loc};
 use super::record::{self, Decoded, Record};
@@ -59,6 +62,9 @@ struct Pending {
 pub struct Journal {
     tx: Option<std::sync::mpsc::Sender<Pending>>,
     reader: Arc<Reader>,
+    /// Checks the bodies stepped over at start-up, in the background.
+    verifier: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
     healthy: Arc<AtomicBool>,
     writer: Option<std::thread::JoinHandle<()>>,
     _lock: crate::dirlock::DirLock,
@@ -66,6 +72,11 @@ pub struct Journal {
 
 impl Drop for Journal {
     fn drop(&mut self) {
+        // the verifier holds a sender: it goes first
+        self.stop.store(true, Ordering::Release);
+        if let Some(v) = self.verifier.take() {
+            let _ = v.join();
+        }
         // the writer ends when its channel closes; the lock goes only after it has
         self.tx.take();
         if let Some(w) = self.writer.take() {
@@ -135,7 +146,10 @@ impl Journal {
             .name("spool-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| SpoolError::Io(format!("spawning the spool writer: {e}")))?;
-        Ok((Journal { tx: Some(tx), reader, healthy, writer: Some(writer), _lock: lock }, recovered))
+        let stop = Arc::new(AtomicBool::new(false));
+        let verifier = spawn_verifier(&recovered, reader.clone(), tx.clone(), stop.clone());
+        let journal = Journal { tx: Some(tx), reader, verifier, stop, healthy, writer: Some(writer), _lock: lock };
+        Ok((journal, recovered))
     }
 
     async fn submit(&self, op: Op) -> Result<(), SpoolError> {
@@ -176,12 +190,75 @@ impl Journal {
     }
 }
 
+/// Checks, after start-up and off the path of new mail, every body that recovery stepped
+/// over: a body whose checksum fails is copied to `corrupt/` and logged, and the messages
+/// naming it are removed from the spool — as a corrupt record met during replay would be.
+fn spawn_verifier(
+    recovered: &Recovered,
+    reader: Arc<Reader>,
+    tx: std::sync::mpsc::Sender<Pending>,
+    stop: Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let mut named: HashMap<SpoolId, Vec<SpoolId>> = HashMap::new();
+    for m in recovered.messages.iter().filter(|m| m.body.is_stored()) {
+        named.entry(m.body.id).or_default().push(m.id);
+    }
+    if named.is_empty() {
+        return None;
+    }
+    let spawned = std::thread::Builder::new().name("spool-verify".into()).spawn(move || {
+        let mut bad = 0;
+        for (body, messages) in named {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            let Some((loc, bytes)) = reader.corrupt_record(body) else { continue };
+            bad += 1;
+            let name = reader.dir.join("corrupt").join(format!("{:016}-{}.bad", loc.seq, loc.offset));
+            if let Err(e) = fs::write(&name, &bytes) {
+                tracing::error!("spool: could not quarantine body {body}: {e}");
+            }
+            tracing::error!(
+                "spool: the body of {} message(s) at {}:{} fails its checksum; quarantined as {}, the messages removed",
+                messages.len(),
+                segment_path(&reader.dir, loc.seq).display(),
+                loc.offset,
+                name.display()
+            );
+            for id in messages {
+                let (done, _) = oneshot::channel();
+                let _ = tx.send(Pending { op: Op::Remove(id, record::encode_remove(id)), done });
+            }
+        }
+        if bad == 0 {
+            tracing::debug!("spool: every stored body read back and checked");
+        }
+    });
+    spawned.map_err(|e| tracing::warn!("spool: bodies not checked in the background: {e}")).ok()
+}
+
 /// Reads a body record back from its segment. The writer may move it meanwhile
 /// (compaction copies it forward, then deletes the old segment): a segment that is gone
 /// or a record that is not the one asked for means "look again".
 struct Reader {
     dir: PathBuf,
     index: Arc<Mutex<Index>>,
+}
+
+impl Reader {
+    /// The record of body `id` and its bytes if it is corrupt (fails its checksum); `None`
+    /// if it reads back whole, or is gone.
+    fn corrupt_record(&self, id: SpoolId) -> Option<(Loc, Vec<u8>)> {
+        use std::os::unix::fs::FileExt;
+        let loc = self.index.lock().location(id)?;
+        let file = File::open(segment_path(&self.dir, loc.seq)).ok()?;
+        let mut buf = vec![0; loc.len as usize];
+        file.read_exact_at(&mut buf, loc.offset).ok()?;
+        match record::decode(&buf) {
+            Decoded::Record(..) => None,
+            _ => Some((loc, buf)),
+        }
+    }
 }
 
 impl BodySource for Reader {
@@ -305,6 +382,12 @@ impl Replay {
     }
 }
 
+/// Replays one segment. Body records are stepped over by their headers — their bytes are
+/// neither read nor kept, so a restart reads envelopes, not the bytes queued; a body's
+/// checksum is checked when it is read back for delivery. Every other record is read and
+/// checked. Anything unexpected (a header that does not parse, a record that runs past
+/// the end, a body skip that does not land on a record) is replayed byte by byte from
+/// the last sure place, so torn tails and corruption are found as before.
 fn replay_segment(
     dir: &Path,
     seq: u64,
@@ -312,17 +395,77 @@ fn replay_segment(
     replay: &mut Replay,
     recovered: &mut Recovered,
 ) -> Result<(), SpoolError> {
+    use std::os::unix::fs::FileExt;
     let path = segment_path(dir, seq);
-    let buf = fs::read(&path).map_err(|e| SpoolError::Io(format!("reading {}: {e}", path.display())))?;
-    let mut pos = 0;
+    let io = |e: std::io::Error| SpoolError::Io(format!("reading {}: {e}", path.display()));
+    let file = File::open(&path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
     index.open_segment(seq);
+    let mut pos = 0u64;
+    // the last body stepped over: where to go back to if the next header is not one
+    let mut skipped: Option<(u64, SpoolId)> = None;
+    let mut head = [0u8; record::HEADER_LEN + 16];
+    while pos < size {
+        let avail = (size - pos).min(head.len() as u64) as usize;
+        file.read_exact_at(&mut head[..avail], pos).map_err(io)?;
+        let peeked = record::peek(&head[..avail]).filter(|(_, total)| pos + *total as u64 <= size);
+        let Some((_, total)) = peeked else {
+            let from = match skipped.take() {
+                Some((at, id)) => {
+                    replay.bodies.remove(&id);
+                    index.forget_record(id);
+                    at
+                }
+                None => pos,
+            };
+            let mut rest = vec![0u8; (size - from) as usize];
+            file.read_exact_at(&mut rest, from).map_err(io)?;
+            return replay_bytes(dir, seq, from, &rest, index, replay, recovered);
+        };
+        if let Some(id) = record::body_id(&head[..avail]) {
+            let len = total - record::HEADER_LEN - 16;
+            replay.bodies.insert(id, Found::Stored(len));
+            index.put_body(id, Loc { seq, offset: pos, len: total as u64 });
+            skipped = Some((pos, id));
+        } else {
+            let mut buf = vec![0u8; total];
+            file.read_exact_at(&mut buf, pos).map_err(io)?;
+            if !matches!(record::decode(&buf), Decoded::Record(..)) {
+                // a record whose checksum fails: go through it byte by byte
+                let mut rest = vec![0u8; (size - pos) as usize];
+                file.read_exact_at(&mut rest, pos).map_err(io)?;
+                return replay_bytes(dir, seq, pos, &rest, index, replay, recovered);
+            }
+            replay_bytes(dir, seq, pos, &buf, index, replay, recovered)?;
+            skipped = None;
+        }
+        pos += total as u64;
+    }
+    index.set_size(seq, size);
+    Ok(())
+}
+
+/// Replays `buf`, the bytes of segment `seq` from offset `base` to its end (or one whole
+/// record), checking every record; quarantines corrupt bytes and cuts a torn tail.
+fn replay_bytes(
+    dir: &Path,
+    seq: u64,
+    base: u64,
+    buf: &[u8],
+    index: &mut Index,
+    replay: &mut Replay,
+    recovered: &mut Recovered,
+) -> Result<(), SpoolError> {
+    let path = segment_path(dir, seq);
+    let mut pos = 0;
     while pos < buf.len() {
-        let loc = |len: usize| Loc { seq, offset: pos as u64, len: len as u64 };
+        let at = base as usize + pos;
+        let loc = |len: usize| Loc { seq, offset: at as u64, len: len as u64 };
         match record::decode(&buf[pos..]) {
             Decoded::Record(Record::Put { meta, .. } | Record::Ref { meta, .. }, len)
                 if serde_json::from_slice::<serde_json::Value>(meta).is_err() =>
             {
-                quarantine(dir, seq, pos, &buf[pos..pos + len], "a record with unreadable meta", recovered);
+                quarantine(dir, seq, at, &buf[pos..pos + len], "a record with unreadable meta", recovered);
                 pos += len;
             }
             Decoded::Record(Record::Put { id, meta, data }, len) => {
@@ -350,19 +493,19 @@ fn replay_segment(
             }
             Decoded::Incomplete => {
                 // a write torn by a crash before it was acknowledged
-                quarantine(dir, seq, pos, &buf[pos..], "a torn (incomplete) record", recovered);
+                quarantine(dir, seq, at, &buf[pos..], "a torn (incomplete) record", recovered);
                 let f = OpenOptions::new().write(true).open(&path).map_err(|e| SpoolError::Io(e.to_string()))?;
-                f.set_len(pos as u64).and_then(|_| f.sync_all()).map_err(|e| SpoolError::Io(e.to_string()))?;
-                index.set_size(seq, pos as u64);
+                f.set_len(at as u64).and_then(|_| f.sync_all()).map_err(|e| SpoolError::Io(e.to_string()))?;
+                index.set_size(seq, at as u64);
                 return Ok(());
             }
             Decoded::Corrupt { skip, reason } => {
-                quarantine(dir, seq, pos, &buf[pos..pos + skip], reason, recovered);
+                quarantine(dir, seq, at, &buf[pos..pos + skip], reason, recovered);
                 pos += skip;
             }
         }
     }
-    index.set_size(seq, buf.len() as u64);
+    index.set_size(seq, base + buf.len() as u64);
     Ok(())
 }
 
@@ -687,12 +830,32 @@ mod tests {
         bytes.extend_from_slice(&torn[..torn.len() - 3]);
         fs::write(&seg, &bytes).unwrap();
 
+        let (j, rec) = Journal::open(dir.path()).unwrap();
+        let mut ids: Vec<SpoolId> = rec.messages.iter().map(|m| m.id).collect();
+        ids.sort();
+        let mut want = vec![a, b];
+        want.sort();
+        assert_eq!(ids, want, "bodies are stepped over at start-up; the torn record is never recovered");
+        assert_eq!(rec.quarantined, 1, "the torn record");
+        // a corrupt body read for delivery says why, and is never delivered
+        let by_id = |id| rec.messages.iter().find(|m| m.id == id).unwrap();
+        let err = by_id(a).data().unwrap_err().to_string();
+        assert!(err.contains("corrupt (checksum)"), "{err}");
+        assert_eq!(by_id(b).data().unwrap(), b"BBBB");
+        // the background check quarantines it and removes its message
+        let corrupt = || fs::read_dir(dir.path().join("corrupt")).unwrap().count();
+        for _ in 0..200 {
+            if corrupt() == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(corrupt(), 2, "the torn record and the corrupt body");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(j);
         let (_j, rec) = Journal::open(dir.path()).unwrap();
         let ids: Vec<SpoolId> = rec.messages.iter().map(|m| m.id).collect();
-        assert_eq!(ids, vec![b], "the corrupt and the torn record are never recovered");
-        // the corrupt body, the torn record, and the message whose body that was
-        assert_eq!(rec.quarantined, 3);
-        assert_eq!(fs::read_dir(dir.path().join("corrupt")).unwrap().count(), 2);
+        assert_eq!(ids, vec![b], "the message whose body was corrupt is removed");
     }
 
     /// A power cut keeps what was synced and any prefix of what was not: for every cut

@@ -120,6 +120,26 @@ pub fn encode_remove(id: SpoolId) -> Vec<u8> {
     frame(KIND_REMOVE, &[id.as_bytes()])
 }
 
+/// The header of a record: its kind and whole length, if `head` (at least
+/// [`HEADER_LEN`] bytes) starts like one. The payload is not checked.
+pub fn peek(head: &[u8]) -> Option<(u8, usize)> {
+    if head.len() < HEADER_LEN || &head[..4] != MAGIC || head[4] != VERSION {
+        return None;
+    }
+    let len = u32::from_le_bytes(head[6..10].try_into().expect("4 bytes")) as usize;
+    (len <= MAX_PAYLOAD).then_some((head[5], HEADER_LEN + len))
+}
+
+/// The id of a Body record from its first `HEADER_LEN + 16` bytes (checked by [`peek`]).
+pub fn body_id(head: &[u8]) -> Option<SpoolId> {
+    match peek(head) {
+        Some((KIND_BODY, total)) if total >= HEADER_LEN + 16 && head.len() >= HEADER_LEN + 16 => {
+            Some(SpoolId::from_bytes(head[HEADER_LEN..HEADER_LEN + 16].try_into().expect("16 bytes")))
+        }
+        _ => None,
+    }
+}
+
 /// Decodes the record at the start of `buf`.
 pub fn decode(buf: &[u8]) -> Decoded<'_> {
     if buf.len() < HEADER_LEN {
