@@ -178,7 +178,16 @@ fn metrics_are_prometheus_text_and_json() {
         assert_eq!(c.send_mail("a@s.example", &["r@dest.example"], "Subject: m\r\n\r\nx").code, 250);
     }
     assert!(sink.wait_for(3, Duration::from_secs(10)));
-    let (code, text) = http_get(&server.http[0], "/metrics");
+    // the sink counts a message at its 250; the server counts it once it has read that
+    // reply and written the Delivery record: moments later
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (code, text) = loop {
+        let (code, text) = http_get(&server.http[0], "/metrics");
+        if text.contains("total_messages_delivered 3") || std::time::Instant::now() > deadline {
+            break (code, text);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(code, 200);
     for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
         let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));

@@ -24,9 +24,13 @@ pub struct TransportError {
     pub reply: Reply,
 }
 
-/// The reply for a message whose body the spool could not give back: retried later.
+/// The reply for a message whose body the spool could not give back: `451` (retried
+/// later) unless the body is gone for good (`550 5.3.0`).
 pub fn body_unreadable(e: &crate::message::BodyError) -> Reply {
-    Reply::new(451, "4.3.0", format!("KumoMTA internal: {e}"))
+    match e.lost {
+        true => Reply::new(550, "5.3.0", format!("KumoMTA internal: {e}")),
+        false => Reply::new(451, "4.3.0", format!("KumoMTA internal: {e}")),
+    }
 }
 
 impl TransportError {

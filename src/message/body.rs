@@ -12,6 +12,14 @@ use std::sync::Arc;
 pub trait BodySource: Send + Sync {
     /// The bytes stored under `id`.
     fn read_body(&self, id: SpoolId) -> Result<Vec<u8>, BodyError>;
+
+    /// The header section of the body stored under `id` (up to the blank line), checked
+    /// like [`BodySource::read_body`] but without holding the rest in memory.
+    fn read_header_section(&self, id: SpoolId) -> Result<Vec<u8>, BodyError> {
+        let mut all = self.read_body(id)?;
+        all.truncate(super::headers::header_end(&all));
+        Ok(all)
+    }
 }
 
 /// A body could not be read back.
@@ -22,6 +30,20 @@ pub struct BodyError {
     pub id: SpoolId,
     /// What went wrong.
     pub reason: String,
+    /// The bytes are gone for good (corrupt, or no longer stored): retrying cannot help.
+    pub lost: bool,
+}
+
+impl BodyError {
+    /// A failure that may pass (an I/O error, a record moving under compaction).
+    pub fn io(id: SpoolId, reason: impl Into<String>) -> BodyError {
+        BodyError { id, reason: reason.into(), lost: false }
+    }
+
+    /// The bytes are gone for good.
+    pub fn lost(id: SpoolId, reason: impl Into<String>) -> BodyError {
+        BodyError { id, reason: reason.into(), lost: true }
+    }
 }
 
 struct Cell {
@@ -104,16 +126,29 @@ impl Body {
     fn fetch(&self) -> Result<Vec<u8>, BodyError> {
         let source = self.cell.source.lock().clone();
         let Some(source) = source else {
-            return Err(BodyError { id: self.id, reason: "neither in memory nor stored".into() });
+            return Err(BodyError::lost(self.id, "neither in memory nor stored"));
         };
         let read = source.read_body(self.id)?;
         if read.len() != self.len {
-            return Err(BodyError {
-                id: self.id,
-                reason: format!("read back {} bytes where {} were stored", read.len(), self.len),
-            });
+            return Err(BodyError::lost(
+                self.id,
+                format!("read back {} bytes where {} were stored", read.len(), self.len),
+            ));
         }
         Ok(read)
+    }
+
+    /// The header section: from memory if the bytes are there, else read from the spool
+    /// without holding the body text (a policy reading headers of a waiting message).
+    pub fn header_section(&self) -> Result<Vec<u8>, BodyError> {
+        if let Some(b) = self.loaded() {
+            return Ok(b[..super::headers::header_end(&b)].to_vec());
+        }
+        let source = self.cell.source.lock().clone();
+        match source {
+            Some(source) => source.read_header_section(self.id),
+            None => Err(BodyError::lost(self.id, "neither in memory nor stored")),
+        }
     }
 
     /// Notes where the bytes can be read again (the spool has them now).
@@ -150,7 +185,7 @@ mod tests {
     impl BodySource for Disk {
         fn read_body(&self, id: SpoolId) -> Result<Vec<u8>, BodyError> {
             if self.0.is_empty() {
-                return Err(BodyError { id, reason: "gone".into() });
+                return Err(BodyError::lost(id, "gone"));
             }
             Ok(self.0.clone())
         }

@@ -193,14 +193,14 @@ impl Message {
     }
 
     /// The header section (prefix and the shared body's header lines), without the body
-    /// text: what header reads need.
+    /// text: what header reads need (a waiting message's body text is not read into
+    /// memory for it).
     pub fn header_section(&self) -> Result<Vec<u8>, BodyError> {
         let (prefix, body) = self.parts();
-        let bytes = body.read()?;
-        let end = headers::header_end(&bytes);
-        let mut out = Vec::with_capacity(prefix.len() + end);
+        let head = body.header_section()?;
+        let mut out = Vec::with_capacity(prefix.len() + head.len());
         out.extend_from_slice(&prefix);
-        out.extend_from_slice(&bytes[..end]);
+        out.extend_from_slice(&head);
         Ok(out)
     }
 

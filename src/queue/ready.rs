@@ -423,7 +423,7 @@ async fn body_in_memory(message: &Message) -> Result<(), crate::message::BodyErr
     let m = message.clone();
     match tokio::task::spawn_blocking(move || m.load_body()).await {
         Ok(r) => r,
-        Err(e) => Err(crate::message::BodyError { id: message.parts().1.id, reason: e.to_string() }),
+        Err(e) => Err(crate::message::BodyError::io(message.parts().1.id, e.to_string())),
     }
 }
 
@@ -502,10 +502,16 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
                 continue 'connect;
             }
             if let Err(e) = body_in_memory(&message).await {
-                // the spool could not give the body back: retried later, the connection kept
+                // the spool could not give the body back (the connection is kept): a body
+                // that is gone for good (corrupt, quarantined) bounces, so the sender hears
+                // of it and the message leaves the queue; anything else is retried
                 let reply = crate::delivery::client::body_unreadable(&e);
                 tracing::error!("queue {}: {e}", rq.name);
-                shared.transient(At { rq: Some(&rq), peer: peer.as_ref() }, message, &reply, "DATA").await;
+                if e.lost {
+                    shared.bounce(&rq, message, &reply, "DATA", None).await;
+                } else {
+                    shared.transient(At { rq: Some(&rq), peer: peer.as_ref() }, message, &reply, "DATA").await;
+                }
                 continue;
             }
             match conn.send(&message, &path).await {

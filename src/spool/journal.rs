@@ -20,12 +20,12 @@
 //!   delivery attempts with a reply that says so.
 
 use super::index::{Index, Loc};
+use super::reader::{Reader, spawn_verifier};
 use super::record::{self, Decoded, Record};
+use super::replay::{Replay, replay_segment};
 use super::{Recovered, SpoolError};
-use crate::message::packed::pack_record;
-use crate::message::{Body, BodyError, BodySource, SpoolId};
+use crate::message::{Body, BodySource, SpoolId};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,7 +42,7 @@ const COMPACT_LIMIT: u64 = 16 * 1024 * 1024;
 /// How long the writer waits for work before it looks for compaction.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
-enum Op {
+pub(super) enum Op {
     /// A message's Ref record, and the Body it names (written first unless it is live).
     Put {
         id: SpoolId,
@@ -52,9 +52,9 @@ enum Op {
     Remove(SpoolId, Vec<u8>),
 }
 
-struct Pending {
-    op: Op,
-    done: oneshot::Sender<Result<(), SpoolError>>,
+pub(super) struct Pending {
+    pub(super) op: Op,
+    pub(super) done: oneshot::Sender<Result<(), SpoolError>>,
 }
 
 /// The journal. It holds the directory's lock (one server per spool) from before the
@@ -85,7 +85,7 @@ impl Drop for Journal {
     }
 }
 
-fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+pub(super) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:016}.seg"))
 }
 
@@ -121,7 +121,7 @@ impl Journal {
             for &seq in &seqs {
                 replay_segment(dir, seq, &mut ix, &mut replay, &mut recovered)?;
             }
-            replay.finish(&mut ix, &mut recovered, reader.clone());
+            replay.finish(dir, &mut ix, &mut recovered, reader.clone());
         }
 
         let next_seq = seqs.last().map(|s| s + 1).unwrap_or(1);
@@ -146,6 +146,11 @@ impl Journal {
             .name("spool-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| SpoolError::Io(format!("spawning the spool writer: {e}")))?;
+        // messages whose body is gone: their removal made durable
+        for id in std::mem::take(&mut recovered.orphans) {
+            let (done, _) = oneshot::channel();
+            let _ = tx.send(Pending { op: Op::Remove(id, record::encode_remove(id)), done });
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let verifier = spawn_verifier(&recovered, reader.clone(), tx.clone(), stop.clone());
         let journal = Journal { tx: Some(tx), reader, verifier, stop, healthy, writer: Some(writer), _lock: lock };
@@ -190,114 +195,6 @@ impl Journal {
     }
 }
 
-/// Checks, after start-up and off the path of new mail, every body that recovery stepped
-/// over: a body whose checksum fails is copied to `corrupt/` and logged, and the messages
-/// naming it are removed from the spool — as a corrupt record met during replay would be.
-fn spawn_verifier(
-    recovered: &Recovered,
-    reader: Arc<Reader>,
-    tx: std::sync::mpsc::Sender<Pending>,
-    stop: Arc<AtomicBool>,
-) -> Option<std::thread::JoinHandle<()>> {
-    let mut named: HashMap<SpoolId, Vec<SpoolId>> = HashMap::new();
-    for m in recovered.messages.iter().filter(|m| m.body.is_stored()) {
-        named.entry(m.body.id).or_default().push(m.id);
-    }
-    if named.is_empty() {
-        return None;
-    }
-    let spawned = std::thread::Builder::new().name("spool-verify".into()).spawn(move || {
-        let mut bad = 0;
-        for (body, messages) in named {
-            if stop.load(Ordering::Acquire) {
-                return;
-            }
-            let Some((loc, bytes)) = reader.corrupt_record(body) else { continue };
-            bad += 1;
-            let name = reader.dir.join("corrupt").join(format!("{:016}-{}.bad", loc.seq, loc.offset));
-            if let Err(e) = fs::write(&name, &bytes) {
-                tracing::error!("spool: could not quarantine body {body}: {e}");
-            }
-            tracing::error!(
-                "spool: the body of {} message(s) at {}:{} fails its checksum; quarantined as {}, the messages removed",
-                messages.len(),
-                segment_path(&reader.dir, loc.seq).display(),
-                loc.offset,
-                name.display()
-            );
-            for id in messages {
-                let (done, _) = oneshot::channel();
-                let _ = tx.send(Pending { op: Op::Remove(id, record::encode_remove(id)), done });
-            }
-        }
-        if bad == 0 {
-            tracing::debug!("spool: every stored body read back and checked");
-        }
-    });
-    spawned.map_err(|e| tracing::warn!("spool: bodies not checked in the background: {e}")).ok()
-}
-
-/// Reads a body record back from its segment. The writer may move it meanwhile
-/// (compaction copies it forward, then deletes the old segment): a segment that is gone
-/// or a record that is not the one asked for means "look again".
-struct Reader {
-    dir: PathBuf,
-    index: Arc<Mutex<Index>>,
-}
-
-impl Reader {
-    /// The record of body `id` and its bytes if it is corrupt (fails its checksum); `None`
-    /// if it reads back whole, or is gone.
-    fn corrupt_record(&self, id: SpoolId) -> Option<(Loc, Vec<u8>)> {
-        use std::os::unix::fs::FileExt;
-        let loc = self.index.lock().location(id)?;
-        let file = File::open(segment_path(&self.dir, loc.seq)).ok()?;
-        let mut buf = vec![0; loc.len as usize];
-        file.read_exact_at(&mut buf, loc.offset).ok()?;
-        match record::decode(&buf) {
-            Decoded::Record(..) => None,
-            _ => Some((loc, buf)),
-        }
-    }
-}
-
-impl BodySource for Reader {
-    fn read_body(&self, id: SpoolId) -> Result<Vec<u8>, BodyError> {
-        use std::os::unix::fs::FileExt;
-        let fail = |reason: String| BodyError { id, reason };
-        let mut last = String::new();
-        for _ in 0..4 {
-            let Some(loc) = self.index.lock().location(id) else {
-                return Err(fail("not in the spool (the message was removed)".into()));
-            };
-            let path = segment_path(&self.dir, loc.seq);
-            let file = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    last = format!("{} is gone", path.display());
-                    continue;
-                }
-                Err(e) => return Err(fail(format!("opening {}: {e}", path.display()))),
-            };
-            let mut buf = vec![0; loc.len as usize];
-            file.read_exact_at(&mut buf, loc.offset).map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
-            let start = match record::decode(&buf) {
-                Decoded::Record(Record::Body { id: got, data }, _) if got == id => buf.len() - data.len(),
-                Decoded::Record(..) => {
-                    last = format!("{}:{} holds another record now", path.display(), loc.offset);
-                    continue;
-                }
-                Decoded::Incomplete | Decoded::Corrupt { .. } => {
-                    return Err(fail(format!("{}:{} is corrupt (checksum)", path.display(), loc.offset)));
-                }
-            };
-            buf.drain(..start);
-            return Ok(buf);
-        }
-        Err(fail(last))
-    }
-}
-
 /// Creates segment `seq` and makes it durable in its directory. On failure nothing is
 /// left behind, so it can simply be tried again.
 fn create_segment(dir: &Path, seq: u64) -> std::io::Result<(File, PathBuf)> {
@@ -315,198 +212,6 @@ fn create_segment(dir: &Path, seq: u64) -> std::io::Result<(File, PathBuf)> {
 /// stop taking mail for good.
 fn is_exhaustion(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM))
-}
-
-fn quarantine(dir: &Path, seq: u64, offset: usize, bytes: &[u8], reason: &str, recovered: &mut Recovered) {
-    let name = dir.join("corrupt").join(format!("{seq:016}-{offset}.bad"));
-    match fs::write(&name, bytes) {
-        Ok(()) => tracing::error!(
-            "spool: {} bytes at {}:{} are {reason}; quarantined as {}",
-            bytes.len(),
-            segment_path(dir, seq).display(),
-            offset,
-            name.display()
-        ),
-        Err(e) => tracing::error!("spool: {reason} at segment {seq} offset {offset}; could not quarantine: {e}"),
-    }
-    recovered.quarantined += 1;
-}
-
-/// What the segments say, gathered over the whole replay: a Ref may come before the Body
-/// it names (compaction copies a body forward past its messages).
-#[derive(Default)]
-struct Replay {
-    /// Live messages: envelope and prefix (packed), body id.
-    messages: HashMap<SpoolId, (Box<[u8]>, SpoolId)>,
-    /// Bodies by id: the length of one in a Body record (read again when needed), or the
-    /// bytes of an old Put record's data.
-    bodies: HashMap<SpoolId, Found>,
-}
-
-/// A body met during replay.
-enum Found {
-    Stored(usize),
-    Inline(Arc<Vec<u8>>),
-}
-
-impl Replay {
-    /// Pairs messages with their bodies; a message whose body is missing is reported and
-    /// counted, never delivered half.
-    fn finish(mut self, index: &mut Index, recovered: &mut Recovered, source: Arc<dyn BodySource>) {
-        index.sweep_bodies(self.bodies.keys().copied().collect::<Vec<_>>());
-        let mut ids: Vec<SpoolId> = self.messages.keys().copied().collect();
-        ids.sort();
-        // the messages of one transaction share one Body (one load serves them all)
-        let mut shared: HashMap<SpoolId, Body> = HashMap::new();
-        for id in ids {
-            let (packed, body_id) = self.messages.remove(&id).expect("present");
-            let body = self.bodies.get(&body_id).map(|found| {
-                shared.entry(body_id).or_insert_with(|| match found {
-                    Found::Stored(len) => Body::stored(body_id, *len, source.clone()),
-                    Found::Inline(bytes) => Body::in_memory(body_id, bytes.clone()),
-                })
-            });
-            match body {
-                Some(body) => {
-                    let body = body.clone();
-                    recovered.messages.push(super::RecoveredMessage { id, packed, body });
-                }
-                None => {
-                    tracing::error!(
-                        "spool: message {id} names body {body_id}, which is not in the spool; not delivered"
-                    );
-                    recovered.quarantined += 1;
-                }
-            }
-        }
-    }
-}
-
-/// Replays one segment. Body records are stepped over by their headers — their bytes are
-/// neither read nor kept, so a restart reads envelopes, not the bytes queued; a body's
-/// checksum is checked when it is read back for delivery. Every other record is read and
-/// checked. Anything unexpected (a header that does not parse, a record that runs past
-/// the end, a body skip that does not land on a record) is replayed byte by byte from
-/// the last sure place, so torn tails and corruption are found as before.
-fn replay_segment(
-    dir: &Path,
-    seq: u64,
-    index: &mut Index,
-    replay: &mut Replay,
-    recovered: &mut Recovered,
-) -> Result<(), SpoolError> {
-    use std::os::unix::fs::FileExt;
-    let path = segment_path(dir, seq);
-    let io = |e: std::io::Error| SpoolError::Io(format!("reading {}: {e}", path.display()));
-    let file = File::open(&path).map_err(io)?;
-    let size = file.metadata().map_err(io)?.len();
-    index.open_segment(seq);
-    let mut pos = 0u64;
-    // the last body stepped over: where to go back to if the next header is not one
-    let mut skipped: Option<(u64, SpoolId)> = None;
-    let mut head = [0u8; record::HEADER_LEN + 16];
-    while pos < size {
-        let avail = (size - pos).min(head.len() as u64) as usize;
-        file.read_exact_at(&mut head[..avail], pos).map_err(io)?;
-        let peeked = record::peek(&head[..avail]).filter(|(_, total)| pos + *total as u64 <= size);
-        let Some((_, total)) = peeked else {
-            let from = match skipped.take() {
-                Some((at, id)) => {
-                    replay.bodies.remove(&id);
-                    index.forget_record(id);
-                    at
-                }
-                None => pos,
-            };
-            let mut rest = vec![0u8; (size - from) as usize];
-            file.read_exact_at(&mut rest, from).map_err(io)?;
-            return replay_bytes(dir, seq, from, &rest, index, replay, recovered);
-        };
-        if let Some(id) = record::body_id(&head[..avail]) {
-            let len = total - record::HEADER_LEN - 16;
-            replay.bodies.insert(id, Found::Stored(len));
-            index.put_body(id, Loc { seq, offset: pos, len: total as u64 });
-            skipped = Some((pos, id));
-        } else {
-            let mut buf = vec![0u8; total];
-            file.read_exact_at(&mut buf, pos).map_err(io)?;
-            if !matches!(record::decode(&buf), Decoded::Record(..)) {
-                // a record whose checksum fails: go through it byte by byte
-                let mut rest = vec![0u8; (size - pos) as usize];
-                file.read_exact_at(&mut rest, pos).map_err(io)?;
-                return replay_bytes(dir, seq, pos, &rest, index, replay, recovered);
-            }
-            replay_bytes(dir, seq, pos, &buf, index, replay, recovered)?;
-            skipped = None;
-        }
-        pos += total as u64;
-    }
-    index.set_size(seq, size);
-    Ok(())
-}
-
-/// Replays `buf`, the bytes of segment `seq` from offset `base` to its end (or one whole
-/// record), checking every record; quarantines corrupt bytes and cuts a torn tail.
-fn replay_bytes(
-    dir: &Path,
-    seq: u64,
-    base: u64,
-    buf: &[u8],
-    index: &mut Index,
-    replay: &mut Replay,
-    recovered: &mut Recovered,
-) -> Result<(), SpoolError> {
-    let path = segment_path(dir, seq);
-    let mut pos = 0;
-    while pos < buf.len() {
-        let at = base as usize + pos;
-        let loc = |len: usize| Loc { seq, offset: at as u64, len: len as u64 };
-        match record::decode(&buf[pos..]) {
-            Decoded::Record(Record::Put { meta, .. } | Record::Ref { meta, .. }, len)
-                if serde_json::from_slice::<serde_json::Value>(meta).is_err() =>
-            {
-                quarantine(dir, seq, at, &buf[pos..pos + len], "a record with unreadable meta", recovered);
-                pos += len;
-            }
-            Decoded::Record(Record::Put { id, meta, data }, len) => {
-                // written before bodies were shared: the message's data is its own body
-                let body = SpoolId::new();
-                replay.bodies.insert(body, Found::Inline(Arc::new(data.to_vec())));
-                replay.messages.insert(id, (pack_record(meta, b""), body));
-                index.put(id, loc(len), None);
-                pos += len;
-            }
-            Decoded::Record(Record::Ref { id, meta, body, prefix }, len) => {
-                replay.messages.insert(id, (pack_record(meta, prefix), body));
-                index.put(id, loc(len), Some(body));
-                pos += len;
-            }
-            Decoded::Record(Record::Body { id, data }, len) => {
-                replay.bodies.insert(id, Found::Stored(data.len()));
-                index.put_body(id, loc(len));
-                pos += len;
-            }
-            Decoded::Record(Record::Remove { id }, len) => {
-                index.remove(id);
-                replay.messages.remove(&id);
-                pos += len;
-            }
-            Decoded::Incomplete => {
-                // a write torn by a crash before it was acknowledged
-                quarantine(dir, seq, at, &buf[pos..], "a torn (incomplete) record", recovered);
-                let f = OpenOptions::new().write(true).open(&path).map_err(|e| SpoolError::Io(e.to_string()))?;
-                f.set_len(at as u64).and_then(|_| f.sync_all()).map_err(|e| SpoolError::Io(e.to_string()))?;
-                index.set_size(seq, at as u64);
-                return Ok(());
-            }
-            Decoded::Corrupt { skip, reason } => {
-                quarantine(dir, seq, at, &buf[pos..pos + skip], reason, recovered);
-                pos += skip;
-            }
-        }
-    }
-    index.set_size(seq, base + buf.len() as u64);
-    Ok(())
 }
 
 struct Writer {
@@ -957,11 +662,60 @@ mod tests {
             assert_eq!(source.read_body(body.id).unwrap(), b"kept in the spool only");
         }
         let moved = j.reader.index.lock().location(body.id).unwrap();
+        assert_eq!(source.read_header_section(body.id).unwrap(), b"kept in the spool only", "no blank line: all");
         assert_ne!(first.seq, moved.seq, "compaction moved the body forward");
         assert!(!segment_path(dir.path(), first.seq).exists());
         j.remove(old).await.unwrap();
         let gone = source.read_body(body.id).unwrap_err().to_string();
         assert!(gone.contains("removed"), "{gone}");
+    }
+
+    #[tokio::test]
+    async fn header_reads_stream_the_body_and_still_check_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path()).unwrap();
+        let text = format!("Subject: waiting\r\nX-A: 1\r\n\r\n{}", "body text ".repeat(30_000));
+        let body = Body::new(text.clone().into_bytes());
+        j.put(SpoolId::new(), b"{}", b"", &body).await.unwrap();
+        let source = j.body_source();
+        assert_eq!(source.read_header_section(body.id).unwrap(), b"Subject: waiting\r\nX-A: 1\r\n");
+        // a flipped byte far into the text still fails the read of the headers
+        let seg = segment_path(dir.path(), 1);
+        let mut bytes = fs::read(&seg).unwrap();
+        let at = memchr::memmem::rfind(&bytes, b"body text").unwrap();
+        bytes[at] ^= 0x20;
+        fs::write(&seg, bytes).unwrap();
+        let err = source.read_header_section(body.id).unwrap_err().to_string();
+        assert!(err.contains("corrupt (checksum)"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_message_whose_body_is_lost_is_reported_once_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SpoolId::new();
+        let body = Body::new(vec![b'q'; 3000]);
+        {
+            let (j, _) = Journal::open_with(dir.path(), 4096).unwrap();
+            j.put(a, b"{\"n\":1}", b"", &body).await.unwrap();
+            for _ in 0..4 {
+                j.put_data(SpoolId::new(), b"{}", &[b'x'; 1500]).await.unwrap();
+            }
+            // a retry rewrites only the message's record, in a later segment
+            j.put(a, b"{\"n\":2}", b"", &body).await.unwrap();
+        }
+        // the body's segment loses its tail (the body record is cut)
+        let seg = segment_path(dir.path(), 1);
+        let len = fs::metadata(&seg).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(len.min(1000)).unwrap();
+        drop(f);
+        let (j, rec) = Journal::open(dir.path()).unwrap();
+        assert!(rec.messages.iter().all(|m| m.id != a));
+        assert!(dir.path().join("corrupt").join(format!("{a}.envelope.json")).exists(), "its envelope is kept");
+        drop(j);
+        let (_j, rec) = Journal::open(dir.path()).unwrap();
+        assert!(rec.messages.iter().all(|m| m.id != a));
+        assert_eq!(rec.quarantined, 0, "reported once, not at every start");
     }
 
     #[tokio::test]

@@ -4,7 +4,9 @@
 
 mod index;
 pub mod journal;
+mod reader;
 pub mod record;
+mod replay;
 pub mod space;
 
 use crate::config::storage::{MinFree, SpoolConfig, SpoolKind};
@@ -69,6 +71,8 @@ pub struct Recovered {
     pub messages: Vec<RecoveredMessage>,
     /// Records moved to quarantine.
     pub quarantined: usize,
+    /// Messages whose body is not in the spool (removed once the writer runs).
+    pub orphans: Vec<SpoolId>,
 }
 
 /// A storage engine for messages.
