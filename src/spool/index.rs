@@ -143,6 +143,12 @@ impl Index {
         self.segments.first_key_value().map(|(k, v)| (*k, *v))
     }
 
+    /// Segments other than `current` that hold no bytes at all (a start that wrote
+    /// nothing): deleting one can never lose a record, wherever it lies.
+    pub fn empty_segments(&self, current: u64) -> Vec<u64> {
+        self.segments.iter().filter(|(k, s)| **k != current && s.size == 0 && s.records == 0).map(|(k, _)| *k).collect()
+    }
+
     /// Forgets a deleted segment.
     pub fn drop_segment(&mut self, seq: u64) {
         self.segments.remove(&seq);

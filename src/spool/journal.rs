@@ -481,6 +481,13 @@ impl Writer {
                 break;
             }
         }
+        // empty files left by starts that wrote nothing, anywhere in the sequence
+        let empty = self.index.lock().empty_segments(self.seq);
+        for seq in empty {
+            if fs::remove_file(segment_path(&self.dir, seq)).is_ok() {
+                self.index.lock().drop_segment(seq);
+            }
+        }
     }
 }
 
@@ -716,6 +723,21 @@ mod tests {
         let (_j, rec) = Journal::open(dir.path()).unwrap();
         assert!(rec.messages.iter().all(|m| m.id != a));
         assert_eq!(rec.quarantined, 0, "reported once, not at every start");
+    }
+
+    #[tokio::test]
+    async fn starts_that_write_nothing_leave_no_empty_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (j, _) = Journal::open(dir.path()).unwrap();
+            j.put_data(SpoolId::new(), b"{}", b"kept").await.unwrap();
+        }
+        for _ in 0..3 {
+            let (_j, rec) = Journal::open(dir.path()).unwrap();
+            assert_eq!(rec.messages.len(), 1);
+        }
+        // the live segment and the current one
+        assert_eq!(segment_files(dir.path()), 2);
     }
 
     #[tokio::test]
