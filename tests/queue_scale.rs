@@ -158,3 +158,52 @@ fn kill_9_during_a_backlog_drain_loses_nothing_and_bodies_arrive_intact() {
     // at 100/s with one message per connection in flight, a crash repeats a few at most
     assert!(got.len() <= N + 40, "duplicates bounded by what was in flight: {}", got.len());
 }
+
+/// A waiting message whose body is corrupted on disk while the server is stopped is never
+/// delivered: the background check quarantines it and its attempt bounces (a Bounce
+/// record the sender's systems see), while the others are delivered.
+#[test]
+fn a_body_corrupted_at_rest_bounces_and_is_never_delivered() {
+    let d = temp_dir();
+    let sink = Sink::start(d.path());
+    let dir = temp_dir();
+    let p = write_policy(dir.path(), &policy(&sink.addr, ""));
+    let server = Server::start(dir.path(), &p);
+    suspend(&server, "dest.example");
+    let mut c = Client::ehlo(server.addr());
+    let good = format!("Subject: good\r\n\r\n{}", "intact line\r\n".repeat(200));
+    let bad = format!("Subject: bad\r\n\r\n{}", "DAMAGED-LATER line\r\n".repeat(200));
+    assert_eq!(c.send_mail("a@s.example", &["good@dest.example"], &good).code, 250);
+    assert_eq!(c.send_mail("a@s.example", &["bad@dest.example"], &bad).code, 250);
+    drop(c);
+    assert!(server.stop().success());
+    let spool = dir.path().join("spool");
+    let mut flipped = false;
+    for e in std::fs::read_dir(&spool).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "seg") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(12).rposition(|w| w == b"DAMAGED-LATE") {
+            bytes[at] ^= 0x20;
+            std::fs::write(&path, bytes).unwrap();
+            flipped = true;
+        }
+    }
+    assert!(flipped, "found the body to damage");
+    // the suspension does not survive the restart: both are attempted
+    let server = Server::start(dir.path(), &p);
+    let bounce = harness::wait_for_record(dir.path(), Duration::from_secs(20), |r| {
+        r["type"] == "Bounce" && r["recipient"] == "bad@dest.example"
+    })
+    .expect("a Bounce record for the damaged message");
+    assert_eq!(bounce["response"]["code"], 550, "{bounce}");
+    assert!(sink.wait_for(1, Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(500));
+    let got: Vec<String> = sink.messages().into_iter().map(|m| m.to[0].clone()).collect();
+    assert_eq!(got, vec!["good@dest.example".to_string()], "the damaged message is never delivered");
+    assert!(std::fs::read_dir(spool.join("corrupt")).unwrap().count() >= 1, "quarantined for inspection");
+    assert!(server.stop().success());
+    assert!(harness::spooled(dir.path()).is_empty(), "nothing left queued");
+}
