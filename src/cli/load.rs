@@ -105,40 +105,54 @@ async fn connection(shared: &Shared) -> std::io::Result<bool> {
             return Ok(true);
         }
         let started = Instant::now();
-        let outcome: std::io::Result<Option<String>> = async {
+        let outcome: std::io::Result<Outcome> = async {
             if shared.args.pipelining {
                 w.write_all(envelope.as_bytes()).await?;
                 let mut ok = true;
+                let mut reconnect = false;
                 for want in [250, 250, 354] {
-                    ok &= read_reply(&mut r, &mut line).await?.0 == want;
+                    let (code, text) = read_reply(&mut r, &mut line).await?;
+                    reconnect |= code != want && asks_to_reconnect(code, &text);
+                    ok &= code == want;
                 }
                 if !ok {
-                    return Ok(None);
+                    return Ok(if reconnect { Outcome::Reconnect } else { Outcome::Failed });
                 }
             } else {
                 for (cmd, want) in envelope.split_inclusive("\r\n").zip([250, 250, 354]) {
                     w.write_all(cmd.as_bytes()).await?;
-                    if read_reply(&mut r, &mut line).await?.0 != want {
+                    let (code, text) = read_reply(&mut r, &mut line).await?;
+                    if code != want {
+                        if asks_to_reconnect(code, &text) {
+                            return Ok(Outcome::Reconnect);
+                        }
                         w.write_all(b"RSET\r\n").await?;
                         read_reply(&mut r, &mut line).await?;
-                        return Ok(None);
+                        return Ok(Outcome::Failed);
                     }
                 }
             }
             w.write_all(&shared.body).await?;
             let (code, text) = read_reply(&mut r, &mut line).await?;
-            Ok((code == 250).then_some(text))
+            Ok(if code == 250 { Outcome::Accepted(text) } else { Outcome::Failed })
         }
         .await;
         match outcome {
-            Ok(Some(text)) => {
+            Ok(Outcome::Accepted(text)) => {
                 shared.latencies.lock().push(started.elapsed());
                 if let Some(ids) = text.trim_end().split("ids=").nth(1) {
                     shared.ids.lock().extend(ids.split(',').map(str::to_string));
                 }
             }
-            Ok(None) => {
+            Ok(Outcome::Failed) => {
                 shared.failed.fetch_add(1, Ordering::AcqRel);
+            }
+            Ok(Outcome::Reconnect) => {
+                // the server ends this session (max_messages_per_connection): the message
+                // is sent again on a new connection, not counted as failed
+                shared.next.fetch_sub(1, Ordering::AcqRel);
+                let _ = w.write_all(b"QUIT\r\n").await;
+                return Ok(false);
             }
             Err(e) => {
                 shared.failed.fetch_add(1, Ordering::AcqRel);
@@ -146,6 +160,18 @@ async fn connection(shared: &Shared) -> std::io::Result<bool> {
             }
         }
     }
+}
+
+/// What became of one message.
+enum Outcome {
+    Accepted(String),
+    Failed,
+    /// The server asked for a new connection (a transient reply saying so, or 421).
+    Reconnect,
+}
+
+fn asks_to_reconnect(code: u16, text: &str) -> bool {
+    code == 421 || (code / 100 == 4 && text.to_ascii_lowercase().contains("reconnect"))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
