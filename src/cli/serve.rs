@@ -104,25 +104,38 @@ async fn start(
     let state = crate::http::AppState::new(spool.clone(), queues.clone(), policy.clone(), logs.clone());
     let injector: Arc<dyn crate::policy::inject::Injector> = Arc::new(crate::http::inject::PolicyInjector(state));
     runtime.set_injector(&injector);
-    let enumerated = startup.messages.len();
+    let found = startup.len();
+    let (mut enumerated, mut quarantined) = (0, startup.quarantined);
     let started = std::time::Instant::now();
     let mut last_progress = started;
-    for (done, message) in startup.messages.into_iter().enumerate() {
+    for (done, message) in startup.messages().enumerate() {
         // a large spool takes a while: say how far recovery is
         if last_progress.elapsed() >= Duration::from_secs(2) {
             last_progress = std::time::Instant::now();
             let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
-            tracing::info!("spool: recovered {done} of {enumerated} message(s) ({rate:.0}/s)");
+            tracing::info!("spool: recovered {done} of {found} message(s) ({rate:.0}/s)");
         }
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!("{e}");
+                quarantined += 1;
+                continue;
+            }
+        };
         let id = message.id();
         policy
             .spool_message_enumerated(&message)
             .await
             .map_err(|e| format!("spool_message_enumerated failed for {id}: {e}"))?;
         queues.insert(message, InsertReason::Enumerated);
+        enumerated += 1;
     }
-    tracing::info!("spool: {enumerated} message(s) enumerated, {} record(s) quarantined", startup.quarantined);
-    crate::metrics::core::quarantined().fetch_add(startup.quarantined as i64, Ordering::Relaxed);
+    tracing::info!(
+        "spool: {enumerated} message(s) enumerated, {quarantined} record(s) quarantined ({:.2?})",
+        started.elapsed()
+    );
+    crate::metrics::core::quarantined().fetch_add(quarantined as i64, Ordering::Relaxed);
     spool.start();
     return_freed_memory();
 

@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+/// A map keyed by spool ids: their random half makes a fast hasher safe (nobody
+/// outside chooses an id), and a spool's index holds several per message.
+pub type IdMap<V> = foldhash::HashMap<SpoolId, V>;
+
 /// The id of a message in the spool.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpoolId([u8; 16]);

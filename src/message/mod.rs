@@ -16,7 +16,7 @@ pub mod scheduling;
 
 pub use address::EnvelopeAddress;
 pub use body::{Body, BodyError, BodySource};
-pub use id::SpoolId;
+pub use id::{IdMap, SpoolId};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -71,10 +71,12 @@ impl Message {
         Message::with_state(SpoolId::new(), envelope, vec![], Body::new(data), false)
     }
 
-    /// A waiting message recovered from the spool: `packed` is [`packed::pack_record`] of
-    /// an envelope the spool has checked; it is opened when first used.
-    pub fn from_record(id: SpoolId, packed: Box<[u8]>, body: Body) -> Self {
-        Message(Arc::new(Mutex::new(State { id, held: packed::Held::Packed(packed), body, spooled: true })))
+    /// A message recovered from the spool: `packed` is [`packed::pack_record`] of its
+    /// record. The envelope is read (and so checked) here, once; an unreadable one is an
+    /// error. Packed again when it waits, without being serialised unless it changed.
+    pub fn from_record(id: SpoolId, packed: Box<[u8]>, body: Body) -> Result<Self, serde_json::Error> {
+        let held = packed::Held::recovered(packed)?;
+        Ok(Message(Arc::new(Mutex::new(State { id, held, body, spooled: true }))))
     }
 
     fn with_state(id: SpoolId, envelope: Envelope, prefix: Vec<u8>, body: Body, spooled: bool) -> Self {
@@ -98,12 +100,12 @@ impl Message {
 
     /// A copy of the envelope.
     pub fn envelope(&self) -> Envelope {
-        self.0.lock().held.open().envelope.clone()
+        self.0.lock().held.read().envelope.clone()
     }
 
     /// The reverse path.
     pub fn sender(&self) -> EnvelopeAddress {
-        self.0.lock().held.open().envelope.sender.clone()
+        self.0.lock().held.read().envelope.sender.clone()
     }
 
     /// Replaces the reverse path.
@@ -113,12 +115,12 @@ impl Message {
 
     /// The first recipient.
     pub fn recipient(&self) -> Option<EnvelopeAddress> {
-        self.0.lock().held.open().envelope.recipients.first().cloned()
+        self.0.lock().held.read().envelope.recipients.first().cloned()
     }
 
     /// All recipients.
     pub fn recipients(&self) -> Vec<EnvelopeAddress> {
-        self.0.lock().held.open().envelope.recipients.clone()
+        self.0.lock().held.read().envelope.recipients.clone()
     }
 
     /// Replaces the recipients.
@@ -128,7 +130,7 @@ impl Message {
 
     /// One meta value.
     pub fn get_meta(&self, key: &str) -> Option<Value> {
-        self.0.lock().held.open().envelope.meta.get(key).cloned()
+        self.0.lock().held.read().envelope.meta.get(key).cloned()
     }
 
     /// Sets (or with `Null`, removes) one meta value.
@@ -143,7 +145,7 @@ impl Message {
 
     /// All meta.
     pub fn meta(&self) -> Map<String, Value> {
-        self.0.lock().held.open().envelope.meta.clone()
+        self.0.lock().held.read().envelope.meta.clone()
     }
 
     /// The whole data (headers and body): shared without copying when nothing was
@@ -164,7 +166,7 @@ impl Message {
     /// The data as it is kept: this copy's prefix and the shared body.
     pub fn parts(&self) -> (Vec<u8>, Body) {
         let mut s = self.0.lock();
-        (s.held.open().prefix.clone(), s.body.clone())
+        (s.held.read().prefix.clone(), s.body.clone())
     }
 
     /// The size of the whole data.
@@ -231,7 +233,7 @@ impl Message {
 
     /// Delivery attempts so far.
     pub fn num_attempts(&self) -> u32 {
-        self.0.lock().held.open().envelope.num_attempts
+        self.0.lock().held.read().envelope.num_attempts
     }
 
     /// Sets the attempt count.
@@ -241,7 +243,7 @@ impl Message {
 
     /// When the next attempt is due (unix seconds), if scheduled.
     pub fn due(&self) -> Option<i64> {
-        self.0.lock().held.open().envelope.due
+        self.0.lock().held.read().envelope.due
     }
 
     /// Sets or clears the due time (unix seconds).
@@ -251,7 +253,7 @@ impl Message {
 
     /// Its scheduling constraints, if any.
     pub fn scheduling(&self) -> Option<scheduling::Scheduling> {
-        self.0.lock().held.open().envelope.scheduling.clone()
+        self.0.lock().held.read().envelope.scheduling.clone()
     }
 
     /// Sets (or clears) its scheduling constraints.
@@ -262,7 +264,7 @@ impl Message {
     /// The scheduled queue this message belongs in.
     pub fn queue_name(&self) -> String {
         let mut s = self.0.lock();
-        let e = &s.held.open().envelope;
+        let e = &s.held.read().envelope;
         let domain = e.recipients.first().map(|r| r.domain().to_string()).unwrap_or_default();
         queue_name::queue_name(&e.meta, &domain)
     }
@@ -272,7 +274,7 @@ impl Message {
     pub fn split_for(&self, recipients: Vec<EnvelopeAddress>) -> Message {
         let mut s = self.0.lock();
         let body = s.body.clone();
-        let open = s.held.open();
+        let open = s.held.read();
         let mut envelope = open.envelope.clone();
         envelope.recipients = recipients;
         Message::with_state(SpoolId::new(), envelope, open.prefix.clone(), body, false)

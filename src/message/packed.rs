@@ -1,6 +1,8 @@
 //! The waiting form of a message's envelope and prefix: one compact allocation (the
 //! envelope as JSON, then this copy's prefix) in place of a map, strings and vectors —
-//! most of what a queued message costs while it waits. The first access opens it again.
+//! most of what a queued message costs while it waits. The first access opens it again;
+//! an opened message that was only read keeps its packed bytes and packs again without
+//! being serialised (a restart's enumeration reads every message once).
 
 use super::Envelope;
 
@@ -9,6 +11,8 @@ pub(crate) struct Open {
     pub envelope: Envelope,
     /// Lines prepended to this copy only.
     pub prefix: Vec<u8>,
+    /// The packed bytes it was opened from, while it has only been read.
+    clean: Option<Box<[u8]>>,
 }
 
 /// Open, or packed while the message waits.
@@ -20,13 +24,24 @@ pub(crate) enum Held {
 
 impl Held {
     pub fn new(envelope: Envelope, prefix: Vec<u8>) -> Held {
-        Held::Open(Box::new(Open { envelope, prefix }))
+        Held::Open(Box::new(Open { envelope, prefix, clean: None }))
     }
 
-    /// The envelope and prefix, opened if packed.
-    pub fn open(&mut self) -> &mut Open {
+    /// A spool record's packed form, opened (and so checked) at once: the envelope
+    /// JSON must parse. Packing it again (while only read) costs no serialisation.
+    pub fn recovered(packed: Box<[u8]>) -> Result<Held, serde_json::Error> {
+        let (json, prefix) = split_record(&packed);
+        let envelope = serde_json::from_slice(json)?;
+        let prefix = prefix.to_vec();
+        Ok(Held::Open(Box::new(Open { envelope, prefix, clean: Some(packed) })))
+    }
+
+    /// The envelope and prefix to read, opened if packed.
+    pub fn read(&mut self) -> &Open {
         if let Held::Packed(bytes) = self {
-            *self = Held::Open(Box::new(unpack(bytes)));
+            let bytes = std::mem::take(bytes);
+            let (envelope, prefix) = unpack(&bytes);
+            *self = Held::Open(Box::new(Open { envelope, prefix, clean: Some(bytes) }));
         }
         match self {
             Held::Open(o) => o,
@@ -34,9 +49,25 @@ impl Held {
         }
     }
 
+    /// The envelope and prefix to change, opened if packed.
+    pub fn open(&mut self) -> &mut Open {
+        self.read();
+        match self {
+            Held::Open(o) => {
+                o.clean = None;
+                o
+            }
+            Held::Packed(_) => unreachable!("opened above"),
+        }
+    }
+
     /// Packs it (the message waits); left open if it cannot be.
     pub fn pack(&mut self) {
         if let Held::Open(o) = self {
+            if let Some(bytes) = o.clean.take() {
+                *self = Held::Packed(bytes);
+                return;
+            }
             match serde_json::to_vec(&o.envelope) {
                 Ok(json) => *self = Held::Packed(pack_record(&json, &o.prefix)),
                 Err(e) => tracing::warn!("a waiting message stays unpacked: {e}"),
@@ -73,11 +104,11 @@ fn json_len(bytes: &[u8]) -> usize {
     u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize
 }
 
-fn unpack(bytes: &[u8]) -> Open {
+fn unpack(bytes: &[u8]) -> (Envelope, Vec<u8>) {
     let (json, prefix) = split_record(bytes);
-    // written by `pack` from an Envelope, or checked by the spool at recovery
+    // written by `pack` from an Envelope, or opened once by `recovered`
     let envelope = serde_json::from_slice(json).expect("a packed envelope reads back");
-    Open { envelope, prefix: prefix.to_vec() }
+    (envelope, prefix.to_vec())
 }
 
 #[cfg(test)]
@@ -105,5 +136,22 @@ mod tests {
         let open = held.open();
         assert_eq!(serde_json::to_value(&open.envelope).unwrap(), serde_json::to_value(&envelope).unwrap());
         assert_eq!(open.prefix, b"Received: by mx\r\n");
+    }
+
+    #[test]
+    fn a_message_only_read_packs_to_its_own_bytes_and_a_changed_one_is_serialised() {
+        let json = br#"{"sender":"a@x.example","recipients":["b@y.example"],"meta":{"k":"v"},"num_attempts":2,"due":null}"#;
+        let record = pack_record(json, b"P: 1\r\n");
+        let mut held = Held::recovered(record.clone()).unwrap();
+        assert_eq!(held.read().envelope.num_attempts, 2);
+        held.pack();
+        // the very bytes it came from (serialising would reorder and drop `due: null`)
+        assert!(matches!(&held, Held::Packed(b) if *b == record));
+        held.open().envelope.num_attempts = 3;
+        held.pack();
+        let Held::Packed(b) = &held else { panic!("packed") };
+        assert_ne!(*b, record);
+        assert_eq!(held.read().envelope.num_attempts, 3);
+        assert!(Held::recovered(pack_record(b"{\"sender\":", b"")).is_err(), "a torn envelope is refused");
     }
 }

@@ -3,8 +3,8 @@
 //! Body, and per segment how many live records and live bytes it holds — what deletion and
 //! compaction decide on. A Body dies with the last message that names it.
 
-use crate::message::SpoolId;
-use std::collections::{BTreeMap, HashMap};
+use crate::message::{IdMap, SpoolId};
+use std::collections::BTreeMap;
 
 /// Where a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,12 +31,12 @@ pub struct Segment {
 /// Live records and segments.
 #[derive(Default)]
 pub struct Index {
-    location: HashMap<SpoolId, Loc>,
+    location: IdMap<Loc>,
     segments: BTreeMap<u64, Segment>,
     /// Message -> the Body it names.
-    body_of: HashMap<SpoolId, SpoolId>,
+    body_of: IdMap<SpoolId>,
     /// Body -> how many live messages name it.
-    refs: HashMap<SpoolId, usize>,
+    refs: IdMap<usize>,
 }
 
 impl Index {

@@ -117,11 +117,20 @@ impl Journal {
         let mut recovered = Recovered::default();
         let mut replay = Replay::default();
         {
+            let started = std::time::Instant::now();
             let mut ix = index.lock();
             for &seq in &seqs {
                 replay_segment(dir, seq, &mut ix, &mut replay, &mut recovered)?;
             }
+            let replayed = started.elapsed();
             replay.finish(dir, &mut ix, &mut recovered, reader.clone());
+            tracing::info!(
+                "spool: {} segment(s) replayed in {:.2?}, {} live message(s) paired with their bodies in {:.2?}",
+                seqs.len(),
+                replayed,
+                recovered.messages.len(),
+                started.elapsed() - replayed
+            );
         }
 
         let next_seq = seqs.last().map(|s| s + 1).unwrap_or(1);

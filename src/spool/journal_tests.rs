@@ -316,3 +316,26 @@ async fn dead_segments_are_deleted() {
     let segs = fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some()).count();
     assert!(segs <= 2, "old segments were removed, {segs} remain");
 }
+
+/// A restart opens each envelope once as it is taken: a record whose meta is JSON but not
+/// an envelope is reported by id and skipped, the others come back whole; a message only
+/// read while enumerated packs to its record's own bytes.
+#[tokio::test]
+async fn start_up_opens_each_envelope_once_and_reports_an_unreadable_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, odd) = (SpoolId::new(), SpoolId::new());
+    let envelope = br#"{"sender":"a@x.example","recipients":["b@y.example"],"meta":{"queue":"q"},"num_attempts":4}"#;
+    {
+        let (j, _) = Journal::open(dir.path()).unwrap();
+        j.put_data(good, envelope, b"Subject: s\r\n\r\nhi\r\n").await.unwrap();
+        j.put_data(odd, br#"{"not":"an envelope"}"#, b"x").await.unwrap();
+    }
+    let (_spool, startup) = crate::spool::Spool::open(&[], dir.path()).unwrap();
+    assert_eq!(startup.len(), 2);
+    let taken: Vec<_> = startup.messages().collect();
+    let err = taken.iter().find_map(|m| m.as_ref().err()).expect("the odd one is refused");
+    assert!(err.contains(&odd.to_string()) && err.contains("unreadable envelope"), "{err}");
+    let m = taken.into_iter().find_map(Result::ok).expect("the good one");
+    assert_eq!((m.id(), m.num_attempts(), m.queue_name()), (good, 4, "q".to_string()));
+    assert_eq!(&m.data().unwrap()[..], b"Subject: s\r\n\r\nhi\r\n");
+}

@@ -10,7 +10,7 @@ mod replay;
 pub mod space;
 
 use crate::config::storage::{MinFree, SpoolConfig, SpoolKind};
-use crate::message::{Body, BodyError, BodySource, Envelope, Message, SpoolId};
+use crate::message::{Body, BodyError, BodySource, Message, SpoolId};
 use space::DiskMonitor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -117,12 +117,35 @@ pub struct Spool {
     suspend_when_unhealthy: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Messages found at start-up.
+/// Messages found at start-up, opened one at a time as they are taken (so a large spool
+/// is never all open at once).
 pub struct Startup {
-    /// Live messages, oldest first.
-    pub messages: Vec<Message>,
-    /// Records quarantined as torn or corrupt.
+    recovered: Vec<RecoveredMessage>,
+    /// Records quarantined as torn or corrupt (messages found unreadable while taken are
+    /// counted by the caller).
     pub quarantined: usize,
+}
+
+impl Startup {
+    /// How many live messages were found.
+    pub fn len(&self) -> usize {
+        self.recovered.len()
+    }
+
+    /// True when the spool held no live message.
+    pub fn is_empty(&self) -> bool {
+        self.recovered.is_empty()
+    }
+
+    /// The live messages, oldest first: each checked as it is opened; one whose envelope
+    /// does not read is an error naming it (it is left in the journal, not delivered).
+    pub fn messages(self) -> impl Iterator<Item = Result<Message, String>> {
+        self.recovered.into_iter().map(|m| {
+            Message::from_record(m.id, m.packed, m.body).map_err(|e| {
+                format!("spool: message {} has an unreadable envelope ({e}); left in the journal, not delivered", m.id)
+            })
+        })
+    }
 }
 
 impl Spool {
@@ -148,26 +171,11 @@ impl Spool {
             path.display()
         );
         let (journal, recovered) = journal::Journal::open(&path)?;
-        let mut quarantined = recovered.quarantined;
-        let mut messages = Vec::with_capacity(recovered.messages.len());
-        for m in recovered.messages {
-            let id = m.id;
-            match serde_json::from_slice::<Envelope>(m.meta()) {
-                // checked, then kept packed: a large spool is enumerated at the cost of
-                // its envelopes' bytes
-                Ok(_) => messages.push(Message::from_record(id, m.packed, m.body)),
-                Err(e) => {
-                    tracing::error!(
-                        "spool: message {id} has an unreadable envelope ({e}); left in the journal, not delivered"
-                    );
-                    quarantined += 1;
-                }
-            }
-        }
+        let startup = Startup { quarantined: recovered.quarantined, recovered: recovered.messages };
         let space = DiskMonitor::new(&path, min_space, min_inodes);
         let spool = Spool { backend: Arc::new(journal), space, path, suspend_when_unhealthy: Default::default() };
         spool.set_suspend_delivery_when_unhealthy(true);
-        Ok((spool, Startup { messages, quarantined }))
+        Ok((spool, startup))
     }
 
     /// A spool over another backend (fault-injecting backends in tests, other stores);

@@ -5,9 +5,8 @@ use super::Recovered;
 use super::index::{Index, Loc};
 use super::journal::{Op, Pending, segment_path};
 use super::record::{self, Decoded, Record};
-use crate::message::{BodyError, BodySource, SpoolId};
+use crate::message::{BodyError, BodySource, IdMap, SpoolId};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +22,7 @@ pub(super) fn spawn_verifier(
     tx: std::sync::mpsc::Sender<Pending>,
     stop: Arc<AtomicBool>,
 ) -> Option<std::thread::JoinHandle<()>> {
-    let mut named: HashMap<SpoolId, Vec<SpoolId>> = HashMap::new();
+    let mut named: IdMap<Vec<SpoolId>> = IdMap::default();
     for m in recovered.messages.iter().filter(|m| m.body.is_stored()) {
         named.entry(m.body.id).or_default().push(m.id);
     }

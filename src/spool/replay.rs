@@ -7,8 +7,7 @@ use super::journal::segment_path;
 use super::record::{self, Decoded, Record};
 use super::{Recovered, SpoolError};
 use crate::message::packed::pack_record;
-use crate::message::{Body, BodySource, SpoolId};
-use std::collections::HashMap;
+use crate::message::{Body, BodySource, IdMap, SpoolId};
 use std::fs::{self, File, OpenOptions};
 use std::path::Path;
 use std::sync::Arc;
@@ -33,10 +32,10 @@ fn quarantine(dir: &Path, seq: u64, offset: usize, bytes: &[u8], reason: &str, r
 #[derive(Default)]
 pub(super) struct Replay {
     /// Live messages: envelope and prefix (packed), body id.
-    messages: HashMap<SpoolId, (Box<[u8]>, SpoolId)>,
+    messages: IdMap<(Box<[u8]>, SpoolId)>,
     /// Bodies by id: the length of one in a Body record (read again when needed), or the
     /// bytes of an old Put record's data.
-    bodies: HashMap<SpoolId, Found>,
+    bodies: IdMap<Found>,
 }
 
 /// A body met during replay.
@@ -59,7 +58,7 @@ impl Replay {
         let mut ids: Vec<SpoolId> = self.messages.keys().copied().collect();
         ids.sort();
         // the messages of one transaction share one Body (one load serves them all)
-        let mut shared: HashMap<SpoolId, Body> = HashMap::new();
+        let mut shared: IdMap<Body> = IdMap::default();
         for id in ids {
             let (packed, body_id) = self.messages.remove(&id).expect("present");
             let body = self.bodies.get(&body_id).map(|found| {
@@ -108,20 +107,18 @@ pub(super) fn replay_segment(
     replay: &mut Replay,
     recovered: &mut Recovered,
 ) -> Result<(), SpoolError> {
-    use std::os::unix::fs::FileExt;
     let path = segment_path(dir, seq);
     let io = |e: std::io::Error| SpoolError::Io(format!("reading {}: {e}", path.display()));
     let file = File::open(&path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
+    let mut window = Window::new(&file, size);
     index.open_segment(seq);
     let mut pos = 0u64;
     // the last body stepped over: where to go back to if the next header is not one
     let mut skipped: Option<(u64, SpoolId)> = None;
-    let mut head = [0u8; record::HEADER_LEN + 16];
     while pos < size {
-        let avail = (size - pos).min(head.len() as u64) as usize;
-        file.read_exact_at(&mut head[..avail], pos).map_err(io)?;
-        let peeked = record::peek(&head[..avail]).filter(|(_, total)| pos + *total as u64 <= size);
+        let head = window.get(pos, (size - pos).min((record::HEADER_LEN + 16) as u64) as usize).map_err(io)?;
+        let peeked = record::peek(head).filter(|(_, total)| pos + *total as u64 <= size);
         let Some((_, total)) = peeked else {
             let from = match skipped.take() {
                 Some((at, id)) => {
@@ -131,31 +128,59 @@ pub(super) fn replay_segment(
                 }
                 None => pos,
             };
-            let mut rest = vec![0u8; (size - from) as usize];
-            file.read_exact_at(&mut rest, from).map_err(io)?;
-            return replay_bytes(dir, seq, from, &rest, index, replay, recovered);
+            let rest = window.get(from, (size - from) as usize).map_err(io)?;
+            return replay_bytes(dir, seq, from, rest, index, replay, recovered);
         };
-        if let Some(id) = record::body_id(&head[..avail]) {
+        if let Some(id) = record::body_id(head) {
             let len = total - record::HEADER_LEN - 16;
             replay.bodies.insert(id, Found::Stored(len));
             index.put_body(id, Loc { seq, offset: pos, len: total as u64 });
             skipped = Some((pos, id));
         } else {
-            let mut buf = vec![0u8; total];
-            file.read_exact_at(&mut buf, pos).map_err(io)?;
-            if !matches!(record::decode(&buf), Decoded::Record(..)) {
+            let buf = window.get(pos, total).map_err(io)?;
+            if !matches!(record::decode(buf), Decoded::Record(..)) {
                 // a record whose checksum fails: go through it byte by byte
-                let mut rest = vec![0u8; (size - pos) as usize];
-                file.read_exact_at(&mut rest, pos).map_err(io)?;
-                return replay_bytes(dir, seq, pos, &rest, index, replay, recovered);
+                let rest = window.get(pos, (size - pos) as usize).map_err(io)?;
+                return replay_bytes(dir, seq, pos, rest, index, replay, recovered);
             }
-            replay_bytes(dir, seq, pos, &buf, index, replay, recovered)?;
+            replay_bytes(dir, seq, pos, buf, index, replay, recovered)?;
             skipped = None;
         }
         pos += total as u64;
     }
     index.set_size(seq, size);
     Ok(())
+}
+
+/// Reads a segment front to back in large chunks: many small records cost one read
+/// each chunk, and a body larger than a chunk is stepped over without being read.
+struct Window<'a> {
+    file: &'a File,
+    size: u64,
+    start: u64,
+    data: Vec<u8>,
+}
+
+impl<'a> Window<'a> {
+    const CHUNK: usize = 1 << 20;
+
+    fn new(file: &'a File, size: u64) -> Self {
+        Window { file, size, start: 0, data: Vec::new() }
+    }
+
+    /// The `len` bytes at `pos` (which the caller keeps within the file).
+    fn get(&mut self, pos: u64, len: usize) -> std::io::Result<&[u8]> {
+        use std::os::unix::fs::FileExt;
+        let end = self.start + self.data.len() as u64;
+        if pos < self.start || pos + len as u64 > end {
+            let n = (len.max(Self::CHUNK) as u64).min(self.size - pos) as usize;
+            self.data.resize(n, 0);
+            self.file.read_exact_at(&mut self.data, pos)?;
+            self.start = pos;
+        }
+        let at = (pos - self.start) as usize;
+        Ok(&self.data[at..at + len])
+    }
 }
 
 /// Replays `buf`, the bytes of segment `seq` from offset `base` to its end (or one whole
@@ -176,7 +201,7 @@ fn replay_bytes(
         let loc = |len: usize| Loc { seq, offset: at as u64, len: len as u64 };
         match record::decode(&buf[pos..]) {
             Decoded::Record(Record::Put { meta, .. } | Record::Ref { meta, .. }, len)
-                if serde_json::from_slice::<serde_json::Value>(meta).is_err() =>
+                if serde_json::from_slice::<serde::de::IgnoredAny>(meta).is_err() =>
             {
                 quarantine(dir, seq, at, &buf[pos..pos + len], "a record with unreadable meta", recovered);
                 pos += len;

@@ -275,7 +275,7 @@ pub fn spooled(dir: &Path) -> Vec<wasmta::message::Message> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (_spool, startup) = wasmta::spool::Spool::open(&[], &dir.join("spool")).expect("open spool");
-        startup.messages
+        startup.messages().map(|m| m.expect("a readable envelope")).collect()
     })
 }
 
