@@ -92,7 +92,8 @@ async fn start(
         true => None,
         false => Some(Arc::new(crate::logs::classify::Classifier::load(&init.bounce_classifier)?)),
     };
-    let logs = Logs::start(&init.logs, node_id(spool.path()), classifier).map_err(|e| format!("starting logs: {e}"))?;
+    let logs = Logs::start(&init.logs, &init.log_hooks, node_id(spool.path()), classifier)
+        .map_err(|e| format!("starting logs: {e}"))?;
     let dns = crate::dns::from_config(&init.dns)?;
     runtime.set_dns(dns.clone());
     if let Some(files) = runtime.core_shaping() {
@@ -101,6 +102,9 @@ async fn start(
     }
     let hostname = crate::config::listener::machine_hostname();
     let queues = QueueManager::new(policy.clone(), spool.clone(), logs.clone(), hostname);
+    if !logs.hooks().is_empty() {
+        logs.set_hook_sink(crate::queue::log_hook::Sink::new(&queues, logs.hooks()));
+    }
     let state = crate::http::AppState::new(spool.clone(), queues.clone(), policy.clone(), logs.clone());
     let injector: Arc<dyn crate::policy::inject::Injector> = Arc::new(crate::http::inject::PolicyInjector(state));
     runtime.set_injector(&injector);

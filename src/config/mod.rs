@@ -30,6 +30,8 @@ pub struct InitConfig {
     pub spools: Vec<storage::SpoolConfig>,
     /// Local log configuration.
     pub logs: Vec<storage::LocalLogsConfig>,
+    /// `configure_log_hook`s.
+    pub log_hooks: Vec<storage::LogHookConfig>,
     /// HTTP listeners.
     pub http_listeners: Vec<storage::HttpListenerConfig>,
     /// Wall-clock budget of one policy call.
@@ -84,6 +86,7 @@ impl Default for InitConfig {
             listeners: vec![],
             spools: vec![],
             logs: vec![],
+            log_hooks: vec![],
             http_listeners: vec![],
             event_timeout: Duration::from_secs(10),
             dns: DnsConfig::default(),

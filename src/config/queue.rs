@@ -115,9 +115,33 @@ pub enum Protocol {
     #[serde(rename = "maildir")]
     Maildir(MaildirProtocol),
     #[serde(rename = "custom_lua")]
-    CustomLua(serde_json::Value),
+    CustomLua(CustomLuaProtocol),
     #[serde(rename = "xfer")]
     Xfer(serde_json::Value),
+}
+
+/// `protocol = { custom_lua = { constructor = 'make.webhook', batch_size = 1, ... } }`:
+/// delivery by a connection object the policy's constructor event returns (webhooks,
+/// message buses, log hooks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomLuaProtocol {
+    /// The event that makes a connection (`make.webhook`), called with the queue's
+    /// domain, tenant and campaign.
+    pub constructor: String,
+    /// At most this many messages per `send_batch` call (1: `send`, one at a time).
+    #[serde(default = "one")]
+    pub batch_size: usize,
+    /// Wait for at least this many (up to `max_batch_latency`) before sending a batch.
+    #[serde(default = "one")]
+    pub min_batch_size: usize,
+    /// How long a batch waits to reach `min_batch_size`.
+    #[serde(default, with = "units::duration")]
+    pub max_batch_latency: Duration,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// `protocol = { maildir_path = '...', dir_mode = ..., file_mode = ... }`: delivery into
@@ -174,7 +198,15 @@ fn deserialize_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::
             .map_err(|e| de::Error::custom(e.to_string()));
     }
     if let Some(v) = map.remove("custom_lua") {
-        return Ok(Protocol::CustomLua(v));
+        let custom: CustomLuaProtocol =
+            serde_path_to_error::deserialize(v).map_err(|e| de::Error::custom(format!("custom_lua.{e}")))?;
+        if custom.batch_size == 0 || custom.min_batch_size == 0 || custom.min_batch_size > custom.batch_size {
+            return Err(de::Error::custom(format!(
+                "custom_lua: need 1 <= min_batch_size ({}) <= batch_size ({})",
+                custom.min_batch_size, custom.batch_size
+            )));
+        }
+        return Ok(Protocol::CustomLua(custom));
     }
     if let Some(v) = map.remove("xfer") {
         return Ok(Protocol::Xfer(v));

@@ -127,6 +127,31 @@ pub struct LocalLogsConfig {
     pub min_free_inodes: Option<MinFree>,
 }
 
+/// `kumo.configure_log_hook{...}`: every log record also becomes a small message (the
+/// record as JSON; meta `log_record`) offered to `should_enqueue_log_record`, which
+/// queues it for delivery (a `custom_lua` queue: a webhook, a message bus).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogHookConfig {
+    /// The hook's name (passed to `should_enqueue_log_record`).
+    pub name: String,
+    /// Records waiting to be offered before new ones wait.
+    #[serde(default = "default_back_pressure")]
+    pub back_pressure: usize,
+    /// Headers copied into each record.
+    #[serde(default, with = "units::string_list")]
+    pub headers: Vec<String>,
+    /// Meta keys copied into each record.
+    #[serde(default, with = "units::string_list")]
+    pub meta: Vec<String>,
+    /// Per-record-type settings (`enable = false` skips a type).
+    #[serde(default)]
+    pub per_record: serde_json::Map<String, serde_json::Value>,
+    /// Queue the record messages without spooling them first (faster; lost in a crash).
+    #[serde(default)]
+    pub deferred_spool: bool,
+}
+
 fn default_max_file_size() -> u64 {
     1_000_000_000
 }

@@ -1,5 +1,7 @@
 //! Log records (KumoMTA's JSON format) and the writers of each `configure_local_logs`
-//! directory. `Logs::log` fills the per-directory `headers`/`meta` selections.
+//! directory. `Logs::log` fills the per-directory `headers`/`meta` selections, and hands
+//! each record, with its own selections, to every `configure_log_hook` hook through a
+//! [`HookSink`] (the queues turn it into a message).
 
 pub mod classify;
 pub mod record;
@@ -7,7 +9,7 @@ pub mod writer;
 
 pub use record::{LogRecord, PeerAddress, RecordType, Response};
 
-use crate::config::storage::LocalLogsConfig;
+use crate::config::storage::{LocalLogsConfig, LogHookConfig};
 use crate::message::Message;
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -31,18 +33,62 @@ impl Written {
     }
 }
 
+/// Where log hook records go: installed once the queues exist.
+pub trait HookSink: Send + Sync {
+    /// Takes one record for `hook` (its headers and meta already selected).
+    fn submit(&self, hook: &LogHookConfig, record: LogRecord);
+}
+
+/// The log hooks and, once installed, their sink.
+#[derive(Default)]
+struct Hooks {
+    configs: Vec<LogHookConfig>,
+    sink: std::sync::OnceLock<Arc<dyn HookSink>>,
+}
+
 /// Every configured log destination.
 #[derive(Clone, Default)]
 pub struct Logs {
     dests: Arc<Vec<Dest>>,
+    hooks: Arc<Hooks>,
     nodeid: Arc<String>,
     classifier: Option<Arc<classify::Classifier>>,
+}
+
+/// False when `per_record.<Type>.enable = false` turns records of this type off.
+fn enabled(per_record: &serde_json::Map<String, Value>, kind: RecordType) -> bool {
+    per_record.get(&kind.name()).and_then(|p| p.get("enable")) != Some(&Value::Bool(false))
+}
+
+/// A copy of `record` with the selected `meta` keys and `headers` of `message`.
+fn decorated(record: &LogRecord, message: Option<&Message>, headers: &[String], meta: &[String]) -> LogRecord {
+    let mut r = record.clone();
+    let Some(m) = message else { return r };
+    for key in meta {
+        if let Some(v) = m.get_meta(key) {
+            r.meta.insert(key.clone(), v);
+        }
+    }
+    if !headers.is_empty() {
+        // a waiting message's body is read for this and not kept
+        let all = m.all_headers().unwrap_or_else(|e| {
+            tracing::error!("log record of {}: headers not included: {e}", m.id());
+            vec![]
+        });
+        for (name, value) in all {
+            if headers.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
+                r.headers.entry(name).or_insert(Value::String(value));
+            }
+        }
+    }
+    r
 }
 
 impl Logs {
     /// Starts a writer per configuration; `classifier` fills `bounce_classification`.
     pub fn start(
         configs: &[LocalLogsConfig],
+        hooks: &[LogHookConfig],
         nodeid: String,
         classifier: Option<Arc<classify::Classifier>>,
     ) -> std::io::Result<Self> {
@@ -55,7 +101,20 @@ impl Logs {
             }
             dests.push(Dest { config: c.clone(), writer: Mutex::new(writer::SegmentWriter::start(c)?) });
         }
-        Ok(Logs { dests: Arc::new(dests), nodeid: Arc::new(nodeid), classifier })
+        let hooks = Arc::new(Hooks { configs: hooks.to_vec(), sink: Default::default() });
+        Ok(Logs { dests: Arc::new(dests), hooks, nodeid: Arc::new(nodeid), classifier })
+    }
+
+    /// The configured log hooks.
+    pub fn hooks(&self) -> &[LogHookConfig] {
+        &self.hooks.configs
+    }
+
+    /// Starts handing records to the log hooks (once; later calls are ignored).
+    pub fn set_hook_sink(&self, sink: Arc<dyn HookSink>) {
+        if self.hooks.sink.set(sink).is_err() {
+            tracing::warn!("logs: the log hook sink was already installed");
+        }
     }
 
     /// Logs a record; with `message`, the configured headers and meta are copied in.
@@ -95,33 +154,17 @@ impl Logs {
             record.bounce_classification = c.classify(&record.response.line()).to_string();
         }
         for d in self.dests.iter() {
-            if let Some(per) = d.config.per_record.get(&record.kind.name())
-                && per.get("enable") == Some(&Value::Bool(false))
-            {
+            if !enabled(&d.config.per_record, record.kind) {
                 continue;
             }
-            let mut r = record.clone();
-            if let Some(m) = message {
-                for key in &d.config.meta {
-                    if let Some(v) = m.get_meta(key) {
-                        r.meta.insert(key.clone(), v);
-                    }
-                }
-                if !d.config.headers.is_empty() {
-                    // a waiting message's body is read for this and not kept
-                    let all = m.all_headers().unwrap_or_else(|e| {
-                        tracing::error!("log record of {}: headers not included: {e}", m.id());
-                        vec![]
-                    });
-                    for (name, value) in all {
-                        if d.config.headers.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
-                            r.headers.entry(name).or_insert(Value::String(value));
-                        }
-                    }
-                }
-            }
+            let r = decorated(&record, message, &d.config.headers, &d.config.meta);
             let ack = ack(d);
             d.writer.lock().write(r, ack);
+        }
+        if let Some(sink) = self.hooks.sink.get() {
+            for hook in self.hooks.configs.iter().filter(|h| enabled(&h.per_record, record.kind)) {
+                sink.submit(hook, decorated(&record, message, &hook.headers, &hook.meta));
+            }
         }
     }
 

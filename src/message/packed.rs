@@ -140,7 +140,8 @@ mod tests {
 
     #[test]
     fn a_message_only_read_packs_to_its_own_bytes_and_a_changed_one_is_serialised() {
-        let json = br#"{"sender":"a@x.example","recipients":["b@y.example"],"meta":{"k":"v"},"num_attempts":2,"due":null}"#;
+        let json =
+            br#"{"sender":"a@x.example","recipients":["b@y.example"],"meta":{"k":"v"},"num_attempts":2,"due":null}"#;
         let record = pack_record(json, b"P: 1\r\n");
         let mut held = Held::recovered(record.clone()).unwrap();
         assert_eq!(held.read().envelope.num_attempts, 2);

@@ -46,6 +46,12 @@ core_counter!(
     "Spool records found torn or corrupt at start-up and moved to the corrupt/ directory."
 );
 core_counter!(
+    /// Log hook records not queued because of a fault (encoding, policy, spool).
+    log_hook_dropped,
+    "log_hook_records_dropped_total",
+    "Log hook records dropped by a fault: the record could not be encoded, should_enqueue_log_record failed or set no queue, or the spool refused it."
+);
+core_counter!(
     /// Policy reloads installed.
     reloads,
     "policy_reloads_total",
@@ -122,6 +128,7 @@ pub fn register() {
         shaping_reload_failures,
         log_records_dropped,
         log_write_failures,
+        log_hook_dropped,
     ] {
         f();
     }

@@ -143,6 +143,8 @@ pub enum Args<'a> {
     },
     /// Events taking only a message.
     Message(&'a Message),
+    /// A message and a name (`should_enqueue_log_record`'s hook name).
+    MessageName { message: &'a Message, name: &'a str },
     /// `get_queue_config(domain, tenant, campaign, routing_domain)`.
     QueueConfig {
         /// Recipient domain.

@@ -37,6 +37,19 @@ pub fn configure_local_logs(init: &mut InitConfig, options: Value) -> Result<Opt
     Ok(filter)
 }
 
+/// `kumo.configure_log_hook{...}`: names are unique.
+pub fn configure_log_hook(init: &mut InitConfig, options: Value) -> Result<(), String> {
+    let hook: storage::LogHookConfig = decode(options)?;
+    if hook.name.is_empty() {
+        return Err("name: a log hook needs a name".into());
+    }
+    if init.log_hooks.iter().any(|h| h.name == hook.name) {
+        return Err(format!("name: a log hook named {:?} is already configured", hook.name));
+    }
+    init.log_hooks.push(hook);
+    Ok(())
+}
+
 /// `kumo.start_http_listener{...}`.
 pub fn start_http_listener(init: &mut InitConfig, options: Value) -> Result<(), String> {
     let http: storage::HttpListenerConfig = decode(options)?;

@@ -3,8 +3,10 @@
 //! engine is another binding of the same catalogue.
 
 pub mod conn_meta;
+pub mod custom;
 pub mod events;
 pub mod host;
+pub mod http;
 pub mod init_calls;
 pub mod inject;
 pub mod loader;
@@ -79,6 +81,10 @@ pub trait Engine: Send + Sync {
     /// Calls the handlers of `event` (Multiple: in order until one returns a value).
     /// `Ok(None)`: no handler returned a value.
     async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError>;
+    /// The constructor events (`make.webhook`) this engine can run for custom delivery.
+    fn constructors(&self) -> Option<&dyn custom::CustomConstructors> {
+        None
+    }
 }
 
 /// One immutable generation of the policy: its engines, in order.
@@ -412,6 +418,13 @@ impl Policy {
     /// `smtp_server_message_deferred_inject` (no handler means success).
     pub async fn deferred_inject(&self, message: &Message, conn: &ConnMeta) -> Result<(), PolicyError> {
         self.call(Event::SmtpServerMessageDeferredInject, Args::MessageConn { message, conn }).await.map(drop)
+    }
+
+    /// `should_enqueue_log_record(message, hook_name)`: true queues the record's message
+    /// (the handler set its `queue`); no handler, or none answering true, drops it.
+    pub async fn should_enqueue_log_record(&self, message: &Message, hook: &str) -> Result<bool, PolicyError> {
+        let answer = self.call(Event::ShouldEnqueueLogRecord, Args::MessageName { message, name: hook }).await?;
+        Ok(matches!(answer, Some(Value::Bool(true))))
     }
 
     /// `spool_message_enumerated`.

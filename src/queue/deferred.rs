@@ -31,6 +31,7 @@ impl Shared {
             pool: "unspecified".into(),
             routing_domain: deferred,
             maildir: None,
+            custom: None,
         };
         let made = self.ready_queue(spec).await;
         match made {

@@ -310,9 +310,10 @@ impl Shared {
             queue.insert(message, Instant::now() + wait);
             return;
         }
-        let (smtp, maildir) = match &config.protocol {
-            Protocol::Smtp(s) => (s.clone(), None),
-            Protocol::Maildir(m) => (Default::default(), Some(m.clone())),
+        let (smtp, maildir, custom) = match &config.protocol {
+            Protocol::Smtp(s) => (s.clone(), None, None),
+            Protocol::Maildir(m) => (Default::default(), Some(m.clone()), None),
+            Protocol::CustomLua(c) => (Default::default(), None, Some(c.clone())),
             other => {
                 let text = format!("delivery protocol {other:?} is not supported by wasmta yet");
                 return self.transient(At::default(), message, &internal(text), "").await;
@@ -330,11 +331,21 @@ impl Shared {
             Err(e) => return self.transient(At::default(), message, &internal(e.to_string()), "").await,
         };
         let routing_domain = queue.parts.routing_domain.clone().unwrap_or_else(|| queue.parts.domain.clone());
+        if let Some(c) = custom {
+            let site = Site { name: queue.name.clone(), hosts: vec![], from_dns: false };
+            let name = format!("{}->{}@lua", source.name, queue.name);
+            let (kind, pool, custom) = (ReadyKind::Custom, pool.name.clone(), Some((c, queue.parts.clone())));
+            let spec = ReadySpec { name, kind, site, source, pool, routing_domain, maildir: None, custom };
+            return match self.ready_queue(spec).await {
+                Ok(rq) => self.insert_ready(queue, &rq, message).await,
+                Err(e) => self.transient(At::default(), message, &internal(e.to_string()), "").await,
+            };
+        }
         if let Some(m) = maildir {
             let site = Site { name: format!("maildir:{}", m.maildir_path), hosts: vec![], from_dns: false };
             let name = format!("{}->{}@maildir", source.name, site.name);
             let (kind, pool, maildir) = (ReadyKind::Maildir, pool.name.clone(), Some(m));
-            let spec = ReadySpec { name, kind, site, source, pool, routing_domain, maildir };
+            let spec = ReadySpec { name, kind, site, source, pool, routing_domain, maildir, custom: None };
             return match self.ready_queue(spec).await {
                 Ok(rq) => self.insert_ready(queue, &rq, message).await,
                 Err(e) => self.transient(At::default(), message, &internal(e.to_string()), "").await,
@@ -365,6 +376,7 @@ impl Shared {
             pool: pool.name.clone(),
             routing_domain,
             maildir: None,
+            custom: None,
         };
         let rq = match self.ready_queue(spec).await {
             Ok(rq) => rq,

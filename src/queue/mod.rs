@@ -5,8 +5,10 @@
 pub mod admin;
 pub mod admit;
 pub mod automation;
+mod custom;
 mod deferred;
 mod disposition;
+pub mod log_hook;
 pub mod manager;
 pub mod ready;
 pub mod retry;

@@ -30,6 +30,8 @@ pub enum ReadyKind {
     Maildir,
     /// The deferred injector (`deferred_smtp_inject.kumomta.internal`).
     DeferredInjection,
+    /// A connection object from the policy (`protocol = { custom_lua = ... }`).
+    Custom,
 }
 
 impl ReadyKind {
@@ -39,6 +41,7 @@ impl ReadyKind {
             ReadyKind::Smtp => "ESMTP",
             ReadyKind::Maildir => "Maildir",
             ReadyKind::DeferredInjection => "DeferredSmtpInjection",
+            ReadyKind::Custom => "Lua",
         }
     }
 }
@@ -66,6 +69,9 @@ pub struct ReadySpec {
     pub routing_domain: String,
     /// Where a `Maildir` queue writes.
     pub maildir: Option<crate::config::queue::MaildirProtocol>,
+    /// A `custom_lua` queue's protocol and the scheduled queue it serves (the
+    /// constructor's domain, tenant and campaign).
+    pub custom: Option<(crate::config::queue::CustomLuaProtocol, crate::message::queue_name::QueueNameParts)>,
 }
 
 /// A ready queue keeps the bodies of its first messages in memory, up to this many...
@@ -93,8 +99,8 @@ pub struct ReadyQueue {
     notify: Notify,
     space: Notify,
     /// Woken when a suspension of this queue is cancelled.
-    resumed: Notify,
-    consecutive_failures: AtomicUsize,
+    pub(super) resumed: Notify,
+    pub(super) consecutive_failures: AtomicUsize,
     /// A read-ahead of bodies is running.
     reading_ahead: std::sync::atomic::AtomicBool,
     /// Most connections seen open at once (for tests and metrics).
@@ -214,11 +220,11 @@ impl ReadyQueue {
     }
 
     /// Puts a message back at the head of the queue (it was taken but not attempted).
-    fn push_front(&self, message: Message) {
+    pub(super) fn push_front(&self, message: Message) {
         self.state.lock().messages.push_front(message);
     }
 
-    fn pop(self: &Arc<Self>) -> Option<Message> {
+    pub(super) fn pop(self: &Arc<Self>) -> Option<Message> {
         let (m, entered) = {
             let mut st = self.state.lock();
             let m = st.messages.pop_front();
@@ -265,7 +271,7 @@ impl ReadyQueue {
         self.state.lock().messages.drain(..).collect()
     }
 
-    async fn pop_or_wait(self: &Arc<Self>, idle: std::time::Duration) -> Option<Message> {
+    pub(super) async fn pop_or_wait(self: &Arc<Self>, idle: std::time::Duration) -> Option<Message> {
         loop {
             let notified = self.notify.notified();
             if let Some(m) = self.pop() {
@@ -277,7 +283,7 @@ impl ReadyQueue {
         }
     }
 
-    async fn refresh_path(&self, shared: &Shared) -> EgressPathConfig {
+    pub(super) async fn refresh_path(&self, shared: &Shared) -> EgressPathConfig {
         let path = self.fetch_path(shared).await;
         let overrides = shared.automation.overrides(&self.site.name, &self.routing_domain);
         if overrides.is_empty() {
@@ -396,7 +402,7 @@ impl Drop for TaskGuard {
     }
 }
 
-async fn wait_for_throttle(shared: &Shared, key: String, spec: Option<&ThrottleSpec>) {
+pub(super) async fn wait_for_throttle(shared: &Shared, key: String, spec: Option<&ThrottleSpec>) {
     let Some(&spec) = spec else { return };
     while let Err(wait) = shared.throttles.acquire(&key, spec) {
         tokio::time::sleep(wait).await;
@@ -416,7 +422,7 @@ async fn inject(rq: &Arc<ReadyQueue>, shared: &Arc<Shared>) {
 
 /// Makes sure a message's body is in memory before its attempt (the read-ahead usually
 /// did it), reading it off the async threads if not.
-async fn body_in_memory(message: &Message) -> Result<(), crate::message::BodyError> {
+pub(super) async fn body_in_memory(message: &Message) -> Result<(), crate::message::BodyError> {
     if message.body_loaded() {
         return Ok(());
     }
@@ -429,8 +435,10 @@ async fn body_in_memory(message: &Message) -> Result<(), crate::message::BodyErr
 
 async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
     let _guard = TaskGuard { rq: rq.clone(), shared: shared.clone() };
-    if rq.kind == ReadyKind::DeferredInjection {
-        return inject(&rq, &shared).await;
+    match rq.kind {
+        ReadyKind::DeferredInjection => return inject(&rq, &shared).await,
+        ReadyKind::Custom => return super::custom::run(&rq, &shared).await,
+        ReadyKind::Smtp | ReadyKind::Maildir => {}
     }
     'connect: while !rq.is_empty() && !shared.stopping() {
         if shared.spool.delivery_paused() {

@@ -8,6 +8,7 @@ pub mod plugins;
 pub mod sink;
 pub mod smtp;
 pub mod tls;
+pub mod webhook;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -18,7 +18,6 @@ use std::sync::Arc;
 const UNIMPLEMENTED: &[&str] = &[
     "configure_accounting_db_path",
     "configure_redis_throttles",
-    "configure_log_hook",
     "configure_log_disposition_hook",
     "apply_supplemental_trace_header",
     "generate_rfc3464_message",
@@ -66,7 +65,7 @@ const UNIMPLEMENTED_MODULES: &[(&str, &[&str])] = &[
         ],
     ),
     ("shaping", &[]),
-    ("http", &["build_client", "build_url", "connect_websocket"]),
+    ("http", &["connect_websocket"]),
     ("secrets", &["load"]),
     (
         "aaa",
@@ -121,6 +120,7 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
     install_init_calls(lua, &kumo, host)?;
     super::defined::install(lua, &kumo, host)?;
     super::inject::install(lua, &kumo, &host.runtime)?;
+    super::http::install(lua, &kumo)?;
     install_constructors(lua, &kumo)?;
     install_helpers(lua, &kumo, host)?;
     // KumoMTA policies begin `local kumo = require 'kumo'`
@@ -213,6 +213,10 @@ fn install_init_calls(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result
             }
             Ok(())
         })?,
+    )?;
+    kumo.set(
+        "configure_log_hook",
+        init_call(lua, host, "configure_log_hook", |host, v| init_calls::configure_log_hook(&mut host.init.lock(), v))?,
     )?;
     kumo.set(
         "start_http_listener",

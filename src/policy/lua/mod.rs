@@ -5,10 +5,12 @@
 
 mod audit;
 mod convert;
+mod custom;
 mod defined;
 mod dns;
 mod extras;
 mod files;
+mod http;
 mod inject;
 mod kumo;
 mod maps;
@@ -233,6 +235,9 @@ impl Context {
                 vec![LuaValue::UserData(lua.create_userdata(LuaMessage(message.clone()))?), conn(c)?]
             }
             Args::Message(message) => vec![LuaValue::UserData(lua.create_userdata(LuaMessage(message.clone()))?)],
+            Args::MessageName { message, name } => {
+                vec![LuaValue::UserData(lua.create_userdata(LuaMessage(message.clone()))?), text(name)?]
+            }
             Args::QueueConfig { domain, tenant, campaign, routing_domain } => {
                 let opt = |s: Option<&str>| s.map(text).transpose().map(|v| v.unwrap_or(LuaValue::Nil));
                 vec![opt(domain)?, opt(tenant)?, opt(campaign)?, opt(routing_domain)?]
@@ -289,6 +294,8 @@ pub struct LuaEngine {
     /// Events the policy has handlers for (`info.handled` adds those answered from
     /// `kumo.define_egress_*` definitions).
     with_handlers: HashSet<Event>,
+    /// Names with handlers that are not catalogue events (`make.webhook` constructors).
+    user_events: HashSet<String>,
     host: Arc<Host>,
     pool: Mutex<Vec<Context>>,
     timeout: Duration,
@@ -390,9 +397,11 @@ impl LuaEngine {
         }
         let init = host.init.lock().clone();
         let timeout = init.event_timeout;
+        let user_events = registered.iter().map(|(n, _)| n.clone()).filter(|n| Event::from_name(n).is_none()).collect();
         let engine = LuaEngine {
             info: EngineInfo::new(format!("lua:{}", path.display()), handled),
             with_handlers,
+            user_events,
             host,
             pool: Mutex::new(Vec::new()),
             timeout,
@@ -437,6 +446,10 @@ impl Engine for LuaEngine {
 
     fn source_files(&self) -> Vec<PathBuf> {
         self.host.sources.files()
+    }
+
+    fn constructors(&self) -> Option<&dyn crate::policy::custom::CustomConstructors> {
+        Some(self)
     }
 
     async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {

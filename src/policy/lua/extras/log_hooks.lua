@@ -9,18 +9,22 @@
 --     log_parameters = { headers = { 'Subject' } },   -- passed on to kumo.configure_log_hook
 --     queue_config = { retry_interval = '1m', max_retry_interval = '20m' },  -- the defaults
 --   }
---   log_hooks:new { name = ..., constructor = function(domain, tenant, campaign) ... end, ... }
+--   log_hooks:new { name = ..., constructor = function(domain, tenant, campaign) ... end,
+--                   batch_size = 1, min_batch_size = 1, max_batch_latency = '0s' }
 --   log_hooks:new_disposition_hook { name = 'ndr', hook = function(msg, log_record) ... end }
 --
 -- new/new_json queue each log record as a message in the queue '<name>.log_hook', which
 -- delivers through the custom_lua constructor event 'make.<name>.log_hook'; the
 -- connection's send(message) returns a disposition text, or calls kumo.reject (4xx: try
--- again later, 5xx: give up). new_disposition_hook calls hook(msg, log_record)
--- synchronously as each disposition record is made.
+-- again later, 5xx: give up). With batch_size > 1 the connection's send_batch(messages)
+-- gets several at once; new_json then POSTs them as one JSON array.
 --
--- wasmta: log hooks are registered exactly as KumoMTA's are, but wasmta does not deliver
--- log hooks yet (kumo.configure_log_hook and kumo.configure_log_disposition_hook have no
--- effect); pre_init says so once per hook.
+-- wasmta does better than KumoMTA's new_json here: an endpoint that is down is not a
+-- reason to lose records. A connection error, a 5xx, 408 or 429 answer is retried on the
+-- hook queue's schedule; only other 4xx answers (the endpoint refuses the record) give up.
+--
+-- wasmta: new_disposition_hook registers exactly as KumoMTA's does, but
+-- kumo.configure_log_disposition_hook has no effect yet; pre_init says so once per hook.
 local utils = require 'policy-extras.policy_utils'
 local mod = {}
 
@@ -66,7 +70,14 @@ local function new_hook(options, what)
   local constructor_name = 'make.' .. domain_name
 
   local queue_config = utils.merge_into(options.queue_config, { retry_interval = '1m', max_retry_interval = '20m' })
-  queue_config.protocol = { custom_lua = { constructor = constructor_name } }
+  queue_config.protocol = {
+    custom_lua = {
+      constructor = constructor_name,
+      batch_size = options.batch_size,
+      min_batch_size = options.min_batch_size,
+      max_batch_latency = options.max_batch_latency,
+    },
+  }
   local ok, err = pcall(kumo.make_queue_config, queue_config)
   if not ok then
     error(string.format("log_hooks:%s{name='%s'}: queue_config: %s", what, name, clean(err)), 0)
@@ -74,7 +85,6 @@ local function new_hook(options, what)
 
   kumo.on('pre_init', function()
     kumo.configure_log_hook(utils.merge_into(options.log_parameters, { name = name }))
-    warn_inactive('log hook', name)
   end)
 
   kumo.on('should_enqueue_log_record', function(msg, hook_name)
@@ -105,7 +115,23 @@ function mod:new(options)
   new_hook(options, 'new')
 end
 
--- Registers a log hook that POSTs each record (JSON) to options.url.
+-- The answer of a webhook as a disposition: success returns it; a refusal that may pass
+-- (5xx, 408 Request Timeout, 429 Too Many Requests) is retried later; any other answer
+-- is permanent.
+local function disposition(response)
+  local text = string.format('%d %s: %s', response:status_code(), response:status_reason(), response:text())
+  if response:status_is_success() then
+    return text
+  end
+  local code = response:status_code()
+  if response:status_is_server_error() or code == 408 or code == 429 then
+    kumo.reject(451, text)
+  end
+  kumo.reject(550, text)
+end
+
+-- Registers a log hook that POSTs each record (JSON) to options.url; with batch_size > 1,
+-- several records as one JSON array.
 function mod:new_json(options)
   check_options(options, 'new_json', { url = 'string' })
   local url = options.url
@@ -114,19 +140,21 @@ function mod:new_json(options)
   hook.constructor = function(_domain, _tenant, _campaign)
     local client = kumo.http.build_client {}
     local connection = {}
+    local function post(body)
+      local response = client:post(url):header('Content-Type', 'application/json'):body(body):send()
+      return disposition(response)
+    end
     function connection:send(message)
-      local response = client:post(url):header('Content-Type', 'application/json'):body(message:get_data()):send()
-      local disposition = string.format(
-        '%d %s: %s',
-        response:status_code(),
-        response:status_reason(),
-        response:text()
-      )
-      if response:status_is_success() then
-        return disposition
+      return post(message:get_data())
+    end
+    if (options.batch_size or 1) > 1 then
+      function connection:send_batch(messages)
+        local parts = {}
+        for i, message in ipairs(messages) do
+          parts[i] = message:get_data()
+        end
+        return post('[' .. table.concat(parts, ',') .. ']')
       end
-      -- 500: the endpoint refused the record, so it is not retried
-      kumo.reject(500, disposition)
     end
     return connection
   end

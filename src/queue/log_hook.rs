@@ -1,0 +1,103 @@
+//! `kumo.configure_log_hook`: each log record becomes a small message (the record as
+//! JSON for its data, the record itself in meta `log_record`) offered to the policy's
+//! `should_enqueue_log_record(message, hook_name)`. A `true` answer spools it (unless the
+//! hook has `deferred_spool`) and queues it in the queue the handler named, where a
+//! `custom_lua` queue delivers it with the retries, suspension and expiry of any message.
+
+use super::manager::{InsertReason, Shared};
+use crate::config::storage::LogHookConfig;
+use crate::logs::{HookSink, LogRecord};
+use crate::message::{EnvelopeAddress, Message};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// Hands each hook's records to the policy and the queues.
+pub struct Sink {
+    shared: Arc<Shared>,
+    handle: tokio::runtime::Handle,
+    /// Per hook: how many records may be in the policy or the spool at once
+    /// (`back_pressure`).
+    permits: HashMap<String, Arc<Semaphore>>,
+}
+
+impl Sink {
+    /// A sink for `hooks`, running on the current tokio runtime.
+    pub fn new(queues: &super::QueueManager, hooks: &[LogHookConfig]) -> Arc<Sink> {
+        let permits =
+            hooks.iter().map(|h| (h.name.clone(), Arc::new(Semaphore::new(h.back_pressure.max(1))))).collect();
+        Arc::new(Sink { shared: queues.shared().clone(), handle: tokio::runtime::Handle::current(), permits })
+    }
+}
+
+impl HookSink for Sink {
+    fn submit(&self, hook: &LogHookConfig, record: LogRecord) {
+        let Some(permits) = self.permits.get(&hook.name).cloned() else { return };
+        let (shared, name, deferred) = (self.shared.clone(), hook.name.clone(), hook.deferred_spool);
+        self.handle.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else { return };
+            shared.enqueue_log_record(&name, record, deferred).await;
+        });
+    }
+}
+
+fn address(text: &str) -> EnvelopeAddress {
+    EnvelopeAddress::parse(text).unwrap_or_else(|_| EnvelopeAddress::null())
+}
+
+/// The message a record becomes: sender and recipient from the record, its JSON as data.
+pub fn record_message(record: &LogRecord) -> Result<Message, serde_json::Error> {
+    let value = serde_json::to_value(record)?;
+    let data = serde_json::to_vec(&value)?;
+    let recipient = match &record.recipient {
+        Value::String(s) => address(s),
+        Value::Array(list) => address(list.first().and_then(Value::as_str).unwrap_or_default()),
+        _ => EnvelopeAddress::null(),
+    };
+    let mut meta = Map::new();
+    meta.insert("log_record".into(), value);
+    meta.insert("reception_protocol".into(), "LogRecord".into());
+    Ok(Message::new(address(&record.sender), vec![recipient], meta, data))
+}
+
+impl Shared {
+    /// Offers one record to `should_enqueue_log_record` and queues it if asked to.
+    pub(super) async fn enqueue_log_record(self: &Arc<Self>, hook: &str, record: LogRecord, deferred_spool: bool) {
+        let failed = || {
+            crate::metrics::core::log_hook_dropped().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
+        let message = match record_message(&record) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!("log hook {hook}: record of {} could not be encoded: {e}", record.id);
+                return failed();
+            }
+        };
+        match self.policy.should_enqueue_log_record(&message, hook).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(
+                    "log hook {hook}: should_enqueue_log_record failed; record of {} dropped: {e}",
+                    record.id
+                );
+                return failed();
+            }
+        }
+        if message.get_meta("queue").is_none() {
+            // without it the record would be sent by SMTP to the recipient's own domain
+            tracing::error!(
+                "log hook {hook}: should_enqueue_log_record returned true without setting the queue meta \
+                 (msg:set_meta('queue', ...)); record of {} dropped",
+                record.id
+            );
+            return failed();
+        }
+        if !deferred_spool && let Err(e) = self.spool.store(&message).await {
+            tracing::error!("log hook {hook}: record of {} could not be spooled; dropped: {e}", record.id);
+            return failed();
+        }
+        self.insert(message, InsertReason::Received);
+    }
+}
