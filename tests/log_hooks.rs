@@ -290,3 +290,72 @@ end)
     assert_eq!(to_sink, 0, "no log record message reached the SMTP destination");
     assert!(server.stop().success());
 }
+
+/// The same webhook as a component (`plugins/rust/webhook`, world `delivery`): it chooses
+/// the queue of each record (`should-enqueue-log-record`) and is the `make.webhook`
+/// constructor of that queue, posting batches through the `http` import. A URL outside
+/// the deployment's `http_allow` is refused by the host: the records wait and retry, the
+/// reason in every TransientFailure, nothing leaves.
+#[test]
+fn a_component_is_the_webhook_and_reaches_only_allowed_urls() {
+    let wasm = harness::plugins::component("webhook");
+    let d = temp_dir();
+    let sink = Sink::start(d.path());
+    let hook = Webhook::start();
+    let text = |allow: &str| {
+        format!(
+            r#"
+local kumo = require 'kumo'
+
+kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{{d}}/spool', kind = 'RocksDB' }}
+  kumo.configure_local_logs {{ log_dir = '{{d}}/logs' }}
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', hostname = 'mx.test' }}
+  kumo.start_http_listener {{ listen = '127.0.0.1:0' }}
+  kumo.configure_log_hook {{ name = 'webhook' }}
+  kumo.wasm.load {{ path = '{wasm}', http_allow = {{ '{allow}' }} }}
+end)
+
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  if domain == 'webhook' then
+    return kumo.make_queue_config {{
+      retry_interval = '1s', max_retry_interval = '2s',
+      protocol = {{ custom_lua = {{ constructor = 'make.webhook', batch_size = 10, max_batch_latency = '100ms' }} }},
+    }}
+  end
+  return kumo.make_queue_config {{ retry_interval = '1s', protocol = {{ smtp = {{ mx_list = {{ '{sink}' }} }} }} }}
+end)
+"#,
+            wasm = wasm.display(),
+            sink = sink.addr
+        )
+    };
+    let url = format!("webhook_url=http://{}/log", hook.addr);
+    let dir = temp_dir();
+    let p = write_policy(dir.path(), &text(&format!("http://{}/", hook.addr)));
+    let server = Server::start_args(dir.path(), &p, &["--set", &url]);
+    let rcpts = send(&server, 40, 2, "w");
+    wait_for_outcomes(&hook, &rcpts, Duration::from_secs(30));
+    assert!(hook.records().iter().any(|r| r["type"] == "Bounce"), "bounces are hooked too");
+    let logged = harness::wait_for_record(dir.path(), Duration::from_secs(10), |r| {
+        r["type"] == "Delivery" && r["queue"] == "webhook"
+    })
+    .expect("the hook delivery is logged");
+    assert_eq!(logged["delivery_protocol"], "Lua", "{logged}");
+    assert!(server.stop().success());
+
+    // the same component, a URL the deployment did not allow
+    let before = hook.bodies().len();
+    let dir = temp_dir();
+    let p = write_policy(dir.path(), &text("http://127.0.0.1:9/"));
+    let server = Server::start_args(dir.path(), &p, &["--set", &url]);
+    send(&server, 3, 1, "x");
+    let refused = harness::wait_for_record(dir.path(), Duration::from_secs(20), |r| {
+        r["type"] == "TransientFailure" && r["queue"] == "webhook"
+    })
+    .expect("the hook queue tempfails");
+    let why = refused["response"]["content"].as_str().unwrap();
+    assert!(why.contains("is not allowed"), "{refused}");
+    assert_eq!(hook.bodies().len(), before, "nothing reached the receiver");
+    assert!(server.stop().success());
+}

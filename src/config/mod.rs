@@ -32,6 +32,9 @@ pub struct InitConfig {
     pub logs: Vec<storage::LocalLogsConfig>,
     /// `configure_log_hook`s.
     pub log_hooks: Vec<storage::LogHookConfig>,
+    /// URL prefixes a component's `init` allowed its HTTP requests (`config.allow-http`);
+    /// per component, never merged.
+    pub wasm_http_allow: Vec<String>,
     /// HTTP listeners.
     pub http_listeners: Vec<storage::HttpListenerConfig>,
     /// Wall-clock budget of one policy call.
@@ -54,6 +57,9 @@ pub struct InitConfig {
 pub struct WasmPluginConfig {
     /// The component (`.wasm`).
     pub path: String,
+    /// URL prefixes its `http` requests may go to (none: every request refused).
+    #[serde(default, with = "units::string_list")]
+    pub http_allow: Vec<String>,
     /// Wall-clock budget of one call (default: the policy timeout).
     #[serde(default, with = "units::opt_duration")]
     pub budget: Option<Duration>,
@@ -87,6 +93,7 @@ impl Default for InitConfig {
             spools: vec![],
             logs: vec![],
             log_hooks: vec![],
+            wasm_http_allow: vec![],
             http_listeners: vec![],
             event_timeout: Duration::from_secs(10),
             dns: DnsConfig::default(),

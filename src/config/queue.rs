@@ -307,4 +307,28 @@ mod tests {
         let err = crate::config::decode::<QueueConfig>(json!({"protocol": {"smtp": {"mx_lst": []}}})).unwrap_err();
         assert!(err.contains("mx_lst"), "{err}");
     }
+
+    #[test]
+    fn custom_lua_takes_kumomtas_batch_options_and_names_mistakes() {
+        let q: QueueConfig =
+            crate::config::decode(json!({"protocol": {"custom_lua": {"constructor": "make.webhook"}}})).unwrap();
+        let Protocol::CustomLua(c) = q.protocol else { panic!() };
+        assert_eq!((c.constructor.as_str(), c.batch_size, c.min_batch_size), ("make.webhook", 1, 1));
+        assert_eq!(c.max_batch_latency, Duration::ZERO);
+        let q: QueueConfig = crate::config::decode(json!({"protocol": {"custom_lua": {
+            "constructor": "make.webhook", "batch_size": 100, "min_batch_size": 10, "max_batch_latency": "5s"}}}))
+        .unwrap();
+        let Protocol::CustomLua(c) = q.protocol else { panic!() };
+        assert_eq!((c.batch_size, c.min_batch_size, c.max_batch_latency), (100, 10, Duration::from_secs(5)));
+        let bad = |v: serde_json::Value| {
+            crate::config::decode::<QueueConfig>(json!({"protocol": {"custom_lua": v}})).unwrap_err()
+        };
+        assert!(bad(json!({})).contains("constructor"), "{}", bad(json!({})));
+        assert!(bad(json!({"constructor": "m", "batchsize": 5})).contains("batchsize"));
+        assert!(
+            bad(json!({"constructor": "m", "batch_size": 5, "min_batch_size": 6}))
+                .contains("min_batch_size (6) <= batch_size (5)")
+        );
+        assert!(bad(json!({"constructor": "m", "batch_size": 0})).contains("batch_size"));
+    }
 }

@@ -30,10 +30,10 @@ pub trait CustomSender: Send {
 /// What an engine offers for custom delivery.
 #[async_trait::async_trait]
 pub trait CustomConstructors: Send + Sync {
-    /// True when `name` has a handler here.
-    fn has_constructor(&self, name: &str) -> bool;
-    /// Runs the constructor `name` for the scheduled queue `parts`.
-    async fn construct(&self, name: &str, parts: &QueueNameParts) -> Result<Box<dyn CustomSender>, PolicyError>;
+    /// Runs the constructor `name` for the scheduled queue `parts`; `None` when `name` is
+    /// not one of this engine's.
+    async fn construct(&self, name: &str, parts: &QueueNameParts)
+    -> Result<Option<Box<dyn CustomSender>>, PolicyError>;
 }
 
 impl Policy {
@@ -46,9 +46,9 @@ impl Policy {
         let generation = self.current.load_full();
         for engine in &generation.engines {
             if let Some(c) = engine.constructors()
-                && c.has_constructor(constructor)
+                && let Some(sender) = c.construct(constructor, parts).await?
             {
-                return c.construct(constructor, parts).await;
+                return Ok(sender);
             }
         }
         Err(PolicyError::Failed {

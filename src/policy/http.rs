@@ -79,19 +79,28 @@ pub struct Response {
     pub body: bytes::Bytes,
 }
 
-/// Sends a request and reads the whole response; `what` names it in errors
-/// (`POST http://x/y`).
+/// The largest response body read (a policy inspects answers; it does not download).
+pub const MAX_BODY: usize = 16 << 20;
+
+/// Sends a request and reads the whole response (at most [`MAX_BODY`]); `what` names it
+/// in errors (`POST http://x/y`).
 pub async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<Response, String> {
     let failed = |e: reqwest::Error| format!("kumo.http: {what}: {}", chain(&e));
-    let response = request.send().await.map_err(failed)?;
+    let mut response = request.send().await.map_err(failed)?;
     let status = response.status();
     let headers = response
         .headers()
         .iter()
         .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
-    let body = response.bytes().await.map_err(failed)?;
-    Ok(Response { status, headers, body })
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(failed)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(format!("kumo.http: {what}: the response body is larger than {MAX_BODY} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Response { status, headers, body: body.freeze() })
 }
 
 /// `kumo.http.build_url(url, params)`: the URL with the query parameters appended,

@@ -94,6 +94,7 @@ impl InitConfig {
         self.listeners.extend(other.listeners);
         self.spools.extend(other.spools);
         self.logs.extend(other.logs);
+        self.log_hooks.extend(other.log_hooks);
         self.http_listeners.extend(other.http_listeners);
         self.dns.zones.extend(other.dns.zones);
         self.dns.name_servers.extend(other.dns.name_servers);
@@ -119,5 +120,19 @@ mod tests {
         let e = define_spool(&mut init, json!({"name": "data"})).unwrap_err();
         assert!(e.contains("path"), "{e}");
         assert!(start_esmtp_listener(&mut init, json!("nonsense")).is_err());
+    }
+
+    #[test]
+    fn a_log_hook_needs_a_unique_name_and_known_keys() {
+        let mut init = InitConfig::default();
+        configure_log_hook(&mut init, json!({"name": "webhook", "headers": ["Subject"], "meta": "tenant"})).unwrap();
+        assert_eq!(init.log_hooks[0].meta, ["tenant"]);
+        assert_eq!(init.log_hooks[0].back_pressure, 128_000);
+        let e = configure_log_hook(&mut init, json!({"name": "webhook"})).unwrap_err();
+        assert!(e.contains("already configured"), "{e}");
+        let e = configure_log_hook(&mut init, json!({"headers": ["Subject"]})).unwrap_err();
+        assert!(e.contains("name"), "{e}");
+        let e = configure_log_hook(&mut init, json!({"name": "x", "per_recrd": {}})).unwrap_err();
+        assert!(e.contains("per_recrd"), "{e}");
     }
 }

@@ -55,7 +55,8 @@ pub async fn load(
                 path.display()
             ));
         }
-        let init = wasm.run_init().await?;
+        let mut init = wasm.run_init().await?;
+        wasm.set_http_allow(&std::mem::take(&mut init.wasm_http_allow))?;
         components.push(describe(&wasm));
         engines.push(Arc::new(wasm));
         (init, vec![], vec![])
@@ -74,10 +75,13 @@ pub async fn load(
         let options = WasmOptions::from_config(plugin, init.event_timeout);
         let mut wasm = WasmEngine::load(Path::new(&plugin.path), options, runtime).await?;
         wasm.set_settings(settings.clone());
+        let mut allow = plugin.http_allow.clone();
         if wasm.exports_init() {
-            let more = wasm.run_init().await?;
+            let mut more = wasm.run_init().await?;
+            allow.append(&mut more.wasm_http_allow);
             init.merge(more);
         }
+        wasm.set_http_allow(&allow)?;
         components.push(describe(&wasm));
         engines.push(Arc::new(wasm));
     }

@@ -25,11 +25,14 @@ fn answer(e: mlua::Error, what: &str) -> PolicyError {
 
 #[async_trait::async_trait]
 impl CustomConstructors for LuaEngine {
-    fn has_constructor(&self, name: &str) -> bool {
-        self.user_events.contains(name)
-    }
-
-    async fn construct(&self, name: &str, parts: &QueueNameParts) -> Result<Box<dyn CustomSender>, PolicyError> {
+    async fn construct(
+        &self,
+        name: &str,
+        parts: &QueueNameParts,
+    ) -> Result<Option<Box<dyn CustomSender>>, PolicyError> {
+        if !self.user_events.contains(name) {
+            return Ok(None);
+        }
         let ctx = self.checkout().await.map_err(|e| failed(format!("{name}: cannot create a Lua context: {e}")))?;
         let what = format!("{}: {name}", self.info.name);
         ctx.arm(self.timeout);
@@ -62,7 +65,7 @@ impl CustomConstructors for LuaEngine {
             Ok(Err(e)) => return Err(answer(e, &what)),
             Err(_) => return Err(failed(format!("{what}: deadline of {:?} exceeded", self.timeout))),
         };
-        Ok(Box::new(LuaConnection { ctx: Some(ctx), object, timeout: self.timeout, what, batches, singles }))
+        Ok(Some(Box::new(LuaConnection { ctx: Some(ctx), object, timeout: self.timeout, what, batches, singles })))
     }
 }
 

@@ -8,6 +8,7 @@ wasmtime::component::bindgen!({
     imports: {
         "wasmta:policy/host.lookup-mx": async | trappable,
         "wasmta:policy/host.shaped-egress-path-config": async | trappable,
+        "wasmta:policy/http.send": async | trappable,
         default: trappable,
     },
     exports: { default: async },

@@ -3,8 +3,8 @@
 //! dispatcher decodes (the same shape a Lua handler's table has).
 
 use super::bindings::exports::wasmta::policy::{
-    deferred_inject, egress, init, listener_domains, message_lifecycle, message_received, queue_config,
-    smtp_connection, smtp_data, split_transaction,
+    custom_delivery, deferred_inject, egress, init, listener_domains, log_hooks, message_lifecycle, message_received,
+    queue_config, smtp_connection, smtp_data, split_transaction,
 };
 use super::bindings::wasmta::policy::types;
 use super::host::HostState;
@@ -42,7 +42,7 @@ macro_rules! interfaces {
             /// The events those interfaces cover.
             pub fn events(&self) -> Vec<Event> {
                 let mut out = vec![];
-                $(if self.$field.is_some() { out.extend([$(Event::$event),*]); })*
+                $(if self.$field.is_some() { out.extend::<[Event; _]>([$(Event::$event),*]); })*
                 out
             }
         }
@@ -62,6 +62,9 @@ interfaces! {
     queue_config: queue_config => [GetQueueConfig];
     egress: egress => [GetEgressPool, GetEgressSource, GetEgressPathConfig];
     message_lifecycle: message_lifecycle => [RequeueMessage, SpoolMessageEnumerated];
+    log_hooks: log_hooks => [ShouldEnqueueLogRecord];
+    // no catalogue event: `custom_lua` constructors are opened through `CustomConstructors`
+    custom_delivery: custom_delivery => [];
 }
 
 type Answer = Result<Option<Value>, types::Rejection>;
@@ -116,7 +119,7 @@ pub async fn call(
     use Event::*;
     let (message, conn) = match args {
         Args::MessageConn { message, conn } => (Some(message), Some(conn)),
-        Args::Message(m) | Args::Requeue { message: m, .. } => (Some(m), None),
+        Args::Message(m) | Args::Requeue { message: m, .. } | Args::MessageName { message: m, .. } => (Some(m), None),
         Args::Conn(c) | Args::DynamicParameters { conn: c, .. } | Args::Ehlo { conn: c, .. } => (None, Some(c)),
         Args::Address { conn: c, .. } | Args::ListenerDomain { conn: c, .. } => (None, Some(c)),
         _ => (None, None),
@@ -211,6 +214,10 @@ pub async fn call(
         (SpoolMessageEnumerated, Args::Message(_)) => {
             let g = guests.message_lifecycle.as_ref().expect("handled");
             g.call_spool_message_enumerated(&mut *store, h.msg()).await?.map(|()| None)
+        }
+        (ShouldEnqueueLogRecord, Args::MessageName { name, .. }) => {
+            let g = guests.log_hooks.as_ref().expect("handled");
+            g.call_should_enqueue_log_record(&mut *store, h.msg(), name).await?.map(|b| b.map(Value::Bool))
         }
         _ => Ok(None),
     };

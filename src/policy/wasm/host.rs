@@ -27,6 +27,8 @@ pub struct HostState {
     pub settings: std::sync::Arc<crate::policy::loader::Settings>,
     /// The server's shared state.
     pub runtime: std::sync::Arc<crate::policy::Runtime>,
+    /// Where `http` requests may go, and the client that makes them.
+    pub http: std::sync::Arc<super::http::Access>,
 }
 
 impl WasiView for HostState {
@@ -266,6 +268,18 @@ impl config::Host for HostState {
             }
         }
         init.shaping.extend(files);
+        Ok(Ok(()))
+    }
+    fn allow_http(&mut self, prefixes: Vec<String>) -> wasmtime::Result<Result<(), String>> {
+        let Some(init) = self.init.as_mut() else {
+            return Ok(Err("config.allow-http may only be called from init".into()));
+        };
+        for p in &prefixes {
+            if let Err(e) = super::http::Prefix::parse(p) {
+                return Ok(Err(format!("config.allow-http: {e}")));
+            }
+        }
+        init.wasm_http_allow.extend(prefixes);
         Ok(Ok(()))
     }
     fn setting(&mut self, name: String) -> wasmtime::Result<Option<String>> {

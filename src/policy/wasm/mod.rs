@@ -10,8 +10,10 @@ mod bindings;
 mod breaker;
 mod cache;
 mod calls;
+mod custom;
 mod engine;
 mod host;
+mod http;
 mod records;
 mod stderr;
 
@@ -114,6 +116,8 @@ pub struct WasmEngine {
     runtime: Arc<crate::policy::Runtime>,
     breaker: Breaker,
     metrics: Metrics,
+    /// Where its `http` requests may go.
+    http: Arc<http::Access>,
 }
 
 pub(crate) fn rejection(r: types::Rejection) -> PolicyError {
@@ -178,6 +182,7 @@ impl WasmEngine {
             runtime: runtime.clone(),
             breaker: Breaker::new(options.breaker),
             metrics: Metrics::new(&label),
+            http: Default::default(),
         };
         // a smoke-test instance proves it starts before it serves
         let live = engine.instantiate().await?;
@@ -198,6 +203,7 @@ impl WasmEngine {
             init: None,
             settings: self.settings.clone(),
             runtime: self.runtime.clone(),
+            http: self.http.clone(),
         };
         let mut store = Store::new(engine(self.options.fuel.is_some()), state);
         store.limiter(|s| s.limiter());
@@ -228,6 +234,13 @@ impl WasmEngine {
     pub fn set_settings(&mut self, settings: Arc<crate::policy::loader::Settings>) {
         self.settings = settings;
         self.pool.lock().clear();
+    }
+
+    /// The URL prefixes its `http` requests may go to.
+    pub fn set_http_allow(&mut self, prefixes: &[String]) -> Result<(), String> {
+        self.http = Arc::new(http::Access::new(prefixes).map_err(|e| format!("{}: http_allow: {e}", self.info.name))?);
+        self.pool.lock().clear();
+        Ok(())
     }
 
     /// Whether the component exports `wasmta:policy/init`.
@@ -264,6 +277,10 @@ const INIT_BUDGET: Duration = Duration::from_secs(30);
 impl Engine for WasmEngine {
     fn info(&self) -> &EngineInfo {
         &self.info
+    }
+
+    fn constructors(&self) -> Option<&dyn crate::policy::custom::CustomConstructors> {
+        Some(self)
     }
 
     async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {

@@ -44,7 +44,7 @@ pub use wasmta::policy::types::{
     ListenerDomain, Message, MxEntry, NamedLimit, PoolEntry, QueueConfig, QueueNameParts, RefreshStrategy, Rejection,
     TlsMode,
 };
-pub use wasmta::policy::{config, host, types};
+pub use wasmta::policy::{config, host, http, types};
 
 /// `kumo.reject(code, "enhanced text")`: `reject(550, "5.7.1", "no")`. An empty enhanced
 /// code leaves it out.
