@@ -15,7 +15,6 @@ source "$root/bench/lib.sh"
 build_release
 results="$(mktemp)"
 now() { date +%s.%N; }
-delivered_at_sink() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("messages", 0))' "$1/sink/stats.json" 2>/dev/null || echo 0; }
 hooked() { curl -s http://127.0.0.1:2600/ | python3 -c 'import json,sys; print(json.load(sys.stdin).get("Delivery", 0))'; }
 one() { # LABEL HOOK(0|1)
   local w pid sink recv="" t0 t1 t2 out
@@ -34,7 +33,7 @@ LUA
     fi
     relay_policy "$w" 2525
   } >"$w/init.lua"
-  "$bin" sink --listen 127.0.0.1:2594 --dir "$w/sink" >/dev/null 2>&1 &
+  "$bin" sink --listen 127.0.0.1:2594 --exit-after "$messages" >/dev/null 2>&1 &
   sink=$!
   if [ "$2" = 1 ]; then
     python3 "$root/bench/webhook_receiver.py" 2600 &
@@ -46,14 +45,14 @@ LUA
   wait_port 2525 || { cat "$w/server.log" >&2; exit 1; }
   t0="$(now)"
   out="$("$bin" load --target 127.0.0.1:2525 --connections 100 --messages "$messages" --size "$size" | tail -1)"
-  while [ "$(delivered_at_sink "$w")" -lt "$messages" ]; do sleep 0.05; done
+  wait "$sink" # it exits once it holds them all
   t1="$(now)"
   t2="$t1"
   if [ "$2" = 1 ]; then
     while [ "$(hooked)" -lt "$messages" ]; do sleep 0.05; done
     t2="$(now)"
   fi
-  kill "$pid" "$sink" ${recv:+"$recv"} 2>/dev/null || true
+  kill "$pid" ${recv:+"$recv"} 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   rm -rf "$w"
   awk -v l="$1" -v n="$messages" -v a="$t0" -v b="$t1" -v c="$t2" -v acc="$(rate "$out")" \
