@@ -443,3 +443,72 @@ fn cli_paper_cuts() {
         eprintln!("skipped the `top` keypress check: util-linux `script` is not installed");
     }
 }
+
+/// A stop (SIGTERM) while a delivery is in flight lets it finish, within the shutdown
+/// deadline, before the log writers close: its Delivery record is written, never dropped
+/// with "a record arrived after its writer stopped".
+#[test]
+fn a_stop_during_a_delivery_logs_its_outcome() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest = listener.local_addr().unwrap().to_string();
+    let in_data = std::sync::Arc::new(AtomicBool::new(false));
+    let seen = in_data.clone();
+    // a destination that takes two seconds to answer the end of DATA
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut out = tcp.try_clone().unwrap();
+                let mut r = BufReader::new(tcp);
+                let _ = out.write_all(b"220 slow.test ESMTP\r\n");
+                let mut in_body = false;
+                loop {
+                    let mut l = String::new();
+                    if r.read_line(&mut l).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let reply: &[u8] = if in_body {
+                        if l != ".\r\n" {
+                            continue;
+                        }
+                        in_body = false;
+                        seen.store(true, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_secs(2));
+                        b"250 2.0.0 taken slowly\r\n"
+                    } else if l.to_ascii_uppercase().starts_with("DATA") {
+                        in_body = true;
+                        b"354 go\r\n"
+                    } else if l.to_ascii_uppercase().starts_with("QUIT") {
+                        let _ = out.write_all(b"221 bye\r\n");
+                        return;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    let _ = out.write_all(reply);
+                }
+            });
+        }
+    });
+    let dir = temp_dir();
+    let p = dir.path().join("init.lua");
+    std::fs::write(&p, kumo_policy(&dir.path().join("spool"), &dir.path().join("logs"), &dest, "")).unwrap();
+    let server = Server::start(dir.path(), &p);
+    let mut c = Client::ehlo(server.addr());
+    assert_eq!(c.send_mail("a@s.example", &["r@dest.example"], "Subject: slow\r\n\r\nx\r\n").code, 250);
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !in_data.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the delivery never reached the end of DATA");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stderr = {
+        let s = server.stderr.clone();
+        assert!(server.stop().success());
+        s.lock().unwrap().join("\n")
+    };
+    assert!(!stderr.contains("after its writer stopped"), "{stderr}");
+    let delivered = harness::log_records(dir.path()).into_iter().find(|r| r["type"] == "Delivery");
+    assert!(delivered.is_some(), "the in-flight delivery's record was written: {stderr}");
+}

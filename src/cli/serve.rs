@@ -186,6 +186,11 @@ async fn start(
     for t in http_tasks {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
+    // deliveries in flight finish (their outcome logged, the spool told) before the log
+    // writers close; one still running at the deadline is repeated after the restart
+    while queues.in_between().1 > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let logs_done = tokio::task::spawn_blocking(move || logs.close());
     let _ = tokio::time::timeout(Duration::from_secs(5), logs_done).await;
     tracing::info!("shutdown complete");
