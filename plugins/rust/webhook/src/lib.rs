@@ -47,8 +47,9 @@ impl custom_delivery::Guest for Webhook {
     }
 
     fn send(_connection: u64, msgs: Vec<Message>) -> Result<String, Rejection> {
-        let url = wasmta_sdk::config::setting("webhook_url")
-            .ok_or_else(|| reject(451, "4.3.5", "webhook: no webhook_url setting (wasmta serve --set webhook_url=...)"))?;
+        let url = wasmta_sdk::config::setting("webhook_url").ok_or_else(|| {
+            reject(451, "4.3.5", "webhook: no webhook_url setting (wasmta serve --set webhook_url=...)")
+        })?;
         let body = match msgs.as_slice() {
             [one] => one.get_data(),
             many => {
