@@ -359,3 +359,65 @@ end)
     assert_eq!(hook.bodies().len(), before, "nothing reached the receiver");
     assert!(server.stop().success());
 }
+
+/// Two policy mistakes an operator reported: a misspelt queue in
+/// `should_enqueue_log_record` (the documented loop guard then never matches) and a
+/// catch-all `get_queue_config` registered before the log hook helper. Either made the
+/// hook's records go by SMTP to the recipients of the messages they describe, and the
+/// misspelling made records of records without end (1,100 mails from 2 messages). Now a
+/// record message never leaves by SMTP (it waits, with the reason), and records about
+/// record messages are not hooked again.
+#[test]
+fn a_misrouted_hook_never_mails_records_and_never_multiplies() {
+    let d = temp_dir();
+    let sink = Sink::start(d.path());
+    let hook = Webhook::start();
+    let dir = temp_dir();
+    let text = format!(
+        r#"
+local kumo = require 'kumo'
+
+kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{{d}}/spool', kind = 'RocksDB' }}
+  kumo.configure_local_logs {{ log_dir = '{{d}}/logs' }}
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', hostname = 'mx.test' }}
+  kumo.start_http_listener {{ listen = '127.0.0.1:0' }}
+  kumo.configure_log_hook {{ name = 'webhook' }}
+end)
+
+-- registered first: answers for every queue, the hook's included
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {{ retry_interval = '1s', protocol = {{ smtp = {{ mx_list = {{ '{sink}' }} }} }} }}
+end)
+
+kumo.on('should_enqueue_log_record', function(msg, hook_name)
+  local log_record = msg:get_meta 'log_record'
+  if log_record.queue == 'webhook' then
+    return false
+  end
+  msg:set_meta('queue', 'webhok') -- misspelt
+  return true
+end)
+"#,
+        sink = sink.addr
+    );
+    let p = write_policy(dir.path(), &text);
+    let server = Server::start(dir.path(), &p);
+    let mut c = Client::ehlo(server.addr());
+    assert_eq!(c.send_mail("a@s.example", &["one@dest.example"], "Subject: a\r\n\r\nx\r\n").code, 250);
+    assert_eq!(c.send_mail("a@s.example", &["permfail-two@dest.example"], "Subject: b\r\n\r\nx\r\n").code, 250);
+    assert!(server.wait_for_stderr("log record messages are delivered by a custom_lua queue", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_secs(4));
+    let mailed = sink.messages();
+    assert_eq!(mailed.len(), 1, "only the real message reached the SMTP destination");
+    assert!(!mailed[0].data.starts_with(b"{"), "and it is not a log record");
+    // the records of the two messages became at most four record messages, which wait
+    let waiting: std::collections::HashSet<String> = log_records(dir.path())
+        .into_iter()
+        .filter(|r| r["queue"] == "webhok")
+        .map(|r| r["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(!waiting.is_empty() && waiting.len() <= 4, "records of records were not made: {}", waiting.len());
+    assert!(hook.bodies().is_empty());
+    assert!(server.stop().success());
+}

@@ -33,6 +33,11 @@ impl Written {
     }
 }
 
+/// The `reception_protocol` of the messages log hook records become. Records about such
+/// messages are not offered to the hooks again: a policy mistake (a misspelt queue, a
+/// loop guard that no longer matches) would otherwise make records of records without end.
+pub const LOG_RECORD_PROTOCOL: &str = "LogRecord";
+
 /// Where log hook records go: installed once the queues exist.
 pub trait HookSink: Send + Sync {
     /// Takes one record for `hook` (its headers and meta already selected).
@@ -161,7 +166,8 @@ impl Logs {
             let ack = ack(d);
             d.writer.lock().write(r, ack);
         }
-        if let Some(sink) = self.hooks.sink.get() {
+        let about_a_hook_message = record.reception_protocol.as_deref() == Some(LOG_RECORD_PROTOCOL);
+        if let Some(sink) = self.hooks.sink.get().filter(|_| !about_a_hook_message) {
             for hook in self.hooks.configs.iter().filter(|h| enabled(&h.per_record, record.kind)) {
                 sink.submit(hook, decorated(&record, message, &hook.headers, &hook.meta));
             }

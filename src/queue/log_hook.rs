@@ -13,6 +13,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
+/// True for a message made from a log record.
+pub fn is_record_message(message: &Message) -> bool {
+    message.get_meta("reception_protocol").as_ref().and_then(Value::as_str) == Some(crate::logs::LOG_RECORD_PROTOCOL)
+}
+
 /// Hands each hook's records to the policy and the queues.
 pub struct Sink {
     shared: Arc<Shared>,
@@ -57,7 +62,7 @@ pub fn record_message(record: &LogRecord) -> Result<Message, serde_json::Error> 
     };
     let mut meta = Map::new();
     meta.insert("log_record".into(), value);
-    meta.insert("reception_protocol".into(), "LogRecord".into());
+    meta.insert("reception_protocol".into(), crate::logs::LOG_RECORD_PROTOCOL.into());
     Ok(Message::new(address(&record.sender), vec![recipient], meta, data))
 }
 

@@ -319,6 +319,17 @@ impl Shared {
                 return self.transient(At::default(), message, &internal(text), "").await;
             }
         };
+        if custom.is_none() && super::log_hook::is_record_message(&message) {
+            // a catch-all get_queue_config answered for the hook's queue (registered before
+            // the log hook helper, or a misspelt queue): a record must not be mailed to the
+            // recipient of the message it describes; it waits until the policy is fixed
+            let text = format!(
+                "log record messages are delivered by a custom_lua queue, but get_queue_config gave queue {}                  another protocol (a catch-all get_queue_config registered before the log hook, or a misspelt queue?)",
+                queue.name
+            );
+            tracing::error!("{}: {text}", message.id());
+            return self.transient(At::default(), message, &internal(text), "").await;
+        }
         if let Some(spec) = config.max_message_rate
             && let Err(wait) = self.throttles.acquire(&format!("queue-rate:{}", queue.name), spec)
         {
