@@ -49,7 +49,7 @@ core_counter!(
     /// Log hook records not queued because of a fault (encoding, policy, spool).
     log_hook_dropped,
     "log_hook_records_dropped_total",
-    "Log hook records dropped by a fault: the record could not be encoded, should_enqueue_log_record failed or set no queue, or the spool refused it."
+    "Log hook records dropped by a fault: the record could not be encoded, should_enqueue_log_record failed or set no queue, the spool refused it, or its delivery was refused permanently or expired."
 );
 core_counter!(
     /// Policy reloads installed.

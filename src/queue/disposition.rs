@@ -88,6 +88,7 @@ impl Shared {
         for (rcpt, reply, cmd) in &bounced {
             self.automation.observe(rq, &message, reply);
             crate::metrics::core::failed().fetch_add(1, Ordering::Relaxed);
+            hook_record_given_up(&message, &reply.to_line());
             let mut r = self.record(
                 RecordType::Bounce,
                 &message,
@@ -139,6 +140,7 @@ impl Shared {
     /// `total_messages_fail`, and its removal from the spool.
     pub(crate) async fn fail(&self, record: LogRecord, message: &Message) {
         crate::metrics::core::failed().fetch_add(1, Ordering::Relaxed);
+        hook_record_given_up(message, &record.response.line());
         // written before the spool forgets the message: a crash cannot lose the record
         self.logs.log_written(record, Some(message)).await;
         if let Err(e) = self.spool.remove(message.id()).await {
@@ -214,5 +216,15 @@ impl Shared {
         if let Err(e) = self.spool.update(message).await {
             tracing::error!("spool: updating {} failed: {e}; it stays scheduled in memory", message.id());
         }
+    }
+}
+
+/// A log hook record that will never reach its receiver (a permanent answer, expiry):
+/// said on the console and counted in `log_hook_records_dropped_total`, not only in the
+/// local logs.
+fn hook_record_given_up(message: &Message, why: &str) {
+    if super::log_hook::is_record_message(message) {
+        crate::metrics::core::log_hook_dropped().fetch_add(1, Ordering::Relaxed);
+        tracing::error!("log hook record {} given up (queue {}): {why}", message.id(), message.queue_name());
     }
 }
