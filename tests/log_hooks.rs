@@ -9,9 +9,8 @@ mod harness;
 use harness::sink::Sink;
 use harness::smtp::Client;
 use harness::webhook::{Mode, Webhook};
-use harness::{Server, log_records, temp_dir};
+use harness::{Server, log_records, temp_dir, write_policy_text};
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A policy written as KumoMTA's log hook documentation writes it: the helper first,
@@ -45,17 +44,6 @@ kumo.on('get_egress_path_config', function(domain, source, site)
 end)
 "#
     )
-}
-
-fn write_policy(dir: &Path, text: &str) -> std::path::PathBuf {
-    let p = dir.join("init.lua");
-    let text = text.replacen(
-        "kumo.on('init', function()",
-        "kumo.on('init', function()\n  kumo.dns.configure_test_resolver ''",
-        1,
-    );
-    std::fs::write(&p, text.replace("{d}", &dir.display().to_string())).unwrap();
-    p
 }
 
 /// Sends `n` messages on `clients` connections: every tenth to a recipient the sink
@@ -118,7 +106,7 @@ fn every_delivery_and_bounce_reaches_the_webhook_through_an_outage() {
     let sink = Sink::start(d.path());
     let hook = Webhook::start();
     let dir = temp_dir();
-    let p = write_policy(dir.path(), &helper_policy(&sink.addr, &format!("url = 'http://{}/log',", hook.addr)));
+    let p = write_policy_text(dir.path(), &helper_policy(&sink.addr, &format!("url = 'http://{}/log',", hook.addr)));
     let server = Server::start(dir.path(), &p);
     let first = send(&server, 300, 4, "a");
     hook.set_mode(Mode::Unavailable);
@@ -170,7 +158,7 @@ fn queued_hook_records_survive_kill_9_and_arrive_in_batches() {
     hook.set_mode(Mode::Down);
     let dir = temp_dir();
     let options = format!("url = 'http://{}/log', batch_size = 20, max_batch_latency = '200ms',", hook.addr);
-    let p = write_policy(dir.path(), &helper_policy(&sink.addr, &options));
+    let p = write_policy_text(dir.path(), &helper_policy(&sink.addr, &options));
     let server = Server::start(dir.path(), &p);
     let rcpts = send(&server, 60, 2, "k");
     // the records are queued and have been tried (the receiver is down)
@@ -251,7 +239,7 @@ end)
         hook = hook.addr,
         sink = sink.addr
     );
-    let p = write_policy(dir.path(), &text);
+    let p = write_policy_text(dir.path(), &text);
     let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
     let body = "Subject: documented\r\nX-Customer-ID: 42\r\n\r\nhi\r\n";
@@ -337,7 +325,7 @@ end)
     };
     let url = format!("webhook_url=http://{}/log", hook.addr);
     let dir = temp_dir();
-    let p = write_policy(dir.path(), &text(&format!("http://{}/", hook.addr)));
+    let p = write_policy_text(dir.path(), &text(&format!("http://{}/", hook.addr)));
     let server = Server::start_args(dir.path(), &p, &["--set", &url]);
     let rcpts = send(&server, 40, 2, "w");
     wait_for_outcomes(&hook, &rcpts, Duration::from_secs(30));
@@ -352,7 +340,7 @@ end)
     // the same component, a URL the deployment did not allow
     let before = hook.bodies().len();
     let dir = temp_dir();
-    let p = write_policy(dir.path(), &text("http://127.0.0.1:9/"));
+    let p = write_policy_text(dir.path(), &text("http://127.0.0.1:9/"));
     let server = Server::start_args(dir.path(), &p, &["--set", &url]);
     send(&server, 3, 1, "x");
     let refused = harness::wait_for_record(dir.path(), Duration::from_secs(20), |r| {
@@ -406,7 +394,7 @@ end)
 "#,
         sink = sink.addr
     );
-    let p = write_policy(dir.path(), &text);
+    let p = write_policy_text(dir.path(), &text);
     let server = Server::start(dir.path(), &p);
     let mut c = Client::ehlo(server.addr());
     assert_eq!(c.send_mail("a@s.example", &["one@dest.example"], "Subject: a\r\n\r\nx\r\n").code, 250);

@@ -7,8 +7,7 @@ mod harness;
 
 use harness::sink::Sink;
 use harness::smtp::Client;
-use harness::{Server, http_request, temp_dir};
-use std::path::Path;
+use harness::{Server, http_request, temp_dir, write_policy_text};
 use std::time::{Duration, Instant};
 
 fn policy(sink: &str, path_opts: &str) -> String {
@@ -34,17 +33,6 @@ end)
     )
 }
 
-fn write_policy(dir: &Path, text: &str) -> std::path::PathBuf {
-    let p = dir.join("init.lua");
-    let text = text.replacen(
-        "kumo.on('init', function()",
-        "kumo.on('init', function()\n  kumo.dns.configure_test_resolver ''",
-        1,
-    );
-    std::fs::write(&p, text.replace("{d}", &dir.display().to_string())).unwrap();
-    p
-}
-
 fn rss_kib(server: &Server) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -67,7 +55,7 @@ fn waiting_bodies_stay_in_the_spool_and_restart_reads_none() {
     let d = temp_dir();
     let sink = Sink::start(d.path());
     let dir = temp_dir();
-    let p = write_policy(dir.path(), &policy(&sink.addr, ""));
+    let p = write_policy_text(dir.path(), &policy(&sink.addr, ""));
     let server = Server::start(dir.path(), &p);
     suspend(&server, "example.com");
     let before = rss_kib(&server);
@@ -85,12 +73,12 @@ fn waiting_bodies_stay_in_the_spool_and_restart_reads_none() {
     // a crash, then a start on the full spool: envelopes only
     server.kill9();
     let fresh_dir = temp_dir();
-    let fresh = Server::start(fresh_dir.path(), &write_policy(fresh_dir.path(), &policy(&sink.addr, "")));
+    let fresh = Server::start(fresh_dir.path(), &write_policy_text(fresh_dir.path(), &policy(&sink.addr, "")));
     let baseline = rss_kib(&fresh);
     drop(fresh);
     // the provider still throttles us after the restart: one connection an hour (to a
     // port nobody listens on), so the backlog waits while the server is measured
-    let p = write_policy(dir.path(), &policy("127.0.0.1:9", "max_connection_rate = '1/h'"));
+    let p = write_policy_text(dir.path(), &policy("127.0.0.1:9", "max_connection_rate = '1/h'"));
     let started = Instant::now();
     let server = Server::start(dir.path(), &p);
     assert!(
@@ -116,7 +104,7 @@ fn kill_9_during_a_backlog_drain_loses_nothing_and_bodies_arrive_intact() {
     let sink = Sink::start(d.path());
     let dir = temp_dir();
     let text = policy(&sink.addr, "max_message_rate = '100/s,max_burst=1'");
-    let p = write_policy(dir.path(), &text);
+    let p = write_policy_text(dir.path(), &text);
     let server = Server::start(dir.path(), &p);
     suspend(&server, "dest.example");
     let mut expected = std::collections::HashMap::new();
@@ -171,7 +159,7 @@ fn a_body_corrupted_at_rest_bounces_and_is_never_delivered() {
     let d = temp_dir();
     let sink = Sink::start(d.path());
     let dir = temp_dir();
-    let p = write_policy(dir.path(), &policy(&sink.addr, ""));
+    let p = write_policy_text(dir.path(), &policy(&sink.addr, ""));
     let server = Server::start(dir.path(), &p);
     suspend(&server, "dest.example");
     let mut c = Client::ehlo(server.addr());

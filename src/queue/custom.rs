@@ -7,7 +7,7 @@
 //! the queue's retry schedule, suspension, expiry and metrics.
 
 use super::manager::Shared;
-use super::ready::{ReadyQueue, body_in_memory, wait_for_throttle};
+use super::ready::{ConnectFailure, ReadyQueue, body_in_memory, connect_failed, held_back, wait_for_throttle};
 use crate::config::queue::CustomLuaProtocol;
 use crate::delivery::client::MessageResult;
 use crate::message::Message;
@@ -23,7 +23,7 @@ const COMMAND: &str = "send";
 /// The reply a policy answer stands for.
 fn reply_for(e: &PolicyError) -> Reply {
     match e {
-        PolicyError::Rejected(r) => Reply { code: r.code, enhanced: r.enhanced_code, text: r.text.clone() },
+        PolicyError::Rejected(r) => r.reply(),
         other => Reply { code: 400, enhanced: None, text: format!("KumoMTA internal: {other}") },
     }
 }
@@ -52,13 +52,7 @@ async fn gather(rq: &Arc<ReadyQueue>, batch: &mut Vec<Message>, proto: &CustomLu
 pub(super) async fn run(rq: &Arc<ReadyQueue>, shared: &Arc<Shared>) {
     let Some((proto, parts)) = rq.custom.clone() else { return };
     'connect: while !rq.is_empty() && !shared.stopping() {
-        if shared.spool.delivery_paused() {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            continue 'connect;
-        }
-        if let Some(until) = shared.automation.ready_suspended(&rq.name) {
-            let resumed = rq.resumed.notified();
-            let _ = tokio::time::timeout(super::automation::Automation::nap(until), resumed).await;
+        if held_back(rq, shared).await {
             continue 'connect;
         }
         let epoch = shared.policy.runtime().epoch.get();
@@ -70,27 +64,11 @@ pub(super) async fn run(rq: &Arc<ReadyQueue>, shared: &Arc<Shared>) {
                 c
             }
             Err(e) => {
-                // as a connection that could not be made: the next message (or, after
-                // several failures in a row, all of them) takes its answer
+                // as a connection that could not be made
                 tracing::error!("queue {}: {e}", rq.name);
                 let reply = reply_for(&e);
-                let n = rq.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                let victims = if n >= path.consecutive_connection_failures_before_delay {
-                    rq.drain()
-                } else {
-                    rq.pop().into_iter().collect()
-                };
-                let counted: Vec<_> = victims.iter().map(|_| shared.delivering()).collect();
-                for (m, _counted) in victims.into_iter().zip(counted) {
-                    match reply.code {
-                        500..=599 => shared.bounce(rq, m, &reply, "connect", None).await,
-                        _ => {
-                            shared
-                                .transient(super::manager::At { rq: Some(rq), peer: None }, m, &reply, "connect")
-                                .await
-                        }
-                    }
-                }
+                let bounce = reply.code >= 500;
+                connect_failed(rq, shared, &path, ConnectFailure { reply, permanent: false }, bounce).await;
                 continue 'connect;
             }
         };

@@ -99,7 +99,7 @@ pub struct ReadyQueue {
     notify: Notify,
     space: Notify,
     /// Woken when a suspension of this queue is cancelled.
-    pub(super) resumed: Notify,
+    resumed: Notify,
     pub(super) consecutive_failures: AtomicUsize,
     /// A read-ahead of bodies is running.
     reading_ahead: std::sync::atomic::AtomicBool,
@@ -402,6 +402,48 @@ impl Drop for TaskGuard {
     }
 }
 
+/// Waits out a paused spool (`suspend_delivery_when_spool_unhealthy`) or a suspension of
+/// this queue (a cancelled suspension wakes the nap early); true when it waited, so the
+/// caller looks again.
+pub(super) async fn held_back(rq: &ReadyQueue, shared: &Shared) -> bool {
+    if shared.spool.delivery_paused() {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        return true;
+    }
+    if let Some(until) = shared.automation.ready_suspended(&rq.name) {
+        let resumed = rq.resumed.notified();
+        let _ = tokio::time::timeout(super::automation::Automation::nap(until), resumed).await;
+        return true;
+    }
+    false
+}
+
+/// No connection could be made: the next message takes the failure's reply (bounced
+/// when `bounce`, else retried), or every queued message does when the failure is
+/// permanent or `consecutive_connection_failures_before_delay` is reached.
+pub(super) async fn connect_failed(
+    rq: &Arc<ReadyQueue>,
+    shared: &Arc<Shared>,
+    path: &EgressPathConfig,
+    failure: ConnectFailure,
+    bounce: bool,
+) {
+    let n = rq.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+    let victims = if failure.permanent || n >= path.consecutive_connection_failures_before_delay {
+        rq.drain()
+    } else {
+        rq.pop().into_iter().collect()
+    };
+    let counted: Vec<_> = victims.iter().map(|_| shared.delivering()).collect();
+    for (m, _counted) in victims.into_iter().zip(counted) {
+        if bounce {
+            shared.bounce(rq, m, &failure.reply, "connect", None).await;
+        } else {
+            shared.transient(At { rq: Some(rq), peer: None }, m, &failure.reply, "connect").await;
+        }
+    }
+}
+
 pub(super) async fn wait_for_throttle(shared: &Shared, key: String, spec: Option<&ThrottleSpec>) {
     let Some(&spec) = spec else { return };
     while let Err(wait) = shared.throttles.acquire(&key, spec) {
@@ -441,14 +483,7 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
         ReadyKind::Smtp | ReadyKind::Maildir => {}
     }
     'connect: while !rq.is_empty() && !shared.stopping() {
-        if shared.spool.delivery_paused() {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            continue 'connect;
-        }
-        if let Some(until) = shared.automation.ready_suspended(&rq.name) {
-            // a cancelled suspension wakes the nap early
-            let resumed = rq.resumed.notified();
-            let _ = tokio::time::timeout(super::automation::Automation::nap(until), resumed).await;
+        if held_back(&rq, &shared).await {
             continue 'connect;
         }
         let epoch = shared.policy.runtime().epoch.get();
@@ -468,20 +503,8 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
                 c
             }
             Err(failure) => {
-                let n = rq.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                let victims = if failure.permanent || n >= path.consecutive_connection_failures_before_delay {
-                    rq.drain()
-                } else {
-                    rq.pop().into_iter().collect()
-                };
-                let counted: Vec<_> = victims.iter().map(|_| shared.delivering()).collect();
-                for (m, _counted) in victims.into_iter().zip(counted) {
-                    if failure.permanent {
-                        shared.bounce(&rq, m, &failure.reply, "connect", None).await;
-                    } else {
-                        shared.transient(At { rq: Some(&rq), peer: None }, m, &failure.reply, "connect").await;
-                    }
-                }
+                let bounce = failure.permanent;
+                connect_failed(&rq, &shared, &path, failure, bounce).await;
                 continue 'connect;
             }
         };

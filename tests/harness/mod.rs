@@ -68,17 +68,23 @@ pub fn start(listener_opts: &str, extra: &str) -> (tempfile::TempDir, Server) {
     (dir, server)
 }
 
-/// Starts a server on a whole policy text; `{d}` in it stands for the test directory.
-pub fn start_policy_text(text: &str) -> (tempfile::TempDir, Server) {
-    let dir = temp_dir();
-    let p = dir.path().join("init.lua");
-    // tests never touch real DNS
+/// Writes a whole policy text as `dir/init.lua`: `{d}` in it stands for `dir`, and `init`
+/// gets an empty test resolver (tests never touch real DNS).
+pub fn write_policy_text(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("init.lua");
     let text = text.replacen(
         "kumo.on('init', function()",
         "kumo.on('init', function()\n  kumo.dns.configure_test_resolver ''",
         1,
     );
-    std::fs::write(&p, text.replace("{d}", &dir.path().display().to_string())).expect("write policy");
+    std::fs::write(&p, text.replace("{d}", &dir.display().to_string())).expect("write policy");
+    p
+}
+
+/// Starts a server on a whole policy text; `{d}` in it stands for the test directory.
+pub fn start_policy_text(text: &str) -> (tempfile::TempDir, Server) {
+    let dir = temp_dir();
+    let p = write_policy_text(dir.path(), text);
     let server = Server::start(dir.path(), &p);
     (dir, server)
 }

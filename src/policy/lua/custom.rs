@@ -43,13 +43,11 @@ impl CustomConstructors for LuaEngine {
             let args = (parts.domain.clone(), parts.tenant.clone(), parts.campaign.clone());
             match f.call_async::<LuaValue>(args).await? {
                 LuaValue::Table(t) => {
-                    if t.get::<Option<Function>>("send")?.is_none()
-                        && t.get::<Option<Function>>("send_batch")?.is_none()
-                    {
+                    let singles = t.get::<Option<Function>>("send")?.is_some();
+                    let batches = t.get::<Option<Function>>("send_batch")?.is_some();
+                    if !singles && !batches {
                         return Err(mlua::Error::runtime("the connection object has neither send nor send_batch"));
                     }
-                    let batches = t.get::<Option<Function>>("send_batch")?.is_some();
-                    let singles = t.get::<Option<Function>>("send")?.is_some();
                     Ok((ctx.lua.create_registry_value(t)?, batches, singles))
                 }
                 other => Err(mlua::Error::runtime(format!(
