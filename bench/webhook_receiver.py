@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A webhook receiver for bench/loghook.sh: counts the JSON log records POSTed to it (one
-object per request, or an array per batch) by type; GET /count answers the counts."""
+object per request, or an array per batch) by type, and the requests ("posts"); GET / answers the counts."""
 import json
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +14,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
         data = json.loads(body)
+        counts["posts"] = counts.get("posts", 0) + 1
         for record in data if isinstance(data, list) else [data]:
             counts[record["type"]] = counts.get(record["type"], 0) + 1
         self.reply(b"ok")

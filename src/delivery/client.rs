@@ -268,9 +268,9 @@ impl Connection {
             }
         }
         self.needs_rset = true;
-        let env = message.envelope();
-        let mail = format!("MAIL FROM:<{}>", env.sender.email());
-        let rcpts: Vec<String> = env.recipients.iter().map(|r| format!("RCPT TO:<{}>", r.email())).collect();
+        let (mail, recipients) =
+            message.with_envelope(|env| (format!("MAIL FROM:<{}>", env.sender.email()), env.recipients.clone()));
+        let rcpts: Vec<String> = recipients.iter().map(|r| format!("RCPT TO:<{}>", r.email())).collect();
         let (mail_reply, rcpt_replies, data_reply) = if self.pipelining {
             let mut batch = format!("{mail}\r\n");
             for r in &rcpts {
@@ -310,11 +310,11 @@ impl Connection {
                 self.read_reply(path.data_dot_timeout, "end of data").await?;
             }
             return Ok(MessageResult {
-                recipients: env.recipients.into_iter().map(|r| (r, mail_reply.clone(), "MAIL FROM")).collect(),
+                recipients: recipients.into_iter().map(|r| (r, mail_reply.clone(), "MAIL FROM")).collect(),
             });
         }
         let mut accepted = vec![];
-        for (r, reply) in env.recipients.iter().zip(rcpt_replies) {
+        for (r, reply) in recipients.iter().zip(rcpt_replies) {
             if reply.code == 250 || reply.code == 251 {
                 accepted.push(r.clone());
             } else {

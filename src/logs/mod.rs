@@ -36,7 +36,7 @@ impl Written {
 /// The `reception_protocol` of the messages log hook records become. Records about such
 /// messages are not offered to the hooks again: a policy mistake (a misspelt queue, a
 /// loop guard that no longer matches) would otherwise make records of records without end.
-pub const LOG_RECORD_PROTOCOL: &str = "LogRecord";
+pub use crate::message::LOG_RECORD_PROTOCOL;
 
 /// Where log hook records go: installed once the queues exist.
 pub trait HookSink: Send + Sync {

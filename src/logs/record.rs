@@ -180,20 +180,21 @@ impl LogRecord {
     /// A record about a message: id, envelope, queue, size, creation time.
     pub fn for_message(kind: RecordType, message: &Message, response: Response) -> Self {
         let mut r = LogRecord::new(kind, response);
-        let env = message.envelope();
         r.id = message.id().to_string();
-        r.sender = env.sender.email();
-        r.recipient = match env.recipients.as_slice() {
-            [one] => Value::String(one.email()),
-            many => Value::Array(many.iter().map(|a| Value::String(a.email())).collect()),
-        };
+        message.with_envelope(|env| {
+            r.sender = env.sender.email();
+            r.recipient = match env.recipients.as_slice() {
+                [one] => Value::String(one.email()),
+                many => Value::Array(many.iter().map(|a| Value::String(a.email())).collect()),
+            };
+            r.num_attempts = env.num_attempts;
+            r.reception_protocol = env.meta.get("reception_protocol").and_then(|v| v.as_str()).map(str::to_string);
+        });
         r.queue = message.queue_name();
         r.size = message.size() as u64;
         let created = message.id().created();
         r.created = created.timestamp();
         r.created_time = created.to_rfc3339();
-        r.num_attempts = env.num_attempts;
-        r.reception_protocol = env.meta.get("reception_protocol").and_then(|v| v.as_str()).map(str::to_string);
         r
     }
 }

@@ -1,5 +1,5 @@
 //! `kumo.configure_log_hook`: each log record becomes a small message (the record as
-//! JSON for its data, the record itself in meta `log_record`) offered to the policy's
+//! JSON for its data, read back as meta `log_record` when asked) offered to the policy's
 //! `should_enqueue_log_record(message, hook_name)`. A `true` answer spools it (unless the
 //! hook has `deferred_spool`) and queues it in the queue the handler named, where a
 //! `custom_lua` queue delivers it with the retries, suspension and expiry of any message.
@@ -52,16 +52,16 @@ fn address(text: &str) -> EnvelopeAddress {
 }
 
 /// The message a record becomes: sender and recipient from the record, its JSON as data.
+/// Meta `log_record` is read from the data when asked for (see
+/// [`crate::message::LOG_RECORD_META`]).
 pub fn record_message(record: &LogRecord) -> Result<Message, serde_json::Error> {
-    let value = serde_json::to_value(record)?;
-    let data = serde_json::to_vec(&value)?;
+    let data = serde_json::to_vec(record)?;
     let recipient = match &record.recipient {
         Value::String(s) => address(s),
         Value::Array(list) => address(list.first().and_then(Value::as_str).unwrap_or_default()),
         _ => EnvelopeAddress::null(),
     };
     let mut meta = Map::new();
-    meta.insert("log_record".into(), value);
     meta.insert("reception_protocol".into(), crate::logs::LOG_RECORD_PROTOCOL.into());
     Ok(Message::new(address(&record.sender), vec![recipient], meta, data))
 }

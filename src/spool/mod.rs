@@ -223,7 +223,7 @@ impl Spool {
 
     /// Stores a message durably.
     pub async fn store(&self, message: &Message) -> Result<(), SpoolError> {
-        let meta = serde_json::to_vec(&message.envelope()).map_err(|e| SpoolError::Io(e.to_string()))?;
+        let meta = message.with_envelope(serde_json::to_vec).map_err(|e| SpoolError::Io(e.to_string()))?;
         let (prefix, body) = message.parts();
         self.backend.put(message.id(), &meta, &prefix, &body).await?;
         message.set_spooled();

@@ -115,6 +115,8 @@ pub struct Host {
 
 struct Context {
     lua: Lua,
+    /// The registry's table of handlers by event name (looked up once, not per call).
+    handlers: Table,
     deadline: Arc<AtomicU64>,
     created: Instant,
     uses: u32,
@@ -170,7 +172,8 @@ impl Context {
             Ok(())
         };
         setup().map_err(|e| error_text(&e))?;
-        let ctx = Context { lua, deadline, created: Instant::now(), uses: 0 };
+        let handlers = lua.named_registry_value(HANDLERS_KEY).map_err(|e| error_text(&e))?;
+        let ctx = Context { lua, handlers, deadline, created: Instant::now(), uses: 0 };
         ctx.arm(timeout);
         let policy = &host.sources.policy;
         let chunk = ctx.lua.load(&policy.text[..]).set_name(sources::Sources::chunk_name(&policy.path));
@@ -209,8 +212,7 @@ impl Context {
     }
 
     fn handlers(&self, name: &str) -> mlua::Result<Vec<Function>> {
-        let handlers: Table = self.lua.named_registry_value(HANDLERS_KEY)?;
-        match handlers.get::<Option<Table>>(name)? {
+        match self.handlers.raw_get::<Option<Table>>(name)? {
             Some(list) => list.sequence_values::<Function>().collect(),
             None => Ok(vec![]),
         }

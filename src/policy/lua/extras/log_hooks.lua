@@ -91,11 +91,9 @@ local function new_hook(options, what)
     if hook_name ~= name then
       return -- another hook's record
     end
-    local record = msg:get_meta 'log_record'
-    -- a record about delivering one of our own records is never logged again (no loop)
-    if record and record.reception_protocol == 'LogRecord' then
-      return false
-    end
+    -- KumoMTA's helper reads the record here to skip records about delivering its own
+    -- records (a loop); wasmta never offers those to any hook, so the record (a large
+    -- table to build) is left unread.
     msg:set_meta('queue', domain_name)
     return true
   end)
