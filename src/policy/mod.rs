@@ -2,6 +2,7 @@
 //! KumoMTA's Single/Multiple rules across engines. `policy::lua` is one engine; the Wasm
 //! engine is another binding of the same catalogue.
 
+pub mod amqp;
 pub mod conn_meta;
 pub mod custom;
 pub mod events;
@@ -12,6 +13,7 @@ pub mod inject;
 pub mod loader;
 pub mod lua;
 pub mod monitor;
+pub mod nats;
 pub mod rejection;
 pub mod reload;
 pub mod runtime;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod brokers;
 pub mod inproc;
 pub mod plugins;
 pub mod sink;

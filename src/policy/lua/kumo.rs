@@ -121,6 +121,8 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
     super::defined::install(lua, &kumo, host)?;
     super::inject::install(lua, &kumo, &host.runtime)?;
     super::http::install(lua, &kumo)?;
+    super::amqp::install(lua, &kumo)?;
+    super::nats::install(lua, &kumo)?;
     install_constructors(lua, &kumo)?;
     install_helpers(lua, &kumo, host)?;
     // KumoMTA policies begin `local kumo = require 'kumo'`

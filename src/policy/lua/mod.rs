@@ -3,6 +3,7 @@
 //! a wall-clock deadline enforced by an instruction hook, and a context that failed is
 //! discarded, never reused.
 
+mod amqp;
 mod audit;
 mod convert;
 mod custom;
@@ -15,6 +16,7 @@ mod inject;
 mod kumo;
 mod maps;
 pub(crate) mod memoize;
+mod nats;
 mod serde;
 mod shaping;
 mod sources;
