@@ -144,3 +144,30 @@ fn validate_config_runs_and_can_fail_the_check() {
     assert!(!ok);
     assert!(text.contains("policy.lua:4:") && text.contains("validation_failed"), "{text}");
 }
+
+/// Log hook mistakes an operator makes, found before any record flows: a webhook URL that
+/// is not one (KumoMTA finds out at the first POST) and a custom_lua queue whose
+/// constructor event has no handler (its queue could never deliver).
+#[test]
+fn log_hook_mistakes_are_found_by_check() {
+    let policy = |url: &str, constructor: &str| {
+        format!(
+            "local kumo = require 'kumo'\nlocal log_hooks = require 'policy-extras.log_hooks'\n\
+             log_hooks:new_json {{ name = 'webhook', url = '{url}' }}\n\
+             kumo.on('make.bus', function(domain, tenant, campaign) return {{ send = function() end }} end)\n\
+             kumo.on('get_queue_config', function(domain)\n\
+             \x20 return kumo.make_queue_config {{ protocol = {{ custom_lua = {{ constructor = '{constructor}' }} }} }}\n\
+             end)\n"
+        )
+    };
+    let (ok, text) = check(&policy("http://127.0.0.1:9/x", "make.bus"));
+    assert!(ok, "{text}");
+    let (ok, text) = check(&policy("hooks.example.com/x", "make.bus"));
+    assert!(!ok);
+    assert!(text.contains("policy.lua:3:") && text.contains("url:") && text.contains("not a URL"), "{text}");
+    let (ok, text) = check(&policy("ftp://hooks.example.com/x", "make.bus"));
+    assert!(!ok && text.contains("not an http:// or https:// URL"), "{text}");
+    let (ok, text) = check(&policy("http://127.0.0.1:9/x", "make.buss"));
+    assert!(!ok);
+    assert!(text.contains("policy.lua:6: custom_lua constructor 'make.buss' has no handler"), "{text}");
+}

@@ -128,6 +128,29 @@ pub fn scan(
     problems
 }
 
+/// `constructor = 'make.x'` literals (a `custom_lua` queue's constructor) whose event has
+/// no handler, as `file:line: ...` problems: such a queue could never deliver.
+pub fn unhandled_constructors(path: &Path, text: &str, handled: &HashSet<String>) -> Vec<String> {
+    // found in the text without comments (strings blanked), read from the original line
+    let re = regex::Regex::new(r#"\bconstructor\s*=\s*(['"])"#).expect("valid");
+    let mut problems = vec![];
+    for (n, (blanked, line)) in without_comments(text).lines().zip(text.lines()).enumerate() {
+        for cap in re.captures_iter(blanked) {
+            let quote = &cap[1];
+            let at = blanked[..cap.get(1).expect("group").end()].chars().count();
+            let name: String = line.chars().skip(at).take_while(|c| quote != c.to_string()).collect();
+            if !handled.contains(&name) {
+                problems.push(format!(
+                    "{}:{}: custom_lua constructor '{name}' has no handler: add kumo.on('{name}', function(domain, tenant, campaign) ... end)",
+                    path.display(),
+                    n + 1,
+                ));
+            }
+        }
+    }
+    problems
+}
+
 /// Checks every text against the `kumo` table of `lua`.
 pub fn audit(
     lua: &Lua,
@@ -136,9 +159,14 @@ pub fn audit(
 ) -> mlua::Result<(Vec<String>, Vec<String>)> {
     let kumo: Table = lua.globals().get("kumo")?;
     let known = known_names(&kumo)?;
+    let handlers: Table = lua.named_registry_value(super::HANDLERS_KEY)?;
+    let handled =
+        handlers.pairs::<String, LuaValue>().map(|p| p.map(|(k, _)| k)).collect::<mlua::Result<HashSet<String>>>()?;
     let (mut problems, mut notes) = (vec![], vec![]);
     for (path, text) in texts {
-        problems.extend(scan(path, &String::from_utf8_lossy(text), &known, stubbed, &mut notes));
+        let text = String::from_utf8_lossy(text);
+        problems.extend(scan(path, &text, &known, stubbed, &mut notes));
+        problems.extend(unhandled_constructors(path, &text, &handled));
     }
     Ok((problems, notes))
 }
@@ -146,6 +174,15 @@ pub fn audit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_a_constructor_without_a_handler() {
+        let text = "x = { custom_lua = { constructor = 'make.bus' } }\n-- constructor = 'make.old'\ny = { constructor = \"make.ok\" }\n";
+        let handled: HashSet<String> = ["make.ok".to_string()].into();
+        let problems = unhandled_constructors(Path::new("p.lua"), text, &handled);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("p.lua:1: custom_lua constructor 'make.bus' has no handler"), "{problems:?}");
+    }
 
     #[test]
     fn finds_unknown_names_outside_comments() {

@@ -29,7 +29,9 @@ local utils = require 'policy-extras.policy_utils'
 local mod = {}
 
 local function clean(err)
-  return (string.gsub(tostring(err), '^.-kumo%.make_[%w_]+: ', '', 1))
+  local text = string.match(tostring(err), '^[^\n]*')
+  text = string.gsub(text, '^runtime error: ', '', 1)
+  return (string.gsub(text, '^.-kumo%.[%w_.]+: ', '', 1))
 end
 
 local function check_options(options, what, required)
@@ -133,6 +135,13 @@ end
 function mod:new_json(options)
   check_options(options, 'new_json', { url = 'string' })
   local url = options.url
+  local ok, err = pcall(kumo.http.build_url, url, {})
+  if ok and not url:match '^[Hh][Tt][Tt][Pp][Ss]?://' then
+    ok, err = false, string.format('%q is not an http:// or https:// URL', url)
+  end
+  if not ok then
+    error(string.format("log_hooks:new_json{name='%s'}: url: %s", options.name, clean(err)), 2)
+  end
   local hook = utils.merge_into(options, {})
   -- called when a record is delivered, never while the policy loads
   hook.constructor = function(_domain, _tenant, _campaign)
