@@ -7,7 +7,9 @@
 //! the queue's retry schedule, suspension, expiry and metrics.
 
 use super::manager::Shared;
-use super::ready::{ConnectFailure, ReadyQueue, body_in_memory, connect_failed, held_back, wait_for_throttle};
+use super::ready::{
+    ConnectFailure, ReadyQueue, body_in_memory, connect_failed, connection_lease, held_back, wait_for_throttle,
+};
 use crate::config::queue::CustomLuaProtocol;
 use crate::delivery::client::MessageResult;
 use crate::message::Message;
@@ -57,6 +59,7 @@ pub(super) async fn run(rq: &Arc<ReadyQueue>, shared: &Arc<Shared>) {
         }
         let epoch = shared.policy.runtime().epoch.get();
         let path = rq.refresh_path(shared).await;
+        let Some(_lease) = connection_lease(shared, &path).await else { return };
         wait_for_throttle(shared, format!("connection-rate:{}", rq.name), path.max_connection_rate.as_ref()).await;
         let mut conn = match shared.policy.open_custom(&proto.constructor, &parts).await {
             Ok(c) => {

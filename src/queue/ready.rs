@@ -402,6 +402,17 @@ impl Drop for TaskGuard {
     }
 }
 
+/// The named limits (`additional_connection_limits`) shared with other ready queues,
+/// held for a connection's life; None once the server is stopping.
+pub(super) async fn connection_lease(
+    shared: &Arc<Shared>,
+    path: &EgressPathConfig,
+) -> Option<crate::shaping::limits::Lease> {
+    let wanted: BTreeMap<String, usize> =
+        path.additional_connection_limits.iter().map(|(k, v)| (k.clone(), v.0)).collect();
+    shared.named_limits.acquire(&wanted, || shared.stopping()).await
+}
+
 /// Waits out a paused spool (`suspend_delivery_when_spool_unhealthy`) or a suspension of
 /// this queue (a cancelled suspension wakes the nap early); true when it waited, so the
 /// caller looks again.
@@ -488,10 +499,7 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
         }
         let epoch = shared.policy.runtime().epoch.get();
         let path = rq.refresh_path(&shared).await;
-        // named limits shared with other ready queues, held for the connection's life
-        let wanted: BTreeMap<String, usize> =
-            path.additional_connection_limits.iter().map(|(k, v)| (k.clone(), v.0)).collect();
-        let Some(_lease) = shared.named_limits.acquire(&wanted, || shared.stopping()).await else { return };
+        let Some(_lease) = connection_lease(&shared, &path).await else { return };
         wait_for_throttle(&shared, format!("connection-rate:{}", rq.name), path.max_connection_rate.as_ref()).await;
         let opened: Result<Box<dyn Dispatcher>, ConnectFailure> = match &rq.maildir {
             Some(m) => Ok(Box::new(crate::delivery::dispatcher::Maildir::new(m.clone()))),
