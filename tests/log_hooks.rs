@@ -414,3 +414,68 @@ end)
     assert!(hook.bodies().is_empty());
     assert!(server.stop().success());
 }
+
+/// A custom_lua queue's connections count against the path's
+/// `additional_connection_limits` like SMTP connections do: two custom queues of up to 4
+/// connections each, sharing a named limit of 1, never send at the same time.
+#[test]
+fn custom_queues_share_additional_connection_limits() {
+    let dir = temp_dir();
+    let text = r#"
+local kumo = require 'kumo'
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = '{d}/spool' }
+  kumo.configure_local_logs { log_dir = '{d}/logs' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'mx.test' }
+end)
+kumo.on('smtp_server_message_received', function(msg)
+  if msg:recipient().user:sub(1, 1) == 'a' then
+    msg:set_meta('queue', 'bus-a')
+  else
+    msg:set_meta('queue', 'bus-b')
+  end
+end)
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config { protocol = { custom_lua = { constructor = 'make.bus' } } }
+end)
+kumo.on('get_egress_path_config', function(domain, source, site)
+  return kumo.make_egress_path { connection_limit = 4, idle_timeout = '1s', additional_connection_limits = { bus = 1 } }
+end)
+kumo.on('make.bus', function(domain, tenant, campaign)
+  return {
+    send = function(self, message)
+      local t0 = kumo.time.now().unix_timestamp_millis
+      kumo.sleep(0.25)
+      return string.format('sent %d %d', t0, kumo.time.now().unix_timestamp_millis)
+    end,
+  }
+end)
+"#;
+    let p = write_policy_text(dir.path(), text);
+    let server = Server::start(dir.path(), &p);
+    // all 24 are queued within moments, long before the first sends finish
+    let mut client = Client::ehlo(server.addr());
+    for i in 0..24 {
+        let rcpt = format!("{}{i}@dest.example", if i % 2 == 0 { "a" } else { "b" });
+        assert_eq!(client.send_mail("s@s.example", &[&rcpt], "Subject: x\r\n\r\nx\r\n").code, 250);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let spans: Vec<(i64, i64)> = loop {
+        let spans: Vec<(i64, i64)> = log_records(dir.path())
+            .iter()
+            .filter(|r| r["type"] == "Delivery")
+            .filter_map(|r| {
+                let text = r["response"]["content"].as_str()?.to_string();
+                let mut parts = text.split_whitespace().skip_while(|w| *w != "sent").skip(1);
+                Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+            })
+            .collect();
+        if spans.len() == 24 {
+            break spans;
+        }
+        assert!(Instant::now() < deadline, "{} of 24 delivered", spans.len());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let peak = spans.iter().map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count()).max().unwrap();
+    assert_eq!(peak, 1, "two custom queues of 4 connections each shared a limit of 1");
+}
