@@ -115,7 +115,10 @@ log_hooks:new {{
       connection_timeout = '2s',
     }}
     function connection:send(message)
-      local ack = client:publish {{ subject = 'mail.records', payload = message:get_data() }}
+      local ack = client:publish {{
+        subject = 'mail.records', payload = message:get_data(),
+        headers = {{ ['Nats-Msg-Id'] = message:id() }},
+      }}
       return string.format('stream %s seq %d', ack.stream, ack.sequence)
     end
     function connection:close()

@@ -193,8 +193,11 @@ impl Client {
         }
     }
 
-    /// Closes the connection.
+    /// Closes the connection (closing one already closed or lost does nothing).
     pub async fn close(&self) -> Result<(), String> {
+        if !self.connection.status().connected() {
+            return Ok(());
+        }
         self.connection
             .close(200, "closed by the policy".into())
             .await
@@ -278,7 +281,16 @@ pub async fn basic_publish(p: &Publish) -> Result<Confirm, String> {
             c
         }
     };
-    client.publish(p, info.publish_timeout.unwrap_or(DEFAULT_PUBLISH_TIMEOUT)).await
+    let confirm = client.publish(p, info.publish_timeout.unwrap_or(DEFAULT_PUBLISH_TIMEOUT)).await?;
+    if confirm.status != "Ack" {
+        return Err(format!(
+            "kumo.amqp.basic_publish: the broker refused the message ({} {} {})",
+            confirm.status,
+            confirm.reply_code.map(|c| c.to_string()).unwrap_or_default(),
+            confirm.reply_text.as_deref().unwrap_or_default()
+        ));
+    }
+    Ok(confirm)
 }
 
 /// The publish timeout of a `build_client` client.
