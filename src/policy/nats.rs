@@ -240,3 +240,37 @@ impl Client {
         self.client.drain().await.map_err(|e| format!("nats close: {}", chain(&e)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(v: serde_json::Value) -> Result<String, String> {
+        crate::config::decode::<KeySource>(v)?.resolve("auth.password")
+    }
+
+    #[test]
+    fn credentials_take_kumomta_keysource_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pass");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(key(json!(file.to_str().unwrap())).unwrap(), "s3cret", "a string is a file path");
+        assert_eq!(key(json!({ "key_path": file })).unwrap(), "s3cret");
+        assert_eq!(key(json!({ "key_data": "inline" })).unwrap(), "inline");
+        let e = key(json!("s3cret")).unwrap_err();
+        assert!(e.contains("cannot read s3cret") && e.contains("key_data"), "{e}");
+        let e = key(json!({ "key_data": "a", "key_path": "/x" })).unwrap_err();
+        assert!(e.contains("exactly one"), "{e}");
+    }
+
+    #[test]
+    fn options_are_checked_by_name() {
+        let e = crate::config::decode::<ConnectOptions>(json!({ "server": ["x"], "name": "n" })).unwrap_err();
+        assert!(e.contains("server"), "{e}");
+        let o: ConnectOptions = crate::config::decode(json!({ "servers": ["127.0.0.1:4222"], "name": "n" })).unwrap();
+        assert_eq!(o.max_reconnects, 0);
+        let p: Publish = crate::config::decode(json!({ "subject": "s", "payload": "p" })).unwrap();
+        assert!(p.await_ack, "a stream's acknowledgement is awaited unless the policy says otherwise");
+    }
+}
