@@ -479,3 +479,64 @@ end)
     let peak = spans.iter().map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count()).max().unwrap();
     assert_eq!(peak, 1, "two custom queues of 4 connections each shared a limit of 1");
 }
+
+/// `log_hooks:new_disposition_hook`, as KumoMTA's NDR example registers it: the hook gets
+/// the originating message and its record for each disposition, before the code that
+/// logged it goes on, so a bounced message's data is still readable in the hook.
+#[test]
+fn a_disposition_hook_sees_each_message_and_its_record_while_it_is_still_there() {
+    let d = temp_dir();
+    let sink = Sink::start(d.path());
+    let hook = Webhook::start();
+    let dir = temp_dir();
+    let text = format!(
+        r#"
+local kumo = require 'kumo'
+local log_hooks = require 'policy-extras.log_hooks'
+local function report(msg, log_record)
+  local client = kumo.http.build_client {{}}
+  local text = string.format('%s|%s|%s|%d', log_record.type, log_record.recipient,
+    msg:get_first_named_header_value('Subject') or '-', #msg:get_data())
+  client:post('http://{addr}/disposition'):body(text):send()
+end
+log_hooks:new_disposition_hook {{ name = 'report', hook = report }}
+kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{{d}}/spool' }}
+  kumo.configure_local_logs {{ log_dir = '{{d}}/logs' }}
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', hostname = 'mx.test' }}
+end)
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {{ protocol = {{ smtp = {{ mx_list = {{ '{sink}' }} }} }} }}
+end)
+kumo.on('get_egress_path_config', function(domain, source, site)
+  return kumo.make_egress_path {{ enable_tls = 'Disabled' }}
+end)
+"#,
+        addr = hook.addr,
+        sink = sink.addr
+    );
+    let p = write_policy_text(dir.path(), &text);
+    let server = Server::start(dir.path(), &p);
+    let mut client = Client::ehlo(server.addr());
+    for rcpt in ["ok@dest.example", "permfail@dest.example"] {
+        let body = format!("Subject: to {rcpt}\r\n\r\nbody\r\n");
+        assert_eq!(client.send_mail("a@s.example", &[rcpt], &body).code, 250);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let seen: Vec<String> = hook.bodies().iter().map(|b| String::from_utf8_lossy(b).to_string()).collect();
+        if seen.iter().any(|s| s.starts_with("Delivery|")) && seen.iter().any(|s| s.starts_with("Bounce|")) {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "the hook saw {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let line = |kind: &str| seen.iter().find(|s| s.starts_with(kind)).unwrap().clone();
+    assert!(line("Reception|").contains("|to "), "{seen:?}");
+    assert!(line("Delivery|").starts_with("Delivery|ok@dest.example|to ok@dest.example|"), "{seen:?}");
+    let bounce = line("Bounce|");
+    assert!(bounce.starts_with("Bounce|permfail@dest.example|to permfail@dest.example|"), "{seen:?}");
+    let size: usize = bounce.rsplit('|').next().unwrap().parse().unwrap();
+    assert!(size > 20, "the bounced message's data was still there: {bounce}");
+    assert!(!server.stderr_text().contains("handler failed"), "{}", server.stderr_text());
+}

@@ -92,7 +92,7 @@ async fn start(
         true => None,
         false => Some(Arc::new(crate::logs::classify::Classifier::load(&init.bounce_classifier)?)),
     };
-    let logs = Logs::start(&init.logs, &init.log_hooks, node_id(spool.path()), classifier)
+    let logs = Logs::start(&init.logs, &init.log_hooks, &init.log_disposition_hooks, node_id(spool.path()), classifier)
         .map_err(|e| format!("starting logs: {e}"))?;
     let dns = crate::dns::from_config(&init.dns)?;
     runtime.set_dns(dns.clone());
@@ -102,7 +102,7 @@ async fn start(
     }
     let hostname = crate::config::listener::machine_hostname();
     let queues = QueueManager::new(policy.clone(), spool.clone(), logs.clone(), hostname);
-    if !logs.hooks().is_empty() {
+    if !logs.hooks().is_empty() || !init.log_disposition_hooks.is_empty() {
         logs.set_hook_sink(crate::queue::log_hook::Sink::new(&queues, logs.hooks()));
     }
     let state = crate::http::AppState::new(spool.clone(), queues.clone(), policy.clone(), logs.clone());

@@ -32,6 +32,8 @@ pub struct InitConfig {
     pub logs: Vec<storage::LocalLogsConfig>,
     /// `configure_log_hook`s.
     pub log_hooks: Vec<storage::LogHookConfig>,
+    /// `configure_log_disposition_hook`s.
+    pub log_disposition_hooks: Vec<storage::LogDispositionHookConfig>,
     /// URL prefixes a component's `init` allowed its HTTP requests (`config.allow-http`);
     /// per component, never merged.
     pub wasm_http_allow: Vec<String>,
@@ -93,6 +95,7 @@ impl Default for InitConfig {
             spools: vec![],
             logs: vec![],
             log_hooks: vec![],
+            log_disposition_hooks: vec![],
             wasm_http_allow: vec![],
             http_listeners: vec![],
             event_timeout: Duration::from_secs(10),

@@ -152,6 +152,25 @@ pub struct LogHookConfig {
     pub deferred_spool: bool,
 }
 
+/// `kumo.configure_log_disposition_hook{...}`: each matching record about a message calls
+/// the policy's `log_disposition_<name>(message, log_record)` before the code that logged
+/// it goes on (a terminal record: while the spool still holds the message).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogDispositionHookConfig {
+    /// The hook's name: the event is `log_disposition_<name>`.
+    pub name: String,
+    /// Headers copied into each record.
+    #[serde(default, with = "units::string_list")]
+    pub headers: Vec<String>,
+    /// Meta keys copied into each record.
+    #[serde(default, with = "units::string_list")]
+    pub meta: Vec<String>,
+    /// Per-record-type settings (`enable = false` skips a type).
+    #[serde(default)]
+    pub per_record: serde_json::Map<String, serde_json::Value>,
+}
+
 fn default_max_file_size() -> u64 {
     1_000_000_000
 }

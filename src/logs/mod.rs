@@ -9,7 +9,7 @@ pub mod writer;
 
 pub use record::{LogRecord, PeerAddress, RecordType, Response};
 
-use crate::config::storage::{LocalLogsConfig, LogHookConfig};
+use crate::config::storage::{LocalLogsConfig, LogDispositionHookConfig, LogHookConfig};
 use crate::message::Message;
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -42,12 +42,21 @@ pub use crate::message::LOG_RECORD_PROTOCOL;
 pub trait HookSink: Send + Sync {
     /// Takes one record for `hook` (its headers and meta already selected).
     fn submit(&self, hook: &LogHookConfig, record: LogRecord);
+    /// Runs disposition hook `hook` for `record` about `message`; the receiver says when
+    /// it is done.
+    fn dispose(
+        &self,
+        hook: &LogDispositionHookConfig,
+        record: LogRecord,
+        message: &Message,
+    ) -> tokio::sync::oneshot::Receiver<()>;
 }
 
 /// The log hooks and, once installed, their sink.
 #[derive(Default)]
 struct Hooks {
     configs: Vec<LogHookConfig>,
+    dispositions: Vec<LogDispositionHookConfig>,
     sink: std::sync::OnceLock<Arc<dyn HookSink>>,
 }
 
@@ -94,6 +103,7 @@ impl Logs {
     pub fn start(
         configs: &[LocalLogsConfig],
         hooks: &[LogHookConfig],
+        dispositions: &[LogDispositionHookConfig],
         nodeid: String,
         classifier: Option<Arc<classify::Classifier>>,
     ) -> std::io::Result<Self> {
@@ -106,7 +116,8 @@ impl Logs {
             }
             dests.push(Dest { config: c.clone(), writer: Mutex::new(writer::SegmentWriter::start(c)?) });
         }
-        let hooks = Arc::new(Hooks { configs: hooks.to_vec(), sink: Default::default() });
+        let hooks =
+            Arc::new(Hooks { configs: hooks.to_vec(), dispositions: dispositions.to_vec(), sink: Default::default() });
         Ok(Logs { dests: Arc::new(dests), hooks, nodeid: Arc::new(nodeid), classifier })
     }
 
@@ -125,7 +136,8 @@ impl Logs {
     /// Logs a record; with `message`, the configured headers and meta are copied in.
     /// Written within moments, not waited for (see [`Logs::log_written`]).
     pub fn log(&self, record: LogRecord, message: Option<&Message>) {
-        self.send(record, message, |_| None);
+        // disposition hooks run meanwhile; nothing waits for them here
+        drop(self.send(record, message, |_| None));
     }
 
     /// Logs a record; the returned [`Written`] resolves once every destination has
@@ -133,11 +145,12 @@ impl Logs {
     /// before the 250, Delivery and Bounce before the spool forgets the message.
     pub fn log_acked(&self, record: LogRecord, message: Option<&Message>) -> Written {
         let mut waits = vec![];
-        self.send(record, message, |_| {
+        let disposed = self.send(record, message, |_| {
             let (tx, rx) = tokio::sync::oneshot::channel();
             waits.push(rx);
             Some(tx)
         });
+        waits.extend(disposed);
         Written(waits)
     }
 
@@ -146,12 +159,14 @@ impl Logs {
         self.log_acked(record, message).wait().await;
     }
 
+    /// Writes `record`, offers it to the log hooks, and starts the disposition hooks
+    /// (returned, to be waited for by the caller that must).
     fn send(
         &self,
         mut record: LogRecord,
         message: Option<&Message>,
         mut ack: impl FnMut(&Dest) -> Option<writer::Ack>,
-    ) {
+    ) -> Vec<tokio::sync::oneshot::Receiver<()>> {
         record.nodeid = self.nodeid.to_string();
         if let Some(c) = &self.classifier
             && matches!(record.kind, RecordType::Bounce | RecordType::TransientFailure | RecordType::Expiration)
@@ -167,11 +182,13 @@ impl Logs {
             d.writer.lock().write(r, ack);
         }
         let about_a_hook_message = record.reception_protocol.as_deref() == Some(LOG_RECORD_PROTOCOL);
-        if let Some(sink) = self.hooks.sink.get().filter(|_| !about_a_hook_message) {
-            for hook in self.hooks.configs.iter().filter(|h| enabled(&h.per_record, record.kind)) {
-                sink.submit(hook, decorated(&record, message, &hook.headers, &hook.meta));
-            }
+        let Some(sink) = self.hooks.sink.get().filter(|_| !about_a_hook_message) else { return vec![] };
+        for hook in self.hooks.configs.iter().filter(|h| enabled(&h.per_record, record.kind)) {
+            sink.submit(hook, decorated(&record, message, &hook.headers, &hook.meta));
         }
+        let Some(m) = message else { return vec![] };
+        let dispositions = self.hooks.dispositions.iter().filter(|h| enabled(&h.per_record, record.kind));
+        dispositions.map(|h| sink.dispose(h, decorated(&record, message, &h.headers, &h.meta), m)).collect()
     }
 
     /// Finishes every segment (at shutdown).

@@ -145,6 +145,8 @@ pub enum Args<'a> {
     Message(&'a Message),
     /// A message and a name (`should_enqueue_log_record`'s hook name).
     MessageName { message: &'a Message, name: &'a str },
+    /// A message and a log record (`log_disposition_<name>`).
+    MessageRecord { message: &'a Message, record: &'a serde_json::Value },
     /// `get_queue_config(domain, tenant, campaign, routing_domain)`.
     QueueConfig {
         /// Recipient domain.

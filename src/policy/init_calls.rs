@@ -50,6 +50,19 @@ pub fn configure_log_hook(init: &mut InitConfig, options: Value) -> Result<(), S
     Ok(())
 }
 
+/// `kumo.configure_log_disposition_hook{...}`: names are unique.
+pub fn configure_log_disposition_hook(init: &mut InitConfig, options: Value) -> Result<(), String> {
+    let hook: storage::LogDispositionHookConfig = decode(options)?;
+    if hook.name.is_empty() {
+        return Err("name: a log disposition hook needs a name".into());
+    }
+    if init.log_disposition_hooks.iter().any(|h| h.name == hook.name) {
+        return Err(format!("name: a log disposition hook named {:?} is already configured", hook.name));
+    }
+    init.log_disposition_hooks.push(hook);
+    Ok(())
+}
+
 /// `kumo.start_http_listener{...}`.
 pub fn start_http_listener(init: &mut InitConfig, options: Value) -> Result<(), String> {
     let http: storage::HttpListenerConfig = decode(options)?;
@@ -95,6 +108,7 @@ impl InitConfig {
         self.spools.extend(other.spools);
         self.logs.extend(other.logs);
         self.log_hooks.extend(other.log_hooks);
+        self.log_disposition_hooks.extend(other.log_disposition_hooks);
         self.http_listeners.extend(other.http_listeners);
         self.dns.zones.extend(other.dns.zones);
         self.dns.name_servers.extend(other.dns.name_servers);

@@ -83,6 +83,16 @@ pub trait Engine: Send + Sync {
     /// Calls the handlers of `event` (Multiple: in order until one returns a value).
     /// `Ok(None)`: no handler returned a value.
     async fn call(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError>;
+    /// Runs the handlers of an event the policy names itself (`log_disposition_<name>`);
+    /// None when this engine has none.
+    async fn call_user(
+        &self,
+        _label: &'static str,
+        _name: &str,
+        _args: Args<'_>,
+    ) -> Result<Option<Value>, PolicyError> {
+        Ok(None)
+    }
     /// The constructor events (`make.webhook`) this engine can run for custom delivery.
     fn constructors(&self) -> Option<&dyn custom::CustomConstructors> {
         None
@@ -427,6 +437,17 @@ impl Policy {
     pub async fn should_enqueue_log_record(&self, message: &Message, hook: &str) -> Result<bool, PolicyError> {
         let answer = self.call(Event::ShouldEnqueueLogRecord, Args::MessageName { message, name: hook }).await?;
         Ok(matches!(answer, Some(Value::Bool(true))))
+    }
+
+    /// `log_disposition_<hook>(message, log_record)` of every engine that has it.
+    pub async fn log_disposition(&self, hook: &str, message: &Message, record: &Value) -> Result<(), PolicyError> {
+        let generation = self.current.load_full();
+        let name = format!("log_disposition_{hook}");
+        for engine in &generation.engines {
+            let args = Args::MessageRecord { message, record };
+            engine.call_user("log_disposition", &name, args).await?;
+        }
+        Ok(())
     }
 
     /// `spool_message_enumerated`.

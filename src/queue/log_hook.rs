@@ -5,7 +5,7 @@
 //! `custom_lua` queue delivers it with the retries, suspension and expiry of any message.
 
 use super::manager::{InsertReason, Shared};
-use crate::config::storage::LogHookConfig;
+use crate::config::storage::{LogDispositionHookConfig, LogHookConfig};
 use crate::logs::{HookSink, LogRecord};
 use crate::message::{EnvelopeAddress, Message};
 use serde_json::{Map, Value};
@@ -44,6 +44,31 @@ impl HookSink for Sink {
             let Ok(_permit) = permits.acquire_owned().await else { return };
             shared.enqueue_log_record(&name, record, deferred).await;
         });
+    }
+
+    fn dispose(
+        &self,
+        hook: &LogDispositionHookConfig,
+        record: LogRecord,
+        message: &Message,
+    ) -> tokio::sync::oneshot::Receiver<()> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let (shared, name, message) = (self.shared.clone(), hook.name.clone(), message.clone());
+        self.handle.spawn(async move {
+            let value = match serde_json::to_value(&record) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!("log disposition hook {name}: record of {} could not be encoded: {e}", record.id);
+                    let _ = done.send(());
+                    return;
+                }
+            };
+            if let Err(e) = shared.policy.log_disposition(&name, &message, &value).await {
+                tracing::error!("log disposition hook {name}: log_disposition_{name} failed for {}: {e}", record.id);
+            }
+            let _ = done.send(());
+        });
+        wait
     }
 }
 

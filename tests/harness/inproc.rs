@@ -109,7 +109,7 @@ pub fn serve_policy(
             Some(l) => l.policy,
             None => wasmta::policy::Policy::new(vec![], runtime.clone()).unwrap(),
         };
-        let logs = wasmta::logs::Logs::start(&[], &[], "test-node".into(), None).unwrap();
+        let logs = wasmta::logs::Logs::start(&[], &[], &[], "test-node".into(), None).unwrap();
         let queues = wasmta::queue::QueueManager::new(policy.clone(), spool.clone(), logs.clone(), "mx.test".into());
         if !deliver {
             queues.stop(); // no deliveries: the test is about reception

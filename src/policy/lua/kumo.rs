@@ -18,7 +18,6 @@ use std::sync::Arc;
 const UNIMPLEMENTED: &[&str] = &[
     "configure_accounting_db_path",
     "configure_redis_throttles",
-    "configure_log_disposition_hook",
     "apply_supplemental_trace_header",
     "generate_rfc3464_message",
     "invoke_get_queue_config",
@@ -219,6 +218,12 @@ fn install_init_calls(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result
     kumo.set(
         "configure_log_hook",
         init_call(lua, host, "configure_log_hook", |host, v| init_calls::configure_log_hook(&mut host.init.lock(), v))?,
+    )?;
+    kumo.set(
+        "configure_log_disposition_hook",
+        init_call(lua, host, "configure_log_disposition_hook", |host, v| {
+            init_calls::configure_log_disposition_hook(&mut host.init.lock(), v)
+        })?,
     )?;
     kumo.set(
         "start_http_listener",

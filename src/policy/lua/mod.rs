@@ -239,6 +239,12 @@ impl Context {
                 vec![LuaValue::UserData(lua.create_userdata(LuaMessage(message.clone()))?), conn(c)?]
             }
             Args::Message(message) => vec![LuaValue::UserData(lua.create_userdata(LuaMessage(message.clone()))?)],
+            Args::MessageRecord { message, record } => {
+                vec![
+                    LuaValue::UserData(lua.create_userdata(LuaMessage(message.clone()))?),
+                    convert::to_lua(lua, record)?,
+                ]
+            }
             Args::MessageName { message, name } => {
                 vec![LuaValue::UserData(lua.create_userdata(LuaMessage(message.clone()))?), text(name)?]
             }
@@ -452,6 +458,13 @@ impl Engine for LuaEngine {
         self.host.sources.files()
     }
 
+    async fn call_user(&self, label: &'static str, name: &str, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
+        if !self.user_events.contains(name) {
+            return Ok(None);
+        }
+        self.call_named(label, name, args).await
+    }
+
     fn constructors(&self) -> Option<&dyn crate::policy::custom::CustomConstructors> {
         Some(self)
     }
@@ -470,15 +483,20 @@ impl Engine for LuaEngine {
 
 impl LuaEngine {
     async fn call_handlers(&self, event: Event, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
-        let failed = |message: String| PolicyError::Failed { event: event.name(), message };
+        self.call_named(event.name(), event.name(), args).await
+    }
+
+    /// Runs the handlers of `name` (a catalogue event, or a policy's own name such as
+    /// `log_disposition_ndr`); `label` names it in errors.
+    async fn call_named(&self, label: &'static str, name: &str, args: Args<'_>) -> Result<Option<Value>, PolicyError> {
+        let failed = |message: String| PolicyError::Failed { event: label, message };
         let ctx = self
             .checkout()
             .await
             .map_err(|e| failed(format!("{}: cannot create a Lua context: {e}", self.info.name)))?;
         ctx.arm(self.timeout);
         // the hook stops CPU-bound handlers; the timer stops handlers parked in an await
-        let outcome =
-            tokio::time::timeout(self.timeout + Duration::from_millis(50), ctx.call(event.name(), args)).await;
+        let outcome = tokio::time::timeout(self.timeout + Duration::from_millis(50), ctx.call(name, args)).await;
         ctx.disarm();
         match outcome {
             Ok(Ok(v)) => {
@@ -493,11 +511,11 @@ impl LuaEngine {
                     return Err(PolicyError::Rejected(r));
                 }
                 let text = error_text(&e);
-                tracing::error!("{}: {} handler failed: {text}", self.info.name, event.name());
+                tracing::error!("{}: {} handler failed: {text}", self.info.name, name);
                 Err(failed(format!("{}: {text}", self.info.name)))
             }
             Err(_) => {
-                tracing::error!("{}: {} handler exceeded {:?}", self.info.name, event.name(), self.timeout);
+                tracing::error!("{}: {} handler exceeded {:?}", self.info.name, name, self.timeout);
                 Err(failed(format!("{}: deadline of {:?} exceeded", self.info.name, self.timeout)))
             }
         }

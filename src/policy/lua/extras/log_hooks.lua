@@ -23,8 +23,10 @@
 -- reason to lose records. A connection error, a 5xx, 408 or 429 answer is retried on the
 -- hook queue's schedule; only other 4xx answers (the endpoint refuses the record) give up.
 --
--- wasmta: new_disposition_hook registers exactly as KumoMTA's does, but
--- kumo.configure_log_disposition_hook has no effect yet; pre_init says so once per hook.
+-- new_disposition_hook registers kumo.configure_log_disposition_hook and the event
+-- log_disposition_<name>(msg, log_record), called for each matching record about a
+-- message before the code that logged it goes on (for a Bounce: while the spool still
+-- holds the message, so msg:get_data() works).
 local utils = require 'policy-extras.policy_utils'
 local mod = {}
 
@@ -49,16 +51,6 @@ local function check_options(options, what, required)
   if options.log_parameters ~= nil and type(options.log_parameters) ~= 'table' then
     error(string.format("log_hooks:%s{name='%s'}: log_parameters must be a table", what, options.name), 0)
   end
-end
-
-local function warn_inactive(kind, name)
-  kumo.log_warn(
-    string.format(
-      "policy-extras.log_hooks: %s '%s' is configured, but wasmta does not deliver log hooks yet; it will see no log records",
-      kind,
-      name
-    )
-  )
 end
 
 local function new_hook(options, what)
@@ -176,7 +168,6 @@ function mod:new_disposition_hook(options)
   local name = options.name
   kumo.on('pre_init', function()
     kumo.configure_log_disposition_hook(utils.merge_into(options.log_parameters, { name = name }))
-    warn_inactive('log disposition hook', name)
   end)
   kumo.on('log_disposition_' .. name, options.hook)
 end
