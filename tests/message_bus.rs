@@ -9,7 +9,7 @@ mod harness;
 use harness::brokers::{Nats, RabbitMq};
 use harness::sink::Sink;
 use harness::smtp::Client;
-use harness::{Server, log_records, temp_dir, write_policy_text};
+use harness::{Server, log_records, temp_dir, wait_for_record, write_policy_text};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -134,15 +134,9 @@ log_hooks:new {{
     let p = write_policy_text(dir.path(), &relay(&sink.addr, &hooks));
     let server = Server::start(dir.path(), &p);
     send(&server, 250);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !log_records(dir.path()).iter().any(|r| r["type"] == "TransientFailure" && r["queue"] == "nats.log_hook") {
-        assert!(Instant::now() < deadline, "records wait while the broker is away");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let failure = log_records(dir.path())
-        .into_iter()
-        .find(|r| r["type"] == "TransientFailure" && r["queue"] == "nats.log_hook")
-        .unwrap();
+    let waiting = |r: &serde_json::Value| r["type"] == "TransientFailure" && r["queue"] == "nats.log_hook";
+    let failure =
+        wait_for_record(dir.path(), Duration::from_secs(30), waiting).expect("records wait while the broker is away");
     assert!(failure["response"]["content"].as_str().unwrap().contains("cannot connect"), "{failure}");
     nats.restart();
     send(&server, 250);
@@ -188,19 +182,11 @@ log_hooks:new {{
     let p = write_policy_text(dir.path(), &relay(&sink.addr, &hooks));
     let server = Server::start(dir.path(), &p);
     send(&server, 1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let failed = log_records(dir.path())
-            .into_iter()
-            .find(|r| r["type"] == "TransientFailure" && r["queue"] == "nats.log_hook");
-        if let Some(r) = failed {
-            let text = r["response"]["content"].as_str().unwrap().to_string();
-            assert!(text.contains("unknown field `server`"), "{text}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the misspelt option fails the delivery");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let failed = |r: &serde_json::Value| r["type"] == "TransientFailure" && r["queue"] == "nats.log_hook";
+    let r =
+        wait_for_record(dir.path(), Duration::from_secs(30), failed).expect("the misspelt option fails the delivery");
+    let text = r["response"]["content"].as_str().unwrap();
+    assert!(text.contains("unknown field `server`"), "{text}");
 }
 
 /// Messages in a RabbitMQ queue (declared durable), read by a passive declare.
