@@ -96,12 +96,23 @@ async fn start(
         .map_err(|e| format!("starting logs: {e}"))?;
     let dns = crate::dns::from_config(&init.dns)?;
     runtime.set_dns(dns.clone());
+    if let Some(config) = &init.redis_throttles {
+        let redis = crate::shaping::redis::Redis::open(config)?;
+        runtime.share_through(redis.clone(), &node_id(spool.path()));
+        let reached = redis.query::<String>("PING", &redis::cmd("PING")).await.is_ok();
+        tracing::info!(
+            "configure_redis_throttles: throttles, connection limits and automation rules shared through {}{}",
+            config.node.urls().join(", "),
+            if reached { "" } else { " (not answering yet: shared limits wait for it)" }
+        );
+    }
     if let Some(files) = runtime.core_shaping() {
         let loaded = runtime.shaping.load(&files, &Default::default(), dns.as_ref()).await?;
         tracing::info!("shaping: {} loaded (hash {})", files.join(", "), loaded.hash);
     }
     let hostname = crate::config::listener::machine_hostname();
     let queues = QueueManager::new(policy.clone(), spool.clone(), logs.clone(), hostname);
+    queues.share_automation(&node_id(spool.path()));
     if !logs.hooks().is_empty() || !init.log_disposition_hooks.is_empty() {
         logs.set_hook_sink(crate::queue::log_hook::Sink::new(&queues, logs.hooks()));
     }

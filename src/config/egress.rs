@@ -180,19 +180,43 @@ pub enum MemoryReductionPolicy {
     NoShrink,
 }
 
-/// A connection limit: a number, `"1,000"`, or `"local:20"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Limit(pub usize);
+/// A connection limit: a number, `"1,000"`, or `"local:20"` (held by this node alone
+/// even when `configure_redis_throttles` shares the others across the fleet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub n: usize,
+    pub local: bool,
+}
+
+impl Limit {
+    /// A limit of `n` shared when limits are.
+    pub const fn new(n: usize) -> Self {
+        Limit { n, local: false }
+    }
+}
+
+impl Serialize for Limit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.local {
+            true => s.serialize_str(&format!("local:{}", self.n)),
+            false => s.serialize_u64(self.n as u64),
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for Limit {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match serde_json::Value::deserialize(d)? {
             serde_json::Value::Number(n) => {
-                n.as_u64().map(|n| Limit(n as usize)).ok_or_else(|| de::Error::custom("expected a count"))
+                n.as_u64().map(|n| Limit::new(n as usize)).ok_or_else(|| de::Error::custom("expected a count"))
             }
             serde_json::Value::String(s) => {
-                let t = s.strip_prefix("local:").unwrap_or(&s).replace([',', '_'], "");
-                t.trim().parse().map(Limit).map_err(|_| de::Error::custom(format!("invalid limit {s:?}")))
+                let local = s.trim().starts_with("local:");
+                let t = s.trim().strip_prefix("local:").unwrap_or(s.trim()).replace([',', '_'], "");
+                t.trim()
+                    .parse()
+                    .map(|n| Limit { n, local })
+                    .map_err(|_| de::Error::custom(format!("invalid limit {s:?}")))
             }
             other => Err(de::Error::custom(format!("expected a count, got {other}"))),
         }
@@ -285,7 +309,7 @@ impl Default for EgressPathConfig {
     fn default() -> Self {
         let s = Duration::from_secs;
         EgressPathConfig {
-            connection_limit: Limit(32),
+            connection_limit: Limit::new(32),
             additional_connection_limits: BTreeMap::new(),
             max_connection_rate: None,
             max_message_rate: None,
@@ -357,7 +381,7 @@ mod tests {
     #[test]
     fn egress_path_defaults_and_forms() {
         let p: EgressPathConfig = crate::config::decode(json!({})).unwrap();
-        assert_eq!(p.connection_limit, Limit(32));
+        assert_eq!(p.connection_limit, Limit::new(32));
         assert_eq!(p.max_ready, 1024);
         assert_eq!(p.idle_timeout, Duration::from_secs(5));
         assert_eq!(p.enable_tls, Tls::Opportunistic);
@@ -366,7 +390,7 @@ mod tests {
             "additional_connection_limits": {"shared": 5},
         }))
         .unwrap();
-        assert_eq!(p.connection_limit, Limit(1000));
+        assert_eq!(p.connection_limit, Limit { n: 1000, local: true });
         assert!(p.enable_tls.required() && p.enable_tls.insecure());
         let err = crate::config::decode::<EgressPathConfig>(json!({"conection_limit": 1})).unwrap_err();
         assert!(err.contains("conection_limit"), "{err}");

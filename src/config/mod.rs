@@ -5,6 +5,7 @@ pub mod cidr;
 pub mod egress;
 pub mod listener;
 pub mod queue;
+pub mod redis;
 pub mod storage;
 pub mod throttle;
 pub mod units;
@@ -51,6 +52,8 @@ pub struct InitConfig {
     pub bounce_classifier: Vec<String>,
     /// `kumo.suspend_delivery_when_spool_unhealthy` (default true).
     pub suspend_delivery_when_spool_unhealthy: bool,
+    /// `kumo.configure_redis_throttles`: limits shared by a fleet.
+    pub redis_throttles: Option<redis::RedisThrottlesConfig>,
 }
 
 /// `kumo.wasm.load{path = ..., budget = ...}`.
@@ -104,6 +107,7 @@ impl Default for InitConfig {
             shaping: vec![],
             bounce_classifier: vec![],
             suspend_delivery_when_spool_unhealthy: true,
+            redis_throttles: None,
         }
     }
 }

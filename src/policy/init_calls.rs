@@ -94,6 +94,17 @@ pub fn configure_bounce_classifier(init: &mut InitConfig, options: Value) -> Res
     Ok(())
 }
 
+/// `kumo.configure_redis_throttles{...}`: once.
+pub fn configure_redis_throttles(init: &mut InitConfig, options: Value) -> Result<(), String> {
+    let config: crate::config::redis::RedisThrottlesConfig = decode(options)?;
+    config.check()?;
+    if init.redis_throttles.is_some() {
+        return Err("configure_redis_throttles was already called".into());
+    }
+    init.redis_throttles = Some(config);
+    Ok(())
+}
+
 /// `kumo.dns.configure_test_resolver(zone_text)`.
 pub fn configure_test_resolver(init: &mut InitConfig, zone: &str) -> Result<(), String> {
     crate::dns::TestZones::parse(zone)?;
@@ -116,6 +127,9 @@ impl InitConfig {
         self.shaping.extend(other.shaping);
         self.bounce_classifier.extend(other.bounce_classifier);
         self.suspend_delivery_when_spool_unhealthy &= other.suspend_delivery_when_spool_unhealthy;
+        if other.redis_throttles.is_some() {
+            self.redis_throttles = other.redis_throttles;
+        }
     }
 }
 

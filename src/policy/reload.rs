@@ -69,6 +69,12 @@ fn init_changes(old: &InitConfig, new: &InitConfig) -> Vec<String> {
     if old.shaping != new.shaping {
         out.push("core shaping files".to_string());
     }
+    if differs(&old.log_hooks, &new.log_hooks) || differs(&old.log_disposition_hooks, &new.log_disposition_hooks) {
+        out.push("log hooks".to_string());
+    }
+    if old.redis_throttles != new.redis_throttles {
+        out.push("configure_redis_throttles".to_string());
+    }
     out
 }
 

@@ -10,6 +10,7 @@ use super::reload::Reloader;
 use crate::dns::{Dns, TestZones};
 use crate::runtime::{Epoch, Shutdown};
 use crate::shaping::limits::NamedLimits;
+use crate::shaping::redis::Redis;
 use crate::shaping::store::Store;
 use crate::shaping::throttle::{Throttler, Throttles};
 use parking_lot::Mutex;
@@ -34,6 +35,7 @@ pub struct Runtime {
     injector: OnceLock<Weak<dyn Injector>>,
     pub(crate) monitor_globs: Mutex<Option<Vec<String>>>,
     pub(crate) memoize: super::lua::memoize::Caches,
+    fleet: OnceLock<Arc<Redis>>,
 }
 
 impl Runtime {
@@ -54,7 +56,24 @@ impl Runtime {
             injector: OnceLock::new(),
             monitor_globs: Mutex::new(None),
             memoize: Default::default(),
+            fleet: OnceLock::new(),
         })
+    }
+
+    /// Shares throttles, connection limits and automation rules with every node using
+    /// `redis` (`configure_redis_throttles`); `node` names this node's leases.
+    pub fn share_through(&self, redis: Arc<Redis>, node: &str) {
+        if self.fleet.set(redis.clone()).is_err() {
+            tracing::warn!("configure_redis_throttles: already sharing; the first configuration stays");
+            return;
+        }
+        self.throttles.share(redis.clone());
+        self.named_limits.share(crate::shaping::shared_limits::SharedLimits::new(redis, node));
+    }
+
+    /// The fleet's Redis, when configured.
+    pub fn fleet(&self) -> Option<&Arc<Redis>> {
+        self.fleet.get()
     }
 
     /// Sets the resolver (once the `init` configuration is known); the first call wins.

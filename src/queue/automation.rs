@@ -1,7 +1,9 @@
 //! Applying automation rules (KumoMTA's TSA, in process): every transient failure or
 //! bounce from a ready queue is matched against the rules of the latest shaping data;
 //! a rule that fires applies its actions to the right ready or scheduled queue for its
-//! duration, logs it, and the effect expires by itself.
+//! duration, logs it, and the effect expires by itself. With `configure_redis_throttles`
+//! a fired action is also published to the fleet ([`super::fleet_rules`]), and every node
+//! applies it, with the same log line, for what is left of its duration.
 
 use super::ready::ReadyQueue;
 use crate::message::Message;
@@ -69,6 +71,25 @@ struct Effects {
     domain_config: HashMap<String, Vec<(String, Value, Instant)>>,
 }
 
+/// What one rule action does, as the fleet shares it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum Effect {
+    SuspendReady { queue: String },
+    SiteConfig { site: String, name: String, value: Value },
+    DomainConfig { domain: String, name: String, value: Value },
+    SuspendSched { scope: Scope, exact: bool },
+    Bounce { scope: Scope, exact: bool },
+}
+
+/// One action a rule fired: its effect, the reason held messages get, and the log line.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Fired {
+    pub id: String,
+    pub effect: Effect,
+    pub why: String,
+    pub note: String,
+}
+
 /// The automation state of the process.
 pub struct Automation {
     /// Where the rules come from (the latest shaping data) and the epoch actions move.
@@ -76,6 +97,8 @@ pub struct Automation {
     effects: Mutex<Effects>,
     /// (rule, site) -> recent match times, for threshold triggers.
     matches: Mutex<HashMap<(usize, String), VecDeque<Instant>>>,
+    /// The fleet's rules in Redis, when shared.
+    fleet: std::sync::OnceLock<Arc<super::fleet_rules::FleetRules>>,
 }
 
 fn live<T>(v: &mut Vec<T>, until: impl Fn(&T) -> Instant) {
@@ -86,7 +109,7 @@ fn live<T>(v: &mut Vec<T>, until: impl Fn(&T) -> Instant) {
 impl Automation {
     /// No effects yet; rules from `runtime`'s shaping data.
     pub fn new(runtime: std::sync::Arc<crate::policy::Runtime>) -> Self {
-        Automation { runtime, effects: Mutex::default(), matches: Mutex::default() }
+        Automation { runtime, effects: Mutex::default(), matches: Mutex::default(), fleet: Default::default() }
     }
 
     /// Looks at a delivery response from `rq` for `message`.
@@ -122,7 +145,6 @@ impl Automation {
     }
 
     fn fire(&self, rule: &Rule, rq: &ReadyQueue, message: &Message, line: &str) {
-        let until = Instant::now() + rule.duration;
         let parts = QueueNameParts::parse(&message.queue_name());
         let domain = parts.routing_domain.clone().unwrap_or_else(|| parts.domain.clone());
         let scope = |tenant: bool, campaign: bool, exact: bool| Scope {
@@ -131,32 +153,32 @@ impl Automation {
             campaign: if campaign || exact { parts.campaign.clone() } else { None },
             exact,
         };
-        let mut e = self.effects.lock();
+        let mut fired = vec![];
         for action in &rule.actions {
-            let target = match action {
+            let suspended = format!("suspended by an automation rule of {}: {line}", rule.origin);
+            let bounced = format!("bounced by an automation rule of {}: {line}", rule.origin);
+            let (effect, target, why) = match action {
                 Action::Suspend => {
-                    let why = format!("suspended by an automation rule of {}: {line}", rule.origin);
-                    e.suspended_ready.push(hold(Scope::default(), Some(rq.name.clone()), until, why));
-                    format!("ready queue {}", rq.name)
+                    (Effect::SuspendReady { queue: rq.name.clone() }, format!("ready queue {}", rq.name), suspended)
                 }
-                Action::SetConfig { name, value } => {
-                    let list = e.site_config.entry(rq.site.name.clone()).or_default();
-                    list.retain(|(n, _, _)| n != name);
-                    list.push((name.clone(), value.clone(), until));
-                    format!("site {} ({name} = {value})", rq.site.name)
-                }
-                Action::SetDomainConfig { name, value } => {
-                    let list = e.domain_config.entry(rq.routing_domain.to_ascii_lowercase()).or_default();
-                    list.retain(|(n, _, _)| n != name);
-                    list.push((name.clone(), value.clone(), until));
-                    format!("domain {} ({name} = {value})", rq.routing_domain)
-                }
+                Action::SetConfig { name, value } => (
+                    Effect::SiteConfig { site: rq.site.name.clone(), name: name.clone(), value: value.clone() },
+                    format!("site {} ({name} = {value})", rq.site.name),
+                    String::new(),
+                ),
+                Action::SetDomainConfig { name, value } => (
+                    Effect::DomainConfig {
+                        domain: rq.routing_domain.to_ascii_lowercase(),
+                        name: name.clone(),
+                        value: value.clone(),
+                    },
+                    format!("domain {} ({name} = {value})", rq.routing_domain),
+                    String::new(),
+                ),
                 Action::SuspendTenant | Action::SuspendCampaign => {
                     let s = scope(true, matches!(action, Action::SuspendCampaign), false);
                     let target = format!("scheduled queues of {s:?}");
-                    let why = format!("suspended by an automation rule of {}: {line}", rule.origin);
-                    e.suspended_sched.push(hold(s, None, until, why));
-                    target
+                    (Effect::SuspendSched { exact: s.exact, scope: s }, target, suspended)
                 }
                 Action::Bounce | Action::BounceTenant | Action::BounceCampaign => {
                     let s = match action {
@@ -165,28 +187,65 @@ impl Automation {
                         _ => scope(true, true, false),
                     };
                     let target = format!("mail for {s:?}");
-                    let why = format!("bounced by an automation rule of {}: {line}", rule.origin);
-                    e.bounces.push(hold(s, None, until, why));
-                    target
+                    (Effect::Bounce { exact: s.exact, scope: s }, target, bounced)
                 }
             };
-            tracing::warn!(
-                "automation: a rule of shaping entry {} matched {line:?}: {action:?} on {target} for {:?}",
-                rule.origin,
-                rule.duration
+            let note = format!(
+                "a rule of shaping entry {} matched {line:?}: {action:?} on {target} for {:?}",
+                rule.origin, rule.duration
             );
-            crate::metrics::core::automation_actions().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (what, origin, duration) = (format!("{action:?} on {target}"), rule.origin.clone(), rule.duration);
-            let epoch = self.runtime.epoch.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(duration).await;
-                tracing::info!("automation: {what} (rule of {origin}) expired");
-                epoch.bump();
-            });
+            let f = Fired { id: uuid::Uuid::new_v4().to_string(), effect, why, note };
+            self.apply(&f, rule.duration, None);
+            fired.push(f);
         }
-        drop(e);
         // paths refresh their options now, with the override
         self.runtime.epoch.bump();
+        if let Some(fleet) = self.fleet.get() {
+            fleet.publish(fired, rule.duration);
+        }
+    }
+
+    /// Holds one fired action for `duration` (fired here, or on node `from`), logs it
+    /// and lets it expire by itself; the caller bumps the epoch.
+    pub(super) fn apply(&self, fired: &Fired, duration: Duration, from: Option<&str>) {
+        let until = Instant::now() + duration;
+        let mut e = self.effects.lock();
+        let why = fired.why.clone();
+        match &fired.effect {
+            Effect::SuspendReady { queue } => {
+                e.suspended_ready.push(hold(Scope::default(), Some(queue.clone()), until, why))
+            }
+            Effect::SiteConfig { site, name, value } | Effect::DomainConfig { domain: site, name, value } => {
+                let map = match &fired.effect {
+                    Effect::SiteConfig { .. } => &mut e.site_config,
+                    _ => &mut e.domain_config,
+                };
+                let list = map.entry(site.clone()).or_default();
+                list.retain(|(n, _, _)| n != name);
+                list.push((name.clone(), value.clone(), until));
+            }
+            Effect::SuspendSched { scope, exact } => {
+                e.suspended_sched.push(hold(Scope { exact: *exact, ..scope.clone() }, None, until, why))
+            }
+            Effect::Bounce { scope, exact } => {
+                e.bounces.push(hold(Scope { exact: *exact, ..scope.clone() }, None, until, why))
+            }
+        }
+        drop(e);
+        let origin = from.map(|n| format!(" (fired on node {n})")).unwrap_or_default();
+        tracing::warn!("automation: {}{origin}", fired.note);
+        crate::metrics::core::automation_actions().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (what, epoch) = (fired.note.clone(), self.runtime.epoch.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            tracing::info!("automation: expired: {what}");
+            epoch.bump();
+        });
+    }
+
+    /// Shares the rules that fire here with the fleet (and applies theirs).
+    pub(super) fn share(&self, fleet: Arc<super::fleet_rules::FleetRules>) {
+        let _ = self.fleet.set(fleet);
     }
 
     /// Until when the ready queue `name` is suspended.

@@ -59,7 +59,7 @@ pub(super) async fn run(rq: &Arc<ReadyQueue>, shared: &Arc<Shared>) {
         }
         let epoch = shared.policy.runtime().epoch.get();
         let path = rq.refresh_path(shared).await;
-        let Some(_lease) = connection_lease(shared, &path).await else { return };
+        let Some(lease) = connection_lease(shared, rq, &path).await else { return };
         wait_for_throttle(shared, format!("connection-rate:{}", rq.name), path.max_connection_rate.as_ref()).await;
         let mut conn = match shared.policy.open_custom(&proto.constructor, &parts).await {
             Ok(c) => {
@@ -78,7 +78,7 @@ pub(super) async fn run(rq: &Arc<ReadyQueue>, shared: &Arc<Shared>) {
         let batching = conn.batches() && proto.batch_size > 1;
         let mut sent = 0;
         loop {
-            let Some(first) = rq.pop_or_wait(path.idle_timeout).await else {
+            let Some(first) = rq.pop_or_wait(lease.idle(path.idle_timeout)).await else {
                 conn.close().await;
                 return;
             };
@@ -137,7 +137,8 @@ pub(super) async fn run(rq: &Arc<ReadyQueue>, shared: &Arc<Shared>) {
                 shared.outcome(rq, m, None, None, MessageResult { recipients }).await;
             }
             let suspended = shared.automation.ready_suspended(&rq.name).is_some();
-            if !conn.usable() || sent >= path.max_deliveries_per_connection || shared.stopping() || suspended {
+            let over = sent >= path.max_deliveries_per_connection || !lease.held();
+            if !conn.usable() || over || shared.stopping() || suspended {
                 conn.close().await;
                 continue 'connect;
             }

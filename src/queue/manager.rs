@@ -124,6 +124,14 @@ impl QueueManager {
         }))
     }
 
+    /// With `configure_redis_throttles`: shares automation rule actions with the fleet
+    /// (`node` names this node in their log lines elsewhere).
+    pub fn share_automation(&self, node: &str) {
+        if let Some(redis) = self.0.policy.runtime().fleet() {
+            super::fleet_rules::start(&self.0, redis.clone(), node);
+        }
+    }
+
     /// Puts a message into its scheduled queue, due at its `due` time or now.
     pub fn insert(&self, message: Message, reason: InsertReason) {
         self.0.insert(message, reason);
@@ -331,7 +339,7 @@ impl Shared {
             return self.transient(At::default(), message, &internal(text), "").await;
         }
         if let Some(spec) = config.max_message_rate
-            && let Err(wait) = self.throttles.acquire(&format!("queue-rate:{}", queue.name), spec)
+            && let Err(wait) = self.throttles.acquire(&format!("queue-rate:{}", queue.name), spec).await
         {
             queue.insert(message, Instant::now() + wait);
             return;

@@ -8,6 +8,7 @@ pub mod automation;
 mod custom;
 mod deferred;
 mod disposition;
+mod fleet_rules;
 pub mod log_hook;
 pub mod manager;
 pub mod ready;

@@ -157,7 +157,7 @@ impl ReadyQueue {
     pub fn insert(self: &Arc<Self>, shared: &Arc<Shared>, message: Message) -> Result<(), Message> {
         let (max_ready, limit) = {
             let p = self.path.lock();
-            (p.0.max_ready, p.0.connection_limit.0.max(1))
+            (p.0.max_ready, p.0.connection_limit.n.max(1))
         };
         let read_ahead;
         let spawn = {
@@ -402,15 +402,25 @@ impl Drop for TaskGuard {
     }
 }
 
-/// The named limits (`additional_connection_limits`) shared with other ready queues,
-/// held for a connection's life; None once the server is stopping.
+/// The leases a connection of `rq` holds for its life: the named limits
+/// (`additional_connection_limits`) shared with other ready queues and, when limits are
+/// shared through Redis, the queue's own `connection_limit` across the fleet (unless
+/// `local:`); None once the server is stopping.
 pub(super) async fn connection_lease(
     shared: &Arc<Shared>,
+    rq: &ReadyQueue,
     path: &EgressPathConfig,
-) -> Option<crate::shaping::limits::Lease> {
-    let wanted: BTreeMap<String, usize> =
-        path.additional_connection_limits.iter().map(|(k, v)| (k.clone(), v.0)).collect();
-    shared.named_limits.acquire(&wanted, || shared.stopping()).await
+) -> Option<crate::shaping::limits::ConnectionLease> {
+    let fleet = shared.named_limits.is_shared();
+    let (mut local, mut across) = (BTreeMap::new(), BTreeMap::new());
+    for (name, limit) in &path.additional_connection_limits {
+        let side = if fleet && !limit.local { &mut across } else { &mut local };
+        side.insert(name.clone(), limit.n);
+    }
+    if fleet && !path.connection_limit.local {
+        across.insert(format!("connection_limit:{}", rq.name), path.connection_limit.n);
+    }
+    shared.named_limits.acquire_all(local, across, || shared.stopping()).await
 }
 
 /// Waits out a paused spool (`suspend_delivery_when_spool_unhealthy`) or a suspension of
@@ -457,7 +467,7 @@ pub(super) async fn connect_failed(
 
 pub(super) async fn wait_for_throttle(shared: &Shared, key: String, spec: Option<&ThrottleSpec>) {
     let Some(&spec) = spec else { return };
-    while let Err(wait) = shared.throttles.acquire(&key, spec) {
+    while let Err(wait) = shared.throttles.acquire(&key, spec).await {
         tokio::time::sleep(wait).await;
     }
 }
@@ -499,7 +509,7 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
         }
         let epoch = shared.policy.runtime().epoch.get();
         let path = rq.refresh_path(&shared).await;
-        let Some(_lease) = connection_lease(&shared, &path).await else { return };
+        let Some(lease) = connection_lease(&shared, &rq, &path).await else { return };
         wait_for_throttle(&shared, format!("connection-rate:{}", rq.name), path.max_connection_rate.as_ref()).await;
         let opened: Result<Box<dyn Dispatcher>, ConnectFailure> = match &rq.maildir {
             Some(m) => Ok(Box::new(crate::delivery::dispatcher::Maildir::new(m.clone()))),
@@ -518,7 +528,7 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
         };
         let peer = conn.peer().map(|(name, addr)| crate::logs::PeerAddress { name, addr });
         loop {
-            let Some(message) = rq.pop_or_wait(path.idle_timeout).await else {
+            let Some(message) = rq.pop_or_wait(lease.idle(path.idle_timeout)).await else {
                 conn.close(&path).await;
                 return;
             };
@@ -561,7 +571,8 @@ async fn dispatch(rq: Arc<ReadyQueue>, shared: Arc<Shared>) {
                 }
             }
             let suspended = shared.automation.ready_suspended(&rq.name).is_some();
-            if conn.deliveries() >= path.max_deliveries_per_connection || shared.stopping() || suspended {
+            let over = conn.deliveries() >= path.max_deliveries_per_connection || !lease.held();
+            if over || shared.stopping() || suspended {
                 conn.close(&path).await;
                 continue 'connect;
             }

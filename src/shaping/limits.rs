@@ -2,8 +2,10 @@
 //! (`additional_connection_limits`, and the `shaping-provider-<name>-<source>-limit`
 //! entries shaping makes from `provider_connection_limit`): a connection needs a lease on
 //! every name its egress path lists, all at once or none; the lease ends with the
-//! connection.
+//! connection. With `configure_redis_throttles`, limits without `local:` are held in
+//! Redis for the whole fleet instead ([`super::shared_limits`]).
 
+use super::shared_limits::{SharedLease, SharedLimits};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -14,6 +16,33 @@ use tokio::sync::Notify;
 pub struct NamedLimits {
     open: Mutex<HashMap<String, usize>>,
     freed: Notify,
+    shared: std::sync::OnceLock<SharedLimits>,
+}
+
+/// The leases one connection holds: in process and in Redis.
+pub struct ConnectionLease {
+    _local: Lease,
+    shared: Option<SharedLease>,
+}
+
+/// How long a connection holding fleet-wide leases stays open without work, at most: an
+/// idle connection would otherwise keep its lease from a node that has mail.
+pub const SHARED_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl ConnectionLease {
+    /// False once a shared lease could not be renewed: end the connection.
+    pub fn held(&self) -> bool {
+        self.shared.as_ref().is_none_or(SharedLease::held)
+    }
+
+    /// How long to stay open without work: `idle_timeout`, at most [`SHARED_IDLE`] when
+    /// the lease is the fleet's.
+    pub fn idle(&self, idle_timeout: std::time::Duration) -> std::time::Duration {
+        match self.shared {
+            Some(_) => idle_timeout.min(SHARED_IDLE),
+            None => idle_timeout,
+        }
+    }
 }
 
 /// Leases on some named limits; dropping it gives them back.
@@ -50,6 +79,59 @@ impl NamedLimits {
                 return None;
             }
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), freed).await;
+        }
+    }
+
+    /// From now on, limits not marked `local:` are held in Redis.
+    pub fn share(&self, shared: SharedLimits) {
+        if self.shared.set(shared).is_err() {
+            tracing::warn!("connection limits: already shared through Redis");
+        }
+    }
+
+    /// True when limits are held in Redis.
+    pub fn is_shared(&self) -> bool {
+        self.shared.get().is_some()
+    }
+
+    /// Waits for leases on every `local` limit (in process) and every `shared` one (in
+    /// Redis, when shared; else in process too); `None` when `give_up` says so.
+    pub async fn acquire_all(
+        self: &Arc<Self>,
+        mut local: BTreeMap<String, usize>,
+        shared: BTreeMap<String, usize>,
+        give_up: impl Fn() -> bool,
+    ) -> Option<ConnectionLease> {
+        let Some(redis) = self.shared.get().filter(|_| !shared.is_empty()) else {
+            local.extend(shared);
+            return self.acquire(&local, give_up).await.map(|l| ConnectionLease { _local: l, shared: None });
+        };
+        loop {
+            let l = self.acquire(&local, &give_up).await?;
+            // the process's own lease first, so a full local limit costs Redis nothing
+            match redis.try_acquire(&shared).await {
+                Ok(Some(s)) => return Some(ConnectionLease { _local: l, shared: Some(s) }),
+                Ok(None) => {
+                    drop(l);
+                    tokio::time::sleep(std::time::Duration::from_millis(50 + rand::random::<u64>() % 150)).await;
+                }
+                Err(_) => {
+                    drop(l);
+                    if let Some(nodes) = redis.fallback_node_count() {
+                        // Redis is away: this node's share of each limit, held here
+                        let share = shared.iter().map(|(k, v)| (format!("fallback:{k}"), (v / nodes as usize).max(1)));
+                        let mut alone = local.clone();
+                        alone.extend(share);
+                        if let Some(l) = self.try_acquire(&alone) {
+                            return Some(ConnectionLease { _local: l, shared: None });
+                        }
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+            if give_up() {
+                return None;
+            }
         }
     }
 

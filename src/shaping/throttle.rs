@@ -1,8 +1,11 @@
 //! Throttles: a GCRA limiter on tokio time (so tests can pause the clock) for the specs
-//! `config::throttle` parses.
+//! `config::throttle` parses; with `configure_redis_throttles`, every spec without
+//! `local:` is one GCRA state in Redis instead (see [`super::shared_throttle`]).
 
+use super::redis::Redis;
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -35,31 +38,52 @@ impl Gcra {
     }
 }
 
+/// What [`Throttler::acquire`] returns.
+pub type Acquire<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Duration>> + Send + 'a>>;
+
 /// Rate limits by name, shared by everything one server runs (ready queues, scheduled
 /// queues, `kumo.make_throttle`, the Wasm `throttle` import). [`Throttles`] keeps them in
-/// this process; a Redis-backed implementation shares them across nodes.
+/// this process, or in Redis once [`Throttler::share`] is given one.
 pub trait Throttler: Send + Sync {
     /// Takes one event from the throttle `name` with `spec`; `Err(wait)` when it must
-    /// wait that long first.
-    fn acquire(&self, name: &str, spec: ThrottleSpec) -> Result<(), Duration>;
+    /// wait that long first (also while a shared throttle's Redis does not answer).
+    fn acquire<'a>(&'a self, name: &'a str, spec: ThrottleSpec) -> Acquire<'a>;
+    /// From now on, specs without `local:` are held in `redis` (for the whole fleet).
+    fn share(&self, redis: Arc<Redis>);
 }
 
-/// Throttles kept in this process (GCRA on tokio time).
+/// Throttles kept in this process (GCRA on tokio time), or in Redis when shared.
 #[derive(Default)]
 pub struct Throttles {
     map: Mutex<HashMap<String, Gcra>>,
+    shared: OnceLock<super::shared_throttle::SharedThrottles>,
 }
 
-impl Throttler for Throttles {
-    /// Takes one event from the throttle `name` with `spec` (created on first use; a
-    /// changed spec resets it).
-    fn acquire(&self, name: &str, spec: ThrottleSpec) -> Result<(), Duration> {
+impl Throttles {
+    /// Takes one event from the in-process throttle `name` with `spec` (created on first
+    /// use; a changed spec resets it).
+    pub fn acquire_local(&self, name: &str, spec: ThrottleSpec) -> Result<(), Duration> {
         let mut map = self.map.lock();
         let g = map.entry(name.to_string()).or_insert_with(|| Gcra::new(spec));
         if g.spec != spec {
             *g = Gcra::new(spec);
         }
         g.acquire(Instant::now())
+    }
+}
+
+impl Throttler for Throttles {
+    fn acquire<'a>(&'a self, name: &'a str, spec: ThrottleSpec) -> Acquire<'a> {
+        match self.shared.get().filter(|_| !spec.local) {
+            Some(shared) => Box::pin(shared.acquire(self, name, spec)),
+            None => Box::pin(std::future::ready(self.acquire_local(name, spec))),
+        }
+    }
+
+    fn share(&self, redis: Arc<Redis>) {
+        if self.shared.set(super::shared_throttle::SharedThrottles::new(redis)).is_err() {
+            tracing::warn!("throttles: already shared through Redis");
+        }
     }
 }
 
@@ -103,7 +127,7 @@ mod tests {
             let start = Instant::now();
             let mut granted = 0u32;
             while Instant::now() - start < Duration::from_secs(10) {
-                match throttles.acquire("t", spec_parsed) {
+                match throttles.acquire("t", spec_parsed).await {
                     Ok(()) => granted += 1,
                     Err(w) => tokio::time::advance(w).await,
                 }

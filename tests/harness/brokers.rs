@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn wait_port(port: u16, timeout: Duration, what: &str, log: &Path) {
+pub fn wait_port(port: u16, timeout: Duration, what: &str, log: &Path) {
     let deadline = Instant::now() + timeout;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
@@ -24,7 +24,7 @@ fn wait_port(port: u16, timeout: Duration, what: &str, log: &Path) {
     }
 }
 
-fn installed(binary: &str, package: &str) -> bool {
+pub fn installed(binary: &str, package: &str) -> bool {
     if Path::new(binary).exists() {
         return true;
     }
@@ -33,7 +33,7 @@ fn installed(binary: &str, package: &str) -> bool {
 }
 
 /// A process group, killed when dropped.
-struct Group(Child);
+pub struct Group(pub Child);
 
 impl Drop for Group {
     fn drop(&mut self) {

@@ -6,6 +6,7 @@
 pub mod brokers;
 pub mod inproc;
 pub mod plugins;
+pub mod redis;
 pub mod sink;
 pub mod smtp;
 pub mod tls;

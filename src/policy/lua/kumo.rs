@@ -17,7 +17,6 @@ use std::sync::Arc;
 /// `kumo.*` names accepted with a warning because wasmta does not implement them yet.
 const UNIMPLEMENTED: &[&str] = &[
     "configure_accounting_db_path",
-    "configure_redis_throttles",
     "apply_supplemental_trace_header",
     "generate_rfc3464_message",
     "invoke_get_queue_config",
@@ -273,6 +272,12 @@ fn install_init_calls(lua: &Lua, kumo: &Table, host: &Arc<Host>) -> mlua::Result
             }
             host.init.lock().dns.name_servers = ips;
             Ok(())
+        })?,
+    )?;
+    kumo.set(
+        "configure_redis_throttles",
+        init_call(lua, host, "configure_redis_throttles", |host, v| {
+            init_calls::configure_redis_throttles(&mut host.init.lock(), v)
         })?,
     )?;
     kumo.set(

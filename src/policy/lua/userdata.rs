@@ -297,17 +297,17 @@ pub struct LuaThrottle {
 }
 
 impl LuaThrottle {
-    fn take(&self) -> Option<std::time::Duration> {
-        self.throttles.acquire(&self.name, self.spec).err()
+    async fn take(&self) -> Option<std::time::Duration> {
+        self.throttles.acquire(&self.name, self.spec).await.err()
     }
 }
 
 impl UserData for LuaThrottle {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         // KumoMTA's result: { throttled, limit, retry_after (seconds) }
-        m.add_method("throttle", |lua, this, ()| {
+        m.add_async_method("throttle", |lua, this, ()| async move {
+            let wait = this.take().await;
             let t = lua.create_table()?;
-            let wait = this.take();
             t.set("throttled", wait.is_some())?;
             t.set("limit", this.spec.limit)?;
             t.set("retry_after", wait.map(|w| w.as_secs_f64()))?;
@@ -315,7 +315,7 @@ impl UserData for LuaThrottle {
         });
         m.add_async_method("sleep_if_throttled", |_, this, ()| async move {
             let mut slept = false;
-            while let Some(wait) = this.take() {
+            while let Some(wait) = this.take().await {
                 slept = true;
                 tokio::time::sleep(wait).await;
             }

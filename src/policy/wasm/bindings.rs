@@ -1,6 +1,6 @@
 //! Host bindings generated from `wit/` (world `policy`): the resource types map to our
-//! own `Message` and `ConnMeta`, host imports may trap and are synchronous except the DNS
-//! lookups (DNS, shaping), exports are called asynchronously.
+//! own `Message` and `ConnMeta`, host imports may trap and are synchronous except those that
+//! wait (DNS, shaping, HTTP, throttles, which may ask Redis), exports are called asynchronously.
 
 wasmtime::component::bindgen!({
     path: "wit",
@@ -9,6 +9,7 @@ wasmtime::component::bindgen!({
         "wasmta:policy/host.lookup-mx": async | trappable,
         "wasmta:policy/host.shaped-egress-path-config": async | trappable,
         "wasmta:policy/http.send": async | trappable,
+        "wasmta:policy/host.throttle": async | trappable,
         default: trappable,
     },
     exports: { default: async },

@@ -191,7 +191,7 @@ impl host::Host for HostState {
             .map(|mx| host::MxAnswer { site_name: mx.site_name, hosts: mx.hosts })
             .map_err(|e| format!("lookup-mx({domain}): {e}")))
     }
-    fn throttle(&mut self, name: String, spec: String) -> wasmtime::Result<Result<Option<u64>, String>> {
+    async fn throttle(&mut self, name: String, spec: String) -> wasmtime::Result<Result<Option<u64>, String>> {
         if name.len() > 1024 {
             return Ok(Err("throttle: a name is at most 1024 bytes".into()));
         }
@@ -199,7 +199,7 @@ impl host::Host for HostState {
             Ok(s) => s,
             Err(e) => return Ok(Err(format!("throttle: {e}"))),
         };
-        Ok(Ok(match self.runtime.throttles.acquire(&name, spec) {
+        Ok(Ok(match self.runtime.throttles.acquire(&name, spec).await {
             Ok(()) => None,
             Err(wait) => Some(wait.as_millis().max(1) as u64),
         }))
@@ -250,6 +250,9 @@ impl config::Host for HostState {
     }
     fn start_http_listener(&mut self, params: String) -> wasmtime::Result<Result<(), String>> {
         Ok(self.configure("start-http-listener", &params, init_calls::start_http_listener))
+    }
+    fn configure_redis_throttles(&mut self, params: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.configure("configure-redis-throttles", &params, init_calls::configure_redis_throttles))
     }
     fn configure_test_resolver(&mut self, zone: String) -> wasmtime::Result<Result<(), String>> {
         let Some(init) = self.init.as_mut() else {

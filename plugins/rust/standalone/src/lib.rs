@@ -3,7 +3,8 @@
 //!
 //! * `init` starts an ESMTP listener (setting `listen`, default 127.0.0.1:2525), a spool
 //!   and logs under the setting `data` (default `data`), and, with `--set test-dns=1`,
-//!   the test resolver (no real DNS).
+//!   the test resolver (no real DNS); with `--set redis=redis://HOST:PORT`, throttles and
+//!   connection limits shared through that Redis (`config.configure-redis-throttles`).
 //! * `smtp_server_message_received`: part (c) of `plugins/example-policy.lua`.
 //! * routing: part (b) — `<port>.smarthost.test` goes to 127.0.0.1:<port>. With
 //!   `--set shaping=FILE` the deployment uses that shaping file (`config.use-shaping`) and
@@ -47,6 +48,10 @@ impl Init for Deployment {
             .map_err(tempfail)?;
         if let Some(file) = config::setting("shaping") {
             config::use_shaping(&[file]).map_err(tempfail)?;
+        }
+        if let Some(node) = config::setting("redis") {
+            // throttles and connection limits shared with every node on this Redis
+            config::configure_redis_throttles(&format!(r#"{{"node": {}}}"#, json_string(&node))).map_err(tempfail)?;
         }
         if config::setting("test-dns").is_some() {
             config::configure_test_resolver("").map_err(tempfail)?;
