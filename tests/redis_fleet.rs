@@ -142,6 +142,7 @@ fn a_killed_nodes_leases_lapse_within_the_lease_time() {
     assert_eq!(sink.stats()["connections"], 4, "A uses its 4 connections");
     let key = redis.cli(&["--scan", "--pattern", "wasmta:lease:*"]);
     assert_eq!(redis.cli(&["zcard", key.trim()]).trim(), "4", "A holds 4 leases in Redis ({key})");
+    assert_eq!(na.metric("redis_connection_leases_held"), Some(4.0));
     // B waits for A's connections: the fleet's limit is full
     inject_to(&nb, 20, "b@fleet.example");
     std::thread::sleep(Duration::from_secs(2));
@@ -263,4 +264,51 @@ fn a_wasm_component_configures_the_fleet_through_its_config_import() {
     let keys = redis.cli(&["--scan", "--pattern", "wasmta:lease:connection_limit:*"]);
     assert!(!keys.trim().is_empty(), "no lease in Redis");
     assert_eq!(redis.cli(&["zcard", keys.lines().next().unwrap()]).trim(), "1");
+}
+
+#[test]
+fn with_a_fallback_node_count_a_node_holds_its_share_while_redis_is_gone() {
+    let d = harness::temp_dir();
+    let Some(mut redis) = Redis::start(d.path()) else { return };
+    let sink = Sink::start(d.path());
+    let a = harness::temp_dir();
+    let opts = "fallback_node_count = 2, response_timeout = '300ms', connect_timeout = '300ms'";
+    node_policy(a.path(), &sink.addr, &format!("'{}'", redis.url()), opts, "max_message_rate = '50/s'", "");
+    let na = start_node(a.path());
+    redis.stop();
+    inject(&na, 400);
+    std::thread::sleep(Duration::from_secs(2));
+    let (c0, t0) = (sink.count(), Instant::now());
+    std::thread::sleep(Duration::from_secs(5));
+    let rate = (sink.count() - c0) as f64 / t0.elapsed().as_secs_f64();
+    eprintln!("Redis gone, fallback_node_count = 2: {rate:.1}/s");
+    assert!((22.0..=28.0).contains(&rate), "half of 50/s while Redis is gone: {rate:.1}/s");
+    assert!(na.wait_for_stderr("meanwhile local limits at 1/2", Duration::from_secs(1)), "said so");
+    // Redis back (empty): the node goes back to the shared limit and finishes
+    redis.restart_empty();
+    assert!(sink.wait_for(400, Duration::from_secs(30)), "{} of 400", sink.count());
+}
+
+#[test]
+fn configure_redis_throttles_mistakes_are_named() {
+    for (options, expected) in [
+        ("node = 'http://127.0.0.1:6379'", "not a redis:// or rediss:// URL"),
+        ("node = 'redis://127.0.0.1:6379', pool_sise = 3", "pool_sise"),
+        ("node = 'redis://127.0.0.1:6379', lease_duration = 'soon'", "lease_duration"),
+        ("nodes = 'redis://127.0.0.1:6379'", "nodes"),
+    ] {
+        let dir = harness::temp_dir();
+        node_policy(dir.path(), "127.0.0.1:9", "'redis://127.0.0.1:1'", "", "", "");
+        let text = std::fs::read_to_string(dir.path().join("init.lua")).unwrap();
+        let text = text.replace("node = 'redis://127.0.0.1:1', ", &format!("{options}, "));
+        std::fs::write(dir.path().join("init.lua"), text).unwrap();
+        let out = Command::new(harness::binary())
+            .args(["check", "--policy"])
+            .arg(dir.path().join("init.lua"))
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{options}: accepted\n{text}");
+        assert!(text.contains("configure_redis_throttles") && text.contains(expected), "{options}:\n{text}");
+    }
 }

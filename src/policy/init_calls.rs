@@ -163,4 +163,13 @@ mod tests {
         let e = configure_log_hook(&mut init, json!({"name": "x", "per_recrd": {}})).unwrap_err();
         assert!(e.contains("per_recrd"), "{e}");
     }
+
+    #[test]
+    fn redis_throttles_are_configured_once() {
+        let mut init = InitConfig::default();
+        configure_redis_throttles(&mut init, json!({"node": "redis://127.0.0.1:6379"})).unwrap();
+        let e = configure_redis_throttles(&mut init, json!({"node": "redis://127.0.0.1:6380"})).unwrap_err();
+        assert!(e.contains("already"), "{e}");
+        assert_eq!(init.redis_throttles.unwrap().node.urls(), ["redis://127.0.0.1:6379"]);
+    }
 }

@@ -62,7 +62,12 @@ impl Redis {
         unsafe { libc::kill(pid, libc::SIGCONT) };
     }
 
-    /// Kills it (its data goes: no persistence) and starts a fresh one on the same port.
+    /// Kills it (its data goes: no persistence); connections are refused.
+    pub fn stop(&mut self) {
+        self.server = None;
+    }
+
+    /// Kills it (if running) and starts a fresh one on the same port.
     pub fn restart_empty(&mut self) {
         self.server = None;
         self.server = Some(spawn(&self.dir, self.port, &[]));
