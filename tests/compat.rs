@@ -684,7 +684,8 @@ end)
     let path = write(d, "init.lua", &policy);
     let (ok, text) = check(&path);
     assert!(ok, "{text}");
-    assert!(text.contains("note:"), "{text}");
+    // signing is live: nothing in the policy is "accepted but has no effect"
+    assert!(!text.contains("kumo.dkim"), "{text}");
     // the log hook is live now (tests/log_hooks.rs): check has nothing to say about it
     assert!(!text.contains("configure_log_hook") && !text.contains("should_enqueue_log_record"), "{text}");
     // misuse: a data file with a key the helper does not know fails with the file named

@@ -87,6 +87,9 @@ pub struct ListenerSettings {
     pub relay_hosts: Vec<String>,
     /// Banner text after the hostname.
     pub banner: String,
+    /// Offer and accept AUTH on a connection without TLS (credentials in clear text: for
+    /// trusted networks only). Default false: AUTH comes after STARTTLS.
+    pub allow_auth_without_tls: bool,
     /// Transaction splitting.
     pub batch_handling: BatchHandling,
     /// Server certificate (self-signed when absent).
@@ -157,6 +160,7 @@ impl Default for ListenerSettings {
             hostname: machine_hostname(),
             relay_hosts: vec!["127.0.0.1".into(), "::1".into()],
             banner: "KumoMTA".into(),
+            allow_auth_without_tls: false,
             batch_handling: BatchHandling::default(),
             tls_certificate: None,
             tls_private_key: None,

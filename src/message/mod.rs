@@ -240,11 +240,15 @@ impl Message {
 
     /// Prepends a header field to this copy only; the shared body stays shared.
     pub fn prepend_header(&self, name: &str, value: &str) {
+        self.prepend_field(&headers::format_field(name, value));
+    }
+
+    /// Prepends a whole header field (`Name: value\r\n`, folded as given) to this copy.
+    pub fn prepend_field(&self, field: &[u8]) {
         let mut s = self.0.lock();
-        let field = headers::format_field(name, value);
         let open = s.held.open();
         let mut prefix = Vec::with_capacity(field.len() + open.prefix.len());
-        prefix.extend_from_slice(&field);
+        prefix.extend_from_slice(field);
         prefix.extend_from_slice(&open.prefix);
         open.prefix = prefix;
     }

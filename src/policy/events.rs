@@ -118,6 +118,17 @@ pub enum Args<'a> {
         /// Extensions we would advertise.
         extensions: &'a [String],
     },
+    /// `smtp_server_auth_plain(authz, authc, password, conn_meta)`.
+    AuthPlain {
+        /// The identity to act as (the authc when the client gave none).
+        authz: &'a str,
+        /// The identity the password belongs to.
+        authc: &'a str,
+        /// The password.
+        password: &'a str,
+        /// Connection metadata.
+        conn: &'a ConnMeta,
+    },
     /// `smtp_server_mail_from` / `smtp_server_rcpt_to`.
     Address {
         /// The address.

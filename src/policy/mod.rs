@@ -5,6 +5,7 @@
 pub mod amqp;
 pub mod conn_meta;
 pub mod custom;
+pub mod dkim;
 pub mod events;
 pub mod host;
 pub mod http;
@@ -242,6 +243,22 @@ impl Policy {
                 Err(_) if v.as_object().is_some_and(|m| m.is_empty()) => Ok(Some(vec![])),
                 Err(_) => Err(bad_result(event, "a list of extension strings", &v)),
             },
+        }
+    }
+
+    /// `smtp_server_auth_plain`: true when the credentials are good. No handler: false.
+    pub async fn auth_plain(
+        &self,
+        authz: &str,
+        authc: &str,
+        password: &str,
+        conn: &ConnMeta,
+    ) -> Result<bool, PolicyError> {
+        let event = Event::SmtpServerAuthPlain;
+        match self.call(event, Args::AuthPlain { authz, authc, password, conn }).await? {
+            Some(Value::Bool(b)) => Ok(b),
+            None | Some(Value::Null) => Ok(false),
+            Some(v) => Err(bad_result(event, "true or false", &v)),
         }
     }
 

@@ -34,8 +34,8 @@ pub enum Command {
     Help,
     /// `STARTTLS`
     StartTls,
-    /// `AUTH ...` (not offered yet)
-    Auth,
+    /// `AUTH mechanism [initial-response]` (the mechanism upper-cased).
+    Auth(String, Option<String>),
 }
 
 /// Parses one command line (without its line ending).
@@ -85,7 +85,13 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         "NOOP" => Ok(Command::Noop),
         "VRFY" => Ok(Command::Vrfy),
         "HELP" => Ok(Command::Help),
-        "AUTH" => Ok(Command::Auth),
+        "AUTH" => {
+            let mut words = rest.split_ascii_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some(m), initial, None) => Ok(Command::Auth(m.to_ascii_uppercase(), initial.map(str::to_string))),
+                _ => Err(Reply::new(501, "5.5.4", "syntax: AUTH mechanism [initial-response]")),
+            }
+        }
         "" => Err(Reply::new(500, "5.5.2", "empty command")),
         _ => Err(Reply::new(500, "5.5.1", "command unrecognized")),
     }

@@ -49,7 +49,7 @@ const UNIMPLEMENTED: &[&str] = &[
 
 /// Sub-modules and their functions, accepted with a warning for now.
 const UNIMPLEMENTED_MODULES: &[(&str, &[&str])] = &[
-    ("dkim", &["rsa_sha256_signer", "ed25519_signer", "set_signing_threads"]),
+    ("dkim", &["set_signing_threads"]),
     (
         "dns",
         &[
@@ -121,6 +121,7 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
     super::http::install(lua, &kumo)?;
     super::amqp::install(lua, &kumo)?;
     super::nats::install(lua, &kumo)?;
+    super::dkim::install(lua, &kumo)?;
     install_constructors(lua, &kumo)?;
     install_helpers(lua, &kumo, host)?;
     // KumoMTA policies begin `local kumo = require 'kumo'`

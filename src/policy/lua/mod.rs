@@ -8,6 +8,7 @@ mod audit;
 mod convert;
 mod custom;
 mod defined;
+mod dkim;
 mod dns;
 mod extras;
 mod files;
@@ -230,6 +231,9 @@ impl Context {
             Args::Conn(c) => vec![conn(c)?],
             Args::Ehlo { domain, conn: c, extensions } => {
                 vec![text(domain)?, conn(c)?, LuaValue::Table(lua.create_sequence_from(extensions.iter().cloned())?)]
+            }
+            Args::AuthPlain { authz, authc, password, conn: c } => {
+                vec![text(authz)?, text(authc)?, text(password)?, conn(c)?]
             }
             Args::Address { address, conn: c } => {
                 vec![LuaValue::UserData(lua.create_userdata(LuaAddress(address.clone()))?), conn(c)?]

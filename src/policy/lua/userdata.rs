@@ -194,11 +194,12 @@ impl UserData for LuaMessage {
             }
             Ok(None)
         });
-        m.add_method("dkim_sign", |_, _, signer: LuaValue| -> mlua::Result<()> {
-            if signer.is_nil() {
-                return Err(mlua::Error::runtime("dkim_sign: no signer (kumo.dkim.*_signer returned nil)"));
-            }
-            Err(mlua::Error::runtime("dkim_sign: DKIM signing is not active in wasmta yet"))
+        m.add_method("dkim_sign", |_, this, signer: LuaValue| -> mlua::Result<()> {
+            let LuaValue::UserData(ud) = signer else {
+                return Err(mlua::Error::runtime("dkim_sign: expected a signer from kumo.dkim.*_signer"));
+            };
+            let signer = ud.borrow::<super::dkim::LuaSigner>()?.0.clone();
+            crate::policy::dkim::sign_message(&this.0, &signer).map_err(mlua::Error::runtime)
         });
         m.add_method("queue_name", |_, this, ()| Ok(this.0.queue_name()));
         m.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(format!("Message({})", this.0.id())));

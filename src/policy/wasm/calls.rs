@@ -4,7 +4,7 @@
 
 use super::bindings::exports::wasmta::policy::{
     custom_delivery, deferred_inject, egress, init, listener_domains, log_hooks, message_lifecycle, message_received,
-    queue_config, smtp_connection, smtp_data, split_transaction,
+    queue_config, smtp_auth, smtp_connection, smtp_data, split_transaction,
 };
 use super::bindings::wasmta::policy::types;
 use super::host::HostState;
@@ -54,6 +54,7 @@ interfaces! {
     smtp_connection: smtp_connection => [
         SmtpServerGetDynamicParameters, SmtpServerConnectionAccepted, SmtpServerEhlo, SmtpServerMailFrom, SmtpServerRcptTo
     ];
+    smtp_auth: smtp_auth => [SmtpServerAuthPlain];
     listener_domains: listener_domains => [GetListenerDomain];
     smtp_data: smtp_data => [SmtpServerData];
     split_transaction: split_transaction => [SmtpServerSplitTransaction];
@@ -121,6 +122,7 @@ pub async fn call(
         Args::MessageConn { message, conn } => (Some(message), Some(conn)),
         Args::Message(m) | Args::Requeue { message: m, .. } | Args::MessageName { message: m, .. } => (Some(m), None),
         Args::Conn(c) | Args::DynamicParameters { conn: c, .. } | Args::Ehlo { conn: c, .. } => (None, Some(c)),
+        Args::AuthPlain { conn: c, .. } => (None, Some(c)),
         Args::Address { conn: c, .. } | Args::ListenerDomain { conn: c, .. } => (None, Some(c)),
         _ => (None, None),
     };
@@ -140,6 +142,12 @@ pub async fn call(
         (SmtpServerEhlo, Args::Ehlo { domain, extensions, .. }) => {
             let g = guests.smtp_connection.as_ref().expect("handled");
             g.call_smtp_server_ehlo(&mut *store, domain, h.conn(), extensions).await?.map(|l| l.map(|l| json!(l)))
+        }
+        (SmtpServerAuthPlain, Args::AuthPlain { authz, authc, password, .. }) => {
+            let g = guests.smtp_auth.as_ref().expect("handled");
+            g.call_smtp_server_auth_plain(&mut *store, authz, authc, password, h.conn())
+                .await?
+                .map(|ok| Some(json!(ok)))
         }
         (SmtpServerMailFrom | SmtpServerRcptTo, Args::Address { address: a, .. }) => {
             let g = guests.smtp_connection.as_ref().expect("handled");

@@ -191,6 +191,28 @@ impl host::Host for HostState {
             .map(|mx| host::MxAnswer { site_name: mx.site_name, hosts: mx.hosts })
             .map_err(|e| format!("lookup-mx({domain}): {e}")))
     }
+    fn dkim_sign(
+        &mut self,
+        m: Resource<Message>,
+        algorithm: String,
+        params: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        use crate::policy::dkim;
+        let algorithm = match algorithm.as_str() {
+            "rsa-sha256" => dkim::Algorithm::RsaSha256,
+            "ed25519-sha256" => dkim::Algorithm::Ed25519Sha256,
+            other => {
+                return Ok(Err(format!("dkim-sign: algorithm {other:?} is neither rsa-sha256 nor ed25519-sha256")));
+            }
+        };
+        let msg = self.table.get(&m)?.clone();
+        let signed = json(&params)
+            .map_err(|e| format!("dkim-sign: params: {e}"))
+            .and_then(|v| dkim::params(v).map_err(|e| format!("dkim-sign: {e}")))
+            .and_then(|p| dkim::signer(algorithm, p).map_err(|e| format!("dkim-sign: {e}")))
+            .and_then(|signer| dkim::sign_message(&msg, &signer));
+        Ok(signed)
+    }
     async fn throttle(&mut self, name: String, spec: String) -> wasmtime::Result<Result<Option<u64>, String>> {
         if name.len() > 1024 {
             return Ok(Err("throttle: a name is at most 1024 bytes".into()));

@@ -2,6 +2,7 @@
 //! per-connection settings (`via`, `peer`, `smtp_server_get_dynamic_parameters`), runs
 //! `smtp_server_connection_accepted`, then hands the stream to a [`session::Session`].
 
+mod auth;
 mod header_limits;
 mod reception;
 mod session;

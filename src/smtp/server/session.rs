@@ -1,9 +1,10 @@
 //! One SMTP session: the command state machine (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP,
-//! QUIT, VRFY, HELP, STARTTLS) over any `AsyncRead + AsyncWrite` stream. Replies to
+//! QUIT, VRFY, HELP, STARTTLS, AUTH in `super::auth`) over any `AsyncRead + AsyncWrite` stream. Replies to
 //! pipelined commands are written in order, once the input buffer is drained. After
 //! STARTTLS the plaintext buffer is discarded and the session starts over (RFC 3207).
 
 use super::ServerContext;
+use super::auth::{self, Sasl};
 use super::{header_limits, reception};
 use crate::config::cidr::CidrSet;
 use crate::config::listener::ListenerSettings;
@@ -85,7 +86,7 @@ where
 }
 
 /// What the session does after a command.
-enum Next {
+pub(super) enum Next {
     Continue,
     Data,
     StartTls,
@@ -105,6 +106,11 @@ pub(super) struct Session {
     pub tls_active: bool,
     tls: Option<TlsAcceptor>,
     pub tx: Option<Transaction>,
+    /// A SASL exchange waiting for the client's response line.
+    pub(super) sasl: Option<Sasl>,
+    /// (authn_id, authz_id) after a successful AUTH.
+    pub(super) authenticated: Option<(String, String)>,
+    pub(super) auth_failures: usize,
     messages: usize,
     errors: usize,
     excess_recipients: usize,
@@ -136,6 +142,9 @@ impl Session {
             tls_active: false,
             tls,
             tx: None,
+            sasl: None,
+            authenticated: None,
+            auth_failures: 0,
             messages: 0,
             errors: 0,
             excess_recipients: 0,
@@ -173,6 +182,9 @@ impl Session {
                 self.tls_active = true;
                 self.ehlo = None;
                 self.tx = None;
+                // RFC 3207 §4.2: nothing learnt before TLS carries over
+                self.authenticated = None;
+                self.sasl = None;
                 let (_, conn) = tls.get_ref();
                 if let Some(suite) = conn.negotiated_cipher_suite() {
                     self.conn.set("tls_cipher", format!("{:?}", suite.suite()).into());
@@ -380,7 +392,12 @@ impl Session {
         PeerAddress { name: self.ehlo.clone().unwrap_or_default(), addr: self.peer.ip().to_string() }
     }
 
-    fn policy_reply(&mut self, out: &mut Vec<u8>, err: PolicyError, command: &str) -> Next {
+    /// True when the listener can do STARTTLS.
+    pub(super) fn has_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    pub(super) fn policy_reply(&mut self, out: &mut Vec<u8>, err: PolicyError, command: &str) -> Next {
         let reply = err.reply();
         if matches!(err, PolicyError::Cancelled { .. }) {
             // the hook was cancelled by the shutdown (T-54): 421 and close
@@ -400,7 +417,11 @@ impl Session {
     }
 
     async fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Next {
-        let text = String::from_utf8_lossy(line).into_owned();
+        if let Some(state) = self.sasl.take() {
+            return self.sasl_line(state, line, out).await;
+        }
+        // an AUTH line's credentials never reach a log record
+        let text = auth::loggable(&String::from_utf8_lossy(line));
         let cmd = match command::parse(line) {
             Ok(c) => c,
             Err(reply) => {
@@ -467,7 +488,7 @@ impl Session {
             Command::Help => {
                 self.reply(
                     out,
-                    ok(214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS"),
+                    ok(214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH"),
                     None,
                 );
                 Next::Continue
@@ -488,10 +509,7 @@ impl Session {
                     Next::StartTls
                 }
             }
-            Command::Auth => {
-                self.reply(out, Reply::new(502, "5.5.1", "AUTH is not offered"), Some(text));
-                Next::Continue
-            }
+            Command::Auth(mechanism, initial) => self.auth(mechanism, initial, out).await,
         }
     }
 
@@ -507,6 +525,9 @@ impl Session {
         ];
         if !self.tls_active && self.tls.is_some() {
             extensions.push("STARTTLS".into());
+        }
+        if self.auth_offered() && self.authenticated.is_none() {
+            extensions.push("AUTH PLAIN LOGIN".into());
         }
         match self.ctx.policy.ehlo(&domain, &self.conn, &extensions).await {
             Ok(Some(replacement)) => extensions = replacement,
@@ -601,7 +622,8 @@ impl Session {
 
     /// KumoMTA's relay rule: the peer is in `relay_hosts`, or the recipient's listener
     /// domain has `relay_to` (or OOB/ARF handling), or the sender's listener domain lists
-    /// the peer in `relay_from`.
+    /// the peer in `relay_from` or the session's authorization identity in
+    /// `relay_from_authz`.
     pub async fn relay_allowed(&self, sender_domain: &str, rcpt_domain: &str) -> Result<bool, PolicyError> {
         let policy = &self.ctx.policy;
         let from = if sender_domain.is_empty() {
@@ -619,10 +641,15 @@ impl Session {
         {
             return Ok(true);
         }
-        if let Some(from) = from
-            && from.relay_from.set().contains(self.peer.ip())
-        {
-            return Ok(true);
+        if let Some(from) = from {
+            if from.relay_from.set().contains(self.peer.ip()) {
+                return Ok(true);
+            }
+            if let Some((_, authz)) = &self.authenticated
+                && from.relay_from_authz.iter().any(|a| a == authz)
+            {
+                return Ok(true);
+            }
         }
         Ok(false)
     }

@@ -4,7 +4,9 @@
 //! * `init` starts an ESMTP listener (setting `listen`, default 127.0.0.1:2525), a spool
 //!   and logs under the setting `data` (default `data`), and, with `--set test-dns=1`,
 //!   the test resolver (no real DNS); with `--set redis=redis://HOST:PORT`, throttles and
-//!   connection limits shared through that Redis (`config.configure-redis-throttles`).
+//!   connection limits shared through that Redis (`config.configure-redis-throttles`);
+//!   with `--set dkim-key=PATH --set dkim-domain=DOMAIN`, received messages DKIM-signed
+//!   (rsa-sha256, selector s2048) by the host's `dkim-sign`.
 //! * `smtp_server_message_received`: part (c) of `plugins/example-policy.lua`.
 //! * routing: part (b) — `<port>.smarthost.test` goes to 127.0.0.1:<port>. With
 //!   `--set shaping=FILE` the deployment uses that shaping file (`config.use-shaping`) and
@@ -75,6 +77,16 @@ impl Received for Deployment {
             msg.set_meta_str("tenant", &tenant)?;
         }
         msg.prepend_header("X-Wasm-Policy", "checked");
+        // with `--set dkim-key=PATH --set dkim-domain=D`: signed last, by the host (the key
+        // stays on the host's side; the component names its path)
+        if let (Some(key), Some(domain)) = (config::setting("dkim-key"), config::setting("dkim-domain")) {
+            let params = format!(
+                r#"{{"domain": {}, "selector": "s2048", "headers": ["From", "To", "Subject", "X-Wasm-Policy"], "key": {}}}"#,
+                json_string(&domain),
+                json_string(&key)
+            );
+            wasmta_sdk::host::dkim_sign(msg, "rsa-sha256", &params).map_err(tempfail)?;
+        }
         Ok(())
     }
 }

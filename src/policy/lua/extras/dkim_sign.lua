@@ -25,9 +25,9 @@
 -- block's policy is accepted and, as in KumoMTA, not acted on. Across files, base and each
 -- domain and signature block merge key by key. setup loads and checks the files at once.
 --
--- wasmta: signing is not active yet; kumo.dkim.*_signer return nil, and then the returned
--- function logs (at most once an hour) that it did not sign. The signing path is complete
--- and runs unchanged once the signers return signer objects.
+-- Signers are cached by their parameters (kumo.dkim.*), so a key file is read once per
+-- ttl, not once per message. Keys from HashiCorp Vault are not supported by wasmta: the
+-- signer raises an error saying so.
 local utils = require 'policy-extras.policy_utils'
 local mod = {}
 
@@ -186,20 +186,11 @@ function mod:setup(dkim_data_files)
     ttl = '5 minutes',
     capacity = 10,
   })
-  local warn_inactive = kumo.memoize(function()
-    kumo.log_warn('policy-extras.dkim_sign: DKIM signing is not active in wasmta yet; messages are sent unsigned')
-    return true
-  end, { name = 'dkim_sign_inactive_warning', ttl = '1 hour', capacity = 1 })
-
   -- load now, so a broken file stops the policy (and `wasmta check`) with its error
   cached_load_data(dkim_data_files)
 
   local function sign(msg, params, algo)
     local signer = kumo.dkim[ALGOS[algo or 'sha256']](params)
-    if signer == nil then
-      warn_inactive()
-      return
-    end
     msg:dkim_sign(signer)
   end
 
