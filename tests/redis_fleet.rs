@@ -312,3 +312,25 @@ fn configure_redis_throttles_mistakes_are_named() {
         assert!(text.contains("configure_redis_throttles") && text.contains(expected), "{options}:\n{text}");
     }
 }
+
+#[test]
+fn a_node_restarted_after_kill_9_gives_back_its_old_leases_at_once() {
+    let d = harness::temp_dir();
+    let Some(redis) = Redis::start(d.path()) else { return };
+    let sink = Sink::start(d.path());
+    let a = harness::temp_dir();
+    // a long lease: without giving them back, the restarted node would wait 60 s
+    let path = "connection_limit = 4, max_message_rate = 'local:20/s,max_burst=1'";
+    node_policy(a.path(), &sink.addr, &format!("'{}'", redis.url()), "lease_duration = '60s'", path, "");
+    let na = start_node(a.path());
+    inject(&na, 100);
+    assert!(sink.wait_for(10, Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.stats()["connections"], 4);
+    na.kill9();
+    let before = sink.count();
+    let na = start_node(a.path());
+    assert!(na.wait_for_stderr("gave back 4 connection lease(s)", Duration::from_secs(5)), "{}", na.stderr_text());
+    // the spool's remaining messages go out at once, not after the old leases lapse
+    assert!(sink.wait_for(before + 20, Duration::from_secs(10)), "{} then {}", before, sink.count());
+}

@@ -100,6 +100,15 @@ async fn start(
         let redis = crate::shaping::redis::Redis::open(config)?;
         runtime.share_through(redis.clone(), &node_id(spool.path()));
         let reached = redis.query::<String>("PING", &redis::cmd("PING")).await.is_ok();
+        if reached {
+            match runtime.named_limits.reclaim().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("redis: gave back {n} connection lease(s) an earlier run of this node held"),
+                Err(e) => {
+                    tracing::warn!("redis: could not give back an earlier run's leases (they lapse by themselves): {e}")
+                }
+            }
+        }
         tracing::info!(
             "configure_redis_throttles: throttles, connection limits and automation rules shared through {}{}",
             config.node.urls().join(", "),
@@ -201,6 +210,10 @@ async fn start(
     // writers close; one still running at the deadline is repeated after the restart
     while queues.in_between().1 > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if runtime.fleet().is_some() {
+        // the fleet gets this node's connection leases back now, not when they lapse
+        let _ = tokio::time::timeout(Duration::from_secs(2), runtime.named_limits.reclaim()).await;
     }
     let logs_done = tokio::task::spawn_blocking(move || logs.close());
     let _ = tokio::time::timeout(Duration::from_secs(5), logs_done).await;

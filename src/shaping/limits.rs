@@ -89,6 +89,15 @@ impl NamedLimits {
         }
     }
 
+    /// Gives back what an earlier run of this node left in Redis (see
+    /// [`SharedLimits::reclaim`]); 0 when limits are not shared.
+    pub async fn reclaim(&self) -> Result<usize, String> {
+        match self.shared.get() {
+            Some(s) => s.reclaim().await,
+            None => Ok(0),
+        }
+    }
+
     /// True when limits are held in Redis.
     pub fn is_shared(&self) -> bool {
         self.shared.get().is_some()

@@ -40,6 +40,12 @@ fn key(name: &str) -> String {
     format!("wasmta:lease:{name}")
 }
 
+/// The set of limit keys node `node` has taken leases in (so a restart can give back
+/// what the previous run of the same node held: its id is kept with its spool).
+fn index(node: &str) -> String {
+    format!("wasmta:node-leases:{node}")
+}
+
 /// The fleet's connection limits.
 pub struct SharedLimits {
     redis: Arc<Redis>,
@@ -113,6 +119,25 @@ impl SharedLimits {
         }
     }
 
+    /// Gives back the leases an earlier run of this node held (it was killed, or stopped
+    /// before it could remove them): a restarted node need not wait for them to lapse.
+    pub async fn reclaim(&self) -> Result<usize, String> {
+        let keys: Vec<String> =
+            self.redis.query("lease reclaim", redis::cmd("SMEMBERS").arg(index(&self.node))).await?;
+        let prefix = format!("{}:", self.node);
+        let mut freed = 0;
+        for k in keys {
+            let members: Vec<String> =
+                self.redis.query("lease reclaim", redis::cmd("ZRANGE").arg(&k).arg(0).arg(-1)).await?;
+            let mine: Vec<&String> = members.iter().filter(|m| m.starts_with(&prefix)).collect();
+            if !mine.is_empty() {
+                freed += self.redis.query::<usize>("lease reclaim", redis::cmd("ZREM").arg(&k).arg(mine)).await?;
+            }
+        }
+        let _ = self.redis.query::<i64>("lease reclaim", redis::cmd("DEL").arg(index(&self.node))).await;
+        Ok(freed)
+    }
+
     /// Takes a lease on every `(name, limit)`: `Ok(None)` when one is full, `Err` when
     /// Redis did not answer.
     pub async fn try_acquire(&self, wanted: &BTreeMap<String, usize>) -> Result<Option<SharedLease>, String> {
@@ -128,6 +153,15 @@ impl SharedLimits {
                     return other.map(|_| None);
                 }
             }
+        }
+        if !taken.is_empty() {
+            // best effort: without it a lease still lapses by itself
+            let mut cmd = redis::cmd("SADD");
+            cmd.arg(index(&self.node));
+            for name in &taken {
+                cmd.arg(key(name));
+            }
+            let _ = self.redis.query::<i64>("lease index", &cmd).await;
         }
         self.held.fetch_add(taken.len() as i64, Ordering::Relaxed);
         let held = Arc::new(AtomicBool::new(true));
