@@ -40,6 +40,13 @@ end)
     harness::write_policy_text(dir, &text);
 }
 
+/// The fleet tests measure rates and timings: they run one at a time, so that nine of
+/// them (eighteen servers) do not share two cores at once.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn start_node(dir: &Path) -> harness::Server {
     harness::Server::start(dir, &dir.join("init.lua"))
 }
@@ -89,6 +96,7 @@ fn two_node_rate(redis_node: &str, path_opts: &str, per_node: usize, window: Dur
 
 #[test]
 fn two_nodes_hold_one_rate_and_one_connection_limit_through_redis() {
+    let _serial = serial();
     let d = harness::temp_dir();
     let Some(redis) = Redis::start(d.path()) else { return };
     let node = format!("'{}'", redis.url());
@@ -111,6 +119,7 @@ fn two_nodes_hold_one_rate_and_one_connection_limit_through_redis() {
 
 #[test]
 fn a_redis_cluster_of_three_masters_holds_the_limits_the_same() {
+    let _serial = serial();
     let d = harness::temp_dir();
     let Some(cluster) = Cluster::start(d.path()) else { return };
     let (rate, peak) = two_node_rate(
@@ -126,6 +135,7 @@ fn a_redis_cluster_of_three_masters_holds_the_limits_the_same() {
 
 #[test]
 fn a_killed_nodes_leases_lapse_within_the_lease_time() {
+    let _serial = serial();
     let d = harness::temp_dir();
     let Some(redis) = Redis::start(d.path()) else { return };
     let sink = Sink::start(d.path());
@@ -166,6 +176,7 @@ fn a_killed_nodes_leases_lapse_within_the_lease_time() {
 
 #[test]
 fn redis_stopped_for_ten_seconds_loses_nothing_and_sends_nothing_past_the_limits() {
+    let _serial = serial();
     let d = harness::temp_dir();
     let Some(redis) = Redis::start(d.path()) else { return };
     let sink = Sink::start(d.path());
@@ -202,6 +213,7 @@ fn redis_stopped_for_ten_seconds_loses_nothing_and_sends_nothing_past_the_limits
 
 #[test]
 fn a_suspend_rule_fired_on_one_node_stops_the_other_within_a_second() {
+    let _serial = serial();
     let d = harness::temp_dir();
     let Some(redis) = Redis::start(d.path()) else { return };
     let sink = Sink::start(d.path());
@@ -246,6 +258,7 @@ kumo.on('get_egress_path_config', shaper.get_egress_path_config)"#;
 
 #[test]
 fn a_wasm_component_configures_the_fleet_through_its_config_import() {
+    let _serial = serial();
     let d = harness::temp_dir();
     let Some(redis) = Redis::start(d.path()) else { return };
     let sink = Sink::start(d.path());
@@ -268,6 +281,7 @@ fn a_wasm_component_configures_the_fleet_through_its_config_import() {
 
 #[test]
 fn with_a_fallback_node_count_a_node_holds_its_share_while_redis_is_gone() {
+    let _serial = serial();
     let d = harness::temp_dir();
     let Some(mut redis) = Redis::start(d.path()) else { return };
     let sink = Sink::start(d.path());
@@ -291,6 +305,7 @@ fn with_a_fallback_node_count_a_node_holds_its_share_while_redis_is_gone() {
 
 #[test]
 fn configure_redis_throttles_mistakes_are_named() {
+    let _serial = serial();
     for (options, expected) in [
         ("node = 'http://127.0.0.1:6379'", "not a redis:// or rediss:// URL"),
         ("node = 'redis://127.0.0.1:6379', pool_sise = 3", "pool_sise"),
@@ -315,6 +330,7 @@ fn configure_redis_throttles_mistakes_are_named() {
 
 #[test]
 fn a_node_restarted_after_kill_9_gives_back_its_old_leases_at_once() {
+    let _serial = serial();
     let d = harness::temp_dir();
     let Some(redis) = Redis::start(d.path()) else { return };
     let sink = Sink::start(d.path());
