@@ -389,3 +389,90 @@ fn a_wasm_component_signs_through_the_hosts_dkim_sign() {
     assert_eq!(verify(&[file], &rsa, &ed), [true], "dkimpy rejects the component's signature");
     server.stop();
 }
+
+#[test]
+fn received_signatures_are_verified_through_the_test_resolver() {
+    if !verifier_installed() {
+        return;
+    }
+    let dir = harness::temp_dir();
+    let d = dir.path();
+    let (rsa, _) = keys(d);
+    let sink = Sink::start(d);
+    // the public key in the policy's own zone: no real DNS
+    let quoted: Vec<String> = format!("v=DKIM1; k=rsa; p={rsa}")
+        .as_bytes()
+        .chunks(200)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect();
+    let policy = format!(
+        r#"local kumo = require 'kumo'
+kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{{d}}/spool' }}
+  kumo.configure_local_logs {{ log_dir = '{{d}}/logs' }}
+  kumo.dns.configure_test_resolver [[
+s2048._domainkey.signed.example. TXT {txt}
+]]
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', relay_hosts = {{ '127.0.0.1' }} }}
+end)
+kumo.on('smtp_server_message_received', function(msg)
+  local results = msg:dkim_verify()
+  msg:add_authentication_results('mx.test', results)
+  msg:set_meta('dkim', results[1].result)
+end)
+kumo.on('get_queue_config', function()
+  return kumo.make_queue_config {{ protocol = {{ smtp = {{ mx_list = {{ '{sink}' }} }} }} }}
+end)
+kumo.on('get_egress_path_config', function()
+  return kumo.make_egress_path {{ enable_tls = 'Disabled' }}
+end)
+"#,
+        txt = quoted.join(" "),
+        sink = sink.addr
+    );
+    let path = harness::write_policy_text(d, &policy);
+    let server = harness::Server::start(d, &path);
+    // signed by dkimpy, the independent signer
+    let script = r#"
+import sys, dkim
+key = open(sys.argv[1], 'rb').read()
+msg = b'From: <a@signed.example>\r\nTo: <r@dest.example>\r\nSubject: verified\r\n\r\nhello world\r\n'
+sig = dkim.sign(msg, b's2048', b'signed.example', key, include_headers=[b'From', b'To', b'Subject'])
+sys.stdout.buffer.write(sig + msg)
+"#;
+    let signed = String::from_utf8(run(Command::new(PYTHON).args(["-c", script]).arg(d.join("rsa.key")))).unwrap();
+    let body = signed.replace("\r\n", "\n").replace('\n', "\r\n");
+    let tampered = body.replace("hello world", "hello there");
+    let unsigned = "From: <a@signed.example>\r\nSubject: plain\r\n\r\nhello\r\n".to_string();
+    let mut c = Client::ehlo(server.addr());
+    for b in [&body, &tampered, &unsigned] {
+        let b = b.trim_end_matches("\r\n");
+        assert_eq!(c.send_mail("a@signed.example", &["r@dest.example"], b).code, 250);
+    }
+    assert!(sink.wait_for(3, Duration::from_secs(10)));
+    // each message as the sink got it (delivery order may differ): its body says which
+    let mut seen = 0;
+    for m in sink.messages() {
+        let text = String::from_utf8_lossy(&m.data).to_string();
+        let at = text.find("Authentication-Results: mx.test;").expect("header added");
+        let header = text[at..].split("\n\n").next().unwrap().split("\r\n\r\n").next().unwrap().to_string();
+        let expected = if text.contains("hello world") {
+            "dkim=pass"
+        } else if text.contains("hello there") {
+            // mail-auth calls a body hash mismatch neutral (RFC 6376 §3.9 leaves it open)
+            "dkim=neutral"
+        } else {
+            "dkim=none"
+        };
+        assert!(header.contains(expected), "{expected} expected: {header}");
+        if expected == "dkim=neutral" {
+            assert!(header.contains("body hash does not match"), "{header}");
+        }
+        if expected == "dkim=pass" {
+            assert!(header.contains("header.d=signed.example"), "{header}");
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
+    server.stop();
+}

@@ -87,7 +87,14 @@ fn two_node_rate(redis_node: &str, path_opts: &str, per_node: usize, window: Dur
     // the GCRA burst (max_burst = the limit) goes first; measure the steady rate after it
     std::thread::sleep(Duration::from_secs(2));
     let (c0, t0) = (sink.count(), Instant::now());
-    std::thread::sleep(window);
+    let mut last = c0;
+    while t0.elapsed() < window {
+        std::thread::sleep(Duration::from_secs(1));
+        let c = sink.count();
+        eprint!("{} ", c - last);
+        last = c;
+    }
+    eprintln!();
     let (c1, t1) = (sink.count(), Instant::now());
     let rate = (c1 - c0) as f64 / (t1 - t0).as_secs_f64();
     assert!(c1 < 2 * per_node, "the window ended before the queues ran dry ({c1} delivered): rate {rate:.1}/s");
@@ -100,8 +107,14 @@ fn two_nodes_hold_one_rate_and_one_connection_limit_through_redis() {
     let d = harness::temp_dir();
     let Some(redis) = Redis::start(d.path()) else { return };
     let node = format!("'{}'", redis.url());
-    let (rate, peak) =
-        two_node_rate(&node, "max_message_rate = '50/s', connection_limit = 4", 1000, Duration::from_secs(20));
+    // each node's backlog alone outlasts the window: which node holds the leases at a
+    // given moment is not fair-shared (a node with mail keeps its connections)
+    let (rate, peak) = two_node_rate(
+        &node,
+        "max_message_rate = '50/s', connection_limit = 4, max_ready = 2000",
+        1300,
+        Duration::from_secs(20),
+    );
     eprintln!("shared: {rate:.1}/s combined, peak {peak} connections");
     assert!((47.5..=52.5).contains(&rate), "combined rate {rate:.1}/s: expected 50/s ±5 %");
     assert!(peak <= 4, "the sink saw {peak} connections at once; the fleet's limit is 4");
@@ -122,6 +135,7 @@ fn a_redis_cluster_of_three_masters_holds_the_limits_the_same() {
     let _serial = serial();
     let d = harness::temp_dir();
     let Some(cluster) = Cluster::start(d.path()) else { return };
+    // 600 at 50/s outlast the 10 s even when one node holds every lease
     let (rate, peak) = two_node_rate(
         &cluster.lua_nodes(),
         "max_message_rate = '50/s', connection_limit = 4",

@@ -199,6 +199,20 @@ pub struct TestZones {
     ptr: HashMap<String, Vec<String>>,
 }
 
+/// A zone-file line without its `;` comment; a `;` inside a quoted string (every DKIM,
+/// SPF and DMARC record has them) is text, not a comment.
+fn strip_comment(line: &str) -> &str {
+    let mut quoted = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ';' if !quoted => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
 impl TestZones {
     /// Parses zone text: `$ORIGIN`, `@`, relative and absolute names, optional TTL and
     /// class, and MX, A, AAAA, TXT (quoted strings, joined) and PTR records (other types
@@ -208,7 +222,7 @@ impl TestZones {
         let mut origin = String::new();
         let mut last_name = String::new();
         for (n, raw) in text.lines().enumerate() {
-            let line = raw.split(';').next().unwrap_or("").trim_end();
+            let line = strip_comment(raw).trim_end();
             if line.trim().is_empty() {
                 continue;
             }
@@ -344,6 +358,9 @@ mod tests {
         .unwrap();
         assert_eq!(z.txt("example.com").await.unwrap(), Some(vec!["v=spf1 -all".to_string()]));
         assert_eq!(z.txt("nothing.example").await.unwrap(), None);
+        // a `;` in quotes is text (DKIM, SPF, DMARC records); outside them, a comment
+        let k = TestZones::parse("k._domainkey.example. TXT \"v=DKIM1; k=rsa; p=AB\" ; the key\n").unwrap();
+        assert_eq!(k.txt("k._domainkey.example").await.unwrap(), Some(vec!["v=DKIM1; k=rsa; p=AB".to_string()]));
         assert_eq!(z.ptr("127.0.0.1".parse().unwrap()).await.unwrap(), vec!["localhost".to_string()]);
         assert_eq!(ptr_name("::1".parse().unwrap()).len(), "x.".len() * 32 + "ip6.arpa".len());
     }

@@ -6,6 +6,7 @@ pub mod amqp;
 pub mod conn_meta;
 pub mod custom;
 pub mod dkim;
+pub mod dkim_verify;
 pub mod events;
 pub mod host;
 pub mod http;

@@ -166,6 +166,8 @@ impl Context {
         lua.set_global_hook(triggers, move |l, dbg| h(l, dbg)).map_err(|e| e.to_string())?;
         lua.set_hook(triggers, move |l, dbg| hook(l, dbg)).map_err(|e| e.to_string())?;
         lua.set_app_data(ContextData { phase: AtomicU8::new(Phase::Load as u8) });
+        // for message methods that need the server (the resolver of msg:dkim_verify)
+        lua.set_app_data(host.runtime.clone());
         let setup = || -> mlua::Result<()> {
             lua.set_named_registry_value(HANDLERS_KEY, lua.create_table()?)?;
             lua.set_named_registry_value(SITES_KEY, lua.create_table()?)?;

@@ -201,6 +201,24 @@ impl UserData for LuaMessage {
             let signer = ud.borrow::<super::dkim::LuaSigner>()?.0.clone();
             crate::policy::dkim::sign_message(&this.0, &signer).map_err(mlua::Error::runtime)
         });
+        m.add_async_method("dkim_verify", |lua, this, ()| async move {
+            let runtime = lua.app_data_ref::<std::sync::Arc<crate::policy::Runtime>>().map(|r| r.clone());
+            let Some(runtime) = runtime else { return Err(mlua::Error::runtime("dkim_verify: no server here")) };
+            let data = this.0.data().map_err(|e| mlua::Error::runtime(format!("dkim_verify: {e}")))?;
+            let results = crate::policy::dkim_verify::verify(&data, runtime.dns().as_ref())
+                .await
+                .map_err(mlua::Error::runtime)?;
+            let value = serde_json::to_value(results).map_err(mlua::Error::external)?;
+            super::convert::to_lua(&lua, &value)
+        });
+        m.add_method("add_authentication_results", |lua, this, (serv_id, results): (String, LuaValue)| {
+            let value = super::convert::from_lua(lua, results)?;
+            let results: Vec<crate::policy::dkim_verify::AuthResult> = crate::config::decode(value)
+                .map_err(|e| mlua::Error::runtime(format!("add_authentication_results: {e}")))?;
+            let header = crate::policy::dkim_verify::header_value(&serv_id, &results);
+            this.0.prepend_header("Authentication-Results", &header);
+            Ok(())
+        });
         m.add_method("queue_name", |_, this, ()| Ok(this.0.queue_name()));
         m.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(format!("Message({})", this.0.id())));
     }
