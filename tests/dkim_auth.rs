@@ -63,15 +63,29 @@ for path in sys.argv[3:]:
     String::from_utf8_lossy(&out).lines().map(|l| l == "PASS").collect()
 }
 
-#[test]
-fn signatures_made_here_verify_with_dkimpy_after_relay_and_break_when_modified() {
+/// What each signing test starts from: a directory with the keys, their DNS values and
+/// a sink; None (said why) without the verifier.
+struct Setup {
+    dir: tempfile::TempDir,
+    rsa: String,
+    ed: String,
+    sink: Sink,
+}
+
+fn setup() -> Option<Setup> {
     if !verifier_installed() {
-        return;
+        return None;
     }
     let dir = harness::temp_dir();
+    let (rsa, ed) = keys(dir.path());
+    let sink = Sink::start(dir.path());
+    Some(Setup { dir, rsa, ed, sink })
+}
+
+#[test]
+fn signatures_made_here_verify_with_dkimpy_after_relay_and_break_when_modified() {
+    let Some(Setup { dir, rsa, ed, sink }) = setup() else { return };
     let d = dir.path();
-    let (rsa, ed) = keys(d);
-    let sink = Sink::start(d);
     let ed_pem = std::fs::read_to_string(d.join("ed.key")).unwrap();
     std::fs::write(
         d.join("dkim_data.toml"),
@@ -355,13 +369,8 @@ fn auth_failures_close_the_connection_and_credentials_are_never_logged() {
 
 #[test]
 fn a_wasm_component_signs_through_the_hosts_dkim_sign() {
-    if !verifier_installed() {
-        return;
-    }
-    let dir = harness::temp_dir();
+    let Some(Setup { dir, rsa, ed, sink }) = setup() else { return };
     let d = dir.path();
-    let (rsa, ed) = keys(d);
-    let sink = Sink::start(d);
     let port = sink.addr.rsplit(':').next().unwrap().to_string();
     let data = format!("data={}", d.display());
     let key = format!("dkim-key={}", d.join("rsa.key").display());
@@ -392,13 +401,8 @@ fn a_wasm_component_signs_through_the_hosts_dkim_sign() {
 
 #[test]
 fn received_signatures_are_verified_through_the_test_resolver() {
-    if !verifier_installed() {
-        return;
-    }
-    let dir = harness::temp_dir();
+    let Some(Setup { dir, rsa, sink, .. }) = setup() else { return };
     let d = dir.path();
-    let (rsa, _) = keys(d);
-    let sink = Sink::start(d);
     // the public key in the policy's own zone: no real DNS
     let quoted: Vec<String> = format!("v=DKIM1; k=rsa; p={rsa}")
         .as_bytes()
