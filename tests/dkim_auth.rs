@@ -4,7 +4,7 @@
 
 mod harness;
 
-use harness::sink::Sink;
+use harness::sink::{Sink, relay_to};
 use harness::smtp::Client;
 use std::path::Path;
 use std::process::Command;
@@ -137,14 +137,9 @@ kumo.on('smtp_server_message_received', function(msg)
     dkim_signer(msg)
   end
 end)
-kumo.on('get_queue_config', function()
-  return kumo.make_queue_config {{ protocol = {{ smtp = {{ mx_list = {{ '{sink}' }} }} }} }}
-end)
-kumo.on('get_egress_path_config', function()
-  return kumo.make_egress_path {{ enable_tls = 'Disabled' }}
-end)
+{relay}
 "#,
-        sink = sink.addr
+        relay = relay_to(&sink.addr, "", "")
     );
     let path = harness::write_policy_text(d, &policy);
     let server = harness::Server::start(d, &path);
@@ -251,13 +246,9 @@ kumo.on('get_listener_domain', function(domain, listener, conn_meta)
     return kumo.make_listener_domain {{ relay_from_authz = {{ 'daniel' }} }}
   end
 end)
-kumo.on('get_queue_config', function()
-  return kumo.make_queue_config {{ protocol = {{ smtp = {{ mx_list = {{ '{sink}' }} }} }} }}
-end)
-kumo.on('get_egress_path_config', function()
-  return kumo.make_egress_path {{ enable_tls = 'Disabled' }}
-end)
-"#
+{relay}
+"#,
+        relay = relay_to(sink, "", "")
     );
     harness::write_policy_text(d, &text)
 }
@@ -424,15 +415,10 @@ kumo.on('smtp_server_message_received', function(msg)
   msg:add_authentication_results('mx.test', results)
   msg:set_meta('dkim', results[1].result)
 end)
-kumo.on('get_queue_config', function()
-  return kumo.make_queue_config {{ protocol = {{ smtp = {{ mx_list = {{ '{sink}' }} }} }} }}
-end)
-kumo.on('get_egress_path_config', function()
-  return kumo.make_egress_path {{ enable_tls = 'Disabled' }}
-end)
+{relay}
 "#,
         txt = quoted.join(" "),
-        sink = sink.addr
+        relay = relay_to(&sink.addr, "", "")
     );
     let path = harness::write_policy_text(d, &policy);
     let server = harness::Server::start(d, &path);

@@ -213,7 +213,11 @@ async fn start(
     }
     if runtime.fleet().is_some() {
         // the fleet gets this node's connection leases back now, not when they lapse
-        let _ = tokio::time::timeout(Duration::from_secs(2), runtime.named_limits.reclaim()).await;
+        match tokio::time::timeout(Duration::from_secs(2), runtime.named_limits.reclaim()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("redis: connection leases not given back (they lapse by themselves): {e}"),
+            Err(_) => tracing::warn!("redis: connection leases not given back within 2 s (they lapse by themselves)"),
+        }
     }
     let logs_done = tokio::task::spawn_blocking(move || logs.close());
     let _ = tokio::time::timeout(Duration::from_secs(5), logs_done).await;

@@ -245,7 +245,9 @@ impl Automation {
 
     /// Shares the rules that fire here with the fleet (and applies theirs).
     pub(super) fn share(&self, fleet: Arc<super::fleet_rules::FleetRules>) {
-        let _ = self.fleet.set(fleet);
+        if self.fleet.set(fleet).is_err() {
+            tracing::warn!("automation: already shared with the fleet");
+        }
     }
 
     /// Until when the ready queue `name` is suspended.

@@ -148,9 +148,8 @@ pub(super) fn start(shared: &Arc<Shared>, redis: Arc<Redis>, node: &str) {
             for (stored, left) in &actions {
                 shared.automation.apply(&stored.fired, *left, Some(&stored.node));
             }
+            // paths refresh their options; ready queues look at suspensions per message
             shared.policy.runtime().epoch.bump();
-            // a suspension lifted elsewhere is not an event here; a new one is: wake
-            // nothing, the ready queues look at their suspensions before each message
         }
     });
 }

@@ -147,27 +147,33 @@ impl Redis {
 
     /// Runs `invocation` within the deadline.
     pub async fn script<T: FromRedisValue>(&self, what: &str, invocation: ScriptInvocation<'_>) -> Result<T, String> {
-        let started = Instant::now();
-        let deadline = self.config.response_timeout + self.config.connect_timeout;
-        let result = tokio::time::timeout(deadline, async {
+        self.timed(what, async {
             let mut conn = self.conn().await?;
             invocation.invoke_async::<T>(&mut conn).await.map_err(|e| e.to_string())
         })
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {deadline:?}")));
-        self.finish(what, started, result)
     }
 
     /// Runs `cmd` within the deadline.
     pub async fn query<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T, String> {
-        let started = Instant::now();
-        let deadline = self.config.response_timeout + self.config.connect_timeout;
-        let result = tokio::time::timeout(deadline, async {
+        self.timed(what, async {
             let mut conn = self.conn().await?;
             cmd.query_async::<T>(&mut conn).await.map_err(|e| e.to_string())
         })
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {deadline:?}")));
+    }
+
+    /// One request with its deadline, timed and, when it fails, counted and said.
+    async fn timed<T>(
+        &self,
+        what: &str,
+        request: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        let started = Instant::now();
+        let deadline = self.config.response_timeout + self.config.connect_timeout;
+        let result = tokio::time::timeout(deadline, request)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {deadline:?}")));
         self.finish(what, started, result)
     }
 

@@ -78,12 +78,7 @@ impl Drop for SharedLease {
         self.gauge.fetch_sub(self.names.len() as i64, Ordering::Relaxed);
         let (redis, names, member) = (self.redis.clone(), std::mem::take(&mut self.names), self.member.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            // when Redis is away the lease lapses by itself
-            rt.spawn(async move {
-                for name in names {
-                    let _ = redis.query::<i64>("lease release", redis::cmd("ZREM").arg(key(&name)).arg(&member)).await;
-                }
-            });
+            rt.spawn(async move { release(&redis, &names, &member).await });
         }
     }
 }
@@ -111,12 +106,6 @@ impl SharedLimits {
 
     fn lease_ms(&self) -> u64 {
         self.redis.config.lease_duration.as_millis() as u64
-    }
-
-    async fn release(&self, names: &[String], member: &str) {
-        for name in names {
-            let _ = self.redis.query::<i64>("lease release", redis::cmd("ZREM").arg(key(name)).arg(member)).await;
-        }
     }
 
     /// Gives back the leases an earlier run of this node held (it was killed, or stopped
@@ -149,7 +138,7 @@ impl SharedLimits {
             match self.redis.script::<i64>("lease", invocation).await {
                 Ok(1) => taken.push(name.clone()),
                 other => {
-                    self.release(&taken, &member).await;
+                    release(&self.redis, &taken, &member).await;
                     return other.map(|_| None);
                 }
             }
@@ -175,6 +164,14 @@ impl SharedLimits {
             renewer,
             gauge: self.held.clone(),
         }))
+    }
+}
+
+/// Removes `member`'s leases on `names`. A failure is counted and logged by the Redis
+/// layer and costs nothing more: the lease lapses by itself.
+async fn release(redis: &Redis, names: &[String], member: &str) {
+    for name in names {
+        let _ = redis.query::<i64>("lease release", redis::cmd("ZREM").arg(key(name)).arg(member)).await;
     }
 }
 

@@ -85,17 +85,7 @@ impl Session {
                 challenge("").write_to(out);
                 Next::Continue
             }
-            ("LOGIN", Some(user)) => match decode(&user) {
-                Ok(user) => {
-                    self.sasl = Some(Sasl::LoginPassword(user));
-                    challenge("Password:").write_to(out);
-                    Next::Continue
-                }
-                Err(r) => {
-                    self.reply(out, r, logged);
-                    Next::Continue
-                }
-            },
+            ("LOGIN", Some(user)) => self.login_user(&user, out),
             ("LOGIN", None) => {
                 self.sasl = Some(Sasl::LoginUser);
                 challenge("Username:").write_to(out);
@@ -118,17 +108,7 @@ impl Session {
         }
         match state {
             Sasl::Plain => self.plain(&text, out).await,
-            Sasl::LoginUser => match decode(&text) {
-                Ok(user) => {
-                    self.sasl = Some(Sasl::LoginPassword(user));
-                    challenge("Password:").write_to(out);
-                    Next::Continue
-                }
-                Err(r) => {
-                    self.reply(out, r, logged);
-                    Next::Continue
-                }
-            },
+            Sasl::LoginUser => self.login_user(&text, out),
             Sasl::LoginPassword(user) => match decode(&text) {
                 Ok(password) => self.check(String::new(), user, password, out).await,
                 Err(r) => {
@@ -137,6 +117,18 @@ impl Session {
                 }
             },
         }
+    }
+
+    /// LOGIN's user name (base64): asks for the password next.
+    fn login_user(&mut self, encoded: &str, out: &mut Vec<u8>) -> Next {
+        match decode(encoded) {
+            Ok(user) => {
+                self.sasl = Some(Sasl::LoginPassword(user));
+                challenge("Password:").write_to(out);
+            }
+            Err(r) => self.reply(out, r, Some("AUTH LOGIN".to_string())),
+        }
+        Next::Continue
     }
 
     /// A PLAIN response: `authz NUL authc NUL password`.
