@@ -283,6 +283,7 @@ fn swaks_authenticates_over_starttls_and_only_then_may_relay() {
     let sink = Sink::start(d);
     let server = harness::Server::start(d, &auth_policy(d, &sink.addr, ""));
     let addr = server.addr().to_string();
+    assert!(!server.stderr_text().contains("smtp_server_auth_plain event is accepted but not called"), "false warning");
     for mechanism in ["PLAIN", "LOGIN"] {
         let (ok, t) =
             swaks(&addr, &["--tls", "--auth", mechanism, "--auth-user", "daniel", "--auth-password", "tiger"]);
@@ -324,6 +325,7 @@ fn auth_failures_close_the_connection_and_credentials_are_never_logged() {
     let mut c = Client::ehlo(server.addr());
     assert!(c.cmd("EHLO client.test").text.contains("AUTH PLAIN LOGIN"));
     assert!(c.cmd("AUTH CRAM-MD5").starts("504 5.5.4"));
+    assert!(c.cmd("AUTH s3cret-lion-0").starts("504 5.5.4"), "a password typed as the mechanism");
     assert!(c.cmd("AUTH PLAIN !!!").starts("501 5.5.2"));
     // AUTH LOGIN, step by step, a wrong password
     assert!(c.cmd("AUTH LOGIN").starts("334 VXNlcm5hbWU6"));
@@ -348,6 +350,7 @@ fn auth_failures_close_the_connection_and_credentials_are_never_logged() {
     server.stop();
     // no password, plain or encoded, in any record or log line
     everything.push_str(&serde_json::to_string(&harness::log_records(d)).unwrap());
+    assert!(everything.contains("AUTH (unrecognized mechanism)"), "the misplaced password is not logged");
     for secret in ["s3cret-lion", "tiger"] {
         assert!(!everything.contains(secret), "{secret} was logged");
     }

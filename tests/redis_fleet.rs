@@ -216,6 +216,7 @@ fn redis_stopped_for_ten_seconds_loses_nothing_and_sends_nothing_past_the_limits
     assert!(na.wait_for_stderr("shared limits wait until Redis answers", Duration::from_secs(1)), "said why");
     assert!(na.metric("redis_errors_total").unwrap_or(0.0) > 0.0, "counted");
     assert!(sink.wait_for(800, Duration::from_secs(40)), "both nodes resume: {} of 800", sink.count());
+    assert!(na.wait_for_stderr("answering again", Duration::from_secs(1)), "said it is back: {}", na.stderr_text());
     assert!(peak(&sink) <= 4, "peak {} connections", peak(&sink));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(sink.count(), 800, "each message once");

@@ -64,6 +64,8 @@ pub struct Redis {
     latency: Arc<Histogram>,
     errors: Arc<AtomicI64>,
     last_logged: Mutex<Option<Instant>>,
+    /// Set while requests fail, so the first success after says Redis is back.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl Redis {
@@ -125,6 +127,7 @@ impl Redis {
                 &[],
             ),
             last_logged: Mutex::new(None),
+            failing: Default::default(),
         }))
     }
 
@@ -179,13 +182,17 @@ impl Redis {
 
     fn finish<T>(&self, what: &str, started: Instant, result: Result<T, String>) -> Result<T, String> {
         self.latency.observe(started.elapsed());
+        if result.is_ok() && self.failing.swap(false, Ordering::Relaxed) {
+            tracing::warn!("redis ({}): answering again; shared limits resume", self.config.node.urls().join(","));
+        }
         if let Err(e) = &result {
+            self.failing.store(true, Ordering::Relaxed);
             self.errors.fetch_add(1, Ordering::Relaxed);
             let mut last = self.last_logged.lock();
             if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                 *last = Some(Instant::now());
                 tracing::error!(
-                    "redis ({}): {what} failed: {e}; shared limits wait until Redis answers{}",
+                    "redis ({}): requests fail (this one: {what}): {e}; shared limits wait until Redis answers{}",
                     self.config.node.urls().join(","),
                     match self.config.fallback_node_count {
                         Some(n) => format!(" (meanwhile local limits at 1/{n})"),

@@ -11,7 +11,6 @@ use std::path::Path;
 /// Events KumoMTA calls that wasmta accepts but does not call yet, with what to expect.
 pub const NOT_DISPATCHED: &[(&str, &str)] = &[
     ("smtp_server_rewrite_response", "replies are sent as wasmta writes them"),
-    ("smtp_server_auth_plain", "AUTH is not offered yet"),
     ("throttle_insert_ready_queue", "use the queue's max_message_rate"),
     ("xfer_message_received", "node-to-node transfer is not implemented"),
     ("rebind_message", "rebind never triggers the event yet"),

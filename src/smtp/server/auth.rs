@@ -25,12 +25,22 @@ pub enum Sasl {
     LoginPassword(String),
 }
 
+/// Mechanism names a log line may carry; any other word after AUTH could be a
+/// credential typed in the wrong place.
+const KNOWN_MECHANISMS: &[&str] =
+    &["PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "XOAUTH2", "OAUTHBEARER", "GSSAPI", "NTLM"];
+
+/// How a mechanism appears in log lines.
+fn mechanism_for_log(m: &str) -> &str {
+    if KNOWN_MECHANISMS.iter().any(|k| k.eq_ignore_ascii_case(m)) { m } else { "(unrecognized mechanism)" }
+}
+
 /// What may be logged of a command line: `AUTH <mechanism>` without what follows.
 pub fn loggable(text: &str) -> String {
     let mut words = text.split_ascii_whitespace();
     match words.next() {
         Some(verb) if verb.eq_ignore_ascii_case("AUTH") => match words.next() {
-            Some(m) => format!("{verb} {m}"),
+            Some(m) => format!("{verb} {}", mechanism_for_log(m)),
             None => verb.to_string(),
         },
         _ => text.to_string(),
@@ -56,7 +66,7 @@ impl Session {
 
     /// `AUTH mechanism [initial-response]`.
     pub(super) async fn auth(&mut self, mechanism: String, initial: Option<String>, out: &mut Vec<u8>) -> Next {
-        let logged = Some(format!("AUTH {mechanism}"));
+        let logged = Some(format!("AUTH {}", mechanism_for_log(&mechanism)));
         let refuse = if self.authenticated.is_some() {
             Some(Reply::new(503, "5.5.1", "already authenticated"))
         } else if self.ehlo.is_none() {
@@ -191,6 +201,8 @@ mod tests {
         assert_eq!(loggable("AUTH PLAIN AHVzZXIAc2VjcmV0"), "AUTH PLAIN");
         assert_eq!(loggable("auth login dXNlcg=="), "auth login");
         assert_eq!(loggable("AUTH"), "AUTH");
+        // a password typed where the mechanism goes stays out of the log
+        assert_eq!(loggable("AUTH hunter2"), "AUTH (unrecognized mechanism)");
         assert_eq!(loggable("MAIL FROM:<a@b>"), "MAIL FROM:<a@b>");
     }
 }
