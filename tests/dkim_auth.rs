@@ -218,8 +218,10 @@ end)
         let r =
             c.send_mail("a@x.example", &["r@dest.example"], &format!("From: a@x.example\r\nX-Case: {case}\r\n\r\nx"));
         assert!(r.code >= 400, "{case}: accepted unsigned: {r:?}");
+        // The error line reaches stderr through the harness's reader thread: wait for it.
+        let seen = server.wait_for_stderr(expected, Duration::from_secs(10));
         let log = server.stderr_text();
-        assert!(log.contains("kumo.dkim.rsa_sha256_signer") && log.contains(expected), "{case}: {log}");
+        assert!(seen && log.contains("kumo.dkim.rsa_sha256_signer"), "{case}: {log}");
     }
     server.stop();
 }

@@ -77,7 +77,7 @@ fn a_crash_loop_opens_the_circuit_and_a_probe_closes_it() {
     assert!(started.elapsed() < Duration::from_millis(500), "fast tempfail");
     assert_eq!(server.metric("wasm_plugin_circuit_open{plugin=\"hostile.wasm\"}"), Some(1.0));
     assert_eq!(server.metric("wasm_plugin_failures_total{plugin=\"hostile.wasm\",reason=\"circuit_open\"}"), Some(1.0));
-    assert!(server.stderr_text().contains("circuit opened after repeated failures"));
+    assert!(server.wait_for_stderr("circuit opened after repeated failures", Duration::from_secs(5)));
     std::thread::sleep(Duration::from_millis(2200));
     let r = mail(&mut c, "fine");
     assert_eq!(r.code, 250, "after the cooldown one probe goes through and closes the circuit: {r:?}");
