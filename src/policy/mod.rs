@@ -3,6 +3,7 @@
 //! engine is another binding of the same catalogue.
 
 pub mod amqp;
+pub mod auth_dns;
 pub mod conn_meta;
 pub mod custom;
 pub mod dkim;
@@ -14,6 +15,7 @@ pub mod init_calls;
 pub mod inject;
 pub mod loader;
 pub mod lua;
+pub mod mail_auth;
 pub mod monitor;
 pub mod nats;
 pub mod rejection;

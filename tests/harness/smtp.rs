@@ -32,6 +32,23 @@ impl Client {
         Client { stream, buf: Vec::new() }
     }
 
+    /// Connects from the loopback address `from` (say 127.0.0.2) and reads the banner.
+    pub fn open_from(addr: &str, from: &str) -> Client {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+        let stream = rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{from}:0").parse().unwrap()).expect("bind the client address");
+            socket.connect(addr.parse().unwrap()).await.expect("connect")
+        });
+        let stream = stream.into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut c = Client { stream, buf: Vec::new() };
+        let banner = c.reply();
+        assert_eq!(banner.code, 220, "banner: {banner:?}");
+        c
+    }
+
     /// Connects and reads the banner.
     pub fn open(addr: &str) -> Client {
         let mut c = Client::connect(addr);

@@ -30,5 +30,10 @@ pub fn install(lua: &Lua, policy_path: &Path) -> mlua::Result<()> {
         let loader = lua.load(*source).set_name(chunk_name).into_function()?;
         preload.set(*name, loader)?;
     }
+    // written in Rust: it calls mail-auth directly
+    preload.set(
+        "policy-extras.mail_auth",
+        lua.create_function(|lua, _: mlua::MultiValue| super::mail_auth::module(lua))?,
+    )?;
     Ok(())
 }

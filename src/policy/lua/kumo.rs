@@ -122,6 +122,7 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
     super::amqp::install(lua, &kumo)?;
     super::nats::install(lua, &kumo)?;
     super::dkim::install(lua, &kumo)?;
+    super::mail_auth::install(lua, &kumo)?;
     install_constructors(lua, &kumo)?;
     install_helpers(lua, &kumo, host)?;
     // KumoMTA policies begin `local kumo = require 'kumo'`

@@ -15,6 +15,7 @@ mod files;
 mod http;
 mod inject;
 mod kumo;
+mod mail_auth;
 mod maps;
 pub(crate) mod memoize;
 mod nats;

@@ -201,13 +201,9 @@ impl UserData for LuaMessage {
             let signer = ud.borrow::<super::dkim::LuaSigner>()?.0.clone();
             crate::policy::dkim::sign_message(&this.0, &signer).map_err(mlua::Error::runtime)
         });
-        m.add_async_method("dkim_verify", |lua, this, ()| async move {
-            let runtime = lua.app_data_ref::<std::sync::Arc<crate::policy::Runtime>>().map(|r| r.clone());
-            let Some(runtime) = runtime else { return Err(mlua::Error::runtime("dkim_verify: no server here")) };
-            let data = this.0.data().map_err(|e| mlua::Error::runtime(format!("dkim_verify: {e}")))?;
-            let results = crate::policy::dkim_verify::verify(&data, runtime.dns().as_ref())
-                .await
-                .map_err(mlua::Error::runtime)?;
+        m.add_async_method("dkim_verify", |lua, this, resolver: LuaValue| async move {
+            super::mail_auth::no_named_resolver("msg:dkim_verify", &resolver)?;
+            let results = super::mail_auth::dkim_of(&lua, &this.0, "msg:dkim_verify").await?;
             let value = serde_json::to_value(results).map_err(mlua::Error::external)?;
             super::convert::to_lua(&lua, &value)
         });
