@@ -5,11 +5,12 @@
 
 mod harness;
 
+use harness::cli::{cli, json, text};
 use harness::sink::Sink;
 use harness::smtp::Client;
 use harness::{Server, http_get, record_counts, spooled, temp_dir, wait_for_record};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A policy as KumoMTA's documentation writes one, relaying every queue to `sink`.
@@ -46,23 +47,6 @@ fn write_policy(dir: &Path, text: &str) -> std::path::PathBuf {
     let p = dir.join("init.lua");
     std::fs::write(&p, text).unwrap();
     p
-}
-
-/// Runs `wasmta ARGS --endpoint <server>`.
-fn cli(server: &Server, args: &[&str]) -> Output {
-    Command::new(harness::binary())
-        .args(args)
-        .args(["--endpoint", &format!("http://{}", server.http[0])])
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
 }
 
 /// Starts `wasmta serve` on a policy and waits for it to exit (it must not start).

@@ -44,8 +44,24 @@ async fn connect(endpoint: &Endpoint) -> Result<(Box<dyn Io>, String), String> {
     Ok((Box::new(stream), authority))
 }
 
+/// How long a command waits for the server's whole answer.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Sends `method path` with an optional JSON body; returns the status and the body text.
+/// A server that does not answer within two minutes is an error, not a hang.
 pub async fn call(
+    endpoint: &Endpoint,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, String), String> {
+    match tokio::time::timeout(ANSWER_TIMEOUT, exchange(endpoint, method, path, body)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("{}{path}: no answer within {ANSWER_TIMEOUT:?}", endpoint.endpoint)),
+    }
+}
+
+async fn exchange(
     endpoint: &Endpoint,
     method: &str,
     path: &str,

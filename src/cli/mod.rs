@@ -5,6 +5,7 @@ mod admin;
 mod check;
 mod client;
 mod load;
+mod messages;
 mod serve;
 mod shaping;
 mod sink;
@@ -54,6 +55,8 @@ enum Command {
     Top(top::TopArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
+    #[command(flatten)]
+    Messages(messages::MessageCommand),
     /// Check shaping files, or show what a domain gets from them.
     #[command(subcommand)]
     Shaping(shaping::ShapingCommand),
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Reload(endpoint) => rt.block_on(reload(endpoint)),
         Command::Top(args) => rt.block_on(top::run(args)),
         Command::Admin(command) => rt.block_on(admin::run(command)),
+        Command::Messages(command) => rt.block_on(messages::run(command)),
     }
 }
 

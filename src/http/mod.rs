@@ -7,6 +7,7 @@
 mod admin;
 mod conn;
 pub mod inject;
+mod messages;
 
 use crate::config::cidr::CidrSet;
 use crate::config::storage::HttpListenerConfig;
@@ -82,6 +83,7 @@ impl HttpListener {
             .route("/api/admin/reload/v1", get(reload_status).post(reload))
             .route("/api/openapi.json", get(openapi))
             .merge(admin::routes())
+            .merge(messages::routes())
             .merge(inject::routes())
             .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
             .layer(axum::extract::DefaultBodyLimit::max(limit));

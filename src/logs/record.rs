@@ -17,6 +17,8 @@ pub enum RecordType {
     TransientFailure,
     Expiration,
     AdminBounce,
+    /// An operator deleted the message without a bounce (`wasmta message delete --yes`).
+    AdminDelete,
     OOB,
     Feedback,
     Rejection,

@@ -52,6 +52,12 @@ pub struct Envelope {
     /// Per-message scheduling (`set_scheduling`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling: Option<scheduling::Scheduling>,
+    /// The last transient failure's reply (`queue-list` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_response: Option<String>,
+    /// Held by an operator (`wasmta message hold`) until released.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin_hold: bool,
 }
 
 struct State {
@@ -77,7 +83,16 @@ impl Message {
         meta: Map<String, Value>,
         data: Vec<u8>,
     ) -> Self {
-        let envelope = Envelope { sender, recipients, meta, num_attempts: 0, due: None, scheduling: None };
+        let envelope = Envelope {
+            sender,
+            recipients,
+            meta,
+            num_attempts: 0,
+            due: None,
+            scheduling: None,
+            last_response: None,
+            admin_hold: false,
+        };
         Message::with_state(SpoolId::new(), envelope, vec![], Body::new(data), false)
     }
 
@@ -285,6 +300,32 @@ impl Message {
     /// Sets or clears the due time (unix seconds).
     pub fn set_due(&self, due: Option<i64>) {
         self.0.lock().held.open().envelope.due = due;
+    }
+
+    /// Reads the envelope without opening a waiting (packed) message for good: what a
+    /// listing of many waiting messages uses, so they stay packed.
+    pub fn peek<R>(&self, f: impl FnOnce(&Envelope) -> R) -> R {
+        self.0.lock().held.peek(f)
+    }
+
+    /// The last transient failure's reply.
+    pub fn last_response(&self) -> Option<String> {
+        self.0.lock().held.read().envelope.last_response.clone()
+    }
+
+    /// Records a transient failure's reply.
+    pub fn set_last_response(&self, line: String) {
+        self.0.lock().held.open().envelope.last_response = Some(line);
+    }
+
+    /// True while an operator holds it.
+    pub fn admin_held(&self) -> bool {
+        self.0.lock().held.read().envelope.admin_hold
+    }
+
+    /// Holds or releases it.
+    pub fn set_admin_held(&self, on: bool) {
+        self.0.lock().held.open().envelope.admin_hold = on;
     }
 
     /// Its scheduling constraints, if any.

@@ -49,6 +49,14 @@ impl Held {
         }
     }
 
+    /// `f` of the envelope; a packed one is read into a temporary copy and stays packed.
+    pub fn peek<R>(&self, f: impl FnOnce(&Envelope) -> R) -> R {
+        match self {
+            Held::Open(o) => f(&o.envelope),
+            Held::Packed(bytes) => f(&unpack(bytes).0),
+        }
+    }
+
     /// The envelope and prefix to change, opened if packed.
     pub fn open(&mut self) -> &mut Open {
         self.read();
@@ -128,6 +136,8 @@ mod tests {
             num_attempts: 3,
             due: Some(1_900_000_000),
             scheduling: None,
+            last_response: Some("451 4.3.0 try later".into()),
+            admin_hold: true,
         };
         let mut held = Held::new(envelope.clone(), b"Received: by mx\r\n".to_vec());
         held.pack();

@@ -159,6 +159,7 @@ impl Shared {
         crate::metrics::core::transfailed().fetch_add(1, Ordering::Relaxed);
         let attempts = message.num_attempts();
         message.set_num_attempts(attempts + 1);
+        message.set_last_response(reply.to_line());
         let r = self.record(RecordType::TransientFailure, &message, &message.recipients(), reply, command, at);
         self.logs.log(r, Some(&message));
 

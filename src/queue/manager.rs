@@ -176,6 +176,10 @@ impl Shared {
         if let Some(wait) = scheduling_wait(&message) {
             at = at.max(Instant::now() + wait);
         }
+        // held by an operator: waits until `wasmta message release`, across restarts
+        if message.admin_held() {
+            at = Instant::now() + super::listing::ADMIN_HOLD;
+        }
         // found at start-up: packed again once queued (reading its due time and queue
         // opened it), so a restart on a large spool costs envelopes' bytes
         let recovered = (reason == InsertReason::Enumerated).then(|| message.clone());

@@ -9,6 +9,7 @@ mod custom;
 mod deferred;
 mod disposition;
 mod fleet_rules;
+pub mod listing;
 pub mod log_hook;
 pub mod manager;
 pub mod ready;

@@ -151,6 +151,14 @@ impl ScheduledQueue {
         self.heap.lock().0.drain().map(|e| e.0.message).collect()
     }
 
+    /// Takes the waiting messages `take` picks (an operator's per-message action).
+    pub fn take_where(&self, take: impl Fn(&Message) -> bool) -> Vec<Message> {
+        let mut h = self.heap.lock();
+        let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut h.0).into_iter().partition(|e| take(&e.0.message));
+        h.0 = kept.into_iter().collect();
+        taken.into_iter().map(|e| e.0.message).collect()
+    }
+
     /// The waiting messages (clones of the handles).
     pub fn messages(&self) -> Vec<Message> {
         self.heap.lock().0.iter().map(|e| e.0.message.clone()).collect()

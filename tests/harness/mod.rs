@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod brokers;
+pub mod cli;
 pub mod dkim;
 pub mod inproc;
 pub mod plugins;
