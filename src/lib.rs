@@ -8,6 +8,7 @@ pub mod dirlock;
 pub mod dns;
 pub mod fuzzing;
 pub mod http;
+pub mod log_filter;
 pub mod logs;
 pub mod message;
 pub mod metrics;

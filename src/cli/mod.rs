@@ -5,6 +5,7 @@ mod admin;
 mod check;
 mod client;
 mod load;
+mod logs;
 mod messages;
 mod serve;
 mod shaping;
@@ -57,19 +58,18 @@ enum Command {
     Admin(admin::AdminCommand),
     #[command(flatten)]
     Messages(messages::MessageCommand),
+    /// Read the log records in a log directory, the segment being written included.
+    Logs(logs::LogsArgs),
+    /// Change the running server's diagnostic log filter ("info,wasmta::smtp=debug").
+    SetLogFilter {
+        #[command(flatten)]
+        endpoint: client::Endpoint,
+        /// The new filter, in RUST_LOG's syntax.
+        filter: String,
+    },
     /// Check shaping files, or show what a domain gets from them.
     #[command(subcommand)]
     Shaping(shaping::ShapingCommand),
-}
-
-fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 /// Entry point.
@@ -80,7 +80,7 @@ pub fn main() -> ExitCode {
         // SAFETY: restoring the default disposition of a signal before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    init_tracing();
+    crate::log_filter::init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -100,6 +100,8 @@ pub fn main() -> ExitCode {
         Command::Top(args) => rt.block_on(top::run(args)),
         Command::Admin(command) => rt.block_on(admin::run(command)),
         Command::Messages(command) => rt.block_on(messages::run(command)),
+        Command::Logs(args) => rt.block_on(logs::run(args)),
+        Command::SetLogFilter { endpoint, filter } => rt.block_on(set_log_filter(endpoint, filter)),
     }
 }
 
@@ -108,6 +110,25 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
+}
+
+/// `wasmta set-log-filter`.
+async fn set_log_filter(endpoint: client::Endpoint, filter: String) -> ExitCode {
+    let body = serde_json::json!({ "filter": filter });
+    match client::call(&endpoint, "POST", "/api/admin/set_diagnostic_log_filter/v1", Some(&body)).await {
+        Ok((200, _)) => {
+            println!("diagnostic log filter is now {filter:?}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, text)) => {
+            eprintln!("error: the server answered {status}: {}", text.trim());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

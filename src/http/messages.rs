@@ -1,7 +1,7 @@
 //! Per-message admin endpoints: `GET /api/admin/queue-list/v1` (queued messages, oldest
 //! first, with filters) and `POST /api/admin/message-action/v1` (bounce, requeue, hold,
 //! release or delete messages by id), `GET /api/admin/qshape/v1` (messages per domain by
-//! age). Unknown fields are errors, as everywhere in the API.
+//! age), and `POST /api/admin/set_diagnostic_log_filter/v1` (KumoMTA's path). Unknown fields are errors, as everywhere in the API.
 
 use super::AppState;
 use crate::queue::listing::{Action, ListFilter};
@@ -23,6 +23,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/api/admin/queue-list/v1", get(queue_list))
         .route("/api/admin/message-action/v1", post(message_action))
         .route("/api/admin/qshape/v1", get(qshape))
+        .route("/api/admin/set_diagnostic_log_filter/v1", post(set_log_filter))
 }
 
 /// The default and largest `limit`.
@@ -95,5 +96,18 @@ async fn qshape(State(state): State<AppState>) -> Reply {
     match tokio::task::spawn_blocking(move || queues.shape()).await {
         Ok(shape) => (StatusCode::OK, Json(json!(shape))),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogFilter {
+    filter: String,
+}
+
+async fn set_log_filter(Json(req): Json<LogFilter>) -> Reply {
+    match crate::log_filter::set(&req.filter) {
+        Ok(()) => (StatusCode::OK, Json(json!({ "filter": req.filter }))),
+        Err(e) => bad(e),
     }
 }

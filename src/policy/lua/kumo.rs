@@ -44,7 +44,6 @@ const UNIMPLEMENTED: &[&str] = &[
     "get_memory_hard_limit",
     "get_memory_soft_limit",
     "get_memory_low_thresh",
-    "set_diagnostic_log_filter",
 ];
 
 /// Sub-modules and their functions, accepted with a warning for now.
@@ -108,6 +107,13 @@ pub fn install(lua: &Lua, host: &Arc<Host>) -> mlua::Result<()> {
         })?,
     )?;
 
+    kumo.set(
+        "set_diagnostic_log_filter",
+        lua.create_function(|_, filter: String| {
+            crate::log_filter::set(&filter)
+                .map_err(|e| mlua::Error::runtime(format!("kumo.set_diagnostic_log_filter: {e}")))
+        })?,
+    )?;
     install_stubs(lua, &kumo, host)?;
     super::shaping::install(lua, &kumo, &host.runtime)?;
     super::serde::install(lua, &kumo)?;
