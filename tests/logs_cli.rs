@@ -96,6 +96,7 @@ end)
         }
     };
     let _ = follow.kill();
+    let _ = follow.wait();
     assert!(seen, "--follow printed the new Delivery");
 
     // mistakes: a wrong --since, a missing directory
