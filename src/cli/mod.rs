@@ -45,6 +45,8 @@ enum Command {
         /// Settings, as for `serve`.
         #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_setting)]
         settings: Vec<(String, String)>,
+        #[command(flatten)]
+        show: check::CheckShow,
     },
     /// Generate SMTP load and report throughput and latency.
     Load(load::LoadArgs),
@@ -92,7 +94,9 @@ pub fn main() -> ExitCode {
         Command::Serve { policy, spool_dir, settings } => {
             rt.block_on(serve::run(policy, spool_dir, settings.into_iter().collect()))
         }
-        Command::Check { policy, settings } => rt.block_on(check::run(policy, settings.into_iter().collect())),
+        Command::Check { policy, settings, show } => {
+            rt.block_on(check::run(policy, settings.into_iter().collect(), show))
+        }
         Command::Load(args) => rt.block_on(load::run(args)),
         Command::Sink(args) => rt.block_on(sink::run(args)),
         Command::Shaping(command) => rt.block_on(shaping::run(command)),
