@@ -158,3 +158,60 @@ fn list_hold_release_requeue_bounce_and_delete_by_id() {
     assert_eq!(counts.get("AdminBounce"), Some(&3));
     server.stop();
 }
+
+#[test]
+fn a_hundred_thousand_queued_messages_list_at_once_and_bounce_with_progress() {
+    const N: usize = 100_000;
+    let dir = harness::temp_dir();
+    let d = dir.path();
+    let sink = Sink::start(d);
+    let path = policy(d, &sink.addr);
+    let server = Server::start(d, &path);
+    // held by a suspension: they wait in their scheduled queue
+    let out = cli(&server, &["suspend", "--domain", "dest.example", "--reason", "backlog", "--duration", "1h"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let started = std::time::Instant::now();
+    for batch in 0..N / 500 {
+        let recipients: Vec<serde_json::Value> =
+            (0..500).map(|i| serde_json::json!({ "email": format!("r{batch}-{i}@dest.example") })).collect();
+        let body = serde_json::json!({
+            "envelope_sender": "a@s.example", "recipients": recipients,
+            "content": "Subject: backlog\r\n\r\nx",
+        });
+        let (code, text) =
+            harness::http_request(&server.http[0], "POST", "/api/inject/v1", Some(&body.to_string()), &[]);
+        assert_eq!(code, 200, "{text}");
+    }
+    eprintln!("{N} messages injected in {:?}", started.elapsed());
+
+    let t = std::time::Instant::now();
+    let out = cli(&server, &["queue-list", "--limit", "10", "--json"]);
+    let took = t.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    let v = json(&out);
+    assert_eq!(v["matched"], N, "{}", text(&out));
+    assert_eq!(v["messages"].as_array().unwrap().len(), 10);
+    eprintln!("queue-list --limit 10 over {N}: {took:?}");
+    assert!(took < Duration::from_secs(1), "listing took {took:?}");
+
+    let t = std::time::Instant::now();
+    let out = cli(&server, &["bounce", "--domain", "dest.example", "--reason", "bulk"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    eprintln!("bounce of {N}: {:?}\n{said}", t.elapsed());
+    if said.contains("\"in_progress\": true") {
+        let progress: Vec<&str> = said.lines().filter(|l| l.contains("queued message(s) bounced")).collect();
+        assert!(!progress.is_empty(), "{said}");
+        assert!(progress.last().unwrap().contains(&format!("{N} of {N}")), "{said}");
+    } else {
+        assert!(said.contains(&format!("\"total_bounced\": {N}")), "{said}");
+    }
+    assert_eq!(json(&cli(&server, &["queue-list", "--json"]))["matched"], 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while record_counts(d).get("AdminBounce").copied().unwrap_or(0) < N {
+        assert!(std::time::Instant::now() < deadline, "{:?}", record_counts(d));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server.stop();
+    assert!(harness::spooled(d).is_empty(), "every bounced message left the spool");
+}

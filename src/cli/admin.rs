@@ -247,12 +247,67 @@ async fn scoped(endpoint: &Endpoint, path: &str, scope: &Scope, hold: &Hold, wha
     }
 }
 
+/// `bounce`: the server's answer, then (for a bounce too large to finish before it
+/// answered) its progress every second until every queued message is bounced.
+async fn bounce(endpoint: &Endpoint, scope: &Scope, hold: &Hold) -> ExitCode {
+    let mut body = match scope_json(scope, "bounce") {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    body["duration"] = json!(hold.duration);
+    let answer = match call(endpoint, "POST", "/api/admin/bounce/v1", Some(&body)).await {
+        Ok((200, text)) => serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+        Ok((status, text)) => {
+            eprintln!("error: the server answered {status}: {}", text.trim());
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+    if answer["in_progress"] != true {
+        return ExitCode::SUCCESS;
+    }
+    let id = answer["id"].as_str().unwrap_or_default().to_string();
+    let (mut last, mut last_done) = (std::time::Instant::now(), answer["total_bounced"].as_u64().unwrap_or(0));
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let list = match call(endpoint, "GET", "/api/admin/bounce/v1", None).await {
+            Ok((200, text)) => serde_json::from_str::<Value>(&text).unwrap_or_default(),
+            Ok((status, text)) => {
+                eprintln!("error: the server answered {status}: {}", text.trim());
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let Some(h) = list.as_array().into_iter().flatten().find(|h| h["id"] == id.as_str()) else {
+            println!("bounce {id} ended (cancelled or expired)");
+            return ExitCode::SUCCESS;
+        };
+        let (done, matched) = (h["done"].as_u64().unwrap_or(0), h["matched"].as_u64().unwrap_or(0));
+        let rate = done.saturating_sub(last_done) as f64 / last.elapsed().as_secs_f64().max(0.001);
+        (last, last_done) = (std::time::Instant::now(), done);
+        println!("bounce {id}: {done} of {matched} queued message(s) bounced ({rate:.0}/s)");
+        if h["in_progress"] != true {
+            return ExitCode::SUCCESS;
+        }
+    }
+}
+
 /// Runs an admin command.
 pub async fn run(command: AdminCommand) -> ExitCode {
     use AdminCommand::*;
     match command {
         QueueSummary(e) => queue_summary(&e).await,
-        Bounce { endpoint, scope, hold } => scoped(&endpoint, "/api/admin/bounce/v1", &scope, &hold, "bounce").await,
+        Bounce { endpoint, scope, hold } => bounce(&endpoint, &scope, &hold).await,
         BounceList(e) => show(&e, "GET", "/api/admin/bounce/v1", None).await,
         BounceCancel { endpoint, id } => {
             show(&endpoint, "DELETE", "/api/admin/bounce/v1", Some(json!({ "id": id.id }))).await

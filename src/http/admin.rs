@@ -67,14 +67,50 @@ async fn bounce(State(state): State<AppState>, Json(req): Json<BounceRequest>) -
         Err(e) => return bad(e),
     };
     let scope = scope(req.campaign, req.tenant, req.routing_domain.or(req.domain));
-    let bounced = state.queues.bounce_now(&scope, &req.reason, req.suppress_logging).await;
-    let total: usize = bounced.values().sum();
-    let hold =
-        state.queues.automation().add("bounce", scope, None, d, format!("Administrator bounced: {}", req.reason));
-    state.queues.automation().note_bounced(&hold.id, &bounced);
-    tracing::warn!("admin: bounce {} ({}): {total} message(s) bounced now, more for {d:?}", hold.id, req.reason);
-    (StatusCode::OK, Json(json!({ "id": hold.id, "bounced": bounced, "total_bounced": total })))
+    // the hold first: mail arriving while the queued mail is bounced is bounced too
+    let hold = state.queues.automation().add(
+        "bounce",
+        scope.clone(),
+        None,
+        d,
+        format!("Administrator bounced: {}", req.reason),
+    );
+    let taken = state.queues.take_for_bounce(&scope);
+    let matched = taken.len();
+    state.queues.automation().note_matched(&hold.id, matched);
+    tracing::warn!(
+        "admin: bounce {} ({}): bouncing {matched} queued message(s), and more for {d:?}",
+        hold.id,
+        req.reason
+    );
+    let (queues, id, reason) = (state.queues.clone(), hold.id.clone(), req.reason.clone());
+    let work = tokio::spawn(async move { queues.bounce_taken(&id, taken, &reason, req.suppress_logging).await });
+    // a small bounce answers with its counts (KumoMTA's answer); a large one answers
+    // after a while with its progress, which `bounce-list` goes on showing
+    match tokio::time::timeout(BOUNCE_ANSWER_WITHIN, work).await {
+        Ok(Ok(bounced)) => {
+            let total: usize = bounced.values().sum();
+            (StatusCode::OK, Json(json!({ "id": hold.id, "bounced": bounced, "total_bounced": total })))
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))),
+        Err(_) => {
+            let now = state.queues.automation().list("bounce").into_iter().find(|h| h.id == hold.id);
+            let bounced = now.map(|h| h.bounced).unwrap_or_default();
+            let total: usize = bounced.values().sum();
+            (
+                StatusCode::OK,
+                Json(json!({
+                    "id": hold.id, "bounced": bounced, "total_bounced": total,
+                    "matched": matched, "in_progress": true,
+                })),
+            )
+        }
+    }
 }
+
+/// How long a bounce request waits for its queued mail to be bounced before answering
+/// with its progress.
+const BOUNCE_ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
 /// The holds of one kind, each as `describe` puts it.
 fn list_holds(state: &AppState, kind: &str, describe: impl Fn(&Hold) -> Value) -> Json<Value> {
@@ -88,6 +124,7 @@ async fn bounce_list(State(state): State<AppState>) -> Json<Value> {
             "id": h.id, "campaign": h.scope.campaign, "tenant": h.scope.tenant, "domain": h.scope.domain,
             "routing_domain": h.scope.domain, "reason": h.reason, "duration": remaining(h),
             "total_bounced": bounced.values().sum::<usize>(), "bounced": bounced,
+            "matched": h.matched, "done": h.done, "in_progress": h.done < h.matched,
         })
     })
 }

@@ -23,26 +23,50 @@ impl QueueManager {
         &self.shared().automation
     }
 
-    /// Bounces every queued message `scope` covers (AdminBounce records); returns the
-    /// count per scheduled queue name.
-    pub async fn bounce_now(&self, scope: &Scope, reason: &str, suppress_logging: bool) -> BTreeMap<String, usize> {
+    /// Takes every queued message `scope` covers, to bounce them.
+    pub fn take_for_bounce(&self, scope: &Scope) -> Vec<Message> {
         let shared = self.shared();
         let mut taken = self.take_scheduled(scope);
         let ready: Vec<_> = shared.ready.lock().values().cloned().collect();
         for rq in ready {
             taken.extend(rq.drain_where(|m| scope.covers(&QueueNameParts::parse(&m.queue_name()))));
         }
+        taken
+    }
+
+    /// Bounces `taken` (AdminBounce records, spool removal), many at once so the spool
+    /// groups their writes; counts them into bounce `hold_id` as they go, so `bounce-list`
+    /// shows the progress of a large bounce. Returns the count per scheduled queue name.
+    pub async fn bounce_taken(
+        &self,
+        hold_id: &str,
+        taken: Vec<Message>,
+        reason: &str,
+        suppress_logging: bool,
+    ) -> BTreeMap<String, usize> {
+        const AT_ONCE: usize = 512;
+        let shared = self.shared();
         let reply = Reply::new(551, "5.7.1", format!("Administrator bounced with reason: {reason}"));
         let mut counts = BTreeMap::new();
-        for m in taken {
-            *counts.entry(m.queue_name()).or_insert(0) += 1;
-            crate::metrics::core::failed().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if !suppress_logging {
-                let r = shared.record_plain(RecordType::AdminBounce, &m, &reply);
-                shared.logs.log(r, Some(&m));
+        for chunk in taken.chunks(AT_ONCE) {
+            let mut done = BTreeMap::new();
+            for m in chunk {
+                *done.entry(m.queue_name()).or_insert(0) += 1;
+                crate::metrics::core::failed().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if !suppress_logging {
+                    let r = shared.record_plain(RecordType::AdminBounce, m, &reply);
+                    shared.logs.log(r, Some(m));
+                }
             }
-            if let Err(e) = shared.spool.remove(m.id()).await {
-                tracing::error!("spool: removing bounced message {}: {e}", m.id());
+            let removals = chunk.iter().map(|m| async move {
+                if let Err(e) = shared.spool.remove(m.id()).await {
+                    tracing::error!("spool: removing bounced message {}: {e}", m.id());
+                }
+            });
+            futures::future::join_all(removals).await;
+            shared.automation.note_bounced(hold_id, &done);
+            for (q, n) in done {
+                *counts.entry(q).or_insert(0) += n;
             }
         }
         counts

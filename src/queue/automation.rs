@@ -55,10 +55,23 @@ pub struct Hold {
     pub reason: String,
     /// For bounces: messages bounced so far, by scheduled queue.
     pub bounced: std::collections::BTreeMap<String, usize>,
+    /// For bounces: the messages queued when it was made, being bounced now...
+    pub matched: usize,
+    /// ...and how many of them are bounced so far.
+    pub done: usize,
 }
 
 fn hold(scope: Scope, name: Option<String>, until: Instant, reason: String) -> Hold {
-    Hold { id: uuid::Uuid::new_v4().to_string(), scope, name, until, reason, bounced: Default::default() }
+    Hold {
+        id: uuid::Uuid::new_v4().to_string(),
+        scope,
+        name,
+        until,
+        reason,
+        bounced: Default::default(),
+        matched: 0,
+        done: 0,
+    }
 }
 
 #[derive(Default)]
@@ -280,7 +293,15 @@ impl Automation {
         if let Some(h) = e.bounces.iter_mut().find(|h| h.id == id) {
             for (queue, n) in counts {
                 *h.bounced.entry(queue.clone()).or_default() += n;
+                h.done += n;
             }
+        }
+    }
+
+    /// Sets how many queued messages bounce `id` is bouncing.
+    pub fn note_matched(&self, id: &str, n: usize) {
+        if let Some(h) = self.effects.lock().bounces.iter_mut().find(|h| h.id == id) {
+            h.matched = n;
         }
     }
 
