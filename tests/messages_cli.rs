@@ -11,6 +11,10 @@ use harness::{Server, http_get, record_counts, wait_for_record};
 use std::time::Duration;
 
 fn policy(d: &std::path::Path, sink: &str) -> std::path::PathBuf {
+    policy_with(d, sink, "")
+}
+
+fn policy_with(d: &std::path::Path, sink: &str, extra: &str) -> std::path::PathBuf {
     let text = format!(
         r#"local kumo = require 'kumo'
 kumo.on('init', function()
@@ -19,7 +23,7 @@ kumo.on('init', function()
   kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', relay_hosts = {{ '127.0.0.1' }} }}
   kumo.start_http_listener {{ listen = '127.0.0.1:0' }}
 end)
-{relay}"#,
+{relay}{extra}"#,
         relay = relay_to(sink, "retry_interval = '1 hour'", "")
     );
     harness::write_policy_text(d, &text)
@@ -165,11 +169,15 @@ fn a_hundred_thousand_queued_messages_list_at_once_and_bounce_with_progress() {
     let dir = harness::temp_dir();
     let d = dir.path();
     let sink = Sink::start(d);
-    let path = policy(d, &sink.addr);
+    // not before an hour from now (in the envelope: across restarts too), as a sender's
+    // scheduled campaign would be
+    let later = r#"
+kumo.on('http_message_generated', function(msg)
+  msg:set_scheduling { first_attempt = os.date('!%Y-%m-%dT%H:%M:%SZ', os.time() + 3600) }
+end)
+"#;
+    let path = policy_with(d, &sink.addr, later);
     let server = Server::start(d, &path);
-    // held by a suspension: they wait in their scheduled queue
-    let out = cli(&server, &["suspend", "--domain", "dest.example", "--reason", "backlog", "--duration", "1h"]);
-    assert!(out.status.success(), "{}", text(&out));
     let started = std::time::Instant::now();
     for batch in 0..N / 500 {
         let recipients: Vec<serde_json::Value> =
@@ -183,6 +191,17 @@ fn a_hundred_thousand_queued_messages_list_at_once_and_bounce_with_progress() {
         assert_eq!(code, 200, "{text}");
     }
     eprintln!("{N} messages injected in {:?}", started.elapsed());
+
+    // a restart recovers them: meanwhile liveness says how far it is, the rest waits
+    server.stop();
+    let (statuses, log) = watch_recovery(d, &path);
+    assert!(
+        statuses.iter().any(|(code, body)| *code == 503 && body.contains("recovering: ")),
+        "liveness during recovery: {statuses:?}"
+    );
+    assert_eq!(statuses.last().unwrap().0, 200, "{statuses:?}");
+    assert!(log.contains(&format!("{N} message(s) enumerated")), "{log}");
+    let server = Server::start(d, &path);
 
     let t = std::time::Instant::now();
     let out = cli(&server, &["queue-list", "--limit", "10", "--json"]);
@@ -214,4 +233,50 @@ fn a_hundred_thousand_queued_messages_list_at_once_and_bounce_with_progress() {
     }
     server.stop();
     assert!(harness::spooled(d).is_empty(), "every bounced message left the spool");
+}
+
+/// Starts the server on `policy` and polls its liveness from the moment its HTTP listener
+/// is up until it answers 200; returns every (status, body) seen and its diagnostic log.
+fn watch_recovery(d: &std::path::Path, policy: &std::path::Path) -> (Vec<(u16, String)>, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(harness::binary())
+        .args(["serve", "--policy"])
+        .arg(policy)
+        .current_dir(d)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    let http = loop {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("the server says where HTTP listens");
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(at) = line.find("http listener on ") {
+            break line[at + 17..].trim().to_string();
+        }
+    };
+    let mut statuses = vec![];
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, body) = http_get(&http, "/api/check-liveness/v1");
+        statuses.push((code, body));
+        if code == 200 || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    (statuses, log)
 }

@@ -128,13 +128,27 @@ async fn start(
     let state = crate::http::AppState::new(spool.clone(), queues.clone(), policy.clone(), logs.clone());
     let injector: Arc<dyn crate::policy::inject::Injector> = Arc::new(crate::http::inject::PolicyInjector(state));
     runtime.set_injector(&injector);
+    // the HTTP listeners answer from here on: liveness and metrics say how far recovery is
+    let recovery = Arc::new(crate::http::Recovery::default());
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut http_tasks = Vec::new();
+    for config in init.http_listeners {
+        let listener = HttpListener::bind(config).await?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!("http listener on {addr}");
+        let state = crate::http::AppState::new(spool.clone(), queues.clone(), policy.clone(), logs.clone())
+            .recovering(recovery.clone());
+        http_tasks.push(tokio::spawn(listener.serve(state, shutdown_rx.clone())));
+    }
     let found = startup.len();
+    recovery.total.store(found, Ordering::Relaxed);
     let (mut enumerated, mut quarantined) = (0, startup.quarantined);
     let started = std::time::Instant::now();
     let mut last_progress = started;
     for (done, message) in startup.messages().enumerate() {
         // a large spool takes a while: say how far recovery is
-        if last_progress.elapsed() >= Duration::from_secs(2) {
+        recovery.done.store(done, Ordering::Relaxed);
+        if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = std::time::Instant::now();
             let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
             tracing::info!("spool: recovered {done} of {found} message(s) ({rate:.0}/s)");
@@ -161,27 +175,19 @@ async fn start(
     );
     crate::metrics::core::quarantined().fetch_add(quarantined as i64, Ordering::Relaxed);
     spool.start();
+    recovery.finished.store(true, Ordering::Relaxed);
     return_freed_memory();
 
     let sessions = SessionBudget::for_descriptors(descriptors);
     tracing::info!("inbound sessions: at most {} at once across listeners (descriptor budget)", sessions.limit());
     let ctx =
         Arc::new(ServerContext { policy, spool: spool.clone(), logs: logs.clone(), queues: queues.clone(), sessions });
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut sessions = Vec::new();
     for config in init.listeners {
         let listener = EsmtpListener::bind(config).await?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!("esmtp listener on {addr}");
         sessions.push(tokio::spawn(listener.serve(ctx.clone(), shutdown_rx.clone())));
-    }
-    let mut http_tasks = Vec::new();
-    for config in init.http_listeners {
-        let listener = HttpListener::bind(config).await?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!("http listener on {addr}");
-        let state = crate::http::AppState::new(spool.clone(), queues.clone(), ctx.policy.clone(), logs.clone());
-        http_tasks.push(tokio::spawn(listener.serve(state, shutdown_rx.clone())));
     }
     if sessions.is_empty() {
         tracing::warn!("the policy started no esmtp listener");

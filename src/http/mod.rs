@@ -35,12 +35,46 @@ pub struct AppState {
     pub policy: Policy,
     pub logs: Logs,
     trusted: Arc<CidrSet>,
+    recovery: Arc<Recovery>,
+}
+
+/// How far the spool's recovery at start-up is: while it runs the HTTP listener answers
+/// liveness (`recovering: 40%`) and metrics, and every other request 503.
+#[derive(Default)]
+pub struct Recovery {
+    /// Messages found in the spool.
+    pub total: std::sync::atomic::AtomicUsize,
+    /// Of them, recovered so far.
+    pub done: std::sync::atomic::AtomicUsize,
+    /// Recovery is over.
+    pub finished: std::sync::atomic::AtomicBool,
+}
+
+impl Recovery {
+    /// "recovering: 40% (400 of 1000 messages)", or None once finished.
+    pub fn describe(&self) -> Option<String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.finished.load(Relaxed) {
+            return None;
+        }
+        let (done, total) = (self.done.load(Relaxed), self.total.load(Relaxed));
+        let percent = if total == 0 { 0 } else { done * 100 / total };
+        Some(format!("recovering: {percent}% ({done} of {total} messages)"))
+    }
 }
 
 impl AppState {
     /// The state of one listener.
     pub fn new(spool: Spool, queues: QueueManager, policy: Policy, logs: Logs) -> Self {
-        AppState { spool, queues, policy, logs, trusted: Arc::new(CidrSet::default()) }
+        let recovery = Recovery::default();
+        recovery.finished.store(true, std::sync::atomic::Ordering::Relaxed);
+        AppState { spool, queues, policy, logs, trusted: Arc::new(CidrSet::default()), recovery: Arc::new(recovery) }
+    }
+
+    /// The same, serving while the spool is recovered (see [`Recovery`]).
+    pub fn recovering(mut self, recovery: Arc<Recovery>) -> Self {
+        self.recovery = recovery;
+        self
     }
 }
 
@@ -85,6 +119,7 @@ impl HttpListener {
             .merge(admin::routes())
             .merge(messages::routes())
             .merge(inject::routes())
+            .layer(axum::middleware::from_fn_with_state(state.clone(), while_recovering))
             .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
             .layer(axum::extract::DefaultBodyLimit::max(limit));
         let app = Router::new().route("/api/check-liveness/v1", get(liveness)).merge(protected).with_state(state);
@@ -124,7 +159,24 @@ async fn authorize(
     }
 }
 
+/// While the spool is recovered, only metrics are served; the rest answers 503 with the
+/// progress.
+async fn while_recovering(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match state.recovery.describe() {
+        Some(progress) if !request.uri().path().starts_with("/metrics") => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            serde_json::json!({ "error": format!("{progress}; try again shortly") }).to_string(),
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
 async fn liveness(State(state): State<AppState>) -> (StatusCode, String) {
+    if let Some(progress) = state.recovery.describe() {
+        return (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": progress }).to_string());
+    }
     match state.spool.accepting() {
         Ok(()) => (StatusCode::OK, "{\"status\":\"ok\"}".into()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": e.to_string()}).to_string()),
