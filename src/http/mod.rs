@@ -58,7 +58,7 @@ impl Recovery {
             return None;
         }
         let (done, total) = (self.done.load(Relaxed), self.total.load(Relaxed));
-        let percent = if total == 0 { 0 } else { done * 100 / total };
+        let percent = (done * 100).checked_div(total).unwrap_or(0);
         Some(format!("recovering: {percent}% ({done} of {total} messages)"))
     }
 }
