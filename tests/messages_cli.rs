@@ -99,6 +99,17 @@ fn list_hold_release_requeue_bounce_and_delete_by_id() {
     let again = cli(&server, &["message", "hold", &sent[0]]);
     assert!(!again.status.success() && text(&again).contains("already held"), "{}", text(&again));
     assert_eq!(entry(&listed(&server, &[]), &sent[0]).unwrap()["held"], true);
+    // queue-summary: oldest message, the last error, and the markers
+    let out = cli(&server, &["suspend", "--domain", "other.example", "--reason", "x", "--duration", "1h"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary = text(&cli(&server, &["queue-summary"]));
+    let line = |q: &str| summary.lines().find(|l| l.starts_with(q)).unwrap_or_default().to_string();
+    assert!(line("dest.example").contains("1 held") && line("dest.example").contains("  4"), "{summary}");
+    assert!(line("other.example").contains("suspended"), "{summary}");
+    let details = json(&cli(&server, &["queue-summary", "--json"]));
+    let dest = details["queues"].as_array().unwrap().iter().find(|q| q["name"] == "dest.example").unwrap().clone();
+    assert_eq!((dest["count"].as_u64(), dest["held"].as_u64()), (Some(4), Some(1)), "{dest}");
+    assert!(dest["oldest_age_secs"].as_i64().is_some() && dest["last_error"].is_string(), "{dest}");
     server.stop();
     let server = Server::start(d, &path);
     let listing = listed(&server, &[]);

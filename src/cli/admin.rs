@@ -52,8 +52,15 @@ fn check_duration(text: &str) -> Result<String, String> {
 
 #[derive(Subcommand)]
 pub enum AdminCommand {
-    /// Messages per scheduled and ready queue, and delivery connections.
-    QueueSummary(Endpoint),
+    /// Messages per scheduled and ready queue (oldest message, last error, suspended,
+    /// bouncing and held markers), and delivery connections.
+    QueueSummary {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Print the server's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Bounce queued mail now, and mail that arrives for the hold's duration.
     Bounce {
         #[command(flatten)]
@@ -220,7 +227,60 @@ pub fn print_queues(v: &Value, limit: usize) {
     );
 }
 
-async fn queue_summary(endpoint: &Endpoint) -> ExitCode {
+/// One queue's markers: suspended, bouncing, held messages.
+fn flags(q: &Value) -> String {
+    let mut f = vec![];
+    if q["suspended"] == true {
+        f.push("suspended".to_string());
+    }
+    if q["bouncing"] == true {
+        f.push("bouncing".to_string());
+    }
+    if let Some(n) = q["held"].as_u64().filter(|n| *n > 0) {
+        f.push(format!("{n} held"));
+    }
+    if f.is_empty() { "-".into() } else { f.join(",") }
+}
+
+fn print_details(queues: &[Value]) {
+    for (kind, title) in [("scheduled", "SCHEDULED QUEUE"), ("ready", "READY QUEUE")] {
+        let rows: Vec<&Value> = queues.iter().filter(|q| q["kind"] == kind).collect();
+        let width = rows.iter().filter_map(|q| q["name"].as_str()).map(str::len).max().unwrap_or(0).max(title.len());
+        let last = if kind == "ready" { "CONNECTIONS" } else { "LAST ERROR" };
+        println!("{title:<width$}  {:>8}  {:>7}  {:<12}  {last}", "COUNT", "OLDEST", "FLAGS");
+        for q in rows {
+            let oldest = q["oldest_age_secs"].as_i64().map(super::messages::age).unwrap_or_else(|| "-".into());
+            let tail = match kind {
+                "ready" => q["connections"].to_string(),
+                _ => q["last_error"].as_str().unwrap_or("").to_string(),
+            };
+            println!(
+                "{:<width$}  {:>8}  {oldest:>7}  {:<12}  {tail}",
+                q["name"].as_str().unwrap_or_default(),
+                q["count"],
+                flags(q)
+            );
+        }
+        println!();
+    }
+}
+
+async fn queue_summary(endpoint: &Endpoint, json_out: bool) -> ExitCode {
+    let details = match call(endpoint, "GET", "/api/admin/queue-summary/v1", None).await {
+        Ok((200, text)) => serde_json::from_str::<Value>(&text).unwrap_or_default(),
+        Ok((status, text)) => {
+            eprintln!("error: the server answered {status}: {}", text.trim());
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&details).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
     let v = match fetch_metrics(endpoint).await {
         Ok(v) => v,
         Err(e) => {
@@ -228,7 +288,13 @@ async fn queue_summary(endpoint: &Endpoint) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    print_queues(&v, usize::MAX);
+    print_details(details["queues"].as_array().map(Vec::as_slice).unwrap_or_default());
+    println!(
+        "between queues: {}   in delivery: {}   held in all: {}",
+        total(&v, "transit_count"),
+        total(&v, "delivering_count"),
+        total(&v, "message_count")
+    );
     println!("delivery connections: {}", delivery_connections(&v));
     ExitCode::SUCCESS
 }
@@ -306,7 +372,7 @@ async fn bounce(endpoint: &Endpoint, scope: &Scope, hold: &Hold) -> ExitCode {
 pub async fn run(command: AdminCommand) -> ExitCode {
     use AdminCommand::*;
     match command {
-        QueueSummary(e) => queue_summary(&e).await,
+        QueueSummary { endpoint, json } => queue_summary(&endpoint, json).await,
         Bounce { endpoint, scope, hold } => bounce(&endpoint, &scope, &hold).await,
         BounceList(e) => show(&e, "GET", "/api/admin/bounce/v1", None).await,
         BounceCancel { endpoint, id } => {

@@ -90,7 +90,7 @@ fn check_duration(text: &str) -> Result<String, String> {
 }
 
 /// Seconds as "3d4h", "2h13m", "5m10s", "42s".
-fn age(secs: i64) -> String {
+pub(super) fn age(secs: i64) -> String {
     let s = secs.max(0);
     let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
     match (d, h, m) {

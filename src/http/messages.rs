@@ -1,7 +1,8 @@
 //! Per-message admin endpoints: `GET /api/admin/queue-list/v1` (queued messages, oldest
 //! first, with filters) and `POST /api/admin/message-action/v1` (bounce, requeue, hold,
 //! release or delete messages by id), `GET /api/admin/qshape/v1` (messages per domain by
-//! age), and `POST /api/admin/set_diagnostic_log_filter/v1` (KumoMTA's path). Unknown fields are errors, as everywhere in the API.
+//! age), `GET /api/admin/queue-summary/v1` (every queue's count, oldest message, last
+//! error and markers), and `POST /api/admin/set_diagnostic_log_filter/v1` (KumoMTA's path). Unknown fields are errors, as everywhere in the API.
 
 use super::AppState;
 use crate::queue::listing::{Action, ListFilter};
@@ -23,6 +24,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/api/admin/queue-list/v1", get(queue_list))
         .route("/api/admin/message-action/v1", post(message_action))
         .route("/api/admin/qshape/v1", get(qshape))
+        .route("/api/admin/queue-summary/v1", get(queue_summary))
         .route("/api/admin/set_diagnostic_log_filter/v1", post(set_log_filter))
 }
 
@@ -109,5 +111,13 @@ async fn set_log_filter(Json(req): Json<LogFilter>) -> Reply {
     match crate::log_filter::set(&req.filter) {
         Ok(()) => (StatusCode::OK, Json(json!({ "filter": req.filter }))),
         Err(e) => bad(e),
+    }
+}
+
+async fn queue_summary(State(state): State<AppState>) -> Reply {
+    let queues = state.queues.clone();
+    match tokio::task::spawn_blocking(move || queues.details()).await {
+        Ok(details) => (StatusCode::OK, Json(json!({ "queues": details }))),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))),
     }
 }

@@ -54,6 +54,26 @@ pub struct Listing {
     pub messages: Vec<Listed>,
 }
 
+/// One queue as `queue-summary` shows it.
+#[derive(Debug, Serialize)]
+pub struct QueueDetail {
+    pub name: String,
+    /// `scheduled` or `ready`.
+    pub kind: &'static str,
+    pub count: usize,
+    /// The oldest message's age.
+    pub oldest_age_secs: Option<i64>,
+    /// The reply of the latest failed attempt among the messages with the most attempts.
+    pub last_error: Option<String>,
+    /// Messages held by an operator.
+    pub held: usize,
+    pub suspended: bool,
+    /// An admin bounce covers it.
+    pub bouncing: bool,
+    /// Ready queues: open delivery connections.
+    pub connections: Option<usize>,
+}
+
 /// Queued messages per domain by age, Postfix qshape's buckets (minutes).
 #[derive(Debug, Serialize)]
 pub struct Shape {
@@ -164,6 +184,61 @@ impl QueueManager {
             })
             .collect();
         Listing { matched, messages }
+    }
+
+    /// Every queue's count, oldest message, last error and markers.
+    pub fn details(&self) -> Vec<QueueDetail> {
+        let shared = self.shared();
+        let now = chrono::Utc::now();
+        let describe = |messages: &[Message]| {
+            let oldest = messages.iter().map(|m| m.id()).min().map(|id| (now - id.created()).num_seconds());
+            // the most tried message's last reply says best what the queue runs into
+            let (mut best, mut held) = ((0u32, None::<String>), 0);
+            for m in messages {
+                m.peek(|e| {
+                    held += usize::from(e.admin_hold);
+                    if e.last_response.is_some() && e.num_attempts >= best.0 {
+                        best = (e.num_attempts, e.last_response.clone());
+                    }
+                });
+            }
+            (oldest, best.1, held)
+        };
+        let mut out = vec![];
+        let scheduled: Vec<_> = shared.scheduled.lock().values().cloned().collect();
+        for q in scheduled {
+            let messages = q.messages();
+            let (oldest, last_error, held) = describe(&messages);
+            out.push(QueueDetail {
+                name: q.name.clone(),
+                kind: "scheduled",
+                count: messages.len(),
+                oldest_age_secs: oldest,
+                last_error,
+                held,
+                suspended: shared.automation.sched_suspended(&q.parts).is_some(),
+                bouncing: shared.automation.bounce(&q.parts).is_some(),
+                connections: None,
+            });
+        }
+        let ready: Vec<_> = shared.ready.lock().iter().map(|(k, q)| (k.clone(), q.clone())).collect();
+        for (name, q) in ready {
+            let (messages, connections) = q.state();
+            let (oldest, last_error, held) = describe(&messages);
+            out.push(QueueDetail {
+                suspended: shared.automation.ready_suspended(&name).is_some(),
+                name,
+                kind: "ready",
+                count: messages.len(),
+                oldest_age_secs: oldest,
+                last_error,
+                held,
+                bouncing: false,
+                connections: Some(connections),
+            });
+        }
+        out.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
+        out
     }
 
     /// Queued messages per (routing) domain by age.
