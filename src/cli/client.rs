@@ -86,3 +86,40 @@ async fn exchange(
     let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// Sends `GET path` and calls `each` with every line of the answer as it arrives, until
+/// the server ends it (no overall timeout: for streams such as the live traces). An
+/// error status is an error with the server's text.
+pub async fn stream_lines(endpoint: &Endpoint, path: &str, mut each: impl FnMut(&str)) -> Result<(), String> {
+    let (stream, authority) = connect(endpoint).await?;
+    let base = &endpoint.endpoint;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("{base}: {e}"))?;
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method("GET")
+        .uri(path)
+        .header("host", &authority)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await.map_err(|e| format!("{base}{path}: {e}"))?;
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    if status != 200 {
+        let text = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        return Err(format!("the server answered {status}: {}", String::from_utf8_lossy(&text).trim()));
+    }
+    let mut pending: Vec<u8> = vec![];
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("{base}{path}: {e}"))?;
+        if let Some(data) = frame.data_ref() {
+            pending.extend_from_slice(data);
+            while let Some(at) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=at).collect();
+                each(String::from_utf8_lossy(&line).trim_end());
+            }
+        }
+    }
+    Ok(())
+}

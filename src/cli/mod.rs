@@ -11,6 +11,7 @@ mod serve;
 mod shaping;
 mod sink;
 mod top;
+mod trace;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -62,6 +63,10 @@ enum Command {
     Messages(messages::MessageCommand),
     /// Read the log records in a log directory, the segment being written included.
     Logs(logs::LogsArgs),
+    /// Watch the running server's inbound SMTP sessions live.
+    TraceSmtpServer(trace::TraceArgs),
+    /// Watch the running server's delivery connections live.
+    TraceSmtpClient(trace::TraceArgs),
     /// Change the running server's diagnostic log filter ("info,wasmta::smtp=debug").
     SetLogFilter {
         #[command(flatten)]
@@ -105,6 +110,8 @@ pub fn main() -> ExitCode {
         Command::Admin(command) => rt.block_on(admin::run(command)),
         Command::Messages(command) => rt.block_on(messages::run(command)),
         Command::Logs(args) => rt.block_on(logs::run(args)),
+        Command::TraceSmtpServer(args) => rt.block_on(trace::run("server", args)),
+        Command::TraceSmtpClient(args) => rt.block_on(trace::run("client", args)),
         Command::SetLogFilter { endpoint, filter } => rt.block_on(set_log_filter(endpoint, filter)),
     }
 }

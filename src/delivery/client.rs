@@ -61,6 +61,11 @@ pub struct Connection {
     starttls_offered: bool,
     /// Messages sent on this connection.
     pub deliveries: usize,
+    /// For `trace-smtp-client`: this connection's id, its ready queue, and the recipient
+    /// domains sent on it so far.
+    trace_id: String,
+    queue: String,
+    domains: Vec<String>,
 }
 
 /// Where to connect from and what to call ourselves.
@@ -71,9 +76,21 @@ pub struct ConnectParams<'a> {
     pub ehlo_domain: &'a str,
     /// Local address to bind.
     pub source_address: Option<IpAddr>,
+    /// The ready queue connecting (for traces)...
+    pub queue: &'a str,
+    /// ...and the recipient domains of the mail waiting in it.
+    pub domains: Vec<String>,
 }
 
 impl Connection {
+    /// Publishes a trace event for `trace-smtp-client`, when someone listens.
+    fn trace(&self, kind: &'static str, data: impl FnOnce() -> String) {
+        crate::logs::trace::client().publish(|| {
+            let domain = format!("{} {} {}", self.queue, self.host, self.domains.join(","));
+            crate::logs::trace::event(&self.trace_id, &self.addr.to_string(), kind, data(), domain)
+        });
+    }
+
     /// Reads one whole reply within `timeout` (a server trickling a byte at a time gets
     /// the same time as one sending the reply at once).
     async fn read_reply(&mut self, timeout: Duration, what: &str) -> Result<Reply, TransportError> {
@@ -81,7 +98,13 @@ impl Connection {
         let mut buf = [0u8; 4096];
         loop {
             if let Some(r) = self.reader.next_reply() {
-                return r.map_err(|e| TransportError::new(format!("invalid reply to {what}: {e:?}")));
+                let r = r.map_err(|e| TransportError::new(format!("invalid reply to {what}: {e:?}")))?;
+                self.trace("recv", || {
+                    let mut out = vec![];
+                    r.write_to(&mut out);
+                    crate::logs::trace::text(&out)
+                });
+                return Ok(r);
             }
             let n = match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
                 Ok(Ok(0)) => {
@@ -132,6 +155,29 @@ impl Connection {
     }
 
     async fn write(&mut self, bytes: &[u8], timeout: Duration, what: &str) -> Result<(), TransportError> {
+        if crate::logs::trace::client().active() {
+            if what == "message data" {
+                self.trace("send", || format!("(message data: {} bytes)", bytes.len()));
+            } else {
+                for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                    let domain = String::from_utf8_lossy(line).to_ascii_lowercase();
+                    if let Some(d) = domain.strip_prefix("rcpt to:").and_then(|a| a.split('@').nth(1)) {
+                        let d = d.trim_end_matches(['>', '\r']).split('>').next().unwrap_or_default().to_string();
+                        if !self.domains.contains(&d) {
+                            self.domains.push(d);
+                        }
+                    }
+                }
+                self.trace("send", || {
+                    bytes
+                        .split(|b| *b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .map(crate::logs::trace::command_text)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+            }
+        }
         match tokio::time::timeout(timeout, self.stream.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(TransportError::new(format!("writing {what} to {}: {e}", self.host))),
@@ -178,7 +224,13 @@ impl Connection {
             needs_rset: false,
             starttls_offered: false,
             deliveries: 0,
+            trace_id: uuid::Uuid::new_v4().to_string(),
+            queue: params.queue.to_string(),
+            domains: params.domains.clone(),
         };
+        conn.trace("connect", || {
+            format!("to {host} from {}", params.source_address.map(|a| a.to_string()).unwrap_or_else(|| "any".into()))
+        });
         let banner = conn.read_reply(path.banner_timeout, "banner").await?;
         if banner.code != 220 {
             return Err(TransportError { reply: banner });
@@ -354,6 +406,8 @@ impl Connection {
 
     /// Says QUIT (best effort) and closes.
     pub async fn quit(mut self, timeout: Duration) {
+        self.trace("send", || "QUIT".into());
+        self.trace("close", String::new);
         let _ = tokio::time::timeout(timeout, async {
             let _ = self.stream.write_all(b"QUIT\r\n").await;
             let mut buf = [0u8; 512];

@@ -8,6 +8,7 @@ mod admin;
 mod conn;
 pub mod inject;
 mod messages;
+mod trace;
 
 use crate::config::cidr::CidrSet;
 use crate::config::storage::HttpListenerConfig;
@@ -118,6 +119,7 @@ impl HttpListener {
             .route("/api/openapi.json", get(openapi))
             .merge(admin::routes())
             .merge(messages::routes())
+            .merge(trace::routes())
             .merge(inject::routes())
             .layer(axum::middleware::from_fn_with_state(state.clone(), while_recovering))
             .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))

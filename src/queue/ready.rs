@@ -321,6 +321,19 @@ impl ReadyQueue {
         current
     }
 
+    /// The recipient domains of (at most `n` of) the messages waiting here.
+    fn waiting_domains(&self, n: usize) -> Vec<String> {
+        let st = self.state.lock();
+        let mut out: Vec<String> = vec![];
+        for m in st.messages.iter().take(n) {
+            let d = m.peek(|e| e.recipients.first().map(|r| r.domain().to_ascii_lowercase()));
+            if let Some(d) = d.filter(|d| !out.contains(d)) {
+                out.push(d);
+            }
+        }
+        out
+    }
+
     async fn connect(&self, shared: &Shared, path: &EgressPathConfig) -> Result<Connection, ConnectFailure> {
         let (prohibited, skip) = (path.prohibited_hosts.set(), path.skip_hosts.set());
         let ehlo = self
@@ -330,7 +343,9 @@ impl ReadyQueue {
             .or_else(|| path.ehlo_domain.clone())
             .unwrap_or_else(|| shared.hostname.clone());
         let source_address = self.source.source_address;
-        let params = ConnectParams { path, ehlo_domain: &ehlo, source_address };
+        // for traces: the domains of the mail the connection is opened for
+        let domains = if crate::logs::trace::client().active() { self.waiting_domains(16) } else { vec![] };
+        let params = ConnectParams { path, ehlo_domain: &ehlo, source_address, queue: &self.spec.name, domains };
         let mut last: Option<Reply> = None;
         let (mut tried, mut was_prohibited, mut was_skipped) = (0, 0, 0);
         for host in &self.site.hosts {

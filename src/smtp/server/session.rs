@@ -157,6 +157,29 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
+        self.trace("connect", || format!("session on {}", self.listener));
+        self.run_inner(stream, banner).await;
+        self.trace("close", String::new);
+    }
+
+    /// Publishes a trace event for `trace-smtp-server`, when someone listens.
+    fn trace(&self, kind: &'static str, data: impl FnOnce() -> String) {
+        crate::logs::trace::server().publish(|| {
+            let domain = self.ehlo.clone().unwrap_or_default();
+            crate::logs::trace::event(&self.session_id, &self.peer.to_string(), kind, data(), domain)
+        });
+    }
+
+    /// Writes `out` to the client (and to a listening trace).
+    async fn flush<S: AsyncWrite + Unpin>(&self, stream: &mut S, out: &[u8]) -> std::io::Result<()> {
+        self.trace("send", || crate::logs::trace::text(out));
+        stream.write_all(out).await
+    }
+
+    async fn run_inner<S>(&mut self, stream: S, banner: Reply)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let upgrade = match self.drive(stream, Some(banner)).await {
             Ok(Some(plain)) => plain,
             Ok(None) => return,
@@ -219,17 +242,25 @@ impl Session {
                         self.reply(&mut out, Reply::new(500, "5.5.2", "line too long"), None);
                         Next::Continue
                     }
-                    Line::Complete(l) => self.command(&l, &mut out).await,
+                    Line::Complete(l) => {
+                        // a SASL exchange's response lines are credentials
+                        let hidden = self.sasl.is_some();
+                        self.trace("recv", || match hidden {
+                            true => "(SASL response hidden)".into(),
+                            false => crate::logs::trace::command_text(&l),
+                        });
+                        self.command(&l, &mut out).await
+                    }
                 };
                 match next {
                     Next::Continue => {}
                     Next::Close => {
-                        stream.write_all(&out).await?;
+                        self.flush(&mut stream, &out).await?;
                         let _ = stream.shutdown().await;
                         return Ok(None);
                     }
                     Next::StartTls => {
-                        stream.write_all(&out).await?;
+                        self.flush(&mut stream, &out).await?;
                         // RFC 3207: whatever the client sent after STARTTLS is discarded
                         let injected = lines.take_rest();
                         if !injected.is_empty() {
@@ -242,7 +273,7 @@ impl Session {
                         return Ok(Some(stream));
                     }
                     Next::Data => {
-                        stream.write_all(&out).await?;
+                        self.flush(&mut stream, &out).await?;
                         out.clear();
                         let rest = lines.take_rest();
                         let leftover = match self.receive_data(&mut stream, rest, &mut buf, &mut out).await? {
@@ -255,12 +286,12 @@ impl Session {
                 if self.errors >= MAX_ERRORS {
                     Reply::new(421, "4.7.0", format!("{} too many errors, closing connection", self.settings.hostname))
                         .write_to(&mut out);
-                    stream.write_all(&out).await?;
+                    self.flush(&mut stream, &out).await?;
                     return Ok(None);
                 }
             }
             if !out.is_empty() {
-                stream.write_all(&out).await?;
+                self.flush(&mut stream, &out).await?;
                 out.clear();
             }
             let n = tokio::select! {
@@ -269,18 +300,18 @@ impl Session {
                     Read::Idle => {
                         let r = Reply::new(421, "4.4.2", format!("{} idle too long, closing connection", self.settings.hostname));
                         self.reply(&mut out, r, None);
-                        stream.write_all(&out).await?;
+                        self.flush(&mut stream, &out).await?;
                         return Ok(None);
                     }
                     Read::Expired => {
                         self.reply(&mut out, self.expired_reply(), None);
-                        stream.write_all(&out).await?;
+                        self.flush(&mut stream, &out).await?;
                         return Ok(None);
                     }
                 },
                 _ = self.shutdown.changed() => {
                     Reply::new(421, "4.3.2", format!("{} shutting down", self.settings.hostname)).write_to(&mut out);
-                    stream.write_all(&out).await?;
+                    self.flush(&mut stream, &out).await?;
                     return Ok(None);
                 }
             };
@@ -315,12 +346,12 @@ impl Session {
                 Read::Idle => {
                     let r = Reply::new(421, "4.4.2", format!("{} timed out waiting for data", self.settings.hostname));
                     self.reply(out, r, Some("DATA".into()));
-                    stream.write_all(out).await?;
+                    self.flush(stream, out).await?;
                     return Ok(None);
                 }
                 Read::Expired => {
                     self.reply(out, self.expired_reply(), Some("DATA".into()));
-                    stream.write_all(out).await?;
+                    self.flush(stream, out).await?;
                     return Ok(None);
                 }
             };
@@ -329,7 +360,11 @@ impl Session {
             }
             pending = buf[..n].to_vec();
         };
-        let reply = match rx.finish() {
+        let finished = rx.finish();
+        if let Ok(body) = &finished {
+            self.trace("recv", || format!("(message data: {} bytes)", body.len()));
+        }
+        let reply = match finished {
             Ok(body) => match header_limits::check(&body, &self.settings) {
                 Some(refusal) => {
                     self.tx = None;
