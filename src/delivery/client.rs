@@ -85,9 +85,9 @@ pub struct ConnectParams<'a> {
 impl Connection {
     /// Publishes a trace event for `trace-smtp-client`, when someone listens.
     fn trace(&self, kind: &'static str, data: impl FnOnce() -> String) {
-        crate::logs::trace::client().publish(|| {
+        crate::trace::client().publish(|| {
             let domain = format!("{} {} {}", self.queue, self.host, self.domains.join(","));
-            crate::logs::trace::event(&self.trace_id, &self.addr.to_string(), kind, data(), domain)
+            crate::trace::event(&self.trace_id, &self.addr.to_string(), kind, data(), domain)
         });
     }
 
@@ -102,7 +102,7 @@ impl Connection {
                 self.trace("recv", || {
                     let mut out = vec![];
                     r.write_to(&mut out);
-                    crate::logs::trace::text(&out)
+                    crate::trace::text(&out)
                 });
                 return Ok(r);
             }
@@ -155,7 +155,7 @@ impl Connection {
     }
 
     async fn write(&mut self, bytes: &[u8], timeout: Duration, what: &str) -> Result<(), TransportError> {
-        if crate::logs::trace::client().active() {
+        if crate::trace::client().active() {
             if what == "message data" {
                 self.trace("send", || format!("(message data: {} bytes)", bytes.len()));
             } else {
@@ -172,7 +172,7 @@ impl Connection {
                     bytes
                         .split(|b| *b == b'\n')
                         .filter(|l| !l.is_empty())
-                        .map(crate::logs::trace::command_text)
+                        .map(crate::trace::command_text)
                         .collect::<Vec<_>>()
                         .join("\n")
                 });

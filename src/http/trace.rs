@@ -7,7 +7,7 @@
 
 use super::AppState;
 use crate::config::cidr::CidrSet;
-use crate::logs::trace::{TraceEvent, Tracer};
+use crate::trace::{TraceEvent, Tracer};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::Query;
@@ -20,8 +20,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
-        .route("/api/admin/trace-smtp-server/v1", get(|q| trace(crate::logs::trace::server(), q)))
-        .route("/api/admin/trace-smtp-client/v1", get(|q| trace(crate::logs::trace::client(), q)))
+        .route("/api/admin/trace-smtp-server/v1", get(|q| trace(crate::trace::server(), q)))
+        .route("/api/admin/trace-smtp-client/v1", get(|q| trace(crate::trace::client(), q)))
 }
 
 #[derive(Deserialize)]

@@ -5,7 +5,6 @@
 
 pub mod classify;
 pub mod record;
-pub mod trace;
 pub mod writer;
 
 pub use record::{LogRecord, PeerAddress, RecordType, Response};

@@ -85,20 +85,36 @@ impl QueueManager {
         let taken = self.take_scheduled(scope);
         let reply = Reply::new(250, "2.0.0", format!("Administrator rebound with reason: {reason}"));
         let mut counts = BTreeMap::new();
-        for m in taken {
-            *counts.entry(m.queue_name()).or_insert(0) += 1;
-            for (k, v) in data {
-                m.set_meta(k, v.clone());
+        let (total, started) = (taken.len(), std::time::Instant::now());
+        let mut said = started;
+        // many at once, so the spool groups their writes; a long rebind says how far it is
+        for (i, chunk) in taken.chunks(512).enumerate() {
+            for m in chunk {
+                *counts.entry(m.queue_name()).or_insert(0) += 1;
+                for (k, v) in data {
+                    m.set_meta(k, v.clone());
+                }
+                if !suppress_logging {
+                    let r = shared.record_plain(RecordType::AdminRebind, m, &reply);
+                    shared.logs.log(r, Some(m));
+                }
             }
-            if !suppress_logging {
-                let r = shared.record_plain(RecordType::AdminRebind, &m, &reply);
-                shared.logs.log(r, Some(&m));
+            let updates = chunk.iter().map(|m| async move {
+                if let Err(e) = shared.spool.update(m).await {
+                    tracing::error!("spool: storing rebound {}: {e}", m.id());
+                }
+            });
+            futures::future::join_all(updates).await;
+            for m in chunk {
+                m.set_due(None);
+                self.insert(m.clone(), super::InsertReason::AdminRebind);
             }
-            if let Err(e) = shared.spool.update(&m).await {
-                tracing::error!("spool: storing rebound {}: {e}", m.id());
+            if said.elapsed() >= std::time::Duration::from_secs(1) {
+                said = std::time::Instant::now();
+                let done = (i + 1) * 512;
+                let rate = done as f64 / started.elapsed().as_secs_f64();
+                tracing::info!("admin: rebind ({reason}): {done} of {total} message(s) rebound ({rate:.0}/s)");
             }
-            m.set_due(None);
-            self.insert(m, super::InsertReason::AdminRebind);
         }
         counts
     }

@@ -344,7 +344,7 @@ impl ReadyQueue {
             .unwrap_or_else(|| shared.hostname.clone());
         let source_address = self.source.source_address;
         // for traces: the domains of the mail the connection is opened for
-        let domains = if crate::logs::trace::client().active() { self.waiting_domains(16) } else { vec![] };
+        let domains = if crate::trace::client().active() { self.waiting_domains(16) } else { vec![] };
         let params = ConnectParams { path, ehlo_domain: &ehlo, source_address, queue: &self.spec.name, domains };
         let mut last: Option<Reply> = None;
         let (mut tried, mut was_prohibited, mut was_skipped) = (0, 0, 0);

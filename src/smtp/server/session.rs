@@ -164,15 +164,15 @@ impl Session {
 
     /// Publishes a trace event for `trace-smtp-server`, when someone listens.
     fn trace(&self, kind: &'static str, data: impl FnOnce() -> String) {
-        crate::logs::trace::server().publish(|| {
+        crate::trace::server().publish(|| {
             let domain = self.ehlo.clone().unwrap_or_default();
-            crate::logs::trace::event(&self.session_id, &self.peer.to_string(), kind, data(), domain)
+            crate::trace::event(&self.session_id, &self.peer.to_string(), kind, data(), domain)
         });
     }
 
     /// Writes `out` to the client (and to a listening trace).
     async fn flush<S: AsyncWrite + Unpin>(&self, stream: &mut S, out: &[u8]) -> std::io::Result<()> {
-        self.trace("send", || crate::logs::trace::text(out));
+        self.trace("send", || crate::trace::text(out));
         stream.write_all(out).await
     }
 
@@ -247,7 +247,7 @@ impl Session {
                         let hidden = self.sasl.is_some();
                         self.trace("recv", || match hidden {
                             true => "(SASL response hidden)".into(),
-                            false => crate::logs::trace::command_text(&l),
+                            false => crate::trace::command_text(&l),
                         });
                         self.command(&l, &mut out).await
                     }
