@@ -7,6 +7,7 @@ mod client;
 mod load;
 mod logs;
 mod messages;
+mod policy_test;
 mod serve;
 mod shaping;
 mod sink;
@@ -17,8 +18,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `wasmta --version`: the binary's version and the WIT package it hosts.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (policy WIT wasmta:policy@0.1.0)");
+
 #[derive(Parser)]
-#[command(name = "wasmta", version, about = "A mail transfer agent with Lua and WebAssembly policy")]
+#[command(name = "wasmta", version = VERSION, about = "A mail transfer agent with Lua and WebAssembly policy")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,6 +67,15 @@ enum Command {
     Messages(messages::MessageCommand),
     /// Read the log records in a log directory, the segment being written included.
     Logs(logs::LogsArgs),
+    /// Policy development: run events against fixtures offline.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Write the WIT package policy components are built against (wasmta:policy) into DIR.
+    Wit {
+        /// The directory to write the .wit files into (created if missing).
+        #[arg(default_value = "wit")]
+        dir: PathBuf,
+    },
     /// Watch the running server's inbound SMTP sessions live.
     TraceSmtpServer(trace::TraceArgs),
     /// Watch the running server's delivery connections live.
@@ -77,6 +90,53 @@ enum Command {
     /// Check shaping files, or show what a domain gets from them.
     #[command(subcommand)]
     Shaping(shaping::ShapingCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run policy events against TOML fixtures offline (Lua or a component); a line per
+    /// case, a diff per failure, exit 1 on any failure.
+    Test(policy_test::PolicyTestArgs),
+}
+
+/// The WIT package, as compiled into this binary.
+const WIT: &[(&str, &str)] = &[
+    ("types.wit", include_str!("../../wit/types.wit")),
+    ("host.wit", include_str!("../../wit/host.wit")),
+    ("events.wit", include_str!("../../wit/events.wit")),
+    ("worlds.wit", include_str!("../../wit/worlds.wit")),
+];
+
+/// `wasmta wit DIR`.
+fn write_wit(dir: &std::path::Path) -> ExitCode {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("error: {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    for (name, text) in WIT {
+        let path = dir.join(name);
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    println!(
+        "wrote {} (package {}) to {}",
+        WIT.iter().map(|w| w.0).collect::<Vec<_>>().join(", "),
+        wit_package(),
+        dir.display()
+    );
+    ExitCode::SUCCESS
+}
+
+/// `wasmta:policy@X.Y.Z`, from the WIT's package line.
+pub fn wit_package() -> &'static str {
+    WIT[0]
+        .1
+        .lines()
+        .find_map(|l| l.strip_prefix("package "))
+        .map(|p| p.trim_end_matches(';'))
+        .unwrap_or("wasmta:policy")
 }
 
 /// Entry point.
@@ -110,6 +170,8 @@ pub fn main() -> ExitCode {
         Command::Admin(command) => rt.block_on(admin::run(command)),
         Command::Messages(command) => rt.block_on(messages::run(command)),
         Command::Logs(args) => rt.block_on(logs::run(args)),
+        Command::Policy(PolicyCommand::Test(args)) => rt.block_on(policy_test::run(args)),
+        Command::Wit { dir } => write_wit(&dir),
         Command::TraceSmtpServer(args) => rt.block_on(trace::run("server", args)),
         Command::TraceSmtpClient(args) => rt.block_on(trace::run("client", args)),
         Command::SetLogFilter { endpoint, filter } => rt.block_on(set_log_filter(endpoint, filter)),

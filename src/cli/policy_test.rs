@@ -1,0 +1,354 @@
+//! `wasmta policy test`: runs policy events against fixtures offline, the same for a Lua
+//! policy and a component, with the real engines and no network (the policy's own test
+//! zone, the fixture file's `zone`, or an empty one: unknown names are NXDOMAIN).
+//!
+//! A fixture file is TOML with `[[case]]` tables: `name`, `event`, the event's inputs and
+//! `[case.expect]`. Message events (`smtp_server_message_received`,
+//! `smtp_server_message_deferred_inject`, `http_message_generated`) take `sender`,
+//! `recipients`, `data` or `message` (an `.eml` path next to the fixture), `meta` and
+//! `conn_meta`; `smtp_server_mail_from` / `smtp_server_rcpt_to` take `address` and
+//! `conn_meta`; `get_queue_config` takes `domain`, `tenant`, `campaign`,
+//! `routing_domain`; `get_egress_path_config` takes `routing_domain`, `egress_source`,
+//! `site_name`. Expectations: `accept = true` or `reject = { code, enhanced_code,
+//! contains }`, `meta` and `headers` (present with these values), `queue_config` /
+//! `egress_path` (these fields). `--record` writes what was observed as each case's
+//! `expect`.
+
+use crate::message::{EnvelopeAddress, Message};
+use crate::policy::{ConnMeta, Policy, PolicyError};
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct PolicyTestArgs {
+    /// The policy: a Lua file, or a component (`.wasm`) handling some events.
+    #[arg(long)]
+    policy: PathBuf,
+    /// Settings a component reads with `config.setting`, as for `serve`.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = super::parse_setting)]
+    settings: Vec<(String, String)>,
+    /// Write each case's observed outcome into its fixture as `expect` (rewrites the files).
+    #[arg(long)]
+    record: bool,
+    /// Fixture files (TOML).
+    #[arg(required = true)]
+    fixtures: Vec<PathBuf>,
+}
+
+/// What one case did.
+fn observe(result: Result<(), PolicyError>) -> Map<String, Value> {
+    let mut out = Map::new();
+    match result {
+        Ok(()) => {
+            out.insert("accept".into(), Value::Bool(true));
+        }
+        Err(PolicyError::Rejected(r)) => {
+            let reply = r.reply();
+            out.insert(
+                "reject".into(),
+                json!({ "code": reply.code, "enhanced_code": reply.enhanced.map(|e| e.to_string()), "contains": reply.text }),
+            );
+        }
+        Err(e) => {
+            out.insert("error".into(), Value::String(e.to_string()));
+        }
+    }
+    out
+}
+
+fn text_field<'a>(case: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    case.get(key).and_then(Value::as_str)
+}
+
+fn object(case: &Map<String, Value>, key: &str) -> Map<String, Value> {
+    case.get(key).and_then(Value::as_object).cloned().unwrap_or_default()
+}
+
+fn address(text: &str, what: &str) -> Result<EnvelopeAddress, String> {
+    EnvelopeAddress::parse(text).map_err(|e| format!("{what} {text:?}: {e:?}"))
+}
+
+/// The message a case describes.
+fn message(case: &Map<String, Value>, dir: &Path) -> Result<Message, String> {
+    let sender = address(text_field(case, "sender").unwrap_or("sender@example.com"), "sender")?;
+    let recipients = match case.get("recipients") {
+        Some(Value::Array(list)) => {
+            list.iter().map(|r| address(r.as_str().unwrap_or_default(), "recipient")).collect::<Result<Vec<_>, _>>()?
+        }
+        Some(other) => return Err(format!("recipients: expected a list of addresses, got {other}")),
+        None => vec![address("recipient@example.net", "recipient")?],
+    };
+    let data = match (text_field(case, "data"), text_field(case, "message")) {
+        (Some(d), None) => d.to_string(),
+        (None, Some(path)) => {
+            std::fs::read_to_string(dir.join(path)).map_err(|e| format!("message {}: {e}", dir.join(path).display()))?
+        }
+        (None, None) => "Subject: test\r\n\r\ntest\r\n".to_string(),
+        (Some(_), Some(_)) => return Err("give data or message, not both".into()),
+    };
+    let data = data.replace("\r\n", "\n").replace('\n', "\r\n");
+    Ok(Message::new(sender, recipients, object(case, "meta"), data.into_bytes()))
+}
+
+/// Runs one case; returns what was observed.
+async fn run_case(policy: &Policy, case: &Map<String, Value>, dir: &Path) -> Result<Map<String, Value>, String> {
+    let event = text_field(case, "event").ok_or("event: missing")?;
+    let conn = ConnMeta::new(object(case, "conn_meta"));
+    match event {
+        "smtp_server_message_received" | "smtp_server_message_deferred_inject" | "http_message_generated" => {
+            let msg = message(case, dir)?;
+            let before = msg.all_headers().map_err(|e| e.to_string())?;
+            let result = match event {
+                "smtp_server_message_received" => policy.message_received(&msg, &conn).await,
+                "smtp_server_message_deferred_inject" => policy.deferred_inject(&msg, &conn).await,
+                _ => policy.http_message_generated(&msg).await,
+            };
+            let mut out = observe(result);
+            out.insert("meta".into(), Value::Object(msg.meta()));
+            let after = msg.all_headers().map_err(|e| e.to_string())?;
+            let mut added = Map::new();
+            for (name, value) in after.iter().filter(|h| !before.contains(h)) {
+                added.insert(name.clone(), Value::String(value.trim().to_string()));
+            }
+            out.insert("headers".into(), Value::Object(added));
+            Ok(out)
+        }
+        "smtp_server_mail_from" | "smtp_server_rcpt_to" => {
+            let a = address(text_field(case, "address").ok_or("address: missing")?, "address")?;
+            let result = match event {
+                "smtp_server_mail_from" => policy.mail_from(&a, &conn).await,
+                _ => policy.rcpt_to(&a, &conn).await,
+            };
+            Ok(observe(result))
+        }
+        "get_queue_config" => {
+            let parts = crate::message::queue_name::QueueNameParts {
+                domain: text_field(case, "domain").ok_or("domain: missing")?.to_string(),
+                tenant: text_field(case, "tenant").map(str::to_string),
+                campaign: text_field(case, "campaign").map(str::to_string),
+                routing_domain: text_field(case, "routing_domain").map(str::to_string),
+            };
+            let mut out = Map::new();
+            match policy.queue_config(&parts).await {
+                Ok(c) => out.insert("queue_config".into(), serde_json::to_value(c).map_err(|e| e.to_string())?),
+                Err(e) => out.insert("error".into(), Value::String(e.to_string())),
+            };
+            Ok(out)
+        }
+        "get_egress_path_config" => {
+            let routing = text_field(case, "routing_domain").ok_or("routing_domain: missing")?;
+            let source = text_field(case, "egress_source").unwrap_or("unspecified");
+            let site = text_field(case, "site_name").unwrap_or(routing);
+            let mut out = Map::new();
+            match policy.egress_path_config(routing, source, site).await {
+                Ok(c) => out.insert("egress_path".into(), serde_json::to_value(c).map_err(|e| e.to_string())?),
+                Err(e) => out.insert("error".into(), Value::String(e.to_string())),
+            };
+            Ok(out)
+        }
+        other => Err(format!(
+            "event {other:?}: policy test runs smtp_server_message_received, smtp_server_message_deferred_inject, \
+             http_message_generated, smtp_server_mail_from, smtp_server_rcpt_to, get_queue_config, \
+             get_egress_path_config"
+        )),
+    }
+}
+
+/// Where `observed` differs from `expected` (every expected field must hold; text under
+/// `contains` is a substring).
+fn differences(path: &str, expected: &Value, observed: &Value, out: &mut Vec<String>) {
+    match (expected, observed) {
+        (Value::Object(e), Value::Object(o)) => {
+            for (k, ev) in e {
+                let ov = o.get(k).unwrap_or(&Value::Null);
+                if k == "contains" {
+                    let (Some(want), Some(got)) = (ev.as_str(), ov.as_str()) else {
+                        out.push(format!("{path}.contains: expected {ev}, got {ov}"));
+                        continue;
+                    };
+                    if !got.contains(want) {
+                        out.push(format!("{path}: expected text containing {want:?}, got {got:?}"));
+                    }
+                    continue;
+                }
+                differences(&format!("{path}.{k}"), ev, ov, out);
+            }
+        }
+        (Value::Array(e), Value::Array(o)) if e.len() == o.len() => {
+            for (i, (ev, ov)) in e.iter().zip(o).enumerate() {
+                differences(&format!("{path}[{i}]"), ev, ov, out);
+            }
+        }
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
+        (e, o) if e == o => {}
+        (e, o) => out.push(format!("{path}: expected {e}, got {o}")),
+    }
+}
+
+/// The expectation a case states, and whether it says accept or reject at all.
+fn check(case: &Map<String, Value>, observed: &Map<String, Value>) -> Vec<String> {
+    let expect = object(case, "expect");
+    let mut out = vec![];
+    if expect.is_empty() {
+        return vec!["no [case.expect]: nothing to check (run with --record to write one)".into()];
+    }
+    // a case that expects an accept or a reject must not have failed otherwise
+    if let Some(e) = observed.get("error").filter(|_| !expect.contains_key("error")) {
+        out.push(format!("the handler failed: {}", e.as_str().unwrap_or_default()));
+        return out;
+    }
+    for key in ["accept", "reject"] {
+        if expect.contains_key(key) != observed.contains_key(key)
+            && (expect.contains_key("accept") || expect.contains_key("reject"))
+        {
+            let got = if observed.contains_key("accept") {
+                "accept".to_string()
+            } else {
+                format!("reject {}", observed.get("reject").cloned().unwrap_or_default())
+            };
+            out.push(format!("expected {key}, got {got}"));
+            return out;
+        }
+    }
+    differences("expect", &Value::Object(expect), &Value::Object(observed.clone()), &mut out);
+    out
+}
+
+/// The value without nulls (TOML has none: an absent field means the same).
+fn without_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            Value::Object(m.into_iter().filter(|(_, x)| !x.is_null()).map(|(k, x)| (k, without_nulls(x))).collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().filter(|x| !x.is_null()).map(without_nulls).collect()),
+        other => other,
+    }
+}
+
+fn read_fixture(path: &Path) -> Result<toml::Table, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn load(args: &PolicyTestArgs, zone: Option<&str>) -> Result<Policy, String> {
+    let runtime = crate::policy::Runtime::new();
+    let settings = args.settings.iter().cloned().collect();
+    // a component that is not a whole deployment is loaded the way a Lua policy loads it
+    let policy_path = if crate::policy::loader::is_component(&args.policy) {
+        let dir = std::env::temp_dir().join(format!("wasmta-policy-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let abs = std::fs::canonicalize(&args.policy).map_err(|e| format!("{}: {e}", args.policy.display()))?;
+        let wrapper = dir.join("init.lua");
+        let text = format!(
+            "kumo.on('init', function()\n  kumo.wasm.load {{ path = {:?} }}\nend)\n",
+            abs.display().to_string()
+        );
+        std::fs::write(&wrapper, text).map_err(|e| e.to_string())?;
+        wrapper
+    } else {
+        args.policy.clone()
+    };
+    let loaded = crate::policy::loader::load(&policy_path, true, settings, &runtime).await?;
+    if !loaded.problems.is_empty() {
+        return Err(loaded.problems.join("\n"));
+    }
+    // no network: the policy's own zone, the fixture's, or none
+    let mut dns = loaded.init.dns.clone();
+    if dns.zones.is_empty() {
+        dns.zones.push(zone.unwrap_or_default().to_string());
+        dns.name_servers.clear();
+    }
+    runtime.set_dns(crate::dns::from_config(&dns)?);
+    Ok(loaded.policy)
+}
+
+/// Runs every fixture; prints a line per case, a diff per failure.
+pub async fn run(args: PolicyTestArgs) -> ExitCode {
+    let (mut passed, mut failed) = (0, 0);
+    for path in &args.fixtures {
+        let mut fixture = match read_fixture(path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let zone = fixture.get("zone").and_then(|z| z.as_str()).map(str::to_string);
+        let policy = match load(&args, zone.as_deref()).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {}: {e}", args.policy.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let cases: Vec<toml::Value> = fixture.get("case").and_then(|c| c.as_array()).cloned().unwrap_or_default();
+        if cases.is_empty() {
+            eprintln!("error: {}: no [[case]]", path.display());
+            return ExitCode::FAILURE;
+        }
+        let mut recorded = vec![];
+        for (i, case) in cases.iter().enumerate() {
+            let case_json = match serde_json::to_value(case) {
+                Ok(Value::Object(m)) => m,
+                _ => {
+                    eprintln!("error: {}: case {} is not a table", path.display(), i + 1);
+                    return ExitCode::FAILURE;
+                }
+            };
+            let name = text_field(&case_json, "name").map(str::to_string).unwrap_or_else(|| format!("case {}", i + 1));
+            let observed = match run_case(&policy, &case_json, &dir).await {
+                Ok(o) => o,
+                Err(e) => {
+                    println!("FAIL {}: {name}\n  {e}", path.display());
+                    failed += 1;
+                    recorded.push(case.clone());
+                    continue;
+                }
+            };
+            if args.record {
+                let mut c = case_json.clone();
+                c.insert("expect".into(), without_nulls(Value::Object(observed)));
+                match serde_json::from_value::<toml::Value>(Value::Object(c)) {
+                    Ok(v) => recorded.push(v),
+                    Err(e) => {
+                        eprintln!("error: {}: {name}: the outcome cannot be written as TOML: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+                println!("RECORDED {}: {name}", path.display());
+                continue;
+            }
+            let diff = check(&case_json, &observed);
+            if diff.is_empty() {
+                println!("PASS {}: {name}", path.display());
+                passed += 1;
+            } else {
+                println!("FAIL {}: {name}", path.display());
+                for d in diff {
+                    println!("  {d}");
+                }
+                failed += 1;
+            }
+        }
+        if args.record {
+            fixture.insert("case".into(), toml::Value::Array(recorded));
+            let text = match toml::to_string_pretty(&fixture) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if !args.record {
+        println!("{passed} passed, {failed} failed");
+    }
+    if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}

@@ -1,0 +1,151 @@
+//! The policy developer's kit, as a plugin author uses it: `wasmta wit DIR` writes the WIT
+//! package a project needs; `wasmta policy test` runs the example policy's corpus
+//! (`plugins/fixtures/*.toml`) against the Lua policy and its Rust and Go components, with
+//! the same fixtures; a wrong expectation fails with a diff; `--record` writes one.
+
+mod harness;
+
+use harness::plugins::{component, go_component};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn policy_test(policy: &Path, fixtures: &[PathBuf], extra: &[&str]) -> Output {
+    Command::new(harness::binary())
+        .args(["policy", "test", "--policy"])
+        .arg(policy)
+        .args(extra)
+        .args(fixtures)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("plugins/fixtures").join(name)
+}
+
+#[test]
+fn wit_writes_the_package_the_binary_hosts() {
+    let dir = harness::temp_dir();
+    let out = Command::new(harness::binary()).arg("wit").arg(dir.path().join("wit")).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for name in ["types.wit", "host.wit", "events.wit", "worlds.wit"] {
+        let written = std::fs::read_to_string(dir.path().join("wit").join(name)).unwrap();
+        assert_eq!(written, std::fs::read_to_string(root().join("wit").join(name)).unwrap(), "{name}");
+    }
+    let version = Command::new(harness::binary()).arg("--version").output().unwrap();
+    let package = std::fs::read_to_string(root().join("wit/types.wit")).unwrap();
+    let package = package.lines().next().unwrap().trim_start_matches("package ").trim_end_matches(';').to_string();
+    assert!(text(&version).contains(&package), "--version names {package}: {}", text(&version));
+}
+
+#[test]
+fn the_example_corpus_passes_for_lua_rust_and_go() {
+    let all = [fixture("message.toml"), fixture("deferred.toml"), fixture("routing.toml")];
+    let lua = root().join("plugins/example-policy.lua");
+    let out = policy_test(&lua, &all, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("11 passed, 0 failed"), "{}", text(&out));
+    for (name, file) in
+        [("message_policy", "message.toml"), ("deferred_router", "deferred.toml"), ("router", "routing.toml")]
+    {
+        let out = policy_test(&component(name), &[fixture(file)], &[]);
+        assert!(out.status.success(), "rust {name}: {}", text(&out));
+        assert!(text(&out).contains(" 0 failed"), "{}", text(&out));
+    }
+    for (name, file) in
+        [("message-policy", "message.toml"), ("deferred-router", "deferred.toml"), ("router", "routing.toml")]
+    {
+        let out = policy_test(&go_component(name), &[fixture(file)], &[]);
+        assert!(out.status.success(), "go {name}: {}", text(&out));
+        assert!(text(&out).contains(" 0 failed"), "{}", text(&out));
+    }
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_a_diff_and_record_writes_what_happened() {
+    let dir = harness::temp_dir();
+    let d = dir.path();
+    std::fs::write(
+        d.join("init.lua"),
+        r#"local kumo = require 'kumo'
+kumo.on('smtp_server_mail_from', function(sender, conn_meta)
+  if sender.domain == 'bad.example' then
+    kumo.reject(550, '5.7.1 not from there')
+  end
+end)
+kumo.on('smtp_server_message_received', function(msg)
+  msg:set_meta('seen', 'yes')
+end)
+"#,
+    )
+    .unwrap();
+    let cases = d.join("cases.toml");
+    std::fs::write(
+        &cases,
+        r#"[[case]]
+name = "bad sender"
+event = "smtp_server_mail_from"
+address = "x@bad.example"
+[case.expect]
+reject = { code = 451, contains = "not from there" }
+
+[[case]]
+name = "good sender"
+event = "smtp_server_mail_from"
+address = "x@good.example"
+[case.expect]
+accept = true
+
+[[case]]
+name = "typo in the event"
+event = "smtp_server_mail_frm"
+[case.expect]
+accept = true
+"#,
+    )
+    .unwrap();
+    let out = policy_test(&d.join("init.lua"), std::slice::from_ref(&cases), &[]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("FAIL") && said.contains("expect.reject.code: expected 451, got 550"), "{said}");
+    assert!(said.contains("PASS") && said.contains("good sender"), "{said}");
+    assert!(
+        said.contains("smtp_server_mail_frm") && said.contains("smtp_server_mail_from"),
+        "names the events: {said}"
+    );
+    assert!(said.contains("1 passed, 2 failed"), "{said}");
+
+    // --record writes the observed outcome; then the (fixed) cases pass
+    let fixed = d.join("fixed.toml");
+    std::fs::write(
+        &fixed,
+        r#"[[case]]
+name = "bad sender"
+event = "smtp_server_mail_from"
+address = "x@bad.example"
+
+[[case]]
+name = "received"
+event = "smtp_server_message_received"
+"#,
+    )
+    .unwrap();
+    let out = policy_test(&d.join("init.lua"), std::slice::from_ref(&fixed), &["--record"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let written = std::fs::read_to_string(&fixed).unwrap();
+    assert!(written.contains("code = 550") && written.contains("seen = \"yes\""), "{written}");
+    let out = policy_test(&d.join("init.lua"), &[fixed], &[]);
+    assert!(out.status.success() && text(&out).contains("2 passed, 0 failed"), "{}", text(&out));
+    // a policy that does not load is an error naming it
+    std::fs::write(d.join("broken.lua"), "kumo.on('init', function(").unwrap();
+    let out = policy_test(&d.join("broken.lua"), &[cases], &[]);
+    assert!(!out.status.success() && text(&out).contains("broken.lua"), "{}", text(&out));
+}
