@@ -25,6 +25,9 @@ pub fn init() {
 /// Replaces the filter; an unparsable one is an error naming what is wrong, and the old
 /// filter stays.
 pub fn set(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err("an empty log filter would silence the diagnostic log: say \"info\" for the default".into());
+    }
     let filter = EnvFilter::try_new(text).map_err(|e| format!("log filter {text:?}: {e}"))?;
     // a process without our diagnostic log (a test embedding the server) has nothing to change
     let Some(handle) = HANDLE.get() else { return Ok(()) };

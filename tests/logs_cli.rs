@@ -99,13 +99,25 @@ end)
     let _ = follow.wait();
     assert!(seen, "--follow printed the new Delivery");
 
-    // mistakes: a wrong --since, a missing directory
+    // mistakes: a type that does not exist, an id with no records, a wrong --since, a
+    // missing directory, a directory with no segments
+    let out = logs(d, &["--type", "Delivered"]);
+    assert!(!out.status.success() && text(&out).contains("TransientFailure"), "lists the types: {}", text(&out));
+    let out = logs(d, &["--id", "0000aaaa"]);
+    assert!(out.status.success() && text(&out).contains("no records for 0000aaaa"), "{}", text(&out));
+    let out = Command::new(harness::binary()).args(["logs", "--dir"]).arg(d.join("spool")).output().unwrap();
+    assert!(text(&out).contains("not a log segment"), "{}", text(&out));
+    let empty = harness::temp_dir();
+    let out = Command::new(harness::binary()).args(["logs", "--dir"]).arg(empty.path()).output().unwrap();
+    assert!(text(&out).contains("no log segments"), "{}", text(&out));
     let out = logs(d, &["--since", "yesterday"]);
     assert!(!out.status.success() && text(&out).contains("yesterday"), "{}", text(&out));
     let out = Command::new(harness::binary()).args(["logs", "--dir", "/nonexistent/logs"]).output().unwrap();
     assert!(!out.status.success() && text(&out).contains("/nonexistent/logs"), "{}", text(&out));
 
     // the diagnostic log filter changes live; a bad one is refused and the old one stays
+    let out = cli(&server, &["set-log-filter", ""]);
+    assert!(!out.status.success() && text(&out).contains("silence"), "{}", text(&out));
     let out = cli(&server, &["set-log-filter", "wasmta=loud"]);
     assert!(!out.status.success() && text(&out).contains("loud"), "{}", text(&out));
     assert!(!server.stderr_text().contains(" DEBUG "), "info by default");

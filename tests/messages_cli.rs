@@ -89,6 +89,10 @@ fn list_hold_release_requeue_bounce_and_delete_by_id() {
     let two = listed(&server, &["--limit", "2"]);
     assert_eq!((two["matched"].as_u64(), two["messages"].as_array().unwrap().len()), (Some(6), 2));
     assert_eq!(listed(&server, &["--older-than", "1h"])["matched"], 0);
+    // a cut id list says so, on stderr (a pipe into `message` must not act on part unawares)
+    let out = cli(&server, &["queue-list", "--ids-only", "--limit", "2"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 of 6 ids listed"), "{}", text(&out));
     // the readable table says the same
     let table = text(&cli(&server, &["queue-list"]));
     assert!(table.starts_with("ID") && table.contains(&sent[0]) && table.contains("(6 message(s))"), "{table}");

@@ -326,7 +326,7 @@ fn queue_gauges_add_up_to_every_message_held_during_a_backlog() {
     assert_eq!(parts.iter().sum::<i64>(), 30, "every undelivered message is in one gauge: {parts:?}");
     assert_eq!(gauge(&m, "message_count"), 30);
     let out = cli(&server, &["queue-summary"]);
-    assert!(text(&out).contains("in delivery: 2") && text(&out).contains("held in all: 30"), "{}", text(&out));
+    assert!(text(&out).contains("in delivery: 2") && text(&out).contains("messages in all: 30"), "{}", text(&out));
 }
 
 #[test]

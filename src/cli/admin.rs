@@ -220,7 +220,7 @@ pub fn print_queues(v: &Value, limit: usize) {
         println!();
     }
     println!(
-        "between queues: {}   in delivery: {}   held in all: {}",
+        "between queues: {}   in delivery: {}   messages in all: {}",
         total(v, "transit_count"),
         total(v, "delivering_count"),
         total(v, "message_count")
@@ -290,7 +290,7 @@ async fn queue_summary(endpoint: &Endpoint, json_out: bool) -> ExitCode {
     };
     print_details(details["queues"].as_array().map(Vec::as_slice).unwrap_or_default());
     println!(
-        "between queues: {}   in delivery: {}   held in all: {}",
+        "between queues: {}   in delivery: {}   messages in all: {}",
         total(&v, "transit_count"),
         total(&v, "delivering_count"),
         total(&v, "message_count")

@@ -102,9 +102,9 @@ async fn route(policy: &Policy, init: &InitConfig, show: &CheckShow, domain: &st
     let pool_name = config.egress_pool.clone().unwrap_or_else(|| "unspecified".into());
     let pool = policy.egress_pool(&pool_name).await.map_err(|e| format!("get_egress_pool: {e}"))?;
     let routing = parts.routing_domain.clone().unwrap_or_else(|| parts.domain.clone());
-    let (site, hosts) = match &config.protocol {
+    let (site, hosts, from_dns) = match &config.protocol {
         Protocol::Smtp(smtp) => site(dns.as_ref(), &routing, smtp).await,
-        other => (format!("({} delivery: no MX)", protocol_name(other)), vec![]),
+        other => (format!("({} delivery: no MX)", protocol_name(other)), vec![], false),
     };
     let mut sources = vec![];
     let names: Vec<String> = match pool.entries.is_empty() {
@@ -125,6 +125,8 @@ async fn route(policy: &Policy, init: &InitConfig, show: &CheckShow, domain: &st
         "egress_pool": pool,
         "site": site,
         "hosts": hosts,
+        // prohibited_hosts and skip_hosts apply to hosts found in DNS, not to an mx_list
+        "hosts_from_dns": from_dns,
         "sources": sources,
     }))
 }
@@ -138,11 +140,22 @@ fn protocol_name(p: &Protocol) -> &'static str {
     }
 }
 
-/// The site name and its hosts, or what resolving it says.
-async fn site(dns: &dyn crate::dns::Dns, domain: &str, smtp: &SmtpProtocol) -> (String, Vec<String>) {
+/// The site name, its hosts (with the port when the mx_list gives one), and whether
+/// they came from DNS; or what resolving it says.
+async fn site(dns: &dyn crate::dns::Dns, domain: &str, smtp: &SmtpProtocol) -> (String, Vec<String>, bool) {
     match crate::dns::mx::resolve_site(dns, domain, smtp).await {
-        Ok(site) => (site.name.clone(), site.hosts.iter().map(|h| h.name.clone()).collect()),
-        Err(e) => (format!("(unresolved: {e:?})"), vec![]),
+        Ok(site) => {
+            let hosts = site
+                .hosts
+                .iter()
+                .map(|h| match h.port {
+                    Some(p) => format!("{}:{p}", h.name),
+                    None => h.name.clone(),
+                })
+                .collect();
+            (site.name.clone(), hosts, site.from_dns)
+        }
+        Err(e) => (format!("(unresolved: {e:?})"), vec![], false),
     }
 }
 

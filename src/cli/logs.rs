@@ -24,7 +24,7 @@ pub struct LogsArgs {
     #[arg(long)]
     id: Vec<String>,
     /// Only records of this type: Reception, Delivery, Bounce, TransientFailure, ... (repeatable).
-    #[arg(long = "type")]
+    #[arg(long = "type", value_parser = parse_type)]
     kinds: Vec<String>,
     /// Only records from this long ago on ("1h", "30m"), or since this RFC 3339 time.
     #[arg(long, value_parser = parse_since)]
@@ -32,6 +32,15 @@ pub struct LogsArgs {
     /// Print the records as JSON lines, as they are stored.
     #[arg(long)]
     json: bool,
+}
+
+/// A record type's name, in any case; an unknown one is an error listing them.
+fn parse_type(text: &str) -> Result<String, String> {
+    crate::logs::record::RECORD_TYPES
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(text))
+        .map(|t| t.to_string())
+        .ok_or_else(|| format!("no record type {text:?}: one of {}", crate::logs::record::RECORD_TYPES.join(", ")))
 }
 
 /// A unix time from "1h" (that long ago) or an RFC 3339 time.
@@ -67,6 +76,10 @@ fn read_lines(path: &Path) -> Result<Vec<Vec<u8>>, String> {
         match decoder.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => text.extend_from_slice(&buf[..n]),
+            // nothing readable at all in a non-empty file: not one of our segments
+            Err(e) if text.is_empty() && path.metadata().is_ok_and(|m| m.len() > 0) => {
+                return Err(format!("{}: not a log segment ({e})", path.display()));
+            }
             // the live segment ends in an unfinished frame: what came before is whole
             Err(_) => break,
         }
@@ -129,6 +142,8 @@ pub async fn run(args: LogsArgs) -> ExitCode {
     // records already printed per segment
     let mut seen: HashMap<PathBuf, usize> = HashMap::new();
     let mut warned: std::collections::HashSet<PathBuf> = Default::default();
+    let mut printed = 0usize;
+    let mut said_empty = false;
     loop {
         let files = match segments(&args.dir) {
             Ok(f) => f,
@@ -170,7 +185,15 @@ pub async fn run(args: LogsArgs) -> ExitCode {
         for (r, raw) in &batch {
             print(r, raw, args.json);
         }
+        printed += batch.len();
+        if files.is_empty() && !said_empty {
+            said_empty = true;
+            eprintln!("warning: no log segments in {} (is it configure_local_logs' log_dir?)", args.dir.display());
+        }
         if !args.follow {
+            if printed == 0 && !filter.ids.is_empty() {
+                eprintln!("warning: no records for {}", filter.ids.join(", "));
+            }
             return ExitCode::SUCCESS;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

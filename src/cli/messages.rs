@@ -127,9 +127,14 @@ async fn queue_list(args: ListArgs) -> Result<(), String> {
         return Ok(());
     }
     let messages = v["messages"].as_array().cloned().unwrap_or_default();
+    let matched = v["matched"].as_u64().unwrap_or_default();
     if args.ids_only {
         for m in &messages {
             println!("{}", m["id"].as_str().unwrap_or_default());
+        }
+        // on stderr: a pipe into `wasmta message` must not act on a cut list unawares
+        if matched as usize > messages.len() {
+            eprintln!("warning: {} of {matched} ids listed; --limit {matched} for all of them", messages.len());
         }
         return Ok(());
     }
@@ -178,7 +183,6 @@ async fn queue_list(args: ListArgs) -> Result<(), String> {
     for r in &rows {
         println!("{}", line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]).trim_end());
     }
-    let matched = v["matched"].as_u64().unwrap_or_default();
     if matched as usize > messages.len() {
         println!("({} of {matched} shown; --limit for more)", messages.len());
     } else {

@@ -228,6 +228,7 @@ impl Connection {
             queue: params.queue.to_string(),
             domains: params.domains.clone(),
         };
+        tracing::debug!("smtp client: connected to {host} ({addr}) for {}", params.queue);
         conn.trace("connect", || {
             format!("to {host} from {}", params.source_address.map(|a| a.to_string()).unwrap_or_else(|| "any".into()))
         });

@@ -29,6 +29,25 @@ pub enum RecordType {
     XferIn,
 }
 
+/// Every record type's name, as written in `type`.
+pub const RECORD_TYPES: &[&str] = &[
+    "Reception",
+    "Delivery",
+    "Bounce",
+    "TransientFailure",
+    "Expiration",
+    "AdminBounce",
+    "AdminDelete",
+    "OOB",
+    "Feedback",
+    "Rejection",
+    "AdminRebind",
+    "DeferredInjectionRebind",
+    "Delayed",
+    "XferOut",
+    "XferIn",
+];
+
 impl RecordType {
     /// The name as written in `type`.
     pub fn name(self) -> String {
@@ -198,5 +217,33 @@ impl LogRecord {
         r.created = created.timestamp();
         r.created_time = created.to_rfc3339();
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_is_listed_by_its_name() {
+        use RecordType::*;
+        let all = [
+            Reception,
+            Delivery,
+            Bounce,
+            TransientFailure,
+            Expiration,
+            AdminBounce,
+            AdminDelete,
+            OOB,
+            Feedback,
+            Rejection,
+            AdminRebind,
+            DeferredInjectionRebind,
+            Delayed,
+            XferOut,
+            XferIn,
+        ];
+        assert_eq!(all.iter().map(|t| t.name()).collect::<Vec<_>>(), RECORD_TYPES);
     }
 }

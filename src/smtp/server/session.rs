@@ -158,7 +158,9 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         self.trace("connect", || format!("session on {}", self.listener));
+        tracing::debug!("session {} from {} on {}: started", self.session_id, self.peer, self.listener);
         self.run_inner(stream, banner).await;
+        tracing::debug!("session {} from {}: ended after {} message(s)", self.session_id, self.peer, self.messages);
         self.trace("close", String::new);
     }
 
