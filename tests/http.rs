@@ -131,12 +131,14 @@ fn admin_endpoints_suspend_inspect_bounce_and_rebind() {
     assert_eq!(b["bounced"]["moved@hold.example"], 2, "{b}");
     let bounced = wait_for_record(dir.path(), Duration::from_secs(5), |r| r["type"] == "AdminBounce").unwrap();
     assert!(bounced["response"]["content"].as_str().unwrap().contains("cleanup"));
-    // new mail for the domain bounces while the bounce holds
+    // new mail for the domain bounces while the bounce holds, with the same AdminBounce
+    // record as the queued mail (`logs --type AdminBounce` finds both)
     assert_eq!(c.send_mail("a@s.example", &["z@hold.example"], "Subject: late\r\n\r\nx").code, 250);
-    wait_for_record(dir.path(), Duration::from_secs(5), |r| {
-        r["type"] == "Bounce" && r["recipient"] == "z@hold.example"
+    let late = wait_for_record(dir.path(), Duration::from_secs(5), |r| {
+        r["type"] == "AdminBounce" && r["recipient"] == "z@hold.example"
     })
     .expect("bounced by the held bounce");
+    assert_eq!(late["response"]["content"], "Administrator bounced with reason: cleanup", "{late}");
     let (_, list) = http_get(http, "/api/admin/bounce/v1");
     let bounce_id = json(&list)[0]["id"].as_str().unwrap().to_string();
     let (code, _) =

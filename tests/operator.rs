@@ -195,7 +195,7 @@ fn cancelling_a_hold_releases_its_mail_at_once() {
     assert!(out.status.success(), "{}", text(&out));
     let id = json(&out)["id"].as_str().unwrap().to_string();
     assert_eq!(c.send_mail("a@s.example", &["r@held.example"], "Subject: b\r\n\r\nx").code, 250);
-    assert!(wait_for_record(d.path(), Duration::from_secs(10), |r| r["type"] == "Bounce").is_some());
+    assert!(wait_for_record(d.path(), Duration::from_secs(10), |r| r["type"] == "AdminBounce").is_some());
     assert!(cli(&server, &["bounce-cancel", "--id", &id]).status.success());
     assert_eq!(c.send_mail("a@s.example", &["r@held.example"], "Subject: ok\r\n\r\nx").code, 250);
     assert!(sink.wait_for(3, Duration::from_secs(5)), "delivered once the bounce is cancelled");

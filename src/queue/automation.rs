@@ -59,6 +59,9 @@ pub struct Hold {
     pub matched: usize,
     /// ...and how many of them are bounced so far.
     pub done: usize,
+    /// Made by an operator (the admin API), not by a shaping rule: what it bounces gets
+    /// AdminBounce records, as the queued mail it bounced at once.
+    pub admin: bool,
 }
 
 fn hold(scope: Scope, name: Option<String>, until: Instant, reason: String) -> Hold {
@@ -71,6 +74,7 @@ fn hold(scope: Scope, name: Option<String>, until: Instant, reason: String) -> H
         bounced: Default::default(),
         matched: 0,
         done: 0,
+        admin: false,
     }
 }
 
@@ -280,11 +284,11 @@ impl Automation {
         e.suspended_sched.iter().filter(|h| h.scope.covers(parts)).map(|h| h.until).max()
     }
 
-    /// Why mail for these parts is to be bounced now.
-    pub fn bounce(&self, parts: &QueueNameParts) -> Option<String> {
+    /// Why mail for these parts is to be bounced now, and whether an operator said so.
+    pub fn bounce(&self, parts: &QueueNameParts) -> Option<(String, bool)> {
         let mut e = self.effects.lock();
         live(&mut e.bounces, |x| x.until);
-        e.bounces.iter().find(|h| h.scope.covers(parts)).map(|h| h.reason.clone())
+        e.bounces.iter().find(|h| h.scope.covers(parts)).map(|h| (h.reason.clone(), h.admin))
     }
 
     /// Adds the messages bounce hold `id` bounced when it was made, by queue.
@@ -315,7 +319,8 @@ impl Automation {
 
     /// Holds an admin effect: `kind` is "bounce", "suspend" or "suspend-ready-q".
     pub fn add(&self, kind: &str, scope: Scope, name: Option<String>, duration: Duration, reason: String) -> Hold {
-        let h = hold(scope, name, Instant::now() + duration, reason);
+        let mut h = hold(scope, name, Instant::now() + duration, reason);
+        h.admin = true;
         let mut e = self.effects.lock();
         match kind {
             "bounce" => e.bounces.push(h.clone()),

@@ -129,6 +129,19 @@ impl Shared {
         self.fail(r, &message).await;
     }
 
+    /// Bounces a message a bounce hold covers: AdminBounce (the reply the admin API's own
+    /// bounce writes) for an operator's hold, Bounce for a shaping rule's.
+    pub(super) async fn bounce_held(&self, message: Message, why: &str, admin: bool) {
+        if admin {
+            let reason = why.strip_prefix("Administrator bounced: ").unwrap_or(why);
+            let reply = Reply::new(551, "5.7.1", format!("Administrator bounced with reason: {reason}"));
+            let r = self.record_plain(RecordType::AdminBounce, &message, &reply);
+            return self.fail(r, &message).await;
+        }
+        let reply = Reply::new(550, "5.0.0", format!("KumoMTA internal: {why}"));
+        self.bounce_unqueued(message, &reply, "unspecified", "unspecified").await
+    }
+
     pub(super) async fn bounce_unqueued(&self, message: Message, reply: &Reply, pool: &str, source: &str) {
         let mut r = self.record(RecordType::Bounce, &message, &message.recipients(), reply, "", At::default());
         r.egress_pool = Some(pool.to_string());

@@ -308,10 +308,9 @@ impl Shared {
         if queue.name == super::DEFERRED_QUEUE {
             return self.promote_deferred(queue, message).await;
         }
-        if let Some(why) = self.automation.bounce(&queue.parts) {
+        if let Some((why, admin)) = self.automation.bounce(&queue.parts) {
             self.automation.count_bounced(&queue.name, &queue.parts, 1);
-            let reply = Reply::new(550, "5.0.0", format!("KumoMTA internal: {why}"));
-            return self.bounce_unqueued(message, &reply, "unspecified", "unspecified").await;
+            return self.bounce_held(message, &why, admin).await;
         }
         if let Some(until) = self.automation.sched_suspended(&queue.parts) {
             queue.insert_held(message, until);
@@ -458,12 +457,11 @@ pub const QUEUE_REAP_AFTER: Duration = Duration::from_secs(600);
 async fn run_scheduled(queue: Arc<ScheduledQueue>, shared: Arc<Shared>) {
     loop {
         // a bounce outranks a suspension: what arrives for a bounced scope goes at once
-        if let Some(why) = shared.automation.bounce(&queue.parts) {
-            let reply = Reply::new(550, "5.0.0", format!("KumoMTA internal: {why}"));
+        if let Some((why, admin)) = shared.automation.bounce(&queue.parts) {
             let taken = queue.drain();
             shared.automation.count_bounced(&queue.name, &queue.parts, taken.len());
             for message in taken {
-                shared.bounce_unqueued(message, &reply, "unspecified", "unspecified").await;
+                shared.bounce_held(message, &why, admin).await;
             }
         }
         // a suspended queue keeps its messages where admin actions (bounce, rebind,
