@@ -149,3 +149,59 @@ event = "smtp_server_message_received"
     let out = policy_test(&d.join("broken.lua"), &[cases], &[]);
     assert!(!out.status.success() && text(&out).contains("broken.lua"), "{}", text(&out));
 }
+
+#[test]
+fn a_new_plugin_outside_the_repository_builds_tests_and_serves() {
+    let dir = harness::temp_dir();
+    let d = dir.path();
+    let new = |args: &[&str]| {
+        Command::new(harness::binary()).args(["plugin", "new"]).args(args).current_dir(d).output().unwrap()
+    };
+    let out = new(&["my-plug"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // mistakes: the same name again, a world that does not exist, a language not templated
+    let again = new(&["my-plug"]);
+    assert!(!again.status.success() && text(&again).contains("exists"), "{}", text(&again));
+    let world = new(&["other", "--world", "mesage-policy"]);
+    assert!(!world.status.success() && text(&world).contains("message-policy, "), "lists worlds: {}", text(&world));
+    assert!(!new(&["gp", "--lang", "go"]).status.success());
+
+    // it builds with one cargo command, with nothing from this repository
+    let project = d.join("my-plug");
+    let _ = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).output();
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--target", "wasm32-wasip2", "--release"])
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", d.join("target"))
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build));
+    let wasm = d.join("target/wasm32-wasip2/release/my_plug.wasm");
+    let out = policy_test(&wasm, &[project.join("tests/sample.toml")], &[]);
+    assert!(out.status.success() && text(&out).contains("2 passed, 0 failed"), "{}", text(&out));
+
+    // and it acts on mail in a running server
+    let sink = harness::sink::Sink::start(d);
+    let policy = format!(
+        r#"local kumo = require 'kumo'
+kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{{d}}/spool' }}
+  kumo.configure_local_logs {{ log_dir = '{{d}}/logs' }}
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', relay_hosts = {{ '127.0.0.1' }} }}
+  kumo.wasm.load {{ path = '{wasm}' }}
+end)
+{relay}"#,
+        wasm = wasm.display(),
+        relay = harness::sink::relay_to(&sink.addr, "", "")
+    );
+    let path = harness::write_policy_text(d, &policy);
+    let server = harness::Server::start(d, &path);
+    let mut c = harness::smtp::Client::ehlo(server.addr());
+    let r = c.send_mail("a@s.example", &["r@dest.example"], "X-Block: no thanks\r\nSubject: x\r\n\r\nx");
+    assert!(r.starts("550 5.7.1 blocked: no thanks"), "{r:?}");
+    assert_eq!(c.send_mail("a@s.example", &["r@dest.example"], "Subject: fine\r\n\r\nx").code, 250);
+    assert!(sink.wait_for(1, std::time::Duration::from_secs(10)));
+    let got = String::from_utf8_lossy(&sink.messages()[0].data).to_string();
+    assert!(got.contains("X-Checked-By: my-plug"), "{got}");
+    server.stop();
+}

@@ -7,6 +7,7 @@ mod client;
 mod load;
 mod logs;
 mod messages;
+mod plugin;
 mod policy_test;
 mod serve;
 mod shaping;
@@ -70,6 +71,9 @@ enum Command {
     /// Policy development: run events against fixtures offline.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Policy components: a new project from a template.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
     /// Write the WIT package policy components are built against (wasmta:policy) into DIR.
     Wit {
         /// The directory to write the .wit files into (created if missing).
@@ -107,18 +111,21 @@ const WIT: &[(&str, &str)] = &[
     ("worlds.wit", include_str!("../../wit/worlds.wit")),
 ];
 
-/// `wasmta wit DIR`.
-fn write_wit(dir: &std::path::Path) -> ExitCode {
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        eprintln!("error: {}: {e}", dir.display());
-        return ExitCode::FAILURE;
-    }
+/// Writes the WIT files into `dir`.
+fn write_wit_files(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for (name, text) in WIT {
         let path = dir.join(name);
-        if let Err(e) = std::fs::write(&path, text) {
-            eprintln!("error: {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `wasmta wit DIR`.
+fn write_wit(dir: &std::path::Path) -> ExitCode {
+    if let Err(e) = write_wit_files(dir) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
     }
     println!(
         "wrote {} (package {}) to {}",
@@ -172,6 +179,7 @@ pub fn main() -> ExitCode {
         Command::Logs(args) => rt.block_on(logs::run(args)),
         Command::Policy(PolicyCommand::Test(args)) => rt.block_on(policy_test::run(args)),
         Command::Wit { dir } => write_wit(&dir),
+        Command::Plugin(command) => plugin::run(command),
         Command::TraceSmtpServer(args) => rt.block_on(trace::run("server", args)),
         Command::TraceSmtpClient(args) => rt.block_on(trace::run("client", args)),
         Command::SetLogFilter { endpoint, filter } => rt.block_on(set_log_filter(endpoint, filter)),

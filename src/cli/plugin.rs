@@ -1,0 +1,95 @@
+//! `wasmta plugin new --lang rust NAME [--world W]`: a standalone policy component
+//! project outside this repository: Cargo.toml (wit-bindgen), `src/lib.rs`, the WIT
+//! package the binary hosts in `wit/`, a sample fixture for `wasmta policy test`, and a
+//! README. It builds with `cargo build --target wasm32-wasip2 --release`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand)]
+pub enum PluginCommand {
+    /// Create a new policy component project in ./NAME.
+    New {
+        /// The project (and crate) name.
+        name: String,
+        /// The language.
+        #[arg(long, default_value = "rust")]
+        lang: String,
+        /// The world the component targets (see wit/worlds.wit).
+        #[arg(long, default_value = "message-policy")]
+        world: String,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The worlds the WIT package declares.
+fn worlds() -> Vec<String> {
+    super::WIT
+        .iter()
+        .flat_map(|(_, text)| text.lines())
+        .filter_map(|l| l.trim().strip_prefix("world ").and_then(|w| w.split_whitespace().next()).map(str::to_string))
+        .collect()
+}
+
+fn fill(template: &str, name: &str) -> String {
+    template.replace("{name}", name).replace("{file}", &name.replace('-', "_"))
+}
+
+fn create(dir: &Path, name: &str) -> Result<(), String> {
+    let files = [
+        ("Cargo.toml", include_str!("template/Cargo.toml.in")),
+        ("src/lib.rs", include_str!("template/lib.rs.in")),
+        ("tests/sample.toml", include_str!("template/sample.toml.in")),
+        ("README.md", include_str!("template/README.md.in")),
+        (".gitignore", include_str!("template/gitignore.in")),
+    ];
+    for (path, template) in files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, fill(template, name)).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    super::write_wit_files(&dir.join("wit"))
+}
+
+/// Runs a plugin command.
+pub fn run(command: PluginCommand) -> ExitCode {
+    let PluginCommand::New { name, lang, world, dir } = command;
+    let fail = |e: String| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    };
+    if lang != "rust" {
+        return fail(format!(
+            "--lang {lang}: only rust templates are made so far (a Go plugin starts from plugins/go in wasmta's \
+             repository)"
+        ));
+    }
+    let known = worlds();
+    if !known.contains(&world) {
+        return fail(format!("--world {world}: no such world; the WIT declares {}", known.join(", ")));
+    }
+    if world != "message-policy" {
+        return fail(format!("--world {world}: the template is written for message-policy so far"));
+    }
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return fail(format!("{name:?}: a crate name is letters, digits, - and _"));
+    }
+    let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+    if dir.exists() {
+        return fail(format!("{} exists already: choose another name or --dir", dir.display()));
+    }
+    if let Err(e) = create(&dir, &name) {
+        return fail(e);
+    }
+    println!("created {} (world {world}); next:", dir.display());
+    println!("  cd {} && cargo build --target wasm32-wasip2 --release", dir.display());
+    println!(
+        "  wasmta policy test --policy target/wasm32-wasip2/release/{}.wasm tests/sample.toml",
+        name.replace('-', "_")
+    );
+    ExitCode::SUCCESS
+}
