@@ -205,3 +205,15 @@ end)
     assert!(got.contains("X-Checked-By: my-plug"), "{got}");
     server.stop();
 }
+
+#[test]
+fn the_rust_sdk_carries_the_same_wit_as_the_host() {
+    for name in ["types.wit", "host.wit", "events.wit", "worlds.wit"] {
+        let host = std::fs::read_to_string(root().join("wit").join(name)).unwrap();
+        let sdk = std::fs::read_to_string(root().join("plugins/rust/sdk/wit").join(name))
+            .unwrap_or_else(|e| panic!("plugins/rust/sdk/wit/{name}: {e}"));
+        assert_eq!(sdk, host, "plugins/rust/sdk/wit/{name} differs from wit/{name}: copy it again");
+    }
+    let manifest = std::fs::read_to_string(root().join("plugins/rust/sdk/Cargo.toml")).unwrap();
+    assert!(!manifest.contains("path ="), "the SDK has no path dependency: {manifest}");
+}

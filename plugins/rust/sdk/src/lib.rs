@@ -37,7 +37,9 @@
 //! export!(Policy);
 //! ```
 
-wit_bindgen::generate!({ path: "../../../wit", world: "sdk" });
+// the WIT is vendored into the crate (a copy of the repository's wit/, kept equal by
+// tests/policy_kit.rs), so the crate builds on its own, published or not
+wit_bindgen::generate!({ path: "wit", world: "sdk" });
 
 pub use wasmta::policy::types::{
     ConnMeta, DeliveryProtocol, DisconnectMode, EgressPathConfig, EgressPool, EgressSource, EnvelopeAddress, Header,
