@@ -5,7 +5,7 @@
 mod harness;
 
 use harness::cli::{cli, text};
-use harness::sink::{Sink, relay_to};
+use harness::sink::{Sink, relay_policy};
 use harness::smtp::{Client, ids};
 use harness::{Server, log_records, wait_for_record};
 use std::io::{BufRead, BufReader};
@@ -25,17 +25,7 @@ fn logs_reads_the_live_segment_filters_and_follows() {
     let dir = harness::temp_dir();
     let d = dir.path();
     let sink = Sink::start(d);
-    let policy = format!(
-        r#"local kumo = require 'kumo'
-kumo.on('init', function()
-  kumo.define_spool {{ name = 'data', path = '{{d}}/spool' }}
-  kumo.configure_local_logs {{ log_dir = '{{d}}/logs' }}
-  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', relay_hosts = {{ '127.0.0.1' }} }}
-  kumo.start_http_listener {{ listen = '127.0.0.1:0' }}
-end)
-{relay}"#,
-        relay = relay_to(&sink.addr, "retry_interval = '1 hour'", "")
-    );
+    let policy = relay_policy(&sink.addr, "", "", "retry_interval = '1 hour'");
     let path = harness::write_policy_text(d, &policy);
     let server = Server::start(d, &path);
     let mut c = Client::ehlo(server.addr());

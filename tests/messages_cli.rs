@@ -5,7 +5,7 @@
 mod harness;
 
 use harness::cli::{cli, cli_stdin, json, text};
-use harness::sink::{Sink, relay_to};
+use harness::sink::{Sink, relay_policy};
 use harness::smtp::{Client, ids};
 use harness::{Server, http_get, record_counts, wait_for_record};
 use std::time::Duration;
@@ -15,17 +15,7 @@ fn policy(d: &std::path::Path, sink: &str) -> std::path::PathBuf {
 }
 
 fn policy_with(d: &std::path::Path, sink: &str, extra: &str) -> std::path::PathBuf {
-    let text = format!(
-        r#"local kumo = require 'kumo'
-kumo.on('init', function()
-  kumo.define_spool {{ name = 'data', path = '{{d}}/spool' }}
-  kumo.configure_local_logs {{ log_dir = '{{d}}/logs' }}
-  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', relay_hosts = {{ '127.0.0.1' }} }}
-  kumo.start_http_listener {{ listen = '127.0.0.1:0' }}
-end)
-{relay}{extra}"#,
-        relay = relay_to(sink, "retry_interval = '1 hour'", "")
-    );
+    let text = relay_policy(sink, "", "", "retry_interval = '1 hour'") + extra;
     harness::write_policy_text(d, &text)
 }
 

@@ -182,18 +182,8 @@ fn a_new_plugin_outside_the_repository_builds_tests_and_serves() {
 
     // and it acts on mail in a running server
     let sink = harness::sink::Sink::start(d);
-    let policy = format!(
-        r#"local kumo = require 'kumo'
-kumo.on('init', function()
-  kumo.define_spool {{ name = 'data', path = '{{d}}/spool' }}
-  kumo.configure_local_logs {{ log_dir = '{{d}}/logs' }}
-  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', relay_hosts = {{ '127.0.0.1' }} }}
-  kumo.wasm.load {{ path = '{wasm}' }}
-end)
-{relay}"#,
-        wasm = wasm.display(),
-        relay = harness::sink::relay_to(&sink.addr, "", "")
-    );
+    let load = format!("kumo.wasm.load {{ path = '{}' }}", wasm.display());
+    let policy = harness::sink::relay_policy(&sink.addr, "", &load, "");
     let path = harness::write_policy_text(d, &policy);
     let server = harness::Server::start(d, &path);
     let mut c = harness::smtp::Client::ehlo(server.addr());

@@ -6,7 +6,7 @@ mod harness;
 
 use harness::Server;
 use harness::cli::{cli, text};
-use harness::sink::{Sink, relay_to};
+use harness::sink::{Sink, relay_policy};
 use harness::smtp::Client;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -68,20 +68,12 @@ fn traces_show_both_directions_and_never_content_or_credentials() {
     let dir = harness::temp_dir();
     let d = dir.path();
     let sink = Sink::start(d);
-    let policy = format!(
-        r#"local kumo = require 'kumo'
-kumo.on('init', function()
-  kumo.define_spool {{ name = 'data', path = '{{d}}/spool' }}
-  kumo.configure_local_logs {{ log_dir = '{{d}}/logs' }}
-  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', relay_hosts = {{ '127.0.0.1' }}, allow_auth_without_tls = true }}
-  kumo.start_http_listener {{ listen = '127.0.0.1:0' }}
-end)
+    let policy = relay_policy(&sink.addr, "allow_auth_without_tls = true", "", "")
+        + r#"
 kumo.on('smtp_server_auth_plain', function(authz, authc, password, conn_meta)
   return authc == 'daniel' and password == 'tiger'
 end)
-{relay}"#,
-        relay = relay_to(&sink.addr, "", "")
-    );
+"#;
     let path = harness::write_policy_text(d, &policy);
     let server = Server::start(d, &path);
 

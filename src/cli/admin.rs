@@ -3,7 +3,7 @@
 //! `suspend-ready-q`, `suspend-ready-q-list`, `suspend-ready-q-cancel`, `rebind`,
 //! `inspect-message`. Errors from the server are shown as it wrote them.
 
-use super::client::{Endpoint, call};
+use super::client::{Endpoint, call, json_call};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::process::ExitCode;
@@ -266,12 +266,8 @@ fn print_details(queues: &[Value]) {
 }
 
 async fn queue_summary(endpoint: &Endpoint, json_out: bool) -> ExitCode {
-    let details = match call(endpoint, "GET", "/api/admin/queue-summary/v1", None).await {
-        Ok((200, text)) => serde_json::from_str::<Value>(&text).unwrap_or_default(),
-        Ok((status, text)) => {
-            eprintln!("error: the server answered {status}: {}", text.trim());
-            return ExitCode::FAILURE;
-        }
+    let details = match json_call(endpoint, "GET", "/api/admin/queue-summary/v1", None).await {
+        Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
@@ -324,12 +320,8 @@ async fn bounce(endpoint: &Endpoint, scope: &Scope, hold: &Hold) -> ExitCode {
         }
     };
     body["duration"] = json!(hold.duration);
-    let answer = match call(endpoint, "POST", "/api/admin/bounce/v1", Some(&body)).await {
-        Ok((200, text)) => serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
-        Ok((status, text)) => {
-            eprintln!("error: the server answered {status}: {}", text.trim());
-            return ExitCode::FAILURE;
-        }
+    let answer = match json_call(endpoint, "POST", "/api/admin/bounce/v1", Some(&body)).await {
+        Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
@@ -343,12 +335,8 @@ async fn bounce(endpoint: &Endpoint, scope: &Scope, hold: &Hold) -> ExitCode {
     let (mut last, mut last_done) = (std::time::Instant::now(), answer["total_bounced"].as_u64().unwrap_or(0));
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let list = match call(endpoint, "GET", "/api/admin/bounce/v1", None).await {
-            Ok((200, text)) => serde_json::from_str::<Value>(&text).unwrap_or_default(),
-            Ok((status, text)) => {
-                eprintln!("error: the server answered {status}: {}", text.trim());
-                return ExitCode::FAILURE;
-            }
+        let list = match json_call(endpoint, "GET", "/api/admin/bounce/v1", None).await {
+            Ok(v) => v,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;

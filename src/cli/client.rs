@@ -87,6 +87,16 @@ async fn exchange(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// Sends the request and returns the answer as JSON; an error status is an error with the
+/// server's text.
+pub async fn json_call(endpoint: &Endpoint, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    let (status, text) = call(endpoint, method, path, body).await?;
+    if !(200..300).contains(&status) {
+        return Err(format!("the server answered {status}: {}", text.trim()));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))
+}
+
 /// Sends `GET path` and calls `each` with every line of the answer as it arrives, until
 /// the server ends it (no overall timeout: for streams such as the live traces). An
 /// error status is an error with the server's text.

@@ -3,9 +3,9 @@
 //! as arguments, or one or more per line on standard input), `qshape` counts queued
 //! messages per domain by age.
 
-use super::client::{Endpoint, call};
+use super::client::{Endpoint, json_call};
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -101,15 +101,6 @@ pub(super) fn age(secs: i64) -> String {
     }
 }
 
-/// The answer as JSON, or the error to print.
-async fn get_json(endpoint: &Endpoint, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
-    let (status, text) = call(endpoint, method, path, body.as_ref()).await?;
-    if !(200..300).contains(&status) {
-        return Err(format!("the server answered {status}: {}", text.trim()));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))
-}
-
 fn query_string(args: &ListArgs) -> String {
     let mut q = vec![("limit", args.limit.to_string())];
     for (k, v) in [("queue", &args.queue), ("domain", &args.domain), ("older_than", &args.older_than)] {
@@ -121,7 +112,8 @@ fn query_string(args: &ListArgs) -> String {
 }
 
 async fn queue_list(args: ListArgs) -> Result<(), String> {
-    let v = get_json(&args.endpoint, "GET", &format!("/api/admin/queue-list/v1?{}", query_string(&args)), None).await?;
+    let v =
+        json_call(&args.endpoint, "GET", &format!("/api/admin/queue-list/v1?{}", query_string(&args)), None).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
@@ -218,7 +210,7 @@ async fn message(args: ActionArgs) -> Result<bool, String> {
         "action": name, "ids": ids, "reason": args.reason,
         "suppress_logging": args.suppress_logging, "confirm": args.yes,
     });
-    let v = get_json(&args.endpoint, "POST", "/api/admin/message-action/v1", Some(body)).await?;
+    let v = json_call(&args.endpoint, "POST", "/api/admin/message-action/v1", Some(&body)).await?;
     let done = match args.action {
         ActionName::Bounce => "bounced",
         ActionName::Requeue => "requeued",
@@ -238,7 +230,7 @@ async fn message(args: ActionArgs) -> Result<bool, String> {
 }
 
 async fn qshape(endpoint: &Endpoint, json_out: bool) -> Result<(), String> {
-    let v = get_json(endpoint, "GET", "/api/admin/qshape/v1", None).await?;
+    let v = json_call(endpoint, "GET", "/api/admin/qshape/v1", None).await?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());

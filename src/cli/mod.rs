@@ -197,14 +197,10 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
 /// `wasmta set-log-filter`.
 async fn set_log_filter(endpoint: client::Endpoint, filter: String) -> ExitCode {
     let body = serde_json::json!({ "filter": filter });
-    match client::call(&endpoint, "POST", "/api/admin/set_diagnostic_log_filter/v1", Some(&body)).await {
-        Ok((200, _)) => {
+    match client::json_call(&endpoint, "POST", "/api/admin/set_diagnostic_log_filter/v1", Some(&body)).await {
+        Ok(_) => {
             println!("diagnostic log filter is now {filter:?}");
             ExitCode::SUCCESS
-        }
-        Ok((status, text)) => {
-            eprintln!("error: the server answered {status}: {}", text.trim());
-            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -103,3 +103,22 @@ end)
 "#
     )
 }
+
+/// A whole policy as KumoMTA's documentation writes one, for `write_policy_text` (`{d}`
+/// is the test directory): spool and logs under `{d}`, an SMTP listener relaying for
+/// 127.0.0.1 with `listener_opts` added, an HTTP listener, `init_extra` at the end of
+/// `init`, and every queue routed to `sink` with `queue_opts`.
+pub fn relay_policy(sink: &str, listener_opts: &str, init_extra: &str, queue_opts: &str) -> String {
+    format!(
+        r#"local kumo = require 'kumo'
+kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{{d}}/spool' }}
+  kumo.configure_local_logs {{ log_dir = '{{d}}/logs' }}
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', relay_hosts = {{ '127.0.0.1' }}, {listener_opts} }}
+  kumo.start_http_listener {{ listen = '127.0.0.1:0' }}
+  {init_extra}
+end)
+{relay}"#,
+        relay = relay_to(sink, queue_opts, "")
+    )
+}
