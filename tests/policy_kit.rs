@@ -193,6 +193,47 @@ fn a_new_plugin_outside_the_repository_builds_tests_and_serves() {
     assert!(sink.wait_for(1, std::time::Duration::from_secs(10)));
     let got = String::from_utf8_lossy(&sink.messages()[0].data).to_string();
     assert!(got.contains("X-Checked-By: my-plug"), "{got}");
+
+    // plugin watch: an edit is rebuilt and the server serves it, no restart
+    let mut watch = Command::new(harness::binary())
+        .args(["plugin", "watch", "--dir"])
+        .arg(&project)
+        .args(["--endpoint", &format!("http://{}", server.http[0])])
+        .env("CARGO_TARGET_DIR", d.join("target"))
+        .env("CARGO", env!("CARGO"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let served = |rx: &std::sync::mpsc::Receiver<String>| {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(180)).expect("watch says what it did");
+        assert!(line.contains("serves policy generation"), "{line}");
+    };
+    served(&rx);
+    let lib = project.join("src/lib.rs");
+    let text = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, text.replace("\"X-Checked-By\", \"my-plug\"", "\"X-Checked-By\", \"my-plug, edited\""))
+        .unwrap();
+    served(&rx);
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(c.send_mail("a@s.example", &["r@dest.example"], "Subject: after\r\n\r\nx").code, 250);
+    assert!(sink.wait_for(2, std::time::Duration::from_secs(10)));
+    let after = sink
+        .messages()
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m.data).to_string())
+        .find(|t| t.contains("Subject: after"))
+        .unwrap();
+    assert!(after.contains("X-Checked-By: my-plug, edited"), "the edited component serves: {after}");
     server.stop();
 }
 

@@ -179,7 +179,7 @@ pub fn main() -> ExitCode {
         Command::Logs(args) => rt.block_on(logs::run(args)),
         Command::Policy(PolicyCommand::Test(args)) => rt.block_on(policy_test::run(args)),
         Command::Wit { dir } => write_wit(&dir),
-        Command::Plugin(command) => plugin::run(command),
+        Command::Plugin(command) => rt.block_on(plugin::run(command)),
         Command::TraceSmtpServer(args) => rt.block_on(trace::run("server", args)),
         Command::TraceSmtpClient(args) => rt.block_on(trace::run("client", args)),
         Command::SetLogFilter { endpoint, filter } => rt.block_on(set_log_filter(endpoint, filter)),

@@ -22,6 +22,77 @@ pub enum PluginCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Rebuild the component when its sources change, then have the running server
+    /// build a new policy generation (which loads the new component). Runs until stopped.
+    Watch {
+        /// The project directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[command(flatten)]
+        endpoint: super::client::Endpoint,
+    },
+}
+
+/// The sources' state: every file under src/ and wit/ and Cargo.toml, by size and time.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    fn walk(p: &Path, out: &mut Vec<(PathBuf, u64, Option<std::time::SystemTime>)>) {
+        let Ok(rd) = std::fs::read_dir(p) else { return };
+        for e in rd.flatten() {
+            let path = e.path();
+            match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&path, out),
+                Ok(m) => out.push((path, m.len(), m.modified().ok())),
+                Err(_) => {}
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(&dir.join("src"), &mut out);
+    walk(&dir.join("wit"), &mut out);
+    if let Ok(m) = std::fs::metadata(dir.join("Cargo.toml")) {
+        out.push((dir.join("Cargo.toml"), m.len(), m.modified().ok()));
+    }
+    out.sort();
+    out
+}
+
+/// `plugin watch`: build, reload, and again on every change.
+async fn watch(dir: &Path, endpoint: &super::client::Endpoint) -> ExitCode {
+    if !dir.join("Cargo.toml").exists() {
+        eprintln!("error: {} has no Cargo.toml: give the project with --dir", dir.display());
+        return ExitCode::FAILURE;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut last = None;
+    loop {
+        let now = fingerprint(dir);
+        if last.as_ref() != Some(&now) {
+            last = Some(now);
+            let started = std::time::Instant::now();
+            let built = tokio::process::Command::new(&cargo)
+                .args(["build", "--target", "wasm32-wasip2", "--release"])
+                .current_dir(dir)
+                .status()
+                .await;
+            match built {
+                Ok(s) if s.success() => {
+                    let took = started.elapsed();
+                    match super::client::json_call(endpoint, "POST", "/api/admin/reload/v1", None).await {
+                        Ok(v) => {
+                            println!("built in {took:.1?}; the server serves policy generation {}", v["generation"])
+                        }
+                        Err(e) => println!("built in {took:.1?}; the server did not reload: {e}"),
+                    }
+                }
+                Ok(_) => println!("the build failed (above); waiting for the next change"),
+                Err(e) => {
+                    eprintln!("error: running {cargo}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// The worlds the WIT package declares.
@@ -56,8 +127,11 @@ fn create(dir: &Path, name: &str) -> Result<(), String> {
 }
 
 /// Runs a plugin command.
-pub fn run(command: PluginCommand) -> ExitCode {
-    let PluginCommand::New { name, lang, world, dir } = command;
+pub async fn run(command: PluginCommand) -> ExitCode {
+    let (name, lang, world, dir) = match command {
+        PluginCommand::Watch { dir, endpoint } => return watch(&dir, &endpoint).await,
+        PluginCommand::New { name, lang, world, dir } => (name, lang, world, dir),
+    };
     let fail = |e: String| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
