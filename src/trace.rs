@@ -1,9 +1,11 @@
 //! Live protocol tracing (`wasmta trace-smtp-server`, `trace-smtp-client`, as kcli's):
 //! SMTP sessions publish what they read and write to a broadcast channel, only while
-//! someone listens (one relaxed load otherwise). Message content is never published
+//! someone listens (one relaxed atomic load otherwise: the channel's own receiver count
+//! takes a lock every SMTP line would contend on). Message content is never published
 //! (only its size), nor SASL credentials. One tracer per direction per process.
 
 use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
 
@@ -28,16 +30,30 @@ pub struct TraceEvent {
 /// Where one direction's events go.
 pub struct Tracer {
     tx: broadcast::Sender<Arc<TraceEvent>>,
+    listeners: AtomicUsize,
+}
+
+/// One listener: events as they come; counted while it lives.
+pub struct Subscription<'a> {
+    /// The events (it misses some when it falls more than 4,096 behind).
+    pub rx: broadcast::Receiver<Arc<TraceEvent>>,
+    tracer: &'a Tracer,
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        self.tracer.listeners.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Tracer {
     fn new() -> Tracer {
-        Tracer { tx: broadcast::channel(4096).0 }
+        Tracer { tx: broadcast::channel(4096).0, listeners: AtomicUsize::new(0) }
     }
 
     /// True while someone listens.
     pub fn active(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.listeners.load(Ordering::Relaxed) > 0
     }
 
     /// Publishes the event `make` builds, if someone listens.
@@ -47,9 +63,10 @@ impl Tracer {
         }
     }
 
-    /// A listener (it misses events when it falls more than 4,096 behind).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<TraceEvent>> {
-        self.tx.subscribe()
+    /// A listener.
+    pub fn subscribe(&self) -> Subscription<'_> {
+        self.listeners.fetch_add(1, Ordering::Relaxed);
+        Subscription { rx: self.tx.subscribe(), tracer: self }
     }
 }
 
@@ -108,8 +125,10 @@ mod tests {
     fn nothing_is_built_without_a_listener() {
         let t = Tracer::new();
         t.publish(|| panic!("built without a listener"));
-        let mut rx = t.subscribe();
+        let mut sub = t.subscribe();
         t.publish(|| event("s", "p", "recv", "x".into(), String::new()));
-        assert_eq!(rx.try_recv().unwrap().data, "x");
+        assert_eq!(sub.rx.try_recv().unwrap().data, "x");
+        drop(sub);
+        t.publish(|| panic!("built after the listener went"));
     }
 }

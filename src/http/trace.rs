@@ -56,10 +56,10 @@ async fn trace(tracer: &'static Tracer, Query(f): Query<Filter>) -> Response {
         }
     };
     let keep = Arc::new(Keep { peers, domain: f.domain.map(|d| d.to_ascii_lowercase()) });
-    let rx = tracer.subscribe();
-    let stream = futures::stream::unfold((rx, keep), |(mut rx, keep)| async move {
+    let sub = tracer.subscribe();
+    let stream = futures::stream::unfold((sub, keep), |(mut sub, keep)| async move {
         loop {
-            let line = match rx.recv().await {
+            let line = match sub.rx.recv().await {
                 Ok(e) if keep.keeps(&e) => serde_json::to_string(&*e).unwrap_or_default(),
                 Ok(_) => continue,
                 Err(RecvError::Lagged(n)) => {
@@ -67,7 +67,7 @@ async fn trace(tracer: &'static Tracer, Query(f): Query<Filter>) -> Response {
                 }
                 Err(RecvError::Closed) => return None,
             };
-            return Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), (rx, keep)));
+            return Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), (sub, keep)));
         }
     });
     ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()

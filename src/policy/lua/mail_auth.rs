@@ -54,13 +54,41 @@ fn our_hostname(msg: &Message) -> String {
     meta_string(msg, "hostname").unwrap_or_else(|| "localhost".into())
 }
 
-async fn spf_of(lua: &Lua, msg: &Message, what: &str) -> mlua::Result<SpfDisposition> {
+/// The envelope sender as text; empty for the null sender.
+fn sender_text(msg: &Message) -> String {
+    let sender = msg.sender();
+    if sender.is_null() { String::new() } else { sender.email() }
+}
+
+/// SPF of a received message: its client address, EHLO domain and envelope sender.
+async fn msg_spf(auth: &AuthDns, msg: &Message, what: &str) -> mlua::Result<SpfDisposition> {
     let ip = message_ip(msg, what)?;
     let helo = meta_string(msg, "ehlo_domain").unwrap_or_default();
-    let auth = AuthDns::start(runtime(lua, what)?.dns()).await.map_err(err)?;
+    Ok(mail_auth::check_spf(auth, ip, &helo, &sender_text(msg), &our_hostname(msg)).await)
+}
+
+/// DMARC of a received message; the RFC 5321 domain is the sender's, or the EHLO domain
+/// for the null sender.
+async fn msg_dmarc(
+    auth: &AuthDns,
+    msg: &Message,
+    dkim: &[AuthResult],
+    spf: Option<&AuthResult>,
+    what: &str,
+) -> mlua::Result<SpfDisposition> {
+    let data = msg.data().map_err(|e| err(format!("{what}: {e}")))?;
     let sender = msg.sender();
-    let sender = if sender.is_null() { String::new() } else { sender.email() };
-    Ok(mail_auth::check_spf(&auth, ip, &helo, &sender, &our_hostname(msg)).await)
+    let domain = if sender.is_null() {
+        meta_string(msg, "ehlo_domain").unwrap_or_default()
+    } else {
+        sender.domain().to_string()
+    };
+    mail_auth::check_dmarc(auth, &data, dkim, spf, &domain).await.map_err(|e| err(format!("{what}: {e}")))
+}
+
+async fn spf_of(lua: &Lua, msg: &Message, what: &str) -> mlua::Result<SpfDisposition> {
+    let auth = AuthDns::start(runtime(lua, what)?.dns()).await.map_err(err)?;
+    msg_spf(&auth, msg, what).await
 }
 
 async fn iprev_of(lua: &Lua, ip: IpAddr) -> mlua::Result<AuthResult> {
@@ -80,15 +108,8 @@ async fn dmarc_of(
     spf: Option<&AuthResult>,
 ) -> mlua::Result<SpfDisposition> {
     let what = "kumo.dmarc.check_msg";
-    let data = msg.data().map_err(|e| err(format!("{what}: {e}")))?;
     let auth = AuthDns::start(runtime(lua, what)?.dns()).await.map_err(err)?;
-    let sender = msg.sender();
-    let domain = if sender.is_null() {
-        meta_string(msg, "ehlo_domain").unwrap_or_default()
-    } else {
-        sender.domain().to_string()
-    };
-    mail_auth::check_dmarc(&auth, &data, dkim, spf, &domain).await.map_err(|e| err(format!("{what}: {e}")))
+    msg_dmarc(&auth, msg, dkim, spf, what).await
 }
 
 fn results(lua: &Lua, value: LuaValue, what: &str) -> mlua::Result<Vec<AuthResult>> {
@@ -240,12 +261,9 @@ async fn check(lua: &Lua, msg: &Message, config: CheckConfig) -> mlua::Result<Ch
         }
         all.extend(out.dkim.iter().cloned());
     }
-    let sender = msg.sender();
-    let sender_text = if sender.is_null() { String::new() } else { sender.email() };
+    let sender_text = sender_text(msg);
     if config.spf {
-        let ip = message_ip(msg, what)?;
-        let helo = meta_string(msg, "ehlo_domain").unwrap_or_default();
-        let spf = mail_auth::check_spf(&auth, ip, &helo, &sender_text, &our_hostname(msg)).await.result;
+        let spf = msg_spf(&auth, msg, what).await?.result;
         all.push(spf.clone());
         out.spf = Some(spf);
     }
@@ -269,15 +287,7 @@ async fn check(lua: &Lua, msg: &Message, config: CheckConfig) -> mlua::Result<Ch
         out.smtp_auth = Some(r);
     }
     if config.dmarc {
-        let domain = if sender.is_null() {
-            meta_string(msg, "ehlo_domain").unwrap_or_default()
-        } else {
-            sender.domain().to_string()
-        };
-        let r = mail_auth::check_dmarc(&auth, &data, &out.dkim, out.spf.as_ref(), &domain)
-            .await
-            .map_err(|e| err(format!("{what}: {e}")))?
-            .result;
+        let r = msg_dmarc(&auth, msg, &out.dkim, out.spf.as_ref(), what).await?.result;
         all.push(r.clone());
         out.dmarc = Some(r);
     }
