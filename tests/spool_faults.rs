@@ -111,6 +111,77 @@ kumo.on('get_queue_config', function() return kumo.make_queue_config {{ egress_p
 }
 
 /// Byte offsets of every occurrence of `needle` in `hay`.
+/// The free-space floor of a spool whose policy names none comes from
+/// `WASMTA_MIN_FREE_SPACE` (KumoMTA's 10 % otherwise): CI failed on a host whose disk was
+/// more than 90 % taken by the build, every test answered 452. The policy's own value
+/// wins over the variable, and a variable that does not parse stops the server with an
+/// error naming it instead of falling back in silence.
+#[test]
+fn the_default_free_space_floor_comes_from_the_environment_and_the_policy_wins() {
+    let dir = harness::temp_dir();
+    let policy = |floor: &str, log_floor: &str| {
+        let path = dir.path().join("init.lua");
+        std::fs::write(
+            &path,
+            format!(
+                "local kumo = require 'kumo'
+kumo.on('init', function()
+  kumo.dns.configure_test_resolver ''
+  kumo.define_spool {{ name = 'data', path = '{d}/spool'{floor} }}
+  kumo.configure_local_logs {{ log_dir = '{d}/logs'{log_floor} }}
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', hostname = 'mx.test' }}
+  kumo.start_http_listener {{ listen = '127.0.0.1:0' }}
+end)
+kumo.on('get_queue_config', function() return kumo.make_queue_config {{ egress_pool = 'nowhere' }} end)",
+                d = dir.path().display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let send = |server: &Server| {
+        Client::ehlo(server.addr()).send_mail("a@s.example", &["r@dest.example"], "Subject: s\r\n\r\nx")
+    };
+    // no floor in the policy: the variable's 100 % cannot be met
+    let p = policy("", "");
+    let server = Server::start_env(dir.path(), &p, &[("WASMTA_MIN_FREE_SPACE", "100%")]);
+    let r = send(&server);
+    assert!(r.starts("452 4.3.1"), "{r:?}");
+    assert!(server.stderr_text().contains("free space is below"), "{}", server.stderr_text());
+    assert!(server.stop().success());
+    // an absolute floor any test host meets
+    let server = Server::start_env(dir.path(), &p, &[("WASMTA_MIN_FREE_SPACE", "1MB")]);
+    assert_eq!(send(&server).code, 250);
+    assert!(server.stop().success());
+    // the policy's value wins over the variable
+    let p = policy(", min_free_space = '0'", "");
+    let server = Server::start_env(dir.path(), &p, &[("WASMTA_MIN_FREE_SPACE", "100%")]);
+    assert_eq!(send(&server).code, 250);
+    assert!(server.stop().success());
+    // the log directory's own floor is not ignored: a record that cannot be written is
+    // mail nobody can account for, so new mail waits (and liveness says why)
+    let logs_full = policy(", min_free_space = '0'", ", min_free_inodes = '100%'");
+    let server = Server::start(dir.path(), &logs_full);
+    let r = send(&server);
+    assert!(r.starts("452 4.3.1"), "{r:?}");
+    assert!(server.stderr_text().contains("/logs: free space is below"), "{}", server.stderr_text());
+    let (status, live) = harness::http_get(&server.http[0], "/api/check-liveness/v1");
+    assert!(status == 503 && live.contains("log directory"), "{status} {live}");
+    assert!(server.stop().success());
+    // a value that does not parse is named, for serve and for check
+    for cmd in ["serve", "check"] {
+        let mut command = std::process::Command::new(harness::binary());
+        command.args([cmd, "--policy"]).arg(&p);
+        if cmd == "serve" {
+            command.arg("--spool-dir").arg(dir.path().join("spool"));
+        }
+        let out = command.env("WASMTA_MIN_FREE_SPACE", "lots").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd}: {err}");
+        assert!(err.contains("WASMTA_MIN_FREE_SPACE=\"lots\""), "{cmd}: {err}");
+    }
+}
+
 fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
     hay.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect()
 }

@@ -161,6 +161,10 @@ async fn site(dns: &dyn crate::dns::Dns, domain: &str, smtp: &SmtpProtocol) -> (
 
 /// Runs the check.
 pub async fn run(policy: PathBuf, settings: crate::policy::loader::Settings, show: CheckShow) -> ExitCode {
+    if let Err(e) = crate::config::storage::MinFree::check_env() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     match crate::policy::loader::load(&policy, true, settings, &crate::policy::Runtime::new()).await {
         Err(e) => {
             eprintln!("error: {e}");

@@ -66,6 +66,7 @@ async fn start(
     // before anything else: a stop asked for during start-up is a clean shutdown, not a kill
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    crate::config::storage::MinFree::check_env()?;
     let descriptors = raise_descriptor_limit();
     // this server's shared state: epoch, shutdown, resolver, shaping, throttles, reloader
     let runtime = crate::policy::Runtime::new();
@@ -86,7 +87,7 @@ async fn start(
     let _reloader = crate::policy::reload::Reloader::install(&policy_path, settings, policy.clone(), init.clone());
     crate::policy::monitor::start(&runtime, crate::policy::monitor::POLL_INTERVAL);
 
-    let (spool, startup) = Spool::open(&init.spools, &spool_dir).map_err(|e| e.to_string())?;
+    let (mut spool, startup) = Spool::open(&init.spools, &spool_dir).map_err(|e| e.to_string())?;
     spool.set_suspend_delivery_when_unhealthy(init.suspend_delivery_when_spool_unhealthy);
     let classifier = match init.bounce_classifier.is_empty() {
         true => None,
@@ -94,6 +95,11 @@ async fn start(
     };
     let logs = Logs::start(&init.logs, &init.log_hooks, &init.log_disposition_hooks, node_id(spool.path()), classifier)
         .map_err(|e| format!("starting logs: {e}"))?;
+    for c in init.logs.iter().filter(|c| c.min_free_space.is_some() || c.min_free_inodes.is_some()) {
+        use crate::config::storage::MinFree;
+        let none = MinFree::Absolute(0);
+        spool.also_guard(Path::new(&c.log_dir), c.min_free_space.unwrap_or(none), c.min_free_inodes.unwrap_or(none));
+    }
     let dns = crate::dns::from_config(&init.dns)?;
     runtime.set_dns(dns.clone());
     if let Some(config) = &init.redis_throttles {

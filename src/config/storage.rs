@@ -20,7 +20,32 @@ impl Default for MinFree {
     }
 }
 
+/// The environment variable that sets `define_spool`'s `min_free_space` for policies
+/// that give none (KumoMTA's `"10%"` otherwise): a machine whose disk is mostly taken by
+/// other things (a build host, a small VM) can still take mail, guarded by an absolute
+/// floor. `wasmta serve` and `wasmta check` refuse to start when it does not parse.
+pub const MIN_FREE_SPACE_ENV: &str = "WASMTA_MIN_FREE_SPACE";
+
 impl MinFree {
+    /// `min_free_space` for a spool whose definition names none: `WASMTA_MIN_FREE_SPACE`
+    /// when set (checked at start by [`MinFree::check_env`]), else 10 %.
+    pub fn default_space() -> MinFree {
+        MinFree::env_space().ok().flatten().unwrap_or_default()
+    }
+
+    /// Ok when `WASMTA_MIN_FREE_SPACE` is unset or parses; the error names the variable.
+    pub fn check_env() -> Result<(), String> {
+        MinFree::env_space().map(|_| ())
+    }
+
+    fn env_space() -> Result<Option<MinFree>, String> {
+        match std::env::var(MIN_FREE_SPACE_ENV) {
+            Ok(text) => MinFree::parse(&text).map(Some).map_err(|e| format!("{MIN_FREE_SPACE_ENV}={text:?}: {e}")),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(e) => Err(format!("{MIN_FREE_SPACE_ENV}: {e}")),
+        }
+    }
+
     /// Parses `"10%"`, `"2 GB"` or a number.
     pub fn parse(text: &str) -> Result<Self, String> {
         if let Some(p) = text.trim().strip_suffix('%') {
@@ -82,7 +107,7 @@ pub struct SpoolConfig {
     #[serde(default)]
     pub rocks_params: Option<serde_json::Value>,
     /// Below this free space, injection is refused with 452.
-    #[serde(default)]
+    #[serde(default = "MinFree::default_space")]
     pub min_free_space: MinFree,
     /// Below this many free inodes, injection is refused with 452.
     #[serde(default)]

@@ -29,7 +29,7 @@ pub enum SpoolError {
     #[error("spool filesystem is full: {0}")]
     NoSpace(String),
     /// Free space is below the configured minimum.
-    #[error("spool is low on free space")]
+    #[error("free space is below min_free_space/min_free_inodes (spool or log directory)")]
     LowSpace,
     /// Another server holds the spool directory.
     #[error("spool: {0}")]
@@ -112,6 +112,9 @@ impl SpoolBackend for journal::Journal {
 pub struct Spool {
     backend: Arc<dyn SpoolBackend>,
     space: Arc<DiskMonitor>,
+    /// Other directories whose free space new mail also needs (the log directories with a
+    /// `min_free_space` of their own).
+    also: Vec<Arc<DiskMonitor>>,
     path: PathBuf,
     /// `kumo.suspend_delivery_when_spool_unhealthy` (default true).
     suspend_when_unhealthy: Arc<std::sync::atomic::AtomicBool>,
@@ -156,7 +159,7 @@ impl Spool {
         let def = defs.iter().find(|d| d.name == "data").or_else(|| defs.first());
         let (path, kind, min_space, min_inodes) = match def {
             Some(d) => (PathBuf::from(&d.path), d.kind, d.min_free_space, d.min_free_inodes),
-            None => (fallback_dir.to_path_buf(), SpoolKind::LocalDisk, MinFree::default(), MinFree::default()),
+            None => (fallback_dir.to_path_buf(), SpoolKind::LocalDisk, MinFree::default_space(), MinFree::default()),
         };
         for d in defs.iter().filter(|d| Some(*d as *const _) != def.map(|x| x as *const _)) {
             tracing::info!(
@@ -173,7 +176,8 @@ impl Spool {
         let (journal, recovered) = journal::Journal::open(&path)?;
         let startup = Startup { quarantined: recovered.quarantined, recovered: recovered.messages };
         let space = DiskMonitor::new(&path, min_space, min_inodes);
-        let spool = Spool { backend: Arc::new(journal), space, path, suspend_when_unhealthy: Default::default() };
+        let spool =
+            Spool { backend: Arc::new(journal), space, also: vec![], path, suspend_when_unhealthy: Default::default() };
         spool.set_suspend_delivery_when_unhealthy(true);
         Ok((spool, startup))
     }
@@ -181,15 +185,31 @@ impl Spool {
     /// A spool over another backend (fault-injecting backends in tests, other stores);
     /// `path` is where free space is watched.
     pub fn with_backend(backend: Arc<dyn SpoolBackend>, path: &Path) -> Spool {
-        let space = DiskMonitor::new(path, MinFree::default(), MinFree::default());
-        let spool = Spool { backend, space, path: path.to_path_buf(), suspend_when_unhealthy: Default::default() };
+        let space = DiskMonitor::new(path, MinFree::default_space(), MinFree::default());
+        let spool = Spool {
+            backend,
+            space,
+            also: vec![],
+            path: path.to_path_buf(),
+            suspend_when_unhealthy: Default::default(),
+        };
         spool.set_suspend_delivery_when_unhealthy(true);
         spool
+    }
+
+    /// Refuses new mail also while `dir`'s filesystem is under these floors
+    /// (`configure_local_logs`'s `min_free_space` / `min_free_inodes`): a record that
+    /// cannot be written is an acknowledged message nobody can account for.
+    pub fn also_guard(&mut self, dir: &Path, min_space: MinFree, min_inodes: MinFree) {
+        self.also.push(DiskMonitor::new(dir, min_space, min_inodes));
     }
 
     /// Starts background upkeep (free-space polling).
     pub fn start(&self) {
         self.space.start();
+        for m in &self.also {
+            m.start();
+        }
     }
 
     /// Where the spool lives.
@@ -214,7 +234,7 @@ impl Spool {
     pub fn accepting(&self) -> Result<(), SpoolError> {
         if !self.backend.healthy() {
             Err(SpoolError::Unhealthy)
-        } else if self.space.is_low() {
+        } else if self.space.is_low() || self.also.iter().any(|m| m.is_low()) {
             Err(SpoolError::LowSpace)
         } else {
             Ok(())

@@ -107,6 +107,15 @@ impl Server {
     /// Starts the server through `wrapper` (a command that ends by exec'ing its
     /// arguments, e.g. `unshare -m sh -c '...; exec "$@"' sh`), so its pid is the server's.
     pub fn start_wrapped(dir: &Path, policy: &Path, args: &[&str], wrapper: &[&str]) -> Server {
+        Server::start_full(dir, policy, args, wrapper, &[])
+    }
+
+    /// Starts the server with extra environment variables.
+    pub fn start_env(dir: &Path, policy: &Path, env: &[(&str, &str)]) -> Server {
+        Server::start_full(dir, policy, &[], &[], env)
+    }
+
+    fn start_full(dir: &Path, policy: &Path, args: &[&str], wrapper: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
@@ -123,6 +132,7 @@ impl Server {
             .arg(dir.join("spool"))
             .current_dir(dir)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
