@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod dirlock;
 pub mod dns;
 pub mod fuzzing;
+pub mod gobind;
 pub mod http;
 pub mod log_filter;
 pub mod logs;

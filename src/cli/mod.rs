@@ -8,6 +8,7 @@ mod load;
 mod logs;
 mod messages;
 mod plugin;
+mod plugin_build;
 mod policy_test;
 mod serve;
 mod shaping;

@@ -1,7 +1,9 @@
-//! `wasmta plugin new --lang rust NAME [--world W]`: a standalone policy component
-//! project outside this repository: Cargo.toml (wit-bindgen), `src/lib.rs`, the WIT
-//! package the binary hosts in `wit/`, a sample fixture for `wasmta policy test`, and a
-//! README. It builds with `cargo build --target wasm32-wasip2 --release`.
+//! `wasmta plugin new --lang rust|go NAME [--world W]`: a standalone policy component
+//! project outside this repository. Rust: Cargo.toml (wit-bindgen), `src/lib.rs`, the WIT
+//! package the binary hosts in `wit/`; it builds with `cargo build --target wasm32-wasip2
+//! --release`. Go: go.mod, `main.go`, a native `main_test.go`, and the generated bindings
+//! package `wasmta/`; it builds with `wasmta plugin build`. Both get a sample fixture for
+//! `wasmta policy test` and a README. `plugin watch` rebuilds on change.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,6 +23,16 @@ pub enum PluginCommand {
         /// Where to create it (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Build the project in DIR into a component: cargo for Rust; for Go the bindings,
+    /// the Go toolchain and wasm-tools. Prints the component's path.
+    Build {
+        /// The project directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Where to write the component (default: the project's target/).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Rebuild the component when its sources change, then have the running server
     /// build a new policy generation (which loads the new component). Runs until stopped.
@@ -96,7 +108,7 @@ async fn watch(dir: &Path, endpoint: &super::client::Endpoint) -> ExitCode {
 }
 
 /// The worlds the WIT package declares.
-fn worlds() -> Vec<String> {
+pub(super) fn worlds() -> Vec<String> {
     super::WIT
         .iter()
         .flat_map(|(_, text)| text.lines())
@@ -108,20 +120,37 @@ fn fill(template: &str, name: &str) -> String {
     template.replace("{name}", name).replace("{file}", &name.replace('-', "_"))
 }
 
-fn create(dir: &Path, name: &str) -> Result<(), String> {
-    let files = [
-        ("Cargo.toml", include_str!("template/Cargo.toml.in")),
-        ("src/lib.rs", include_str!("template/lib.rs.in")),
-        ("tests/sample.toml", include_str!("template/sample.toml.in")),
-        ("README.md", include_str!("template/README.md.in")),
-        (".gitignore", include_str!("template/gitignore.in")),
-    ];
-    for (path, template) in files {
+const RUST: &[(&str, &str)] = &[
+    ("Cargo.toml", include_str!("template/Cargo.toml.in")),
+    ("src/lib.rs", include_str!("template/lib.rs.in")),
+    ("tests/sample.toml", include_str!("template/sample.toml.in")),
+    ("README.md", include_str!("template/README.md.in")),
+    (".gitignore", include_str!("template/gitignore.in")),
+];
+
+const GO: &[(&str, &str)] = &[
+    ("go.mod", include_str!("template/go/go.mod.in")),
+    ("main.go", include_str!("template/go/main.go.in")),
+    ("main_test.go", include_str!("template/go/main_test.go.in")),
+    ("tests/sample.toml", include_str!("template/go/sample.toml.in")),
+    ("README.md", include_str!("template/go/README.md.in")),
+    (".gitignore", include_str!("template/gitignore.in")),
+];
+
+fn create(dir: &Path, name: &str, go: bool) -> Result<(), String> {
+    for (path, template) in if go { GO } else { RUST } {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
         std::fs::write(&path, fill(template, name)).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if go {
+        // the bindings now, so that `go test ./...` runs before the first build
+        let wit = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
+        super::write_wit_files(wit.path())?;
+        return crate::gobind::write_package(wit.path(), "message-policy", &dir.join(crate::gobind::PACKAGE))
+            .map_err(|e| format!("generating the Go bindings: {e:#}"));
     }
     super::write_wit_files(&dir.join("wit"))
 }
@@ -130,18 +159,29 @@ fn create(dir: &Path, name: &str) -> Result<(), String> {
 pub async fn run(command: PluginCommand) -> ExitCode {
     let (name, lang, world, dir) = match command {
         PluginCommand::Watch { dir, endpoint } => return watch(&dir, &endpoint).await,
+        PluginCommand::Build { dir, out } => {
+            return match super::plugin_build::build(&dir, out) {
+                Ok(path) => {
+                    println!("{}", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         PluginCommand::New { name, lang, world, dir } => (name, lang, world, dir),
     };
     let fail = |e: String| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     };
-    if lang != "rust" {
-        return fail(format!(
-            "--lang {lang}: only rust templates are made so far (a Go plugin starts from plugins/go in wasmta's \
-             repository)"
-        ));
-    }
+    let go = match lang.as_str() {
+        "rust" => false,
+        "go" => true,
+        other => return fail(format!("--lang {other}: the templates are rust and go")),
+    };
     let known = worlds();
     if !known.contains(&world) {
         return fail(format!("--world {world}: no such world; the WIT declares {}", known.join(", ")));
@@ -156,10 +196,15 @@ pub async fn run(command: PluginCommand) -> ExitCode {
     if dir.exists() {
         return fail(format!("{} exists already: choose another name or --dir", dir.display()));
     }
-    if let Err(e) = create(&dir, &name) {
+    if let Err(e) = create(&dir, &name, go) {
         return fail(e);
     }
     println!("created {} (world {world}); next:", dir.display());
+    if go {
+        println!("  cd {} && go test ./... && wasmta plugin build", dir.display());
+        println!("  wasmta policy test --policy target/{name}.wasm tests/sample.toml");
+        return ExitCode::SUCCESS;
+    }
     println!("  cd {} && cargo build --target wasm32-wasip2 --release", dir.display());
     println!(
         "  wasmta policy test --policy target/wasm32-wasip2/release/{}.wasm tests/sample.toml",

@@ -312,7 +312,10 @@ mod tests {
     fn spool_and_logs_defaults() {
         let s: SpoolConfig = super::super::decode(json!({"name": "data", "path": "/x", "kind": "RocksDB"})).unwrap();
         assert_eq!(s.kind, SpoolKind::RocksDB);
-        assert_eq!(s.min_free_space, MinFree::Percent(10.0));
+        // KumoMTA's 10 %, unless WASMTA_MIN_FREE_SPACE (cargo test sets it) says otherwise
+        assert_eq!(MinFree::default(), MinFree::Percent(10.0));
+        assert_eq!(s.min_free_space, MinFree::default_space());
+        assert_eq!(s.min_free_inodes, MinFree::Percent(10.0));
         let l: LocalLogsConfig =
             super::super::decode(json!({"log_dir": "/l", "max_segment_duration": "1 minute"})).unwrap();
         assert_eq!(l.max_segment_duration, Some(Duration::from_secs(60)));

@@ -1,5 +1,6 @@
 //! The example policy components in `plugins/`, built once per process: the Rust ones with
-//! cargo (`wasm32-wasip2`), the Go ones with `plugins/go/build.sh` (wit-go, Go, wasm-tools).
+//! cargo (`wasm32-wasip2`), the Go ones with `plugins/go/build.sh` (`wasmta plugin build` with
+//! Go and wasm-tools from a venv).
 //! Shared by tests/wasm.rs and benches/dispatch.rs.
 
 #![allow(dead_code)]
@@ -61,9 +62,19 @@ pub fn go_component(name: &str) -> PathBuf {
         .arg(root().join("plugins/go").join(name))
         .arg(&out)
         .env("CARGO", env!("CARGO"))
+        .env("WASMTA", env!("CARGO_BIN_EXE_wasmta"))
         .status()
         .expect("run plugins/go/build.sh");
     assert!(status.success(), "plugins/go/build.sh {name} failed");
     built.insert(name.to_string(), out.clone());
     out
+}
+
+/// The Go toolchain and wasm-tools `plugins/go/build.sh` installs (into plugins/go/.venv),
+/// for tests that build Go plugins outside this repository.
+pub fn go_tools() -> (PathBuf, PathBuf) {
+    // building one in-repo plugin installs them, under go_component's lock
+    go_component("message-policy");
+    let venv = root().join("plugins/go/.venv/bin");
+    (venv.join("go"), venv.join("wasm-tools"))
 }

@@ -6,6 +6,8 @@
 // wasmta:world deferred-router
 package main
 
+import "wasmta.local/plugins/deferred-router/wasmta"
+
 var blockedSenders = map[string]bool{"spammer@bulk.example": true}
 var blockedDomains = map[string]bool{"blocked.example": true}
 var routingHeaders = [][2]string{{"X-Tenant", "tenant"}, {"X-Campaign", "campaign"}, {"X-Queue", "queue"}}
@@ -13,15 +15,17 @@ var routingHeaders = [][2]string{{"X-Tenant", "tenant"}, {"X-Campaign", "campaig
 // Plugin holds the exported event handlers.
 type Plugin struct{}
 
-func (Plugin) SmtpServerMessageDeferredInject(msg Message, conn ConnMeta) *Rejection {
+func init() { wasmta.Register(Plugin{}) }
+
+func (Plugin) SmtpServerMessageDeferredInject(msg wasmta.Message, conn wasmta.ConnMeta) *wasmta.Rejection {
 	sender := msg.Sender()
 	if blockedSenders[sender.Email] || blockedDomains[sender.Domain] {
-		return Reject(550, "5.7.1", "sender "+sender.Email+" is blocklisted")
+		return wasmta.Reject(550, "5.7.1", "sender "+sender.Email+" is blocklisted")
 	}
 	for _, h := range routingHeaders {
 		if value, ok := msg.GetFirstNamedHeaderValue(h[0]).Get(); ok {
 			if err := msg.SetMetaString(h[1], value); err != nil {
-				return Reject(451, "4.3.0", err.Error())
+				return wasmta.Reject(451, "4.3.0", err.Error())
 			}
 		}
 	}

@@ -6,25 +6,29 @@
 // wasmta:world message-policy
 package main
 
+import "wasmta.local/plugins/message-policy/wasmta"
+
 const policySizeLimit = 65536
 
 // Plugin holds the exported event handlers.
 type Plugin struct{}
 
-func (Plugin) SmtpServerMessageReceived(msg Message, conn ConnMeta) *Rejection {
+func init() { wasmta.Register(Plugin{}) }
+
+func (Plugin) SmtpServerMessageReceived(msg wasmta.Message, conn wasmta.ConnMeta) *wasmta.Rejection {
 	if reason, ok := msg.GetFirstNamedHeaderValue("X-Block").Get(); ok {
-		return Reject(550, "5.7.1", "blocked by wasm policy: "+reason)
+		return wasmta.Reject(550, "5.7.1", "blocked by wasm policy: "+reason)
 	}
 	if msg.DataSize() > policySizeLimit {
-		return Reject(552, "5.3.4", "message exceeds the policy size limit")
+		return wasmta.Reject(552, "5.3.4", "message exceeds the policy size limit")
 	}
 	if tenant, ok := msg.GetFirstNamedHeaderValue("X-Tenant").Get(); ok {
 		if err := msg.SetMetaString("tenant", tenant); err != nil {
-			return Reject(451, "4.3.0", err.Error())
+			return wasmta.Reject(451, "4.3.0", err.Error())
 		}
 	}
 	msg.PrependHeader("X-Wasm-Policy", "checked")
-	Log(LevelDebug, "message "+msg.Id()+" checked")
+	wasmta.Log(wasmta.LevelDebug, "message "+msg.Id()+" checked")
 	return nil
 }
 

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"wasmta.local/plugins/router/wasmta"
 	"strconv"
 	"strings"
 )
@@ -35,52 +36,54 @@ func smarthostPort(domain string) (int, bool) {
 // Plugin holds the exported event handlers.
 type Plugin struct{}
 
-func (Plugin) GetQueueConfig(parts QueueNameParts) (Option[QueueConfig], *Rejection) {
+func init() { wasmta.Register(Plugin{}) }
+
+func (Plugin) GetQueueConfig(parts wasmta.QueueNameParts) (wasmta.Option[wasmta.QueueConfig], *wasmta.Rejection) {
 	domain, ok := parts.RoutingDomain.Get()
 	if !ok {
 		domain = parts.Domain.Value
 	}
 	port, ok := smarthostPort(domain)
 	if !ok {
-		return None[QueueConfig](), nil
+		return wasmta.None[wasmta.QueueConfig](), nil
 	}
-	mx := []MxEntry{{Name: "127.0.0.1:" + strconv.Itoa(port)}}
-	return Some(QueueConfig{
-		RetryInterval: Some("1s"),
-		Protocol:      Some(DeliveryProtocolSmtp(mx)),
+	mx := []wasmta.MxEntry{{Name: "127.0.0.1:" + strconv.Itoa(port)}}
+	return wasmta.Some(wasmta.QueueConfig{
+		RetryInterval: wasmta.Some("1s"),
+		Protocol:      wasmta.Some(wasmta.DeliveryProtocolSmtp(mx)),
 	}), nil
 }
 
-func (Plugin) GetEgressPool(name string) (Option[EgressPool], *Rejection) {
-	return None[EgressPool](), nil
+func (Plugin) GetEgressPool(name string) (wasmta.Option[wasmta.EgressPool], *wasmta.Rejection) {
+	return wasmta.None[wasmta.EgressPool](), nil
 }
 
-func (Plugin) GetEgressSource(name string) (Option[EgressSource], *Rejection) {
-	return None[EgressSource](), nil
+func (Plugin) GetEgressSource(name string) (wasmta.Option[wasmta.EgressSource], *wasmta.Rejection) {
+	return wasmta.None[wasmta.EgressSource](), nil
 }
 
-func (Plugin) GetEgressPathConfig(routingDomain, egressSource, siteName string) (Option[EgressPathConfig], *Rejection) {
+func (Plugin) GetEgressPathConfig(routingDomain, egressSource, siteName string) (wasmta.Option[wasmta.EgressPathConfig], *wasmta.Rejection) {
 	if _, ok := smarthostPort(routingDomain); ok {
-		return Some(EgressPathConfig{
-			ConnectionLimit:           Some("2"),
-			EnableTls:                 Some(TlsModeDisabled),
-			MaxDeliveriesPerConnection: Some(uint32(100)),
-			EhloDomain:                Some("router.wasm.test"),
-			ProviderName:              Some("wasm-router"),
+		return wasmta.Some(wasmta.EgressPathConfig{
+			ConnectionLimit:           wasmta.Some("2"),
+			EnableTls:                 wasmta.Some(wasmta.TlsModeDisabled),
+			MaxDeliveriesPerConnection: wasmta.Some(uint32(100)),
+			EhloDomain:                wasmta.Some("router.wasm.test"),
+			ProviderName:              wasmta.Some("wasm-router"),
 		}), nil
 	}
 	e, ok := egressTable[routingDomain]
 	if !ok {
-		return None[EgressPathConfig](), nil
+		return wasmta.None[wasmta.EgressPathConfig](), nil
 	}
-	cfg := EgressPathConfig{ConnectionLimit: Some(e.connectionLimit)}
+	cfg := wasmta.EgressPathConfig{ConnectionLimit: wasmta.Some(e.connectionLimit)}
 	if e.maxMessageRate != "" {
-		cfg.MaxMessageRate = Some(e.maxMessageRate)
+		cfg.MaxMessageRate = wasmta.Some(e.maxMessageRate)
 	}
 	if e.deliveriesPerConn != 0 {
-		cfg.MaxDeliveriesPerConnection = Some(e.deliveriesPerConn)
+		cfg.MaxDeliveriesPerConnection = wasmta.Some(e.deliveriesPerConn)
 	}
-	return Some(cfg), nil
+	return wasmta.Some(cfg), nil
 }
 
 func main() {}

@@ -3,8 +3,8 @@
 //! `lower_K(v, slots)` over flattened values. Flattened values travel as raw bits in
 //! `[]uint64` slots, which makes the variant "join" of the ABI a plain reinterpretation.
 
-use crate::Gen;
-use crate::names::pascal;
+use crate::gobind::Gen;
+use crate::gobind::names::pascal;
 use anyhow::{Result, bail};
 use std::fmt::Write;
 use wit_parser::abi::{FlatTypes, WasmType};
@@ -113,7 +113,7 @@ impl Gen<'_> {
                         self.declare(id, &name)?;
                         name
                     }
-                    other => bail!("WIT {} types are not supported by wit-go", other.as_str()),
+                    other => bail!("WIT {} types are not supported by the Go bindings", other.as_str()),
                 }
             }
         })
@@ -309,7 +309,7 @@ impl Gen<'_> {
                  func lift_{key}(s []uint64) ({gt}, []uint64) {{ return {gt}{{uint32(s[0])}}, s[1:] }}\n\n\
                  func lower_{key}(v {gt}, s []uint64) []uint64 {{ return append(s, uint64(v.handle)) }}\n"
             ),
-            other => bail!("WIT {} types are not supported by wit-go", other.as_str()),
+            other => bail!("WIT {} types are not supported by the Go bindings", other.as_str()),
         };
         self.helpers.push('\n');
         self.helpers.push_str(&code);

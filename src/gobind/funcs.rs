@@ -1,10 +1,11 @@
 //! Imports become Go functions (freestanding) or methods (resource methods) that lower
-//! their arguments, call a `//go:wasmimport` declaration and lift the result; exports become
+//! their arguments, call a `//go:wasmimport` declaration and lift the result (and, for
+//! native tests, the same signatures over a `FakeHost` field); exports become
 //! `//go:wasmexport` functions that lift the arguments, call the method of the same name on
-//! the plugin's `Plugin` type and lower what it returns.
+//! the registered plugin and lower what it returns.
 
-use crate::Gen;
-use crate::names::{camel, ident, pascal};
+use crate::gobind::Gen;
+use crate::gobind::names::{camel, ident, pascal};
 use anyhow::{Result, bail};
 use std::fmt::Write;
 use wit_parser::abi::{AbiVariant, WasmType};
@@ -116,6 +117,10 @@ impl Gen<'_> {
             "\n//go:wasmimport {module} {name}\nfunc wasmimport_drop_{go}(h uint32)\n\n\
              // Drop releases the handle.\nfunc (self {go}) Drop() {{ wasmimport_drop_{go}(self.handle) }}"
         )?;
+        writeln!(
+            self.fake_funcs,
+            "\n// Drop releases the handle (nothing to release natively).\nfunc (self {go}) Drop() {{}}"
+        )?;
         Ok(())
     }
 
@@ -151,6 +156,7 @@ impl Gen<'_> {
         for line in docs.lines() {
             writeln!(body, "// {line}")?;
         }
+        self.fake_import(f, &receiver, &fname, &decl, &results, &body, &format!("{module}#{name}"))?;
         writeln!(body, "func {receiver}{fname}({}){results} {{", decl.join(", "))?;
         writeln!(body, "\tmark := pinMark()\n\tvar s []uint64\n\t_ = s")?;
         let names: Vec<String> = f
@@ -231,11 +237,12 @@ impl Gen<'_> {
             writeln!(methods, "\t{}({}){results}", pascal(&f.name), decl.join(", "))?;
             self.export_func(key, &iname, f)?;
         }
-        let iface_name = format!("exports{}", pascal(&ident(iface.name.as_deref().unwrap_or("world"))));
+        let iface_name = format!("{}Exports", pascal(iface.name.as_deref().unwrap_or("world")));
         writeln!(
-            self.funcs,
-            "\n// {iface_name}: the methods type Plugin must have to export {shown}.\ntype {iface_name} interface {{\n{methods}}}\n\nvar _ {iface_name} = Plugin{{}}"
+            self.exports,
+            "\n// {iface_name}: the methods a plugin has to export {shown}.\ntype {iface_name} interface {{\n{methods}}}"
         )?;
+        self.export_ifaces.push(iface_name);
         Ok(())
     }
 
@@ -278,7 +285,7 @@ impl Gen<'_> {
             writeln!(body, "\t_ = s")?;
         }
         writeln!(body, "\tarenaReset()")?;
-        let call = format!("Plugin{{}}.{}({})", pascal(&f.name), names.join(", "));
+        let call = format!("registered().{}({})", pascal(&f.name), names.join(", "));
         let ret = self.ret(f)?;
         match &ret {
             Ret::None => writeln!(body, "\t{call}")?,
