@@ -249,14 +249,38 @@ fn a_new_plugin_outside_the_repository_builds_tests_and_serves() {
     // it builds with one cargo command, with nothing from this repository
     let project = d.join("my-plug");
     let _ = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).output();
-    let build = Command::new(env!("CARGO"))
-        .args(["build", "--target", "wasm32-wasip2", "--release"])
-        .current_dir(&project)
-        .env("CARGO_TARGET_DIR", d.join("target"))
-        .output()
-        .unwrap();
-    assert!(build.status.success(), "{}", text(&build));
+    let cargo_build = || {
+        let build = Command::new(env!("CARGO"))
+            .args(["build", "--target", "wasm32-wasip2", "--release"])
+            .current_dir(&project)
+            .env("CARGO_TARGET_DIR", d.join("target"))
+            .output()
+            .unwrap();
+        assert!(build.status.success(), "{}", text(&build));
+    };
     let wasm = d.join("target/wasm32-wasip2/release/my_plug.wasm");
+    let mentions = |needle: &str| {
+        let bytes = std::fs::read(&wasm).unwrap();
+        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+    };
+
+    // a plugin built against the previous WIT release (0.1.0, kept in tests/data) still
+    // loads into this host (0.1.1) and acts: the compatible-version promise
+    std::fs::remove_dir_all(project.join("wit")).unwrap();
+    std::fs::create_dir(project.join("wit")).unwrap();
+    for f in std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/wit-0.1.0")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, project.join("wit").join(f.file_name().unwrap())).unwrap();
+    }
+    cargo_build();
+    assert!(mentions("wasmta:policy/types@0.1.0") && !mentions("@0.1.1"), "built against 0.1.0");
+    let out = policy_test(&wasm, &[project.join("tests/sample.toml")], &[]);
+    assert!(out.status.success() && text(&out).contains("2 passed, 0 failed"), "{}", text(&out));
+    let out = Command::new(harness::binary()).args(["wit", "wit"]).current_dir(&project).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    cargo_build();
+    assert!(mentions("wasmta:policy/types@0.1.1"), "built against the current WIT");
     let out = policy_test(&wasm, &[project.join("tests/sample.toml")], &[]);
     assert!(out.status.success() && text(&out).contains("2 passed, 0 failed"), "{}", text(&out));
 
@@ -300,12 +324,19 @@ fn a_new_plugin_outside_the_repository_builds_tests_and_serves() {
     served(&rx);
     let lib = project.join("src/lib.rs");
     let text = std::fs::read_to_string(&lib).unwrap();
-    std::fs::write(&lib, text.replace("\"X-Checked-By\", \"my-plug\"", "\"X-Checked-By\", \"my-plug, edited\""))
-        .unwrap();
+    // the edit also uses what 0.1.1 added: the mailboxes of an address header
+    let edited = text.replace(
+        "msg.prepend_header(\"X-Checked-By\", \"my-plug\");",
+        "let from: Vec<String> = msg.get_address_header(\"From\").into_iter().map(|b| b.address).collect();\n        \
+         msg.prepend_header(\"X-Checked-By\", &format!(\"my-plug, edited, from {}\", from.join(\" \")));",
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&lib, edited).unwrap();
     served(&rx);
     let _ = watch.kill();
     let _ = watch.wait();
-    assert_eq!(c.send_mail("a@s.example", &["r@dest.example"], "Subject: after\r\n\r\nx").code, 250);
+    let after = "From: \"Alice A.\" <alice@a.example>, bob@b.example\r\nSubject: after\r\n\r\nx";
+    assert_eq!(c.send_mail("a@s.example", &["r@dest.example"], after).code, 250);
     assert!(sink.wait_for(2, std::time::Duration::from_secs(10)));
     let after = sink
         .messages()
@@ -313,7 +344,10 @@ fn a_new_plugin_outside_the_repository_builds_tests_and_serves() {
         .map(|m| String::from_utf8_lossy(&m.data).to_string())
         .find(|t| t.contains("Subject: after"))
         .unwrap();
-    assert!(after.contains("X-Checked-By: my-plug, edited"), "the edited component serves: {after}");
+    assert!(
+        after.contains("X-Checked-By: my-plug, edited, from alice@a.example bob@b.example"),
+        "the edited component serves: {after}"
+    );
     server.stop();
 }
 

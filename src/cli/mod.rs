@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// `wasmta --version`: the binary's version and the WIT package it hosts.
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (policy WIT wasmta:policy@0.1.0)");
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (policy WIT wasmta:policy@0.1.1)");
 
 #[derive(Parser)]
 #[command(name = "wasmta", version = VERSION, about = "A mail transfer agent with Lua and WebAssembly policy")]

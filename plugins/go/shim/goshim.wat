@@ -8,7 +8,7 @@
   (import "env" "memory" (memory 0))
   (import "wasi:clocks/monotonic-clock@0.2.0" "now" (func $now (result i64)))
   (import "wasi:random/random@0.2.0" "get-random-u64" (func $random (result i64)))
-  (import "wasmta:policy/host@0.1.0" "log" (func $log (param i32 i32 i32)))
+  (import "wasmta:policy/host@0.1.1" "log" (func $log (param i32 i32 i32)))
 
   ;; args and environment: none
   (func (export "args_sizes_get") (param $argc i32) (param $size i32) (result i32)

@@ -145,6 +145,11 @@ impl types::HostMessage for HostState {
     fn queue_name(&mut self, m: Resource<Message>) -> wasmtime::Result<String> {
         Ok(self.table.get(&m)?.queue_name())
     }
+    fn get_address_header(&mut self, m: Resource<Message>, name: String) -> wasmtime::Result<Vec<types::Mailbox>> {
+        let value = self.table.get(&m)?.first_header(&name)?;
+        let list = value.map(|v| crate::message::mailbox::parse(&v)).unwrap_or_default();
+        Ok(list.into_iter().map(|b| types::Mailbox { name: b.name, address: b.address }).collect())
+    }
     fn drop(&mut self, m: Resource<Message>) -> wasmtime::Result<()> {
         self.table.delete(m)?;
         Ok(())

@@ -7,8 +7,8 @@ wit_bindgen::generate!({
     path: "../../../wit",
     world: "deferred-router",
     with: {
-        "wasmta:policy/types@0.1.0": wasmta_sdk::types,
-        "wasmta:policy/host@0.1.0": wasmta_sdk::host,
+        "wasmta:policy/types@0.1.1": wasmta_sdk::types,
+        "wasmta:policy/host@0.1.1": wasmta_sdk::host,
     },
 });
 

@@ -17,9 +17,9 @@ wit_bindgen::generate!({
     path: "../../../wit",
     world: "standalone",
     with: {
-        "wasmta:policy/types@0.1.0": wasmta_sdk::types,
-        "wasmta:policy/host@0.1.0": wasmta_sdk::host,
-        "wasmta:policy/config@0.1.0": wasmta_sdk::config,
+        "wasmta:policy/types@0.1.1": wasmta_sdk::types,
+        "wasmta:policy/host@0.1.1": wasmta_sdk::host,
+        "wasmta:policy/config@0.1.1": wasmta_sdk::config,
     },
 });
 
