@@ -150,6 +150,54 @@ event = "smtp_server_message_received"
     assert!(!out.status.success() && text(&out).contains("broken.lua"), "{}", text(&out));
 }
 
+/// The other worlds a template exists for, in both languages: each project builds, its
+/// sample fixtures pass against the built component, and the Go ones test natively. A
+/// world without a template is refused with the list of those that have one.
+#[test]
+fn the_deferred_router_and_routing_templates_build_and_pass_their_fixtures() {
+    let (go, wasm_tools) = harness::plugins::go_tools();
+    let dir = harness::temp_dir();
+    let d = dir.path();
+    let _ = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).output();
+    let run = |program: &std::path::Path, args: &[&str], cwd: &std::path::Path| {
+        Command::new(program)
+            .args(args)
+            .current_dir(cwd)
+            .env("GO", &go)
+            .env("WASM_TOOLS", &wasm_tools)
+            .env("GOTOOLCHAIN", "local")
+            .env("GOPROXY", "off")
+            .env("GOFLAGS", "-mod=mod")
+            .env("CARGO", env!("CARGO"))
+            .env("CARGO_TARGET_DIR", d.join("target"))
+            .output()
+            .unwrap()
+    };
+    let wasmta = std::path::Path::new(harness::binary());
+    for world in ["deferred-router", "routing"] {
+        for lang in ["rust", "go"] {
+            let name = format!("{lang}-{world}");
+            let out = run(wasmta, &["plugin", "new", "--lang", lang, "--world", world, &name], d);
+            assert!(out.status.success(), "{}", text(&out));
+            let project = d.join(&name);
+            if lang == "go" {
+                let test = run(&go, &["test", "./..."], &project);
+                assert!(test.status.success(), "{name}: {}", text(&test));
+            }
+            let build = run(wasmta, &["plugin", "build"], &project);
+            assert!(build.status.success(), "{name}: {}", text(&build));
+            let wasm = std::path::PathBuf::from(
+                String::from_utf8_lossy(&build.stdout).lines().last().unwrap_or_default().trim(),
+            );
+            assert!(wasm.exists(), "{name}: {}", text(&build));
+            let out = policy_test(&wasm, &[project.join("tests/sample.toml")], &[]);
+            assert!(out.status.success() && text(&out).contains("2 passed, 0 failed"), "{name}: {}", text(&out));
+        }
+    }
+    let out = run(wasmta, &["plugin", "new", "--world", "delivery", "x"], d);
+    assert!(!out.status.success() && text(&out).contains("message-policy, deferred-router, routing"), "{}", text(&out));
+}
+
 /// The Go template, from a scratch directory: `go test ./...` runs the policy natively
 /// against the generated fake host, `wasmta plugin build` makes the component (and names
 /// a missing tool or a misspelt world), the sample fixtures pass, and a server runs it.
@@ -174,7 +222,6 @@ fn a_new_go_plugin_outside_the_repository_tests_natively_builds_and_serves() {
             .env("GOTOOLCHAIN", "local")
             .env("GOPROXY", "off")
             .env("GOFLAGS", "-mod=mod")
-            .env("GOCACHE", d.join("gocache"))
             .output()
             .unwrap()
     };

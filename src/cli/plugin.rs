@@ -116,40 +116,82 @@ pub(super) fn worlds() -> Vec<String> {
         .collect()
 }
 
-fn fill(template: &str, name: &str) -> String {
-    template.replace("{name}", name).replace("{file}", &name.replace('-', "_"))
+/// The worlds a template is written for.
+const TEMPLATED: &[&str] = &["message-policy", "deferred-router", "routing"];
+
+/// A world's sources: Rust `src/lib.rs`, Go `main.go` and `main_test.go`, the fixture.
+fn world_files(world: &str) -> Option<(&'static str, &'static str, &'static str, &'static str)> {
+    Some(match world {
+        "message-policy" => (
+            include_str!("template/rust/message-policy.rs.in"),
+            include_str!("template/go/message-policy.go.in"),
+            include_str!("template/go/message-policy_test.go.in"),
+            include_str!("template/fixtures/message-policy.toml.in"),
+        ),
+        "deferred-router" => (
+            include_str!("template/rust/deferred-router.rs.in"),
+            include_str!("template/go/deferred-router.go.in"),
+            include_str!("template/go/deferred-router_test.go.in"),
+            include_str!("template/fixtures/deferred-router.toml.in"),
+        ),
+        "routing" => (
+            include_str!("template/rust/routing.rs.in"),
+            include_str!("template/go/routing.go.in"),
+            include_str!("template/go/routing_test.go.in"),
+            include_str!("template/fixtures/routing.toml.in"),
+        ),
+        _ => return None,
+    })
 }
 
-const RUST: &[(&str, &str)] = &[
-    ("Cargo.toml", include_str!("template/Cargo.toml.in")),
-    ("src/lib.rs", include_str!("template/lib.rs.in")),
-    ("tests/sample.toml", include_str!("template/sample.toml.in")),
-    ("README.md", include_str!("template/README.md.in")),
-    (".gitignore", include_str!("template/gitignore.in")),
-];
+/// Where the built component lands, as the README and fixture say it.
+fn wasm_path(name: &str, go: bool) -> String {
+    match go {
+        true => format!("target/{name}.wasm"),
+        false => format!("target/wasm32-wasip2/release/{}.wasm", name.replace('-', "_")),
+    }
+}
 
-const GO: &[(&str, &str)] = &[
-    ("go.mod", include_str!("template/go/go.mod.in")),
-    ("main.go", include_str!("template/go/main.go.in")),
-    ("main_test.go", include_str!("template/go/main_test.go.in")),
-    ("tests/sample.toml", include_str!("template/go/sample.toml.in")),
-    ("README.md", include_str!("template/go/README.md.in")),
-    (".gitignore", include_str!("template/gitignore.in")),
-];
+fn fill(template: &str, name: &str, world: &str, go: bool) -> String {
+    template
+        .replace("{name}", name)
+        .replace("{file}", &name.replace('-', "_"))
+        .replace("{world}", world)
+        .replace("{wasm}", &wasm_path(name, go))
+}
 
-fn create(dir: &Path, name: &str, go: bool) -> Result<(), String> {
-    for (path, template) in if go { GO } else { RUST } {
+fn create(dir: &Path, name: &str, world: &str, go: bool) -> Result<(), String> {
+    let (rust_lib, go_main, go_test, fixture) = world_files(world).ok_or_else(|| format!("no template for {world}"))?;
+    let files: Vec<(&str, &str)> = if go {
+        vec![
+            ("go.mod", include_str!("template/go/go.mod.in")),
+            ("main.go", go_main),
+            ("main_test.go", go_test),
+            ("tests/sample.toml", fixture),
+            ("README.md", include_str!("template/go/README.md.in")),
+            (".gitignore", include_str!("template/gitignore.in")),
+        ]
+    } else {
+        vec![
+            ("Cargo.toml", include_str!("template/rust/Cargo.toml.in")),
+            ("src/lib.rs", rust_lib),
+            ("tests/sample.toml", fixture),
+            ("README.md", include_str!("template/rust/README.md.in")),
+            (".gitignore", include_str!("template/gitignore.in")),
+        ]
+    };
+    for (path, template) in files {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
-        std::fs::write(&path, fill(template, name)).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, fill(template, name, world, go)).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if go {
         // the bindings now, so that `go test ./...` runs before the first build
         let wit = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
         super::write_wit_files(wit.path())?;
-        return crate::gobind::write_package(wit.path(), "message-policy", &dir.join(crate::gobind::PACKAGE))
+        return crate::gobind::write_package(wit.path(), world, &dir.join(crate::gobind::PACKAGE))
             .map_err(|e| format!("generating the Go bindings: {e:#}"));
     }
     super::write_wit_files(&dir.join("wit"))
@@ -186,8 +228,12 @@ pub async fn run(command: PluginCommand) -> ExitCode {
     if !known.contains(&world) {
         return fail(format!("--world {world}: no such world; the WIT declares {}", known.join(", ")));
     }
-    if world != "message-policy" {
-        return fail(format!("--world {world}: the template is written for message-policy so far"));
+    if !TEMPLATED.contains(&world.as_str()) {
+        return fail(format!(
+            "--world {world}: templates are written for {}; start from one of them and change the \
+             `world:` line (the WIT in wit/worlds.wit lists what each world exports)",
+            TEMPLATED.join(", ")
+        ));
     }
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return fail(format!("{name:?}: a crate name is letters, digits, - and _"));
@@ -196,19 +242,16 @@ pub async fn run(command: PluginCommand) -> ExitCode {
     if dir.exists() {
         return fail(format!("{} exists already: choose another name or --dir", dir.display()));
     }
-    if let Err(e) = create(&dir, &name, go) {
+    if let Err(e) = create(&dir, &name, &world, go) {
         return fail(e);
     }
     println!("created {} (world {world}); next:", dir.display());
     if go {
         println!("  cd {} && go test ./... && wasmta plugin build", dir.display());
-        println!("  wasmta policy test --policy target/{name}.wasm tests/sample.toml");
+        println!("  wasmta policy test --policy {} tests/sample.toml", wasm_path(&name, true));
         return ExitCode::SUCCESS;
     }
     println!("  cd {} && cargo build --target wasm32-wasip2 --release", dir.display());
-    println!(
-        "  wasmta policy test --policy target/wasm32-wasip2/release/{}.wasm tests/sample.toml",
-        name.replace('-', "_")
-    );
+    println!("  wasmta policy test --policy {} tests/sample.toml", wasm_path(&name, false));
     ExitCode::SUCCESS
 }

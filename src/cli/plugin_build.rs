@@ -145,25 +145,42 @@ fn crate_name(manifest: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("{}: no [package] name", manifest.display()))
 }
 
+/// Where cargo puts the project's builds (CARGO_TARGET_DIR and `build.target-dir`
+/// included), as `cargo metadata` says.
+fn target_dir(cargo: &str, dir: &Path) -> Result<PathBuf, String> {
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata's answer: {e}"))?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| "cargo metadata named no target_directory".to_string())
+}
+
 /// Builds the plugin project in `dir`; the component's path.
 pub fn build(dir: &Path, out: Option<PathBuf>) -> Result<PathBuf, String> {
+    let dir = &std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if dir.join("Cargo.toml").exists() {
         let name = crate_name(&dir.join("Cargo.toml"))?;
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(&cargo);
         cmd.args(["build", "--target", "wasm32-wasip2", "--release"]).current_dir(dir);
         run(cmd, "cargo build --target wasm32-wasip2 --release")?;
-        let built = dir.join(format!("target/wasm32-wasip2/release/{name}.wasm"));
+        let built = target_dir(&cargo, dir)?.join(format!("wasm32-wasip2/release/{name}.wasm"));
         return match out {
             Some(out) => std::fs::copy(&built, &out).map(|_| out).map_err(|e| format!("{}: {e}", built.display())),
             None => Ok(built),
         };
     }
     if dir.join("go.mod").exists() || go_world(dir).is_ok() {
-        let name = std::fs::canonicalize(dir)
-            .ok()
-            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "plugin".into());
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into());
         let out = out.unwrap_or_else(|| dir.join("target").join(format!("{name}.wasm")));
         build_go(dir, &out)?;
         return Ok(out);
