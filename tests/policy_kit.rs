@@ -150,6 +150,33 @@ event = "smtp_server_message_received"
     assert!(!out.status.success() && text(&out).contains("broken.lua"), "{}", text(&out));
 }
 
+/// The Rust SDK is a crate of its own: `cargo package` takes the vendored WIT along and
+/// the packaged crate builds for wasm32-wasip2 with nothing from this repository (cargo
+/// verifies the package by building it from the tarball's contents).
+#[test]
+fn the_rust_sdk_packages_with_its_wit_and_builds_on_its_own() {
+    let _ = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).output();
+    let dir = harness::temp_dir();
+    let out = Command::new(env!("CARGO"))
+        .args(["package", "-p", "wasmta-sdk", "--allow-dirty", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(root().join("plugins/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(dir.path())
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let list = Command::new(env!("CARGO"))
+        .args(["package", "-p", "wasmta-sdk", "--allow-dirty", "--list", "--manifest-path"])
+        .arg(root().join("plugins/Cargo.toml"))
+        .output()
+        .unwrap();
+    let files = String::from_utf8_lossy(&list.stdout);
+    for wit in ["wit/types.wit", "wit/host.wit", "wit/events.wit", "wit/worlds.wit"] {
+        assert!(files.lines().any(|l| l == wit), "{wit} is packaged: {files}");
+    }
+}
+
 /// The other worlds a template exists for, in both languages: each project builds, its
 /// sample fixtures pass against the built component, and the Go ones test natively. A
 /// world without a template is refused with the list of those that have one.

@@ -7,11 +7,12 @@
 //! that start from KumoMTA's defaults (every field absent).
 //!
 //! A complete plugin (`Cargo.toml`: `crate-type = ["cdylib"]`, dependencies `wit-bindgen`
-//! and `wasmta-sdk`; build with `cargo build --target wasm32-wasip2 --release`):
+//! and `wasmta-sdk`; `wasmta wit wit` writes the WIT package the running wasmta hosts into
+//! `wit/`; build with `cargo build --target wasm32-wasip2 --release`):
 //!
 //! ```ignore
 //! wit_bindgen::generate!({
-//!     path: "../../../wit",
+//!     path: "wit",
 //!     world: "message-policy",
 //!     with: {
 //!         "wasmta:policy/types@0.1.1": wasmta_sdk::types,
@@ -43,7 +44,7 @@ wit_bindgen::generate!({ path: "wit", world: "sdk" });
 
 pub use wasmta::policy::types::{
     ConnMeta, DeliveryProtocol, DisconnectMode, EgressPathConfig, EgressPool, EgressSource, EnvelopeAddress, Header,
-    ListenerDomain, Message, MxEntry, NamedLimit, PoolEntry, QueueConfig, QueueNameParts, RefreshStrategy, Rejection,
+    ListenerDomain, Mailbox, Message, MxEntry, NamedLimit, PoolEntry, QueueConfig, QueueNameParts, RefreshStrategy, Rejection,
     TlsMode,
 };
 pub use wasmta::policy::{config, host, http, types};
