@@ -177,6 +177,41 @@ fn the_rust_sdk_packages_with_its_wit_and_builds_on_its_own() {
     }
 }
 
+/// Runs `wasmta plugin watch` on `project` against the server at `http`: waits for the
+/// first build to be served, makes `edit`, waits for the rebuilt component to be served.
+fn watch_and_edit(project: &std::path::Path, http: &str, envs: &[(&str, std::ffi::OsString)], edit: impl FnOnce()) {
+    let mut watch = Command::new(harness::binary())
+        .args(["plugin", "watch", "--dir"])
+        .arg(project)
+        .args(["--endpoint", &format!("http://{http}")])
+        .envs(envs.iter().map(|(k, v)| (*k, v)))
+        .env("CARGO", env!("CARGO"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let served = || loop {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(180)).expect("watch says what it did");
+        assert!(!line.contains("failed") && !line.contains("did not reload"), "{line}");
+        if line.contains("serves policy generation") {
+            break;
+        }
+    };
+    served();
+    edit();
+    served();
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
 /// The other worlds a template exists for, in both languages: each project builds, its
 /// sample fixtures pass against the built component, and the Go ones test natively. A
 /// world without a template is refused with the list of those that have one.
@@ -300,6 +335,27 @@ fn a_new_go_plugin_outside_the_repository_tests_natively_builds_and_serves() {
     assert!(sink.wait_for(1, std::time::Duration::from_secs(10)));
     let got = String::from_utf8_lossy(&sink.messages()[0].data).to_string();
     assert!(got.contains("X-Checked-By: go-plug"), "{got}");
+
+    // plugin watch on a Go project: the edit is rebuilt and served, no restart
+    let envs = [
+        ("GO", go.clone().into_os_string()),
+        ("WASM_TOOLS", wasm_tools.clone().into_os_string()),
+        ("GOTOOLCHAIN", "local".into()),
+        ("GOPROXY", "off".into()),
+        ("GOFLAGS", "-mod=mod".into()),
+    ];
+    watch_and_edit(&project, &server.http[0], &envs, || {
+        std::fs::write(
+            &main_go,
+            original.replace("\"X-Checked-By\", \"go-plug\"", "\"X-Checked-By\", \"go-plug, edited\""),
+        )
+        .unwrap();
+    });
+    assert_eq!(c.send_mail("a@s.example", &["r@dest.example"], "Subject: after\r\n\r\nx").code, 250);
+    assert!(sink.wait_for(2, std::time::Duration::from_secs(10)));
+    let after = sink.messages().into_iter().map(|m| String::from_utf8_lossy(&m.data).to_string());
+    let after: Vec<String> = after.filter(|t| t.contains("Subject: after")).collect();
+    assert!(after[0].contains("X-Checked-By: go-plug, edited"), "the edited component serves: {after:?}");
     server.stop();
 }
 
@@ -373,42 +429,19 @@ fn a_new_plugin_outside_the_repository_builds_tests_and_serves() {
     assert!(got.contains("X-Checked-By: my-plug"), "{got}");
 
     // plugin watch: an edit is rebuilt and the server serves it, no restart
-    let mut watch = Command::new(harness::binary())
-        .args(["plugin", "watch", "--dir"])
-        .arg(&project)
-        .args(["--endpoint", &format!("http://{}", server.http[0])])
-        .env("CARGO_TARGET_DIR", d.join("target"))
-        .env("CARGO", env!("CARGO"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = watch.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let served = |rx: &std::sync::mpsc::Receiver<String>| {
-        let line = rx.recv_timeout(std::time::Duration::from_secs(180)).expect("watch says what it did");
-        assert!(line.contains("serves policy generation"), "{line}");
-    };
-    served(&rx);
     let lib = project.join("src/lib.rs");
-    let text = std::fs::read_to_string(&lib).unwrap();
-    // the edit also uses what 0.1.1 added: the mailboxes of an address header
-    let edited = text.replace(
-        "msg.prepend_header(\"X-Checked-By\", \"my-plug\");",
-        "let from: Vec<String> = msg.get_address_header(\"From\").into_iter().map(|b| b.address).collect();\n        \
-         msg.prepend_header(\"X-Checked-By\", &format!(\"my-plug, edited, from {}\", from.join(\" \")));",
-    );
-    assert_ne!(edited, text);
-    std::fs::write(&lib, edited).unwrap();
-    served(&rx);
-    let _ = watch.kill();
-    let _ = watch.wait();
+    let envs = [("CARGO_TARGET_DIR", d.join("target").into_os_string())];
+    watch_and_edit(&project, &server.http[0], &envs, || {
+        let text = std::fs::read_to_string(&lib).unwrap();
+        // the edit also uses what 0.1.1 added: the mailboxes of an address header
+        let edited = text.replace(
+            "msg.prepend_header(\"X-Checked-By\", \"my-plug\");",
+            "let from: Vec<String> = msg.get_address_header(\"From\").into_iter().map(|b| b.address).collect();\n        \
+             msg.prepend_header(\"X-Checked-By\", &format!(\"my-plug, edited, from {}\", from.join(\" \")));",
+        );
+        assert_ne!(edited, text);
+        std::fs::write(&lib, edited).unwrap();
+    });
     let after = "From: \"Alice A.\" <alice@a.example>, bob@b.example\r\nSubject: after\r\n\r\nx";
     assert_eq!(c.send_mail("a@s.example", &["r@dest.example"], after).code, 250);
     assert!(sink.wait_for(2, std::time::Duration::from_secs(10)));

@@ -45,49 +45,45 @@ pub enum PluginCommand {
     },
 }
 
-/// The sources' state: every file under src/ and wit/ and Cargo.toml, by size and time.
+/// The sources' state: every file of the project by size and time, but for what builds
+/// write (`target/`, the generated Go package `wasmta/`) and `.git/`.
 fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
-    fn walk(p: &Path, out: &mut Vec<(PathBuf, u64, Option<std::time::SystemTime>)>) {
+    fn walk(p: &Path, top: bool, out: &mut Vec<(PathBuf, u64, Option<std::time::SystemTime>)>) {
         let Ok(rd) = std::fs::read_dir(p) else { return };
         for e in rd.flatten() {
             let path = e.path();
+            let skip = top && matches!(e.file_name().to_str(), Some("target" | ".git" | crate::gobind::PACKAGE));
             match e.metadata() {
-                Ok(m) if m.is_dir() => walk(&path, out),
-                Ok(m) => out.push((path, m.len(), m.modified().ok())),
-                Err(_) => {}
+                Ok(m) if m.is_dir() && !skip => walk(&path, false, out),
+                Ok(m) if !m.is_dir() => out.push((path, m.len(), m.modified().ok())),
+                _ => {}
             }
         }
     }
     let mut out = vec![];
-    walk(&dir.join("src"), &mut out);
-    walk(&dir.join("wit"), &mut out);
-    if let Ok(m) = std::fs::metadata(dir.join("Cargo.toml")) {
-        out.push((dir.join("Cargo.toml"), m.len(), m.modified().ok()));
-    }
+    walk(dir, true, &mut out);
     out.sort();
     out
 }
 
 /// `plugin watch`: build, reload, and again on every change.
 async fn watch(dir: &Path, endpoint: &super::client::Endpoint) -> ExitCode {
-    if !dir.join("Cargo.toml").exists() {
-        eprintln!("error: {} has no Cargo.toml: give the project with --dir", dir.display());
+    if !dir.join("Cargo.toml").exists() && !dir.join("go.mod").exists() {
+        eprintln!("error: {} has neither a Cargo.toml nor a go.mod: give the project with --dir", dir.display());
         return ExitCode::FAILURE;
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut last = None;
     loop {
         let now = fingerprint(dir);
         if last.as_ref() != Some(&now) {
+            // an edit made while it builds is seen next time round (a first build that
+            // writes Cargo.lock costs one more, quick, build)
             last = Some(now);
             let started = std::time::Instant::now();
-            let built = tokio::process::Command::new(&cargo)
-                .args(["build", "--target", "wasm32-wasip2", "--release"])
-                .current_dir(dir)
-                .status()
-                .await;
+            let project = dir.to_path_buf();
+            let built = tokio::task::spawn_blocking(move || super::plugin_build::build(&project, None)).await;
             match built {
-                Ok(s) if s.success() => {
+                Ok(Ok(_)) => {
                     let took = started.elapsed();
                     match super::client::json_call(endpoint, "POST", "/api/admin/reload/v1", None).await {
                         Ok(v) => {
@@ -96,9 +92,9 @@ async fn watch(dir: &Path, endpoint: &super::client::Endpoint) -> ExitCode {
                         Err(e) => println!("built in {took:.1?}; the server did not reload: {e}"),
                     }
                 }
-                Ok(_) => println!("the build failed (above); waiting for the next change"),
+                Ok(Err(e)) => println!("the build failed: {e}; waiting for the next change"),
                 Err(e) => {
-                    eprintln!("error: running {cargo}: {e}");
+                    eprintln!("error: the build task: {e}");
                     return ExitCode::FAILURE;
                 }
             }
