@@ -84,6 +84,9 @@ end)
 kumo.on('smtp_server_message_received', function(msg)
   msg:set_meta('seen', 'yes')
 end)
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config { retry_interval = '1m' }
+end)
 "#,
     )
     .unwrap();
@@ -109,6 +112,42 @@ name = "typo in the event"
 event = "smtp_server_mail_frm"
 [case.expect]
 accept = true
+
+[[case]]
+name = "a reject that does not happen"
+event = "smtp_server_mail_from"
+address = "x@good.example"
+[case.expect]
+reject = { code = 550, enhanced_code = "5.7.1", contains = "x" }
+
+[[case]]
+name = "typo in an input"
+event = "smtp_server_mail_from"
+adress = "x@bad.example"
+[case.expect]
+accept = true
+
+[[case]]
+name = "typo in the expectation"
+event = "smtp_server_mail_from"
+address = "x@good.example"
+[case.expect]
+acept = true
+
+[[case]]
+name = "an event the policy has no handler for"
+event = "smtp_server_rcpt_to"
+address = "x@good.example"
+[case.expect]
+accept = true
+
+[[case]]
+name = "a queue config is an accept with its fields"
+event = "get_queue_config"
+domain = "x.example"
+[case.expect]
+accept = true
+queue_config = { retry_interval = "1m" }
 "#,
     )
     .unwrap();
@@ -121,13 +160,22 @@ accept = true
         said.contains("smtp_server_mail_frm") && said.contains("smtp_server_mail_from"),
         "names the events: {said}"
     );
-    assert!(said.contains("1 passed, 2 failed"), "{said}");
+    // the outcome that happened is named as it happened
+    assert!(said.contains("expected reject, got accept"), "{said}");
+    // mistakes in the fixture are named, not passed in silence
+    assert!(said.contains("adress: not an input of smtp_server_mail_from"), "{said}");
+    assert!(said.contains("expect.acept: unknown key"), "{said}");
+    assert!(said.contains("does not handle smtp_server_rcpt_to"), "{said}");
+    assert!(said.contains("PASS") && said.contains("a queue config is an accept"), "{said}");
+    assert!(said.contains("2 passed, 6 failed"), "{said}");
 
     // --record writes the observed outcome; then the (fixed) cases pass
     let fixed = d.join("fixed.toml");
     std::fs::write(
         &fixed,
-        r#"[[case]]
+        r#"# run with: wasmta policy test --policy init.lua fixed.toml
+
+[[case]]
 name = "bad sender"
 event = "smtp_server_mail_from"
 address = "x@bad.example"
@@ -135,6 +183,11 @@ address = "x@bad.example"
 [[case]]
 name = "received"
 event = "smtp_server_message_received"
+
+[[case]]
+name = "queue"
+event = "get_queue_config"
+domain = "x.example"
 "#,
     )
     .unwrap();
@@ -142,8 +195,19 @@ event = "smtp_server_message_received"
     assert!(out.status.success(), "{}", text(&out));
     let written = std::fs::read_to_string(&fixed).unwrap();
     assert!(written.contains("code = 550") && written.contains("seen = \"yes\""), "{written}");
+    // the file keeps its opening comment and each case its own key order; only what
+    // differs from the defaults is written, and no empty tables
+    assert!(written.starts_with("# run with: wasmta policy test"), "{written}");
+    assert!(written.find("name = \"bad sender\"") < written.find("event = \"smtp_server_mail_from\""), "{written}");
+    assert!(written.contains("retry_interval = \"1m\"") && !written.contains("max_age"), "{written}");
+    assert!(!written.contains("[case.expect.headers]"), "{written}");
     let out = policy_test(&d.join("init.lua"), &[fixed], &[]);
-    assert!(out.status.success() && text(&out).contains("2 passed, 0 failed"), "{}", text(&out));
+    assert!(out.status.success() && text(&out).contains("3 passed, 0 failed"), "{}", text(&out));
+    // a core module or a file that is not WebAssembly is named for what it is
+    std::fs::write(d.join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let out = policy_test(&d.join("core.wasm"), std::slice::from_ref(&cases), &[]);
+    assert!(!out.status.success() && text(&out).contains("core WebAssembly module, not a component"), "{}", text(&out));
+    assert_eq!(text(&out).matches("core.wasm").count(), 1, "the path once: {}", text(&out));
     // a policy that does not load is an error naming it
     std::fs::write(d.join("broken.lua"), "kumo.on('init', function(").unwrap();
     let out = policy_test(&d.join("broken.lua"), &[cases], &[]);
@@ -288,6 +352,36 @@ fn a_new_go_plugin_outside_the_repository_tests_natively_builds_and_serves() {
             .unwrap()
     };
     // native tests before any build: the bindings came with the template
+    // a test of one's own: messages with bare LF line ends, as fixtures write them, and
+    // the fake log, reset between tests
+    std::fs::write(
+        project.join("lf_test.go"),
+        r#"package main
+
+import (
+	"testing"
+
+	"go-plug/wasmta"
+)
+
+func TestBareLineFeeds(t *testing.T) {
+	wasmta.FakeReset()
+	msg := wasmta.NewMessage(&wasmta.FakeMessage{Data: []byte("From: C <c@corp.example>\nX-Block: lf\n\nhi\n")})
+	r := (Policy{}).SmtpServerMessageReceived(msg, wasmta.NewConnMeta(nil))
+	if r == nil || r.Text != "blocked: lf" {
+		t.Fatalf("%+v", r)
+	}
+	if got := msg.GetAddressHeader("From"); len(got) != 1 || got[0].Address != "c@corp.example" {
+		t.Fatalf("%+v", got)
+	}
+	wasmta.Log(wasmta.LevelInfo, "seen")
+	if len(wasmta.FakeLog) != 1 || wasmta.FakeLog[0].Text != "seen" {
+		t.Fatalf("%+v", wasmta.FakeLog)
+	}
+}
+"#,
+    )
+    .unwrap();
     let test = tool(&go, &["test", "./..."]);
     assert!(test.status.success(), "{}", text(&test));
     assert!(text(&test).contains("ok  \tgo-plug"), "{}", text(&test));
@@ -311,11 +405,25 @@ fn a_new_go_plugin_outside_the_repository_tests_natively_builds_and_serves() {
         "{}",
         text(&missing)
     );
+    // a GO that is not Go is named before anything else runs
+    let not_go = Command::new(harness::binary())
+        .args(["plugin", "build"])
+        .current_dir(&project)
+        .env("GO", "/bin/true")
+        .output()
+        .unwrap();
+    assert!(!not_go.status.success() && text(&not_go).contains("/bin/true is not go"), "{}", text(&not_go));
     std::fs::write(&main_go, original.replace("wasmta:world message-policy", "wasmta:world mesage-policy")).unwrap();
     let world = tool(std::path::Path::new(harness::binary()), &["plugin", "build"]);
     assert!(!world.status.success() && text(&world).contains("message-policy, "), "{}", text(&world));
     std::fs::write(&main_go, &original).unwrap();
 
+    // the world line written the way Go writes its directives (`//go:...`) is read too
+    std::fs::write(&main_go, original.replace("// wasmta:world message-policy", "//wasmta:world message-policy"))
+        .unwrap();
+    let build = tool(std::path::Path::new(harness::binary()), &["plugin", "build"]);
+    assert!(build.status.success(), "{}", text(&build));
+    std::fs::write(&main_go, &original).unwrap();
     let build = tool(std::path::Path::new(harness::binary()), &["plugin", "build"]);
     assert!(build.status.success(), "{}", text(&build));
     let wasm = project.join("target/go-plug.wasm");
@@ -375,6 +483,8 @@ fn a_new_plugin_outside_the_repository_builds_tests_and_serves() {
     assert!(!world.status.success() && text(&world).contains("message-policy, "), "lists worlds: {}", text(&world));
     let lang = new(&["gp", "--lang", "cobol"]);
     assert!(!lang.status.success() && text(&lang).contains("rust and go"), "{}", text(&lang));
+    let name = new(&["9lives"]);
+    assert!(!name.status.success() && text(&name).contains("starts with a letter"), "{}", text(&name));
 
     // it builds with one cargo command, with nothing from this repository
     let project = d.join("my-plug");

@@ -225,14 +225,20 @@ pub async fn run(command: PluginCommand) -> ExitCode {
         return fail(format!("--world {world}: no such world; the WIT declares {}", known.join(", ")));
     }
     if !TEMPLATED.contains(&world.as_str()) {
+        let change = match go {
+            true => "the `// wasmta:world` line in main.go, then add the methods `go build` says are missing",
+            false => "the `world:` line in src/lib.rs, then implement the Guest traits the compiler asks for",
+        };
         return fail(format!(
-            "--world {world}: templates are written for {}; start from one of them and change the \
-             `world:` line (the WIT in wit/worlds.wit lists what each world exports)",
+            "--world {world}: templates are written for {}; start from one of them and change {change} \
+             (`wasmta wit` writes the WIT; worlds.wit lists what each world exports)",
             TEMPLATED.join(", ")
         ));
     }
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return fail(format!("{name:?}: a crate name is letters, digits, - and _"));
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic())
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return fail(format!("{name:?}: a plugin name starts with a letter and has letters, digits, - and _"));
     }
     let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
     if dir.exists() {

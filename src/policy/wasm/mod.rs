@@ -149,10 +149,18 @@ impl WasmEngine {
         let name = format!("wasm:{}", path.display());
         let started = Instant::now();
         let fuel = options.fuel.is_some();
+        let kind = match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+                " (it is a core WebAssembly module, not a component: build for wasm32-wasip2, or make one with \
+                 `wasm-tools component new`; `wasmta plugin build` does either)"
+            }
+            Some([0, b'a', b's', b'm', ..]) => "",
+            _ => " (it is not WebAssembly at all)",
+        };
         let (component, source) = tokio::task::spawn_blocking(move || cache::component(engine(fuel), &bytes))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{}: not a valid policy component: {e}", path.display()))?;
+            .map_err(|e| format!("{}: not a valid policy component{kind}: {e}", path.display()))?;
         let how = match source {
             cache::Source::Cache => "from the compiled-component cache",
             cache::Source::Compiled => "compiled",

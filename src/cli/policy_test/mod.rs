@@ -14,6 +14,8 @@
 //! `egress_path` (these fields). `--record` writes what was observed as each case's
 //! `expect`.
 
+mod expect;
+
 use crate::message::{EnvelopeAddress, Message};
 use crate::policy::{ConnMeta, Policy, PolicyError};
 use serde_json::{Map, Value, json};
@@ -91,9 +93,50 @@ fn message(case: &Map<String, Value>, dir: &Path) -> Result<Message, String> {
     Ok(Message::new(sender, recipients, object(case, "meta"), data.into_bytes()))
 }
 
+/// What a routing event observed: accepted with its configuration, or rejected.
+fn configured(result: Result<(&str, serde_json::Result<Value>), PolicyError>) -> Result<Map<String, Value>, String> {
+    match result {
+        Ok((key, config)) => {
+            let mut out = observe(Ok(()));
+            out.insert(key.into(), config.map_err(|e| e.to_string())?);
+            Ok(out)
+        }
+        Err(e) => Ok(observe(Err(e))),
+    }
+}
+
+/// The input keys of each event (besides `name`, `event` and `expect`).
+fn input_keys(event: &str) -> Option<&'static [&'static str]> {
+    Some(match event {
+        "smtp_server_message_received" | "smtp_server_message_deferred_inject" | "http_message_generated" => {
+            &["sender", "recipients", "data", "message", "meta", "conn_meta"]
+        }
+        "smtp_server_mail_from" | "smtp_server_rcpt_to" => &["address", "conn_meta"],
+        "get_queue_config" => &["domain", "tenant", "campaign", "routing_domain"],
+        "get_egress_path_config" => &["routing_domain", "egress_source", "site_name"],
+        _ => return None,
+    })
+}
+
 /// Runs one case; returns what was observed.
 async fn run_case(policy: &Policy, case: &Map<String, Value>, dir: &Path) -> Result<Map<String, Value>, String> {
     let event = text_field(case, "event").ok_or("event: missing")?;
+    if let Some(keys) = input_keys(event)
+        && let Some(k) =
+            case.keys().find(|k| !["name", "event", "expect"].contains(&k.as_str()) && !keys.contains(&k.as_str()))
+    {
+        return Err(format!("{k}: not an input of {event}; its inputs are {}", keys.join(", ")));
+    }
+    // a case for an event the policy has no handler for tests nothing of the policy (the
+    // egress path may still come from shaping files, so that event is exempt)
+    if let Some(e) = crate::policy::Event::from_name(event)
+        && event != "get_egress_path_config"
+        && !policy.handles(e)
+    {
+        return Err(format!(
+            "the policy does not handle {event} (no kumo.on handler; a component that does not export it)"
+        ));
+    }
     let conn = ConnMeta::new(object(case, "conn_meta"));
     match event {
         "smtp_server_message_received" | "smtp_server_message_deferred_inject" | "http_message_generated" => {
@@ -129,23 +172,15 @@ async fn run_case(policy: &Policy, case: &Map<String, Value>, dir: &Path) -> Res
                 campaign: text_field(case, "campaign").map(str::to_string),
                 routing_domain: text_field(case, "routing_domain").map(str::to_string),
             };
-            let mut out = Map::new();
-            match policy.queue_config(&parts).await {
-                Ok(c) => out.insert("queue_config".into(), serde_json::to_value(c).map_err(|e| e.to_string())?),
-                Err(e) => out.insert("error".into(), Value::String(e.to_string())),
-            };
-            Ok(out)
+            let result = policy.queue_config(&parts).await;
+            configured(result.map(|c| ("queue_config", serde_json::to_value(c))))
         }
         "get_egress_path_config" => {
             let routing = text_field(case, "routing_domain").ok_or("routing_domain: missing")?;
             let source = text_field(case, "egress_source").unwrap_or("unspecified");
             let site = text_field(case, "site_name").unwrap_or(routing);
-            let mut out = Map::new();
-            match policy.egress_path_config(routing, source, site).await {
-                Ok(c) => out.insert("egress_path".into(), serde_json::to_value(c).map_err(|e| e.to_string())?),
-                Err(e) => out.insert("error".into(), Value::String(e.to_string())),
-            };
-            Ok(out)
+            let result = policy.egress_path_config(routing, source, site).await;
+            configured(result.map(|c| ("egress_path", serde_json::to_value(c))))
         }
         other => Err(format!(
             "event {other:?}: policy test runs smtp_server_message_received, smtp_server_message_deferred_inject, \
@@ -155,75 +190,15 @@ async fn run_case(policy: &Policy, case: &Map<String, Value>, dir: &Path) -> Res
     }
 }
 
-/// Where `observed` differs from `expected` (every expected field must hold; text under
-/// `contains` is a substring).
-fn differences(path: &str, expected: &Value, observed: &Value, out: &mut Vec<String>) {
-    match (expected, observed) {
-        (Value::Object(e), Value::Object(o)) => {
-            for (k, ev) in e {
-                let ov = o.get(k).unwrap_or(&Value::Null);
-                if k == "contains" {
-                    let (Some(want), Some(got)) = (ev.as_str(), ov.as_str()) else {
-                        out.push(format!("{path}.contains: expected {ev}, got {ov}"));
-                        continue;
-                    };
-                    if !got.contains(want) {
-                        out.push(format!("{path}: expected text containing {want:?}, got {got:?}"));
-                    }
-                    continue;
-                }
-                differences(&format!("{path}.{k}"), ev, ov, out);
-            }
-        }
-        (Value::Array(e), Value::Array(o)) if e.len() == o.len() => {
-            for (i, (ev, ov)) in e.iter().zip(o).enumerate() {
-                differences(&format!("{path}[{i}]"), ev, ov, out);
-            }
-        }
-        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
-        (e, o) if e == o => {}
-        (e, o) => out.push(format!("{path}: expected {e}, got {o}")),
+/// The comment lines a file opens with, and the blank line after them.
+fn leading_comments(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out: String =
+        text.lines().take_while(|l| l.trim_start().starts_with('#')).map(|l| format!("{l}\n")).collect();
+    if !out.is_empty() {
+        out.push('\n');
     }
-}
-
-/// The expectation a case states, and whether it says accept or reject at all.
-fn check(case: &Map<String, Value>, observed: &Map<String, Value>) -> Vec<String> {
-    let expect = object(case, "expect");
-    let mut out = vec![];
-    if expect.is_empty() {
-        return vec!["no [case.expect]: nothing to check (run with --record to write one)".into()];
-    }
-    // a case that expects an accept or a reject must not have failed otherwise
-    if let Some(e) = observed.get("error").filter(|_| !expect.contains_key("error")) {
-        out.push(format!("the handler failed: {}", e.as_str().unwrap_or_default()));
-        return out;
-    }
-    for key in ["accept", "reject"] {
-        if expect.contains_key(key) != observed.contains_key(key)
-            && (expect.contains_key("accept") || expect.contains_key("reject"))
-        {
-            let got = if observed.contains_key("accept") {
-                "accept".to_string()
-            } else {
-                format!("reject {}", observed.get("reject").cloned().unwrap_or_default())
-            };
-            out.push(format!("expected {key}, got {got}"));
-            return out;
-        }
-    }
-    differences("expect", &Value::Object(expect), &Value::Object(observed.clone()), &mut out);
     out
-}
-
-/// The value without nulls (TOML has none: an absent field means the same).
-fn without_nulls(v: Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            Value::Object(m.into_iter().filter(|(_, x)| !x.is_null()).map(|(k, x)| (k, without_nulls(x))).collect())
-        }
-        Value::Array(a) => Value::Array(a.into_iter().filter(|x| !x.is_null()).map(without_nulls).collect()),
-        other => other,
-    }
 }
 
 fn read_fixture(path: &Path) -> Result<toml::Table, String> {
@@ -278,7 +253,11 @@ pub async fn run(args: PolicyTestArgs) -> ExitCode {
         let policy = match load(&args, zone.as_deref()).await {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("error: {}: {e}", args.policy.display());
+                // the loader's errors usually name the file already
+                match e.contains(&args.policy.display().to_string()) {
+                    true => eprintln!("error: {e}"),
+                    false => eprintln!("error: {}: {e}", args.policy.display()),
+                }
                 return ExitCode::FAILURE;
             }
         };
@@ -308,10 +287,13 @@ pub async fn run(args: PolicyTestArgs) -> ExitCode {
                 }
             };
             if args.record {
-                let mut c = case_json.clone();
-                c.insert("expect".into(), without_nulls(Value::Object(observed)));
-                match serde_json::from_value::<toml::Value>(Value::Object(c)) {
-                    Ok(v) => recorded.push(v),
+                let mut c = case.as_table().cloned().unwrap_or_default();
+                c.remove("expect");
+                match serde_json::from_value::<toml::Value>(expect::recorded(&observed)) {
+                    Ok(v) => {
+                        c.insert("expect".into(), v);
+                        recorded.push(toml::Value::Table(c));
+                    }
                     Err(e) => {
                         eprintln!("error: {}: {name}: the outcome cannot be written as TOML: {e}", path.display());
                         return ExitCode::FAILURE;
@@ -320,7 +302,10 @@ pub async fn run(args: PolicyTestArgs) -> ExitCode {
                 println!("RECORDED {}: {name}", path.display());
                 continue;
             }
-            let diff = check(&case_json, &observed);
+            let diff = match expect::check_keys(&object(&case_json, "expect")) {
+                Ok(()) => expect::check(&object(&case_json, "expect"), &observed),
+                Err(e) => vec![e],
+            };
             if diff.is_empty() {
                 println!("PASS {}: {name}", path.display());
                 passed += 1;
@@ -335,7 +320,8 @@ pub async fn run(args: PolicyTestArgs) -> ExitCode {
         if args.record {
             fixture.insert("case".into(), toml::Value::Array(recorded));
             let text = match toml::to_string_pretty(&fixture) {
-                Ok(t) => t,
+                // the file's opening comments stay (they usually say how to run it)
+                Ok(t) => leading_comments(path) + &t,
                 Err(e) => {
                     eprintln!("error: {}: {e}", path.display());
                     return ExitCode::FAILURE;
