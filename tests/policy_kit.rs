@@ -142,6 +142,13 @@ address = "x@good.example"
 accept = true
 
 [[case]]
+name = "a number where an address belongs"
+event = "smtp_server_mail_from"
+address = 5
+[case.expect]
+accept = true
+
+[[case]]
 name = "a queue config is an accept with its fields"
 event = "get_queue_config"
 domain = "x.example"
@@ -167,7 +174,8 @@ queue_config = { retry_interval = "1m" }
     assert!(said.contains("expect.acept: unknown key"), "{said}");
     assert!(said.contains("does not handle smtp_server_rcpt_to"), "{said}");
     assert!(said.contains("PASS") && said.contains("a queue config is an accept"), "{said}");
-    assert!(said.contains("2 passed, 6 failed"), "{said}");
+    assert!(said.contains("address: expected a string, got 5"), "{said}");
+    assert!(said.contains("2 passed, 7 failed"), "{said}");
 
     // --record writes the observed outcome; then the (fixed) cases pass
     let fixed = d.join("fixed.toml");

@@ -162,6 +162,16 @@ pub fn write_package(wit: &Path, world: &str, out: &Path) -> Result<()> {
     let world = resolve.select_world(&[pkg], Some(world))?;
     let files = generate(&resolve, world)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // a world without messages has no fake_types.go: one left from another world would
+    // not compile
+    if !files.iter().any(|(n, _)| *n == "fake_types.go") {
+        match std::fs::remove_file(out.join("fake_types.go")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", out.join("fake_types.go").display()));
+            }
+            _ => {}
+        }
+    }
     for (name, text) in files {
         let path = out.join(name);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;

@@ -118,6 +118,23 @@ fn input_keys(event: &str) -> Option<&'static [&'static str]> {
     })
 }
 
+/// Every input has its type: `recipients` a list of addresses, `meta` and `conn_meta`
+/// tables, the rest strings (a number where an address belongs is a mistake to name, not
+/// a reason to use the default).
+fn check_types(case: &Map<String, Value>) -> Result<(), String> {
+    for (key, value) in case.iter().filter(|(k, _)| k.as_str() != "expect") {
+        let (ok, want) = match key.as_str() {
+            "recipients" => (value.as_array().is_some_and(|l| l.iter().all(Value::is_string)), "a list of addresses"),
+            "meta" | "conn_meta" => (value.is_object(), "a table"),
+            _ => (value.is_string(), "a string"),
+        };
+        if !ok {
+            return Err(format!("{key}: expected {want}, got {value}"));
+        }
+    }
+    Ok(())
+}
+
 /// Runs one case; returns what was observed.
 async fn run_case(policy: &Policy, case: &Map<String, Value>, dir: &Path) -> Result<Map<String, Value>, String> {
     let event = text_field(case, "event").ok_or("event: missing")?;
@@ -127,6 +144,7 @@ async fn run_case(policy: &Policy, case: &Map<String, Value>, dir: &Path) -> Res
     {
         return Err(format!("{k}: not an input of {event}; its inputs are {}", keys.join(", ")));
     }
+    check_types(case)?;
     // a case for an event the policy has no handler for tests nothing of the policy (the
     // egress path may still come from shaping files, so that event is exempt)
     if let Some(e) = crate::policy::Event::from_name(event)
@@ -249,7 +267,14 @@ pub async fn run(args: PolicyTestArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let zone = fixture.get("zone").and_then(|z| z.as_str()).map(str::to_string);
+        let zone = match fixture.get("zone") {
+            None => None,
+            Some(toml::Value::String(z)) => Some(z.clone()),
+            Some(other) => {
+                eprintln!("error: {}: zone: expected a string (a zone file's text), got {other}", path.display());
+                return ExitCode::FAILURE;
+            }
+        };
         let policy = match load(&args, zone.as_deref()).await {
             Ok(p) => p,
             Err(e) => {
