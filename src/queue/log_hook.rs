@@ -94,39 +94,44 @@ pub fn record_message(record: &LogRecord) -> Result<Message, serde_json::Error> 
 impl Shared {
     /// Offers one record to `should_enqueue_log_record` and queues it if asked to.
     pub(super) async fn enqueue_log_record(self: &Arc<Self>, hook: &str, record: LogRecord, deferred_spool: bool) {
+        // each drop is counted before it is said, so whoever reads the line finds it counted
         let failed = || {
             crate::metrics::core::log_hook_dropped().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         };
         let message = match record_message(&record) {
             Ok(m) => m,
             Err(e) => {
+                failed();
                 tracing::error!("log hook {hook}: record of {} could not be encoded: {e}", record.id);
-                return failed();
+                return;
             }
         };
         match self.policy.should_enqueue_log_record(&message, hook).await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
+                failed();
                 tracing::error!(
                     "log hook {hook}: should_enqueue_log_record failed; record of {} dropped: {e}",
                     record.id
                 );
-                return failed();
+                return;
             }
         }
         if message.get_meta("queue").is_none() {
             // without it the record would be sent by SMTP to the recipient's own domain
+            failed();
             tracing::error!(
                 "log hook {hook}: should_enqueue_log_record returned true without setting the queue meta \
                  (msg:set_meta('queue', ...)); record of {} dropped",
                 record.id
             );
-            return failed();
+            return;
         }
         if !deferred_spool && let Err(e) = self.spool.store(&message).await {
+            failed();
             tracing::error!("log hook {hook}: record of {} could not be spooled; dropped: {e}", record.id);
-            return failed();
+            return;
         }
         self.insert(message, InsertReason::Received);
     }
