@@ -177,6 +177,58 @@ fn queued_hook_records_survive_kill_9_and_arrive_in_batches() {
     assert!(server.stop().success());
 }
 
+/// `new_json` with batching puts a batch of records in one message (the spool and the
+/// queue work once per batch, which is what keeps the hook's cost low; bench/loghook.sh):
+/// each hook message is one POST of a JSON array, with at least `min_batch_size` records
+/// while mail flows. A receiver that refuses a batch gives up every record in it, and the
+/// drop counter counts records, not messages.
+#[test]
+fn batched_records_travel_as_one_message_and_a_refused_batch_counts_each_record() {
+    let d = temp_dir();
+    let sink = Sink::start(d.path());
+    let hook = Webhook::start();
+    let dir = temp_dir();
+    let options =
+        format!("url = 'http://{}/log', batch_size = 50, min_batch_size = 10, max_batch_latency = '300ms',", hook.addr);
+    let p = write_policy_text(dir.path(), &helper_policy(&sink.addr, &options));
+    let server = Server::start(dir.path(), &p);
+    let rcpts = send(&server, 100, 4, "m");
+    wait_for_outcomes(&hook, &rcpts, Duration::from_secs(60));
+    // 100 Reception, 90 Delivery, 10 Bounce records
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hook.records().len() < 200 {
+        assert!(Instant::now() < deadline, "{} of 200 records arrived", hook.records().len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let bodies = hook.bodies();
+    assert!(bodies.iter().all(|b| b.starts_with(b"[")), "every POST is a JSON array");
+    let local = log_records(dir.path());
+    let hook_messages: Vec<_> =
+        local.iter().filter(|r| r["type"] == "Delivery" && r["queue"] == "webhook.log_hook").collect();
+    assert_eq!(hook_messages.len(), bodies.len(), "one hook message, one POST");
+    assert!(
+        hook_messages.len() <= 20,
+        "200 records in at most 20 messages of 10 or more: {} messages",
+        hook_messages.len()
+    );
+    assert_eq!(hook_messages[0]["recipient"], "log-records@webhook.log_hook", "{}", hook_messages[0]);
+
+    // refused batches: each of their records counts as given up (20 messages: 20
+    // Reception, 18 Delivery and 2 Bounce records)
+    hook.set_mode(Mode::Refusing);
+    send(&server, 20, 2, "x");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut given_up = 0.0;
+    while given_up < 40.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        given_up = server.metric("log_hook_records_dropped_total").unwrap_or(0.0);
+    }
+    assert!(server.wait_for_stderr("record(s)) given up (queue webhook.log_hook)", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.metric("log_hook_records_dropped_total"), Some(40.0), "records, not messages, are counted");
+    assert!(server.stop().success());
+}
+
 /// KumoMTA's documented hand-written webhook: configure_log_hook in init,
 /// should_enqueue_log_record choosing the queue, a custom_lua queue whose make.webhook
 /// constructor posts with kumo.http. A receiver that refuses (400) makes the hook

@@ -175,6 +175,28 @@ pub struct LogHookConfig {
     /// Queue the record messages without spooling them first (faster; lost in a crash).
     #[serde(default)]
     pub deferred_spool: bool,
+    /// wasmta: queue every record in this queue without calling
+    /// `should_enqueue_log_record` (what `policy-extras.log_hooks` sets up: a Lua call per
+    /// record was a large part of what a hook cost).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// wasmta, with `queue`: one message carries up to this many records, its data a JSON
+    /// array of them, so the spool, the queue and the delivery work once per batch, not
+    /// once per record (`log_hooks:new_json` with `batch_size`). 1: a message per record.
+    #[serde(default = "one")]
+    pub records_per_message: usize,
+    /// wasmta, with `records_per_message`: a message waits for at least this many records
+    /// (up to `max_batch_latency`); otherwise it takes what is waiting, so under load
+    /// messages fill while the previous one is being spooled.
+    #[serde(default = "one")]
+    pub min_records_per_message: usize,
+    /// wasmta: how long a message waits to reach `min_records_per_message`.
+    #[serde(default, with = "units::duration")]
+    pub max_batch_latency: Duration,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// `kumo.configure_log_disposition_hook{...}`: each matching record about a message calls

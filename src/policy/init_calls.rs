@@ -46,6 +46,18 @@ pub fn configure_log_hook(init: &mut InitConfig, options: Value) -> Result<(), S
     if init.log_hooks.iter().any(|h| h.name == hook.name) {
         return Err(format!("name: a log hook named {:?} is already configured", hook.name));
     }
+    if hook.queue.as_deref() == Some("") {
+        return Err("queue: must name a queue (or be left out to call should_enqueue_log_record)".into());
+    }
+    let (n, min) = (hook.records_per_message, hook.min_records_per_message);
+    if n == 0 || min == 0 || min > n {
+        return Err(format!(
+            "records_per_message: need 1 <= min_records_per_message ({min}) <= records_per_message ({n})"
+        ));
+    }
+    if n > 1 && hook.queue.is_none() {
+        return Err("records_per_message: records are put together only with queue set".into());
+    }
     init.log_hooks.push(hook);
     Ok(())
 }
@@ -162,6 +174,21 @@ mod tests {
         assert!(e.contains("name"), "{e}");
         let e = configure_log_hook(&mut init, json!({"name": "x", "per_recrd": {}})).unwrap_err();
         assert!(e.contains("per_recrd"), "{e}");
+        // wasmta's own keys: a queue, and records put together only where there is one
+        let batched =
+            json!({"name": "b", "queue": "b.log_hook", "records_per_message": 100, "max_batch_latency": "100ms"});
+        configure_log_hook(&mut init, batched).unwrap();
+        assert_eq!(init.log_hooks[1].max_batch_latency, std::time::Duration::from_millis(100));
+        for (bad, key) in [
+            (json!({"name": "c", "records_per_message": 10}), "queue set"),
+            (json!({"name": "c", "queue": "q", "records_per_message": 0}), "records_per_message"),
+            (json!({"name": "c", "queue": "q", "records_per_message": 2, "min_records_per_message": 3}), "min_"),
+            (json!({"name": "c", "queue": ""}), "queue:"),
+            (json!({"name": "c", "queue": "q", "max_batch_latency": "soon"}), "max_batch_latency"),
+        ] {
+            let e = configure_log_hook(&mut init, bad).unwrap_err();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

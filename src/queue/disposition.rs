@@ -238,7 +238,12 @@ impl Shared {
 /// local logs.
 fn hook_record_given_up(message: &Message, why: &str) {
     if super::log_hook::is_record_message(message) {
-        crate::metrics::core::log_hook_dropped().fetch_add(1, Ordering::Relaxed);
-        tracing::error!("log hook record {} given up (queue {}): {why}", message.id(), message.queue_name());
+        let records = super::log_hook::records_in(message);
+        crate::metrics::core::log_hook_dropped().fetch_add(records, Ordering::Relaxed);
+        tracing::error!(
+            "log hook message {} ({records} record(s)) given up (queue {}): {why}",
+            message.id(),
+            message.queue_name()
+        );
     }
 }

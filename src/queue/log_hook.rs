@@ -3,6 +3,10 @@
 //! `should_enqueue_log_record(message, hook_name)`. A `true` answer spools it (unless the
 //! hook has `deferred_spool`) and queues it in the queue the handler named, where a
 //! `custom_lua` queue delivers it with the retries, suspension and expiry of any message.
+//!
+//! A hook with wasmta's `queue` key skips the event and queues every record there; with
+//! `records_per_message` above 1 as well, records are put together (a JSON array as the
+//! data) so the spool, the queue and the delivery work once per batch.
 
 use super::manager::{InsertReason, Shared};
 use crate::config::storage::{LogDispositionHookConfig, LogHookConfig};
@@ -11,11 +15,27 @@ use crate::message::{EnvelopeAddress, Message};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::sync::Semaphore;
+use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
 
 /// True for a message made from a log record.
 pub fn is_record_message(message: &Message) -> bool {
     message.get_meta("reception_protocol").as_ref().and_then(Value::as_str) == Some(crate::logs::LOG_RECORD_PROTOCOL)
+}
+
+/// The meta key of a message holding several records: how many.
+const RECORD_COUNT_META: &str = "log_record_count";
+
+/// How many log records a record message holds.
+pub fn records_in(message: &Message) -> i64 {
+    message.get_meta(RECORD_COUNT_META).as_ref().and_then(Value::as_i64).unwrap_or(1)
+}
+
+/// Counts `n` records given up. Each drop is counted before it is said, so whoever reads
+/// the line finds it counted.
+fn dropped(n: usize) {
+    crate::metrics::core::log_hook_dropped().fetch_add(n as i64, Ordering::Relaxed);
 }
 
 /// Hands each hook's records to the policy and the queues.
@@ -25,24 +45,73 @@ pub struct Sink {
     /// Per hook: how many records may be in the policy or the spool at once
     /// (`back_pressure`).
     permits: HashMap<String, Arc<Semaphore>>,
+    /// Per hook with `records_per_message` above 1: the task that puts records together.
+    batchers: HashMap<String, mpsc::Sender<LogRecord>>,
 }
 
 impl Sink {
     /// A sink for `hooks`, running on the current tokio runtime.
     pub fn new(queues: &super::QueueManager, hooks: &[LogHookConfig]) -> Arc<Sink> {
+        let shared = queues.shared().clone();
         let permits =
             hooks.iter().map(|h| (h.name.clone(), Arc::new(Semaphore::new(h.back_pressure.max(1))))).collect();
-        Arc::new(Sink { shared: queues.shared().clone(), handle: tokio::runtime::Handle::current(), permits })
+        let mut batchers = HashMap::new();
+        for hook in hooks.iter().filter(|h| h.records_per_message > 1) {
+            let (tx, rx) = mpsc::channel(hook.back_pressure.max(1));
+            tokio::spawn(batch_records(shared.clone(), hook.clone(), rx));
+            batchers.insert(hook.name.clone(), tx);
+        }
+        Arc::new(Sink { shared, handle: tokio::runtime::Handle::current(), permits, batchers })
+    }
+}
+
+/// Puts `hook`'s records together: a message takes what is waiting, up to
+/// `records_per_message`, and waits up to `max_batch_latency` for
+/// `min_records_per_message`. While one is spooled the next fills.
+async fn batch_records(shared: Arc<Shared>, hook: LogHookConfig, mut records: mpsc::Receiver<LogRecord>) {
+    let most = hook.records_per_message;
+    while let Some(first) = records.recv().await {
+        let mut batch = Vec::with_capacity(most.min(1024));
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + hook.max_batch_latency;
+        while batch.len() < most {
+            match records.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(TryRecvError::Empty) if batch.len() < hook.min_records_per_message => {
+                    match tokio::time::timeout_at(deadline, records.recv()).await {
+                        Ok(Some(r)) => batch.push(r),
+                        _ => break,
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        shared.enqueue_record_batch(&hook, batch).await;
     }
 }
 
 impl HookSink for Sink {
     fn submit(&self, hook: &LogHookConfig, record: LogRecord) {
+        if let Some(batcher) = self.batchers.get(&hook.name) {
+            match batcher.try_send(record) {
+                Ok(()) => {}
+                Err(TrySendError::Full(record)) => {
+                    // back pressure: the record waits its turn
+                    let batcher = batcher.clone();
+                    self.handle.spawn(async move { batcher.send(record).await });
+                }
+                Err(TrySendError::Closed(record)) => {
+                    dropped(1);
+                    tracing::error!("log hook {}: record of {} dropped: the server is stopping", hook.name, record.id);
+                }
+            }
+            return;
+        }
         let Some(permits) = self.permits.get(&hook.name).cloned() else { return };
-        let (shared, name, deferred) = (self.shared.clone(), hook.name.clone(), hook.deferred_spool);
+        let (shared, hook) = (self.shared.clone(), hook.clone());
         self.handle.spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else { return };
-            shared.enqueue_log_record(&name, record, deferred).await;
+            shared.enqueue_log_record(&hook, record).await;
         });
     }
 
@@ -92,45 +161,88 @@ pub fn record_message(record: &LogRecord) -> Result<Message, serde_json::Error> 
 }
 
 impl Shared {
-    /// Offers one record to `should_enqueue_log_record` and queues it if asked to.
-    pub(super) async fn enqueue_log_record(self: &Arc<Self>, hook: &str, record: LogRecord, deferred_spool: bool) {
-        // each drop is counted before it is said, so whoever reads the line finds it counted
-        let failed = || {
-            crate::metrics::core::log_hook_dropped().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        };
+    /// Offers one record to `should_enqueue_log_record` (or, for a hook with a `queue`,
+    /// takes it there) and queues it if asked to.
+    pub(super) async fn enqueue_log_record(self: &Arc<Self>, hook: &LogHookConfig, record: LogRecord) {
+        let name = &hook.name;
         let message = match record_message(&record) {
             Ok(m) => m,
             Err(e) => {
-                failed();
-                tracing::error!("log hook {hook}: record of {} could not be encoded: {e}", record.id);
+                dropped(1);
+                tracing::error!("log hook {name}: record of {} could not be encoded: {e}", record.id);
                 return;
             }
         };
-        match self.policy.should_enqueue_log_record(&message, hook).await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                failed();
-                tracing::error!(
-                    "log hook {hook}: should_enqueue_log_record failed; record of {} dropped: {e}",
-                    record.id
-                );
-                return;
+        if let Some(queue) = &hook.queue {
+            message.set_meta("queue", queue.as_str().into());
+        } else {
+            match self.policy.should_enqueue_log_record(&message, name).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    dropped(1);
+                    tracing::error!(
+                        "log hook {name}: should_enqueue_log_record failed; record of {} dropped: {e}",
+                        record.id
+                    );
+                    return;
+                }
             }
         }
         if message.get_meta("queue").is_none() {
             // without it the record would be sent by SMTP to the recipient's own domain
-            failed();
+            dropped(1);
             tracing::error!(
-                "log hook {hook}: should_enqueue_log_record returned true without setting the queue meta \
+                "log hook {name}: should_enqueue_log_record returned true without setting the queue meta \
                  (msg:set_meta('queue', ...)); record of {} dropped",
                 record.id
             );
             return;
         }
-        if !deferred_spool && let Err(e) = self.spool.store(&message).await {
-            failed();
-            tracing::error!("log hook {hook}: record of {} could not be spooled; dropped: {e}", record.id);
+        self.spool_and_queue(hook, message, 1).await;
+    }
+
+    /// Queues `records` of `hook` (which has a `queue`) as one message.
+    async fn enqueue_record_batch(self: &Arc<Self>, hook: &LogHookConfig, records: Vec<LogRecord>) {
+        let Some(queue) = &hook.queue else { return };
+        let mut data = Vec::with_capacity(records.len() * 1024 + 2);
+        let mut count = 0;
+        data.push(b'[');
+        for record in &records {
+            let at = data.len();
+            if count > 0 {
+                data.push(b',');
+            }
+            match serde_json::to_writer(&mut data, record) {
+                Ok(()) => count += 1,
+                Err(e) => {
+                    data.truncate(at);
+                    dropped(1);
+                    tracing::error!("log hook {}: record of {} could not be encoded: {e}", hook.name, record.id);
+                }
+            }
+        }
+        data.push(b']');
+        if count == 0 {
+            return;
+        }
+        let recipient =
+            EnvelopeAddress::parse(&format!("log-records@{queue}")).unwrap_or_else(|_| EnvelopeAddress::null());
+        let mut meta = Map::new();
+        meta.insert("reception_protocol".into(), crate::logs::LOG_RECORD_PROTOCOL.into());
+        meta.insert("queue".into(), queue.as_str().into());
+        meta.insert(RECORD_COUNT_META.into(), count.into());
+        let message = Message::new(EnvelopeAddress::null(), vec![recipient], meta, data);
+        self.spool_and_queue(hook, message, count).await;
+    }
+
+    /// Spools (unless `deferred_spool`) and queues a message holding `count` records.
+    async fn spool_and_queue(self: &Arc<Self>, hook: &LogHookConfig, message: Message, count: usize) {
+        if !hook.deferred_spool
+            && let Err(e) = self.spool.store(&message).await
+        {
+            dropped(count);
+            tracing::error!("log hook {}: {count} record(s) could not be spooled; dropped: {e}", hook.name);
             return;
         }
         self.insert(message, InsertReason::Received);

@@ -335,7 +335,7 @@ impl Shared {
             // the log hook helper, or a misspelt queue): a record must not be mailed to the
             // recipient of the message it describes; it waits until the policy is fixed
             let text = format!(
-                "log record messages are delivered by a custom_lua queue, but get_queue_config gave queue {}                  another protocol (a catch-all get_queue_config registered before the log hook, or a misspelt queue?)",
+                "log record messages are delivered by a custom_lua queue, but get_queue_config gave queue {} another protocol (a catch-all get_queue_config registered before the log hook, or a misspelt queue?)",
                 queue.name
             );
             tracing::error!("{}: {text}", message.id());
