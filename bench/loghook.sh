@@ -6,9 +6,12 @@
 # 100 connections and reports the end-to-end rate (until the sink holds them all) and,
 # with the hook, how long until the receiver holds every Delivery record.
 #
-#   SIZE=bytes MESSAGES=n bench/loghook.sh [ROUNDS]      (defaults 2048, 20000, 3)
+# MIN_BATCH sets the hook's min_batch_size (default 1: a batch takes the records waiting;
+# 100: batches wait up to max_batch_latency to fill, fewer and larger POSTs).
+#
+#   SIZE=bytes MESSAGES=n MIN_BATCH=n bench/loghook.sh [ROUNDS]   (defaults 2048, 20000, 1, 3)
 set -euo pipefail
-rounds="${1:-3}" size="${SIZE:-2048}" messages="${MESSAGES:-20000}"
+rounds="${1:-3}" size="${SIZE:-2048}" messages="${MESSAGES:-20000}" min_batch="${MIN_BATCH:-1}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=bench/lib.sh
 source "$root/bench/lib.sh"
@@ -26,7 +29,7 @@ one() { # LABEL HOOK(0|1)
 local log_hooks = require 'policy-extras.log_hooks'
 log_hooks:new_json {
   name = 'webhook', url = 'http://127.0.0.1:2600/log',
-  batch_size = 100, max_batch_latency = '100ms',
+  batch_size = 100, min_batch_size = $min_batch, max_batch_latency = '100ms',
   queue_config = { retry_interval = '1s', max_retry_interval = '5s' },
 }
 LUA
@@ -52,11 +55,13 @@ LUA
     while [ "$(hooked)" -lt "$messages" ]; do sleep 0.05; done
     t2="$(now)"
   fi
+  # the server's CPU time (utime + stime, clock ticks) over the whole round, per message
+  cpu="$(awk -v n="$messages" -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", ($14 + $15) / hz * 1e6 / n }' "/proc/$pid/stat")"
   kill "$pid" ${recv:+"$recv"} 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   rm -rf "$w"
   awk -v l="$1" -v n="$messages" -v a="$t0" -v b="$t1" -v c="$t2" -v acc="$(rate "$out")" \
-    'BEGIN { printf "%s %.0f %.2f %s\n", l, n / (b - a), c - b, acc }' | tee -a "$results"
+    -v cpu="$cpu" 'BEGIN { printf "%s %.0f %.2f %s %s\n", l, n / (b - a), c - b, acc, cpu }' | tee -a "$results"
 }
 for _ in $(seq "$rounds"); do
   one plain 0
@@ -65,12 +70,15 @@ done
 python3 - "$results" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-med = {}
+med, cpu = {}, {}
 for label in ("plain", "hooked"):
-    r = [(float(a), float(b), float(c)) for l, a, b, c in rows if l == label]
-    med[label] = statistics.median(x for x, _, _ in r)
-    print(f"{label}: median end-to-end {med[label]:.0f} msg/s (accepted {statistics.median(z for _, _, z in r):.0f} msg/s), "
-          f"last Delivery record at the receiver {statistics.median(y for _, y, _ in r):.2f} s after the last delivery")
-print(f"cost of the hook: {100 * (1 - med['hooked'] / med['plain']):.1f} % of end-to-end msg/s")
+    r = [(float(a), float(b), float(c), float(d)) for l, a, b, c, d in rows if l == label]
+    med[label] = statistics.median(x for x, _, _, _ in r)
+    cpu[label] = statistics.median(w for _, _, _, w in r)
+    print(f"{label}: median end-to-end {med[label]:.0f} msg/s (accepted {statistics.median(z for _, _, z, _ in r):.0f} msg/s), "
+          f"server CPU {cpu[label]:.0f} µs/msg, "
+          f"last Delivery record at the receiver {statistics.median(y for _, y, _, _ in r):.2f} s after the last delivery")
+print(f"cost of the hook: {100 * (1 - med['hooked'] / med['plain']):.1f} % of end-to-end msg/s, "
+      f"{100 * (cpu['hooked'] / cpu['plain'] - 1):.1f} % more server CPU per message")
 PY
 rm -f "$results"

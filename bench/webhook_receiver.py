@@ -6,6 +6,7 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 counts = {}
+TYPES = [b"Reception", b"Delivery", b"Bounce", b"TransientFailure", b"Expiration", b"Feedback", b"AdminBounce"]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -13,10 +14,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        data = json.loads(body)
         counts["posts"] = counts.get("posts", 0) + 1
-        for record in data if isinstance(data, list) else [data]:
-            counts[record["type"]] = counts.get(record["type"], 0) + 1
+        # counted by the serialized type field, not parsed: on this 2-core bench host the
+        # receiver's CPU is taken from the MTA, and a real receiver runs elsewhere (the
+        # tests parse every record; tests/log_hooks.rs)
+        for kind in TYPES:
+            n = body.count(b'"type":"' + kind + b'"')
+            if n:
+                counts[kind.decode()] = counts.get(kind.decode(), 0) + n
         self.reply(b"ok")
 
     def do_GET(self):
