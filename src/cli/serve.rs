@@ -128,8 +128,11 @@ async fn start(
     let hostname = crate::config::listener::machine_hostname();
     let queues = QueueManager::new(policy.clone(), spool.clone(), logs.clone(), hostname);
     queues.share_automation(&node_id(spool.path()));
+    let mut hook_sink = None;
     if !logs.hooks().is_empty() || !init.log_disposition_hooks.is_empty() {
-        logs.set_hook_sink(crate::queue::log_hook::Sink::new(&queues, logs.hooks()));
+        let sink = crate::queue::log_hook::Sink::new(&queues, logs.hooks());
+        hook_sink = Some(sink.clone());
+        logs.set_hook_sink(sink);
     }
     let state = crate::http::AppState::new(spool.clone(), queues.clone(), policy.clone(), logs.clone());
     let injector: Arc<dyn crate::policy::inject::Injector> = Arc::new(crate::http::inject::PolicyInjector(state));
@@ -229,6 +232,12 @@ async fn start(
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!("redis: connection leases not given back (they lapse by themselves): {e}"),
             Err(_) => tracing::warn!("redis: connection leases not given back within 2 s (they lapse by themselves)"),
+        }
+    }
+    if let Some(sink) = hook_sink {
+        // records waiting to fill a batch or to be offered are spooled now, not lost
+        if tokio::time::timeout(Duration::from_secs(5), sink.flush()).await.is_err() {
+            tracing::warn!("log hooks: records still being queued after 5 s; those not spooled yet are lost");
         }
     }
     let logs_done = tokio::task::spawn_blocking(move || logs.close());

@@ -30,23 +30,38 @@ fn reply_for(e: &PolicyError) -> Reply {
     }
 }
 
-/// Takes more messages for a batch: up to `batch_size`, waiting up to
+/// How much of a batch a message fills: a message holding several log records
+/// (`records_per_message`) counts each, so a batch never carries more than `batch_size`
+/// records.
+fn weight(message: &Message) -> usize {
+    usize::try_from(super::log_hook::records_in(message)).unwrap_or(1).max(1)
+}
+
+/// Takes more messages for a batch: up to `batch_size` (by [`weight`]), waiting up to
 /// `max_batch_latency` while fewer than `min_batch_size` are there.
 async fn gather(rq: &Arc<ReadyQueue>, batch: &mut Vec<Message>, proto: &CustomLuaProtocol) {
     let deadline = Instant::now() + proto.max_batch_latency;
-    while batch.len() < proto.batch_size {
-        if let Some(m) = rq.pop() {
-            batch.push(m);
-            continue;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if batch.len() >= proto.min_batch_size || left.is_zero() {
+    let mut filled: usize = batch.iter().map(weight).sum();
+    while filled < proto.batch_size {
+        let next = match rq.pop() {
+            Some(m) => m,
+            None => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if filled >= proto.min_batch_size || left.is_zero() {
+                    return;
+                }
+                match rq.pop_or_wait(left).await {
+                    Some(m) => m,
+                    None => return,
+                }
+            }
+        };
+        if filled + weight(&next) > proto.batch_size {
+            rq.push_front(next);
             return;
         }
-        match rq.pop_or_wait(left).await {
-            Some(m) => batch.push(m),
-            None => return,
-        }
+        filled += weight(&next);
+        batch.push(next);
     }
 }
 

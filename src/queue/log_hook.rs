@@ -44,17 +44,29 @@ pub struct Sink {
     handle: tokio::runtime::Handle,
     /// Per hook: how many records may be in the policy or the spool at once
     /// (`back_pressure`).
-    permits: HashMap<String, Arc<Semaphore>>,
+    permits: HashMap<String, (Arc<Semaphore>, u32)>,
     /// Per hook with `records_per_message` above 1: the task that puts records together.
-    batchers: HashMap<String, mpsc::Sender<LogRecord>>,
+    batchers: HashMap<String, mpsc::Sender<Item>>,
+}
+
+/// What a batcher is handed.
+enum Item {
+    Record(LogRecord),
+    /// Queue what is waiting now, then say so (a graceful stop).
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Sink {
     /// A sink for `hooks`, running on the current tokio runtime.
     pub fn new(queues: &super::QueueManager, hooks: &[LogHookConfig]) -> Arc<Sink> {
         let shared = queues.shared().clone();
-        let permits =
-            hooks.iter().map(|h| (h.name.clone(), Arc::new(Semaphore::new(h.back_pressure.max(1))))).collect();
+        let permits = hooks
+            .iter()
+            .map(|h| {
+                let n = h.back_pressure.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+                (h.name.clone(), (Arc::new(Semaphore::new(n)), n as u32))
+            })
+            .collect();
         let mut batchers = HashMap::new();
         for hook in hooks.iter().filter(|h| h.records_per_message > 1) {
             let (tx, rx) = mpsc::channel(hook.back_pressure.max(1));
@@ -63,51 +75,79 @@ impl Sink {
         }
         Arc::new(Sink { shared, handle: tokio::runtime::Handle::current(), permits, batchers })
     }
+
+    /// Queues every record handed over so far (a graceful stop: records waiting to fill a
+    /// batch or to be offered are spooled, not lost).
+    pub async fn flush(&self) {
+        for batcher in self.batchers.values() {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            if batcher.send(Item::Flush(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+        for (permits, n) in self.permits.values() {
+            // every permit back: no record is between the policy and the spool
+            let _ = permits.acquire_many(*n).await;
+        }
+    }
 }
 
 /// Puts `hook`'s records together: a message takes what is waiting, up to
 /// `records_per_message`, and waits up to `max_batch_latency` for
 /// `min_records_per_message`. While one is spooled the next fills.
-async fn batch_records(shared: Arc<Shared>, hook: LogHookConfig, mut records: mpsc::Receiver<LogRecord>) {
+async fn batch_records(shared: Arc<Shared>, hook: LogHookConfig, mut items: mpsc::Receiver<Item>) {
     let most = hook.records_per_message;
-    while let Some(first) = records.recv().await {
-        let mut batch = Vec::with_capacity(most.min(1024));
-        batch.push(first);
+    let mut batch = Vec::new();
+    while let Some(first) = items.recv().await {
+        let mut flushed = None;
+        match first {
+            Item::Record(r) => batch.push(r),
+            Item::Flush(done) => flushed = Some(done),
+        }
         let deadline = tokio::time::Instant::now() + hook.max_batch_latency;
-        while batch.len() < most {
-            match records.try_recv() {
-                Ok(r) => batch.push(r),
+        while batch.len() < most && flushed.is_none() {
+            let next = match items.try_recv() {
+                Ok(item) => item,
                 Err(TryRecvError::Empty) if batch.len() < hook.min_records_per_message => {
-                    match tokio::time::timeout_at(deadline, records.recv()).await {
-                        Ok(Some(r)) => batch.push(r),
+                    match tokio::time::timeout_at(deadline, items.recv()).await {
+                        Ok(Some(item)) => item,
                         _ => break,
                     }
                 }
                 Err(_) => break,
+            };
+            match next {
+                Item::Record(r) => batch.push(r),
+                Item::Flush(done) => flushed = Some(done),
             }
         }
-        shared.enqueue_record_batch(&hook, batch).await;
+        if !batch.is_empty() {
+            shared.enqueue_record_batch(&hook, std::mem::take(&mut batch)).await;
+        }
+        if let Some(done) = flushed {
+            let _ = done.send(());
+        }
     }
 }
 
 impl HookSink for Sink {
     fn submit(&self, hook: &LogHookConfig, record: LogRecord) {
         if let Some(batcher) = self.batchers.get(&hook.name) {
-            match batcher.try_send(record) {
+            match batcher.try_send(Item::Record(record)) {
                 Ok(()) => {}
-                Err(TrySendError::Full(record)) => {
+                Err(TrySendError::Full(item)) => {
                     // back pressure: the record waits its turn
                     let batcher = batcher.clone();
-                    self.handle.spawn(async move { batcher.send(record).await });
+                    self.handle.spawn(async move { batcher.send(item).await });
                 }
-                Err(TrySendError::Closed(record)) => {
+                Err(TrySendError::Closed(_)) => {
                     dropped(1);
-                    tracing::error!("log hook {}: record of {} dropped: the server is stopping", hook.name, record.id);
+                    tracing::error!("log hook {}: a record was dropped: the server is stopping", hook.name);
                 }
             }
             return;
         }
-        let Some(permits) = self.permits.get(&hook.name).cloned() else { return };
+        let Some(permits) = self.permits.get(&hook.name).map(|(p, _)| p.clone()) else { return };
         let (shared, hook) = (self.shared.clone(), hook.clone());
         self.handle.spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else { return };

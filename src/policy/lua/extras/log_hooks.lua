@@ -87,7 +87,9 @@ local function new_hook(options, what)
     hook_parameters.records_per_message = custom.batch_size
     hook_parameters.min_records_per_message = custom.min_batch_size
     hook_parameters.max_batch_latency = custom.max_batch_latency
-    queue_config.protocol.custom_lua = { constructor = constructor_name }
+    -- a backlog (after an outage) still goes out batch_size records per POST: the queue
+    -- counts each record of a message against batch_size, and send_batch joins the arrays
+    queue_config.protocol.custom_lua = { constructor = constructor_name, batch_size = custom.batch_size }
   end
 
   kumo.on('pre_init', function()
@@ -161,6 +163,15 @@ function mod:new_json(options)
     -- with batching, a message already holds a batch: its data is the JSON array
     function connection:send(message)
       return post(message:get_data())
+    end
+    if (options.batch_size or 1) > 1 then
+      function connection:send_batch(messages)
+        local parts = {}
+        for i, message in ipairs(messages) do
+          parts[i] = string.sub(message:get_data(), 2, -2) -- the records inside its [ ]
+        end
+        return post('[' .. table.concat(parts, ',') .. ']')
+      end
     end
     return connection
   end
