@@ -51,7 +51,7 @@ pub struct Sink {
 
 /// What a batcher is handed.
 enum Item {
-    Record(LogRecord),
+    Record(Box<LogRecord>),
     /// Queue what is waiting now, then say so (a graceful stop).
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -101,7 +101,7 @@ async fn batch_records(shared: Arc<Shared>, hook: LogHookConfig, mut items: mpsc
     while let Some(first) = items.recv().await {
         let mut flushed = None;
         match first {
-            Item::Record(r) => batch.push(r),
+            Item::Record(r) => batch.push(*r),
             Item::Flush(done) => flushed = Some(done),
         }
         let deadline = tokio::time::Instant::now() + hook.max_batch_latency;
@@ -117,7 +117,7 @@ async fn batch_records(shared: Arc<Shared>, hook: LogHookConfig, mut items: mpsc
                 Err(_) => break,
             };
             match next {
-                Item::Record(r) => batch.push(r),
+                Item::Record(r) => batch.push(*r),
                 Item::Flush(done) => flushed = Some(done),
             }
         }
@@ -133,7 +133,7 @@ async fn batch_records(shared: Arc<Shared>, hook: LogHookConfig, mut items: mpsc
 impl HookSink for Sink {
     fn submit(&self, hook: &LogHookConfig, record: LogRecord) {
         if let Some(batcher) = self.batchers.get(&hook.name) {
-            match batcher.try_send(Item::Record(record)) {
+            match batcher.try_send(Item::Record(Box::new(record))) {
                 Ok(()) => {}
                 Err(TrySendError::Full(item)) => {
                     // back pressure: the record waits its turn
