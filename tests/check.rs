@@ -170,4 +170,30 @@ fn log_hook_mistakes_are_found_by_check() {
     let (ok, text) = check(&policy("http://127.0.0.1:9/x", "make.buss"));
     assert!(!ok);
     assert!(text.contains("policy.lua:6: custom_lua constructor 'make.buss' has no handler"), "{text}");
+    // batching options: a typo, a wrong type, an impossible pair, a bad duration, a second
+    // hook of the same name, each named at the policy's own line
+    let hook = |options: &str| {
+        format!(
+            "local kumo = require 'kumo'
+local log_hooks = require 'policy-extras.log_hooks'
+             log_hooks:new_json {{ name = 'webhook', url = 'http://127.0.0.1:9/x', {options} }}
+"
+        )
+    };
+    for (options, said) in [
+        ("batchsize = 10", "unknown option batchsize"),
+        ("batch_size = 'ten'", "batch_size must be a whole number of at least 1, not ten"),
+        ("batch_size = 0", "batch_size must be a whole number"),
+        ("batch_size = 10, min_batch_size = 20", "min_batch_size (20) must not exceed batch_size (10)"),
+        ("batch_size = 10, max_batch_latency = 'soon'", "max_batch_latency must be a duration"),
+    ] {
+        let (ok, text) = check(&hook(options));
+        assert!(!ok, "{options}: {text}");
+        assert!(text.contains("policy.lua:3: log_hooks:new_json{name='webhook'}: ") && text.contains(said), "{text}");
+    }
+    let twice = hook("batch_size = 10")
+        + "log_hooks:new_json { name = 'webhook', url = 'http://127.0.0.1:9/y' }
+";
+    let (ok, text) = check(&twice);
+    assert!(!ok && text.contains("policy.lua:4:") && text.contains("already defined"), "{text}");
 }

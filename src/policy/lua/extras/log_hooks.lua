@@ -38,6 +38,13 @@ local function clean(err)
   return (string.gsub(text, '^.-kumo%.[%w_.]+: ', '', 1))
 end
 
+-- The options each function takes: anything else is a typo, refused by name.
+local known = {
+  new = { name = 1, constructor = 1, batch_size = 1, min_batch_size = 1, max_batch_latency = 1, log_parameters = 1, queue_config = 1 },
+  new_json = { name = 1, url = 1, batch_size = 1, min_batch_size = 1, max_batch_latency = 1, log_parameters = 1, queue_config = 1 },
+  new_disposition_hook = { name = 1, hook = 1, log_parameters = 1 },
+}
+
 local function check_options(options, what, required)
   if type(options) ~= 'table' then
     error(string.format('log_hooks:%s: expected a table of options', what), 0)
@@ -45,22 +52,63 @@ local function check_options(options, what, required)
   if type(options.name) ~= 'string' or options.name == '' then
     error(string.format('log_hooks:%s: name must be a non-empty string', what), 0)
   end
+  local function fail(text, ...)
+    error(string.format("log_hooks:%s{name='%s'}: " .. text, what, options.name, ...), 0)
+  end
+  for key in pairs(options) do
+    if not known[what][key] then
+      fail('unknown option %s', tostring(key))
+    end
+  end
   for key, kind in pairs(required) do
     if type(options[key]) ~= kind then
-      error(string.format("log_hooks:%s{name='%s'}: %s must be a %s", what, options.name, key, kind), 0)
+      fail('%s must be a %s', key, kind)
     end
   end
   if options.log_parameters ~= nil and type(options.log_parameters) ~= 'table' then
-    error(string.format("log_hooks:%s{name='%s'}: log_parameters must be a table", what, options.name), 0)
+    fail('log_parameters must be a table')
+  end
+  for _, key in ipairs { 'batch_size', 'min_batch_size' } do
+    local v = options[key]
+    if v ~= nil and (math.type(v) ~= 'integer' or v < 1) then
+      fail('%s must be a whole number of at least 1, not %s', key, tostring(v))
+    end
+  end
+  if (options.min_batch_size or 1) > (options.batch_size or 1) then
+    fail('min_batch_size (%d) must not exceed batch_size (%d)', options.min_batch_size, options.batch_size or 1)
+  end
+  local latency = options.max_batch_latency
+  if latency ~= nil then
+    local ok, err = pcall(kumo.make_queue_config, { protocol = { custom_lua = { constructor = 'x', max_batch_latency = latency } } })
+    if not ok then
+      fail('max_batch_latency must be a duration such as "100ms": %s', clean(err))
+    end
   end
 end
 
+-- Runs f(...); an error in it is raised again at the line of the policy that called the
+-- helper (f raises without a position).
+local function at_caller(f, ...)
+  local ok, err = pcall(f, ...)
+  if not ok then
+    error(err, 3)
+  end
+end
+
+local defined_hooks = {}
+
 local function new_hook(options, what)
-  check_options(options, what, { constructor = 'function' })
+  if what == 'new' then
+    check_options(options, what, { constructor = 'function' }) -- new_json checked its own
+  end
   if options.queue_config ~= nil and type(options.queue_config) ~= 'table' then
     error(string.format("log_hooks:%s{name='%s'}: queue_config must be a table", what, options.name), 0)
   end
   local name = options.name
+  if defined_hooks[name] then
+    error(string.format("log_hooks:%s{name='%s'}: a log hook of this name is already defined", what, name), 0)
+  end
+  defined_hooks[name] = true
   -- a "TLD" no real domain has, so the queue never collides with SMTP destinations
   local domain_name = name .. '.log_hook'
   local constructor_name = 'make.' .. domain_name
@@ -121,7 +169,7 @@ end
 -- Registers a log hook delivered by options.constructor(domain, tenant, campaign), which
 -- returns a connection object with a send(message) method.
 function mod:new(options)
-  new_hook(options, 'new')
+  at_caller(new_hook, options, 'new')
 end
 
 -- The answer of a webhook as a disposition: success returns it; a refusal that may pass
@@ -141,7 +189,7 @@ end
 
 -- Registers a log hook that POSTs each record (JSON) to options.url; with batch_size > 1,
 -- several records as one JSON array.
-function mod:new_json(options)
+local function new_json(options)
   check_options(options, 'new_json', { url = 'string' })
   local url = options.url
   local ok, err = pcall(kumo.http.build_url, url, {})
@@ -149,7 +197,7 @@ function mod:new_json(options)
     ok, err = false, string.format('%q is not an http:// or https:// URL', url)
   end
   if not ok then
-    error(string.format("log_hooks:new_json{name='%s'}: url: %s", options.name, clean(err)), 2)
+    error(string.format("log_hooks:new_json{name='%s'}: url: %s", options.name, clean(err)), 0)
   end
   local hook = utils.merge_into(options, {})
   -- called when a record is delivered, never while the policy loads
@@ -181,16 +229,24 @@ function mod:new_json(options)
   new_hook(hook, 'new_json')
 end
 
+function mod:new_json(options)
+  at_caller(new_json, options)
+end
+
 -- Registers hook(msg, log_record), called synchronously for each disposition record
 -- (event log_disposition_<name>); log_parameters (e.g. per_record) are passed on to
 -- kumo.configure_log_disposition_hook.
-function mod:new_disposition_hook(options)
+local function new_disposition_hook(options)
   check_options(options, 'new_disposition_hook', { hook = 'function' })
   local name = options.name
   kumo.on('pre_init', function()
     kumo.configure_log_disposition_hook(utils.merge_into(options.log_parameters, { name = name }))
   end)
   kumo.on('log_disposition_' .. name, options.hook)
+end
+
+function mod:new_disposition_hook(options)
+  at_caller(new_disposition_hook, options)
 end
 
 return mod
