@@ -238,6 +238,14 @@ fn batched_records_travel_as_one_message_and_a_refused_batch_counts_each_record(
         given_up = server.metric("log_hook_records_dropped_total").unwrap_or(0.0);
     }
     assert!(server.wait_for_stderr("record(s)) given up (queue webhook.log_hook)", Duration::from_secs(5)));
+    // the line names the records given up (type and message id), to find them in the logs
+    let stderr = server.stderr_text();
+    let line = stderr.lines().find(|l| l.contains("given up (queue webhook.log_hook)")).unwrap();
+    let named = line.split("records: ").nth(1).unwrap_or_default();
+    assert!(
+        named.starts_with("Reception ") || named.starts_with("Delivery ") || named.starts_with("Bounce "),
+        "{line}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(server.metric("log_hook_records_dropped_total"), Some(40.0), "records, not messages, are counted");
     assert!(server.stop().success());

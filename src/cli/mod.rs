@@ -220,7 +220,10 @@ async fn reload(endpoint: client::Endpoint) -> ExitCode {
                 println!("policy generation {generation} serving");
                 if let Some(list) = v["restart_needed"].as_array().filter(|l| !l.is_empty()) {
                     let names: Vec<&str> = list.iter().filter_map(|x| x.as_str()).collect();
-                    println!("changed in init, applies after a restart: {}", names.join(", "));
+                    println!(
+                        "changed in the start-up configuration (init, pre_init), applies after a restart: {}",
+                        names.join(", ")
+                    );
                 }
                 ExitCode::SUCCESS
             } else {

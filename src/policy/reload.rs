@@ -135,7 +135,7 @@ impl Reloader {
                 let restart_needed = init_changes(&self.running, &loaded.init);
                 if !restart_needed.is_empty() {
                     tracing::warn!(
-                        "policy reload: {} changed in init; they apply after a restart",
+                        "policy reload: {} changed in the start-up configuration (init, pre_init); they apply after a restart",
                         restart_needed.join(", ")
                     );
                 }

@@ -241,9 +241,10 @@ fn hook_record_given_up(message: &Message, why: &str) {
         let records = super::log_hook::records_in(message);
         crate::metrics::core::log_hook_dropped().fetch_add(records, Ordering::Relaxed);
         tracing::error!(
-            "log hook message {} ({records} record(s)) given up (queue {}): {why}",
+            "log hook message {} ({records} record(s)) given up (queue {}): {why}; records: {}",
             message.id(),
-            message.queue_name()
+            message.queue_name(),
+            super::log_hook::describe_records(message)
         );
     }
 }

@@ -32,6 +32,29 @@ pub fn records_in(message: &Message) -> i64 {
     message.get_meta(RECORD_COUNT_META).as_ref().and_then(Value::as_i64).unwrap_or(1)
 }
 
+/// The records a record message holds, as "Type id" of the message each is about (the
+/// first ten), so an operator can find the ones given up in the local logs.
+pub fn describe_records(message: &Message) -> String {
+    let data = match message.data() {
+        Ok(d) => d,
+        Err(e) => return format!("records unreadable: {e}"),
+    };
+    let records = match serde_json::from_slice::<Value>(&data) {
+        Ok(Value::Array(list)) => list,
+        Ok(one) => vec![one],
+        Err(e) => return format!("records unreadable: {e}"),
+    };
+    let text = |r: &Value| {
+        let field = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        format!("{} {}", field("type"), field("id"))
+    };
+    let mut out: Vec<String> = records.iter().take(10).map(text).collect();
+    if records.len() > 10 {
+        out.push(format!("and {} more", records.len() - 10));
+    }
+    out.join(", ")
+}
+
 /// Counts `n` records given up. Each drop is counted before it is said, so whoever reads
 /// the line finds it counted.
 fn dropped(n: usize) {
