@@ -2,7 +2,7 @@
 # What a JSON webhook log hook on every record costs a relay at full speed (issue 18):
 # rounds alternate between the plain relay and the same relay with
 # `log_hooks:new_json { batch_size = 100, max_batch_latency = '100ms' }` posting to a
-# local receiver (bench/webhook_receiver.py). Each round injects MESSAGES of SIZE bytes on
+# local receiver (`wasmta webhook-sink`). Each round injects MESSAGES of SIZE bytes on
 # 100 connections and reports the end-to-end rate (until the sink holds them all) and,
 # with the hook, how long until the receiver holds every Delivery record.
 #
@@ -39,7 +39,7 @@ LUA
   "$bin" sink --listen 127.0.0.1:2594 --exit-after "$messages" >/dev/null 2>&1 &
   sink=$!
   if [ "$2" = 1 ]; then
-    python3 "$root/bench/webhook_receiver.py" 2600 &
+    "$bin" webhook-sink --listen 127.0.0.1:2600 &
     recv=$!
     wait_port 2600
   fi

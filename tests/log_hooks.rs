@@ -281,6 +281,64 @@ fn a_graceful_stop_spools_records_waiting_to_fill_a_batch() {
     assert!(server.stop().success());
 }
 
+/// `wasmta webhook-sink`, the receiver an operator tries a hook with: it counts what the
+/// hook POSTs by type; answering 503 it makes the hook retry, and after a restart with 200
+/// every record arrives; a body that is not records gets 400.
+#[test]
+fn the_webhook_sink_counts_records_and_can_refuse_them() {
+    let start_sink = |port: u16, answer: &str| {
+        let child = std::process::Command::new(harness::binary())
+            .args(["webhook-sink", "--listen", &format!("127.0.0.1:{port}"), "--answer", answer])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "webhook-sink never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    };
+    let counts = |port: u16| -> serde_json::Value {
+        serde_json::from_str(&harness::http_get(&format!("127.0.0.1:{port}"), "/").1).unwrap()
+    };
+    let port = harness::brokers::free_port();
+    let mut receiver = start_sink(port, "503");
+    let d = temp_dir();
+    let sink = Sink::start(d.path());
+    let dir = temp_dir();
+    let options = format!("url = 'http://127.0.0.1:{port}/log', batch_size = 10, max_batch_latency = '50ms',");
+    let p = write_policy_text(dir.path(), &helper_policy(&sink.addr, &options));
+    let server = Server::start(dir.path(), &p);
+    send(&server, 20, 2, "w");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counts(port)["posts"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the hook never posted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+    let mut receiver = start_sink(port, "200");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counts(port)["Delivery"].as_u64().unwrap_or(0) < 18 || counts(port)["Bounce"].as_u64().unwrap_or(0) < 2 {
+        assert!(Instant::now() < deadline, "records after the 503s: {}", counts(port));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(counts(port)["Reception"].as_u64().unwrap_or(0) >= 20, "{}", counts(port));
+    assert_eq!(server.metric("log_hook_records_dropped_total"), Some(0.0));
+    // not records: refused and counted
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    use std::io::{Read, Write};
+    c.write_all(b"POST /log HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope").unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(counts(port)["invalid"], 1);
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+    assert!(server.stop().success());
+}
+
 /// KumoMTA's documented hand-written webhook: configure_log_hook in init,
 /// should_enqueue_log_record choosing the queue, a custom_lua queue whose make.webhook
 /// constructor posts with kumo.http. A receiver that refuses (400) makes the hook

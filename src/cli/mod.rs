@@ -15,6 +15,7 @@ mod shaping;
 mod sink;
 mod top;
 mod trace;
+mod webhook_sink;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -59,6 +60,8 @@ enum Command {
     Load(load::LoadArgs),
     /// An SMTP sink that accepts (and optionally stores) what it is sent.
     Sink(sink::SinkArgs),
+    /// An HTTP receiver for log hook webhooks: counts the records POSTed to it by type.
+    WebhookSink(webhook_sink::WebhookSinkArgs),
     /// Build a new policy generation in the running server now, and show how it went.
     Reload(client::Endpoint),
     /// Watch the running server: message rates, connections, the largest queues.
@@ -150,7 +153,7 @@ pub fn wit_package() -> &'static str {
 /// Entry point.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. } | Command::Sink(_) | Command::Load(_)) {
+    if !matches!(cli.command, Command::Serve { .. } | Command::Sink(_) | Command::WebhookSink(_) | Command::Load(_)) {
         // a report piped into `head` ends quietly when the reader goes, like any Unix tool
         // SAFETY: restoring the default disposition of a signal before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -172,6 +175,7 @@ pub fn main() -> ExitCode {
         }
         Command::Load(args) => rt.block_on(load::run(args)),
         Command::Sink(args) => rt.block_on(sink::run(args)),
+        Command::WebhookSink(args) => rt.block_on(webhook_sink::run(args)),
         Command::Shaping(command) => rt.block_on(shaping::run(command)),
         Command::Reload(endpoint) => rt.block_on(reload(endpoint)),
         Command::Top(args) => rt.block_on(top::run(args)),

@@ -115,9 +115,16 @@ impl Sink {
     }
 }
 
+/// How long a batch of records waits to fill once it has `min_records_per_message` (never
+/// longer than `max_batch_latency`): a batch costs a spool write, a queue pass and a POST
+/// whatever its size, and under load 10 ms fills it; the record's delay is small beside
+/// any webhook's.
+const FILL_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Puts `hook`'s records together: a message takes what is waiting, up to
-/// `records_per_message`, and waits up to `max_batch_latency` for
-/// `min_records_per_message`. While one is spooled the next fills.
+/// `records_per_message`; it waits up to `max_batch_latency` for
+/// `min_records_per_message`, then up to [`FILL_WINDOW`] (within `max_batch_latency`) for
+/// more. While one is spooled the next fills.
 async fn batch_records(shared: Arc<Shared>, hook: LogHookConfig, mut items: mpsc::Receiver<Item>) {
     let most = hook.records_per_message;
     let mut batch = Vec::new();
@@ -127,12 +134,19 @@ async fn batch_records(shared: Arc<Shared>, hook: LogHookConfig, mut items: mpsc
             Item::Record(r) => batch.push(*r),
             Item::Flush(done) => flushed = Some(done),
         }
-        let deadline = tokio::time::Instant::now() + hook.max_batch_latency;
+        let start = tokio::time::Instant::now();
+        let deadline = start + hook.max_batch_latency;
+        let filled_by = start + hook.max_batch_latency.min(FILL_WINDOW);
         while batch.len() < most && flushed.is_none() {
             let next = match items.try_recv() {
                 Ok(item) => item,
-                Err(TryRecvError::Empty) if batch.len() < hook.min_records_per_message => {
-                    match tokio::time::timeout_at(deadline, items.recv()).await {
+                Err(TryRecvError::Empty) => {
+                    // below the minimum: up to max_batch_latency; otherwise a moment to fill
+                    let until = if batch.len() < hook.min_records_per_message { deadline } else { filled_by };
+                    if until <= tokio::time::Instant::now() {
+                        break;
+                    }
+                    match tokio::time::timeout_at(until, items.recv()).await {
                         Ok(Some(item)) => item,
                         _ => break,
                     }
