@@ -199,7 +199,7 @@ fn batched_records_travel_as_one_message_and_a_refused_batch_counts_each_record(
     let hook = Webhook::start();
     let dir = temp_dir();
     let options =
-        format!("url = 'http://{}/log', batch_size = 50, min_batch_size = 10, max_batch_latency = '300ms',", hook.addr);
+        format!("url = 'http://{}/log', batch_size = 50, min_batch_size = 10, max_batch_latency = '2s',", hook.addr);
     let p = write_policy_text(dir.path(), &helper_policy(&sink.addr, &options));
     let server = Server::start(dir.path(), &p);
     let rcpts = send(&server, 100, 4, "m");
