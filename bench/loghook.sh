@@ -18,7 +18,7 @@ source "$root/bench/lib.sh"
 build_release
 results="$(mktemp)"
 now() { date +%s.%N; }
-hooked() { curl -s http://127.0.0.1:2600/ | python3 -c 'import json,sys; print(json.load(sys.stdin).get("Delivery", 0))'; }
+hooked() { curl -s http://127.0.0.1:2600/ | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"].get("Delivery", 0))'; }
 one() { # LABEL HOOK(0|1)
   local w pid sink recv="" t0 t1 t2 out
   w="$(mktemp -d)"

@@ -182,7 +182,8 @@ local log_hooks = require 'policy-extras.log_hooks'
     };
     for (options, said) in [
         ("batchsize = 10", "unknown option batchsize"),
-        ("batch_size = 'ten'", "batch_size must be a whole number of at least 1, not ten"),
+        ("batch_size = 'ten'", "batch_size must be a whole number of at least 1, not \"ten\" (a string)"),
+        ("batch_size = 2.5", "batch_size must be a whole number of at least 1, not 2.5"),
         ("batch_size = 0", "batch_size must be a whole number"),
         ("batch_size = 10, min_batch_size = 20", "min_batch_size (20) must not exceed batch_size (10)"),
         ("batch_size = 10, max_batch_latency = 'soon'", "max_batch_latency must be a duration"),
@@ -191,6 +192,8 @@ local log_hooks = require 'policy-extras.log_hooks'
         assert!(!ok, "{options}: {text}");
         assert!(text.contains("policy.lua:3: log_hooks:new_json{name='webhook'}: ") && text.contains(said), "{text}");
     }
+    let (ok, text) = check(&hook("batch_size = 10.0, min_batch_size = 2.0"));
+    assert!(ok, "a whole number written 10.0 is 10: {text}");
     let twice = hook("batch_size = 10")
         + "log_hooks:new_json { name = 'webhook', url = 'http://127.0.0.1:9/y' }
 ";

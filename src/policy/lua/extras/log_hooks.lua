@@ -70,9 +70,12 @@ local function check_options(options, what, required)
   end
   for _, key in ipairs { 'batch_size', 'min_batch_size' } do
     local v = options[key]
-    if v ~= nil and (math.type(v) ~= 'integer' or v < 1) then
-      fail('%s must be a whole number of at least 1, not %s', key, tostring(v))
+    local n = type(v) == 'number' and math.tointeger(v) or nil -- 10.0 is 10
+    if v ~= nil and (n == nil or n < 1) then
+      local shown = type(v) == 'string' and string.format('%q (a string)', v) or tostring(v)
+      fail('%s must be a whole number of at least 1, not %s', key, shown)
     end
+    options[key] = n
   end
   if (options.min_batch_size or 1) > (options.batch_size or 1) then
     fail('min_batch_size (%d) must not exceed batch_size (%d)', options.min_batch_size, options.batch_size or 1)
