@@ -96,6 +96,18 @@ fn wait_for_outcomes(hook: &Webhook, rcpts: &[String], timeout: Duration) -> Has
     }
 }
 
+/// Waits until the server's local logs hold `n` Delivery or Bounce records of relayed
+/// messages (not of the hook's own messages).
+fn wait_for_local_outcomes(dir: &std::path::Path, n: usize, deadline: Instant) {
+    let done = |r: &serde_json::Value| {
+        matches!(r["type"].as_str(), Some("Delivery" | "Bounce")) && r["queue"] != "webhook.log_hook"
+    };
+    while log_records(dir).iter().filter(|r| done(r)).count() < n {
+        assert!(Instant::now() < deadline, "the {n} messages were not all delivered or bounced");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// 1,000 relayed messages (900 delivered, 100 bounced): the receiver answers 503 for 15 s
 /// and then refuses connections for 15 s while mail flows. Every Delivery and Bounce
 /// record arrives at least once; the hook queue retried instead of dropping (KumoMTA's
@@ -169,13 +181,7 @@ fn queued_hook_records_survive_kill_9_and_arrive_in_batches() {
     }
     // every outcome logged, and a moment for its record to be spooled: a record still on
     // its way to the spool when the process dies is lost (README)
-    let done = |r: &serde_json::Value| {
-        matches!(r["type"].as_str(), Some("Delivery" | "Bounce")) && r["queue"] != "webhook.log_hook"
-    };
-    while log_records(dir.path()).iter().filter(|r| done(r)).count() < 60 {
-        assert!(Instant::now() < deadline, "the 60 messages were not all delivered or bounced");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_local_outcomes(dir.path(), 60, deadline);
     std::thread::sleep(Duration::from_millis(500));
     server.kill9();
     hook.set_mode(Mode::Up);
@@ -265,12 +271,7 @@ fn a_graceful_stop_spools_records_waiting_to_fill_a_batch() {
     let p = write_policy_text(dir.path(), &helper_policy(&sink.addr, &options));
     let server = Server::start(dir.path(), &p);
     let rcpts = send(&server, 10, 1, "g");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let done = |r: &serde_json::Value| matches!(r["type"].as_str(), Some("Delivery" | "Bounce"));
-    while log_records(dir.path()).iter().filter(|r| done(r)).count() < 10 {
-        assert!(Instant::now() < deadline, "the 10 messages were not all delivered or bounced");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_local_outcomes(dir.path(), 10, Instant::now() + Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
     assert!(hook.bodies().is_empty(), "20 records wait for a batch of 100");
     assert!(server.stop().success());

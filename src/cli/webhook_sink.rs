@@ -44,7 +44,7 @@ enum Body {
     One(Kind),
 }
 
-#[derive(Default, serde::Serialize)]
+#[derive(Default, Clone, serde::Serialize)]
 struct Counts {
     posts: u64,
     invalid: u64,
@@ -93,8 +93,8 @@ async fn post(State(r): State<Arc<Receiver>>, body: Bytes) -> (StatusCode, Strin
     (status, format!("{} record(s)\n", kinds.len()))
 }
 
-async fn counts(State(r): State<Arc<Receiver>>) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::to_value(&*r.counts.lock()).unwrap_or_default())
+async fn counts(State(r): State<Arc<Receiver>>) -> axum::Json<Counts> {
+    axum::Json(r.counts.lock().clone())
 }
 
 /// Runs the receiver until interrupted.

@@ -34,7 +34,7 @@ fn reply_for(e: &PolicyError) -> Reply {
 /// (`records_per_message`) counts each, so a batch never carries more than `batch_size`
 /// records.
 fn weight(message: &Message) -> usize {
-    usize::try_from(super::log_hook::records_in(message)).unwrap_or(1).max(1)
+    super::log_hook::records_in(message)
 }
 
 /// Takes more messages for a batch: up to `batch_size` (by [`weight`]), waiting up to

@@ -239,7 +239,7 @@ impl Shared {
 fn hook_record_given_up(message: &Message, why: &str) {
     if super::log_hook::is_record_message(message) {
         let records = super::log_hook::records_in(message);
-        crate::metrics::core::log_hook_dropped().fetch_add(records, Ordering::Relaxed);
+        super::log_hook::dropped(records);
         tracing::error!(
             "log hook message {} ({records} record(s)) given up (queue {}): {why}; records: {}",
             message.id(),

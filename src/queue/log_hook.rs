@@ -28,8 +28,9 @@ pub fn is_record_message(message: &Message) -> bool {
 const RECORD_COUNT_META: &str = "log_record_count";
 
 /// How many log records a record message holds.
-pub fn records_in(message: &Message) -> i64 {
-    message.get_meta(RECORD_COUNT_META).as_ref().and_then(Value::as_i64).unwrap_or(1)
+pub fn records_in(message: &Message) -> usize {
+    let n = message.get_meta(RECORD_COUNT_META).as_ref().and_then(Value::as_u64).unwrap_or(1);
+    usize::try_from(n).unwrap_or(usize::MAX).max(1)
 }
 
 /// The records a record message holds, as "Type id" of the message each is about (the
@@ -57,7 +58,7 @@ pub fn describe_records(message: &Message) -> String {
 
 /// Counts `n` records given up. Each drop is counted before it is said, so whoever reads
 /// the line finds it counted.
-fn dropped(n: usize) {
+pub(super) fn dropped(n: usize) {
     crate::metrics::core::log_hook_dropped().fetch_add(n as i64, Ordering::Relaxed);
 }
 
@@ -92,8 +93,10 @@ impl Sink {
             .collect();
         let mut batchers = HashMap::new();
         for hook in hooks.iter().filter(|h| h.records_per_message > 1) {
+            // configure_log_hook refuses records_per_message without a queue
+            let Some(queue) = hook.queue.clone() else { continue };
             let (tx, rx) = mpsc::channel(hook.back_pressure.max(1));
-            tokio::spawn(batch_records(shared.clone(), hook.clone(), rx));
+            tokio::spawn(batch_records(shared.clone(), hook.clone(), queue, rx));
             batchers.insert(hook.name.clone(), tx);
         }
         Arc::new(Sink { shared, handle: tokio::runtime::Handle::current(), permits, batchers })
@@ -104,12 +107,14 @@ impl Sink {
     pub async fn flush(&self) {
         for batcher in self.batchers.values() {
             let (done, wait) = tokio::sync::oneshot::channel();
+            // a batcher that is gone has nothing left to queue
             if batcher.send(Item::Flush(done)).await.is_ok() {
                 let _ = wait.await;
             }
         }
         for (permits, n) in self.permits.values() {
-            // every permit back: no record is between the policy and the spool
+            // every permit back: no record is between the policy and the spool (the
+            // semaphore is never closed, so this cannot fail)
             let _ = permits.acquire_many(*n).await;
         }
     }
@@ -125,15 +130,12 @@ const FILL_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 /// `records_per_message`; it waits up to `max_batch_latency` for
 /// `min_records_per_message`, then up to [`FILL_WINDOW`] (within `max_batch_latency`) for
 /// more. While one is spooled the next fills.
-async fn batch_records(shared: Arc<Shared>, hook: LogHookConfig, mut items: mpsc::Receiver<Item>) {
+async fn batch_records(shared: Arc<Shared>, hook: LogHookConfig, queue: String, mut items: mpsc::Receiver<Item>) {
     let most = hook.records_per_message;
     let mut batch = Vec::new();
     while let Some(first) = items.recv().await {
         let mut flushed = None;
-        match first {
-            Item::Record(r) => batch.push(*r),
-            Item::Flush(done) => flushed = Some(done),
-        }
+        take(first, &mut batch, &mut flushed);
         let start = tokio::time::Instant::now();
         let deadline = start + hook.max_batch_latency;
         let filled_by = start + hook.max_batch_latency.min(FILL_WINDOW);
@@ -153,17 +155,23 @@ async fn batch_records(shared: Arc<Shared>, hook: LogHookConfig, mut items: mpsc
                 }
                 Err(_) => break,
             };
-            match next {
-                Item::Record(r) => batch.push(*r),
-                Item::Flush(done) => flushed = Some(done),
-            }
+            take(next, &mut batch, &mut flushed);
         }
         if !batch.is_empty() {
-            shared.enqueue_record_batch(&hook, std::mem::take(&mut batch)).await;
+            shared.enqueue_record_batch(&hook, &queue, std::mem::take(&mut batch)).await;
         }
         if let Some(done) = flushed {
+            // the stop that asked may have stopped waiting
             let _ = done.send(());
         }
+    }
+}
+
+/// Adds a record to the batch, or notes a flush request.
+fn take(item: Item, batch: &mut Vec<LogRecord>, flushed: &mut Option<tokio::sync::oneshot::Sender<()>>) {
+    match item {
+        Item::Record(r) => batch.push(*r),
+        Item::Flush(done) => *flushed = Some(done),
     }
 }
 
@@ -279,9 +287,8 @@ impl Shared {
         self.spool_and_queue(hook, message, 1).await;
     }
 
-    /// Queues `records` of `hook` (which has a `queue`) as one message.
-    async fn enqueue_record_batch(self: &Arc<Self>, hook: &LogHookConfig, records: Vec<LogRecord>) {
-        let Some(queue) = &hook.queue else { return };
+    /// Queues `records` of `hook` as one message in `queue`.
+    async fn enqueue_record_batch(self: &Arc<Self>, hook: &LogHookConfig, queue: &str, records: Vec<LogRecord>) {
         let mut data = Vec::with_capacity(records.len() * 1024 + 2);
         let mut count = 0;
         data.push(b'[');
@@ -307,7 +314,7 @@ impl Shared {
             EnvelopeAddress::parse(&format!("log-records@{queue}")).unwrap_or_else(|_| EnvelopeAddress::null());
         let mut meta = Map::new();
         meta.insert("reception_protocol".into(), crate::logs::LOG_RECORD_PROTOCOL.into());
-        meta.insert("queue".into(), queue.as_str().into());
+        meta.insert("queue".into(), queue.into());
         meta.insert(RECORD_COUNT_META.into(), count.into());
         let message = Message::new(EnvelopeAddress::null(), vec![recipient], meta, data);
         self.spool_and_queue(hook, message, count).await;
